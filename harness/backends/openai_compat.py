@@ -1,0 +1,153 @@
+"""A streaming client for any OpenAI-compatible server (vLLM, TGI, llama.cpp, hosted APIs).
+
+Requests run concurrently up to a limit; each is streamed so that time to first token and the gaps
+between tokens are measured from the wire. Timeouts, HTTP 429 and 5xx are retried with exponential
+backoff; what still fails is recorded on the Completion, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from harness.backends.base import Completion, Request, truncate_at_stop
+from harness.errors import HarnessError
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    pass
+
+
+class OpenAICompatBackend:
+    def __init__(self, url: str, model: str, endpoint: str = "chat", concurrency: int = 4, timeout_s: float = 120.0,
+                 max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
+                 check: bool = True) -> None:
+        self.base_url = url.rstrip("/")
+        self.model = model
+        self.endpoint = endpoint
+        self.concurrency = concurrency
+        self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise HarnessError(f"environment variable {api_key_env} (api_key_env) is not set")
+            self.headers["Authorization"] = f"Bearer {key}"
+        if check:
+            self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        try:
+            httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise HarnessError(f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}") from None
+
+    def _payload(self, request: Request) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model, "max_tokens": request.max_new_tokens, "temperature": request.temperature,
+            "stream": True, "stream_options": {"include_usage": True},
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if self.endpoint == "chat":
+            body["messages"] = request.messages
+            return f"{self.base_url}/chat/completions", body
+        body["prompt"] = request.prompt
+        return f"{self.base_url}/completions", body
+
+    async def _stream_once(self, client: httpx.AsyncClient, request: Request, candidate: str,
+                           task: str) -> Completion:
+        url, body = self._payload(request)
+        started = time.perf_counter()
+        chunk_times: list[float] = []
+        parts: list[str] = []
+        usage: dict[str, Any] = {}
+        async with client.stream("POST", url, json=body, headers=self.headers) as response:
+            if response.status_code in RETRYABLE_STATUS:
+                raise _Retryable(f"HTTP {response.status_code} from {url}")
+            if response.status_code >= 400:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                return Completion(request.example_id, candidate, task, "",
+                                  error=f"HTTP {response.status_code} from {url}: {detail}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if event.get("usage"):
+                    usage = event["usage"]
+                for choice in event.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content") if self.endpoint == "chat" else choice.get("text")
+                    if piece:
+                        chunk_times.append(time.perf_counter())
+                        parts.append(piece)
+        ended = time.perf_counter()
+        return Completion(
+            example_id=request.example_id, candidate=candidate, task=task,
+            text=truncate_at_stop("".join(parts), request.stop).strip(),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens", len(parts)),
+            ttft_s=chunk_times[0] - started if chunk_times else None,
+            itl_s=[b - a for a, b in zip(chunk_times, chunk_times[1:], strict=False)],
+            e2e_s=ended - started,
+        )
+
+    async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: Request, candidate: str,
+                   task: str) -> Completion:
+        async with gate:
+            last_error = ""
+            for attempt in range(1, self.max_retries + 2):
+                try:
+                    completion = await self._stream_once(client, request, candidate, task)
+                    completion.attempts = attempt
+                    return completion
+                except (_Retryable, httpx.TransportError, json.JSONDecodeError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if attempt <= self.max_retries:
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (1 + random.random() / 4))
+            return Completion(request.example_id, candidate, task, "", attempts=self.max_retries + 1,
+                              error=f"failed after {self.max_retries + 1} attempts: {last_error}")
+
+    def generate(self, requests: list[Request], candidate: str, task: str) -> Iterator[Completion]:
+        done: queue.Queue[Completion | BaseException] = queue.Queue()
+
+        async def run_all() -> None:
+            gate = asyncio.Semaphore(self.concurrency)
+            limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+            async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
+                tasks = [asyncio.create_task(self._one(client, gate, r, candidate, task)) for r in requests]
+                for finished in asyncio.as_completed(tasks):
+                    done.put(await finished)
+
+        def worker() -> None:
+            try:
+                asyncio.run(run_all())
+            except BaseException as exc:  # surfaced in the caller's thread
+                done.put(exc)
+
+        thread = threading.Thread(target=worker, daemon=True)
+        thread.start()
+        for _ in requests:
+            item = done.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        thread.join()
+
+    def close(self) -> None:
+        pass

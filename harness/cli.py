@@ -1,0 +1,79 @@
+"""The command line: parses arguments, calls the library, sets exit codes (DESIGN.md's contract).
+
+Bad input of any kind is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate fine-tuned language models against their bases and big baselines, with evidence.")
+models_app = typer.Typer(no_args_is_help=True, help="Embedded default models, usable offline.")
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+# Result tables stay readable when piped to a file or CI log (rich would squeeze them to 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = typer.Argument(..., help="embedded model name, e.g. smollm2-135m-instruct")) -> None:
+    """Make an embedded model available offline as a safetensors folder; prints its directory."""
+    from harness.models import prepare
+
+    path = prepare(name, lambda msg: err.print(msg))
+    print(path)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The embedded models and whether they are prepared."""
+    from harness.models import EMBEDDED, is_prepared, prepared_dir
+
+    for name, spec in EMBEDDED.items():
+        state = str(prepared_dir(name)) if is_prepared(prepared_dir(name)) else "not prepared"
+        print(f"{name}\t{state}\t{spec.description}")
+
+
+@app.command("run")
+def run(
+    suite: Path = typer.Argument(..., help="suite YAML file"),
+    results: Path = typer.Option(Path("results"), "--results", help="directory that holds run directories"),
+    run_id: str = typer.Option(None, "--run-id", help="name of the run directory (default: time and suite)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an unfinished run, skipping finished examples"),
+) -> None:
+    """Run every candidate on every task, score, and write the run directory."""
+    from harness import report
+    from harness.runner import Runner, plan
+
+    the_plan = plan(suite)
+    result = Runner(the_plan, results, err).execute(run_id, resume)
+    for table in report.terminal_tables(result.results, {t.name: t.spec.metrics for t in the_plan.tasks}):
+        out.print(table)
+    out.print(f"run directory: {result.run_dir}")
+    if result.failed_requests:
+        err.print(f"[red]{result.failed_requests} requests failed[/]; `harness run {suite} --resume "
+                  f"--run-id {result.run_dir.name}` retries them")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished predictions are kept; rerun with --resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

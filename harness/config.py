@@ -1,0 +1,222 @@
+"""Typed models of tasks, candidates and suites, loaded from YAML and validated at load time.
+
+Every model rejects unknown keys, and every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TASKS_DIR = PROJECT_ROOT / "tasks"
+
+TaskKind = Literal["classification", "generation", "grounded_qa"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(Strict):
+    """A seeded split of one file into train and test."""
+
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 0
+
+
+class DataSpec(Strict):
+    test: str | None = None
+    train: str | None = None
+    path: str | None = Field(None, description="one file to split into train and test with `split`")
+    split: SplitSpec | None = None
+    format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+    inputs: dict[str, str] = Field(description="prompt variable -> column")
+    reference: str | list[str] | None = Field(None, description="column, or columns of several references")
+    id: str | None = Field(None, description="column holding a stable example id; else a hash of the inputs")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.path and (self.test or self.train):
+            raise ValueError("give either `path` (with `split`) or `test`/`train`, not both")
+        if not self.path and not self.test:
+            raise ValueError("`test` (or `path` with `split`) is required")
+        if not self.inputs:
+            raise ValueError("`inputs` must map at least one prompt variable to a column")
+        return self
+
+
+class PromptSpec(Strict):
+    system: str | None = None
+    template: str = Field(description="user message with {variable} slots from data.inputs")
+    answer_prefix: str = Field("", description="text the answer follows in a plain (non-chat) prompt")
+    few_shot_separator: str = "\n\n"
+
+
+class GenerationSpec(Strict):
+    max_new_tokens: Annotated[int, Field(gt=0)] = 64
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    stop: list[str] = Field(default_factory=list)
+
+
+class TaskSpec(Strict):
+    name: str
+    version: int = 1
+    kind: TaskKind
+    description: str = ""
+    data: DataSpec
+    prompt: PromptSpec
+    labels: list[str] | str | None = Field(None, description="label list, or a JSON file holding one")
+    source: str | None = Field(None, description="input variable holding the grounding passage")
+    metrics: list[str]
+    generation: GenerationSpec = GenerationSpec()
+    licence: str | None = None
+    # The YAML file itself: data paths are relative to its folder, errors name it.
+    file: Path = Field(Path("task.yaml"), exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> TaskSpec:
+        if self.kind == "classification" and not self.labels:
+            raise ValueError("a classification task needs `labels`")
+        if self.kind != "classification" and self.data.reference is None:
+            raise ValueError(f"a {self.kind} task needs `data.reference`")
+        if self.kind == "grounded_qa" and not self.source:
+            raise ValueError("a grounded_qa task needs `source` (the input holding the passage)")
+        if self.source and self.source not in self.data.inputs:
+            raise ValueError(f"`source` {self.source!r} is not one of data.inputs {sorted(self.data.inputs)}")
+        return self
+
+
+class TaskRef(Strict):
+    """A task as a suite uses it: by name or path, optionally cut down for quick runs."""
+
+    task: str
+    limit: Annotated[int, Field(gt=0)] | None = None
+    sample: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="seeded sample of this many test examples, stratified by label"
+    )
+
+
+class Candidate(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    model: str = Field(description="embedded model name, local directory, hub id, or served model name")
+    adapter: str | None = Field(None, description="directory of a peft LoRA adapter")
+    backend: Literal["hf", "openai"] = "hf"
+    url: str | None = Field(None, description="base URL of an OpenAI-compatible server (backend openai)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    endpoint: Literal["chat", "completions"] = "chat"
+    few_shot: Annotated[int, Field(ge=0)] = 0
+    chat: bool | None = Field(None, description="use the chat template; default: when the model has one")
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    concurrency: Annotated[int, Field(gt=0)] = 4
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> Candidate:
+        if self.backend == "openai" and not self.url:
+            raise ValueError("backend `openai` needs `url`")
+        if self.backend == "hf" and self.url:
+            raise ValueError("`url` is only for backend `openai`")
+        return self
+
+
+class BootstrapSpec(Strict):
+    resamples: Annotated[int, Field(ge=100)] = 1000
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+
+
+class Suite(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    tasks: list[TaskRef]
+    candidates: list[Candidate]
+    bootstrap: BootstrapSpec = BootstrapSpec()
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_to_refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"task": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Suite:
+        for what, names in (("candidates", [c.name for c in self.candidates]),
+                            ("tasks", [t.task for t in self.tasks])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+        if not self.tasks or not self.candidates:
+            raise ValueError("a suite needs at least one task and one candidate")
+        return self
+
+    def candidate(self, name: str) -> Candidate:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise ConfigError("suite", "candidates", f"no candidate named {name!r}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(path, None, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        raise ConfigError(path, where, f"malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, "expected a mapping at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, **extra: Any) -> Any:
+    try:
+        return model.model_validate({**data, **extra})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(path, field, msg) from None
+
+
+def load_task(ref: str, relative_to: Path | None = None) -> TaskSpec:
+    """A task by name (tasks/<name>/task.yaml) or by path to its YAML file."""
+    candidates = []
+    as_path = Path(ref)
+    if relative_to is not None and not as_path.is_absolute():
+        candidates.append(relative_to / as_path)
+    candidates += [as_path, TASKS_DIR / ref / "task.yaml", TASKS_DIR / f"{ref}.yaml"]
+    for path in candidates:
+        if path.is_file():
+            path = path.resolve()
+            return _validate(TaskSpec, _read_yaml(path), path, file=path)
+    raise ConfigError(relative_to or ".", "tasks", f"unknown task {ref!r} (not a file, nor in {TASKS_DIR})")
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    return _validate(Suite, _read_yaml(path), path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,197 @@
+"""Examples and their loaders: JSONL, CSV or Parquet with a field mapping, stable ids, splits, samples."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.config import DataSpec, SplitSpec, TaskSpec
+from harness.errors import ConfigError, HarnessError
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    inputs: dict[str, str]
+    reference: str | list[str] | None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def references(self) -> list[str]:
+        if self.reference is None:
+            return []
+        return [self.reference] if isinstance(self.reference, str) else list(self.reference)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    test: list[Example]
+    train: list[Example]
+    labels: list[str] | None
+    files: dict[str, str]  # file path -> sha256, for run.json
+
+
+def _read_table(path: Path, fmt: str, task_file: Path, field_name: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise ConfigError(task_file, field_name, f"data file not found: {path}")
+    kind = fmt if fmt != "auto" else {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+    try:
+        if kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        elif kind == "csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            raise ConfigError(task_file, f"{field_name}", f"cannot tell the format of {path}; set data.format")
+    except (ValueError, OSError) as exc:
+        raise ConfigError(task_file, field_name, f"cannot read {path}: {exc}") from None
+    if frame.empty:
+        raise ConfigError(task_file, field_name, f"data set is empty: {path}")
+    return frame
+
+
+def _example_id(inputs: dict[str, str]) -> str:
+    blob = json.dumps(inputs, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_name: str) -> list[Example]:
+    ref_cols = [spec.reference] if isinstance(spec.reference, str) else list(spec.reference or [])
+    needed = {f"data.inputs.{k}": v for k, v in spec.inputs.items()}
+    needed.update({"data.reference": c for c in ref_cols})
+    if spec.id:
+        needed["data.id"] = spec.id
+    for where, column in needed.items():
+        if column not in frame.columns:
+            raise ConfigError(task_file, where, f"column {column!r} not in {field_name} "
+                              f"(columns: {', '.join(map(str, frame.columns))})")
+    examples, seen = [], set()
+    for row in frame.to_dict("records"):
+        inputs = {k: "" if pd.isna(row[c]) else str(row[c]) for k, c in spec.inputs.items()}
+        refs = [str(row[c]) for c in ref_cols if not pd.isna(row[c]) and str(row[c]).strip()]
+        reference: str | list[str] | None
+        if not ref_cols:
+            reference = None
+        elif isinstance(spec.reference, str):
+            reference = refs[0] if refs else ""
+        else:
+            reference = refs
+        ex_id = str(row[spec.id]) if spec.id else _example_id(inputs)
+        if ex_id in seen:
+            # Exact duplicate rows keep distinct, stable ids by their order of appearance.
+            n = 1
+            while f"{ex_id}-{n}" in seen:
+                n += 1
+            ex_id = f"{ex_id}-{n}"
+        seen.add(ex_id)
+        examples.append(Example(id=ex_id, inputs=inputs, reference=reference))
+    return examples
+
+
+def _seeded_split(examples: list[Example], test_size: float, seed: int) -> tuple[list[Example], list[Example]]:
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_test = max(1, round(len(examples) * test_size))
+    test_idx = set(order[:n_test].tolist())
+    test = [e for i, e in enumerate(examples) if i in test_idx]
+    train = [e for i, e in enumerate(examples) if i not in test_idx]
+    return train, test
+
+
+def stratified_sample(examples: list[Example], n: int, seed: int, stratify: bool) -> list[Example]:
+    """A seeded sample of n examples; for labelled data every label gets its share (at least one while
+    n allows). The result keeps the original order so that runs are stable."""
+    if n >= len(examples):
+        return list(examples)
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        keep = set(rng.choice(len(examples), size=n, replace=False).tolist())
+        return [e for i, e in enumerate(examples) if i in keep]
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(str(e.reference), []).append(i)
+    labels = sorted(groups)
+    rng.shuffle(labels)
+    for label in labels:
+        rng.shuffle(groups[label])
+    # Largest-remainder allocation by label share, at least one per label while there is room.
+    shares = {lab: n * len(groups[lab]) / len(examples) for lab in labels}
+    alloc = {lab: min(len(groups[lab]), int(shares[lab])) for lab in labels}
+    for lab in labels:
+        if sum(alloc.values()) >= n:
+            break
+        if alloc[lab] == 0:
+            alloc[lab] = 1
+    by_remainder = sorted(labels, key=lambda lab: shares[lab] - int(shares[lab]), reverse=True)
+    while sum(alloc.values()) < n:
+        for lab in by_remainder:
+            if sum(alloc.values()) >= n:
+                break
+            if alloc[lab] < len(groups[lab]):
+                alloc[lab] += 1
+    while sum(alloc.values()) > n:
+        lab = max(labels, key=lambda la: alloc[la])
+        alloc[lab] -= 1
+    keep = {i for lab in labels for i in groups[lab][: alloc[lab]]}
+    return [e for i, e in enumerate(examples) if i in keep]
+
+
+def load_labels(task: TaskSpec, task_file: Path) -> list[str] | None:
+    if task.labels is None:
+        return None
+    if isinstance(task.labels, list):
+        return list(task.labels)
+    path = task.base_dir / task.labels
+    if not path.is_file():
+        raise ConfigError(task_file, "labels", f"label file not found: {path}")
+    try:
+        labels = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, None, f"malformed JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not labels:
+        raise ConfigError(path, None, "expected a non-empty JSON list of label strings")
+    return labels
+
+
+def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None = None,
+                   seed: int = 0) -> TaskData:
+    """Load, split and cut down a task's examples; checks columns, emptiness and the label set."""
+    task_file = task.file
+    spec = task.data
+    files: dict[str, str] = {}
+
+    def read(rel: str, field_name: str) -> list[Example]:
+        path = (task.base_dir / rel).resolve()
+        frame = _read_table(path, spec.format, task_file, field_name)
+        files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return _to_examples(frame, spec, task_file, field_name)
+
+    if spec.path:
+        everything = read(spec.path, "data.path")
+        split = spec.split or SplitSpec()
+        train, test = _seeded_split(everything, split.test_size, split.seed)
+    else:
+        test = read(spec.test, "data.test")  # type: ignore[arg-type]
+        train = read(spec.train, "data.train") if spec.train else []
+
+    labels = load_labels(task, task_file)
+    if labels is not None:
+        label_set = set(labels)
+        for split_name, rows in (("test", test), ("train", train)):
+            outside = sorted({str(e.reference) for e in rows} - label_set)
+            if outside:
+                shown = ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "")
+                raise ConfigError(task_file, "labels",
+                                  f"label set does not cover the {split_name} data: {shown}")
+    if sample is not None:
+        test = stratified_sample(test, sample, seed, stratify=labels is not None)
+    if limit is not None:
+        test = test[:limit]
+    if not test:
+        raise HarnessError(f"{task_file}: data.test: no test examples left")
+    return TaskData(test=test, train=train, labels=labels, files=files)

@@ -1,0 +1,15 @@
+"""The one error type the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Bad input or an unusable environment: a message a user can act on, naming the file or field."""
+
+
+class ConfigError(HarnessError):
+    def __init__(self, path: object, field: str | None, message: str):
+        where = f"{path}" + (f": {field}" if field else "")
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.field = field

@@ -1,0 +1,123 @@
+"""Classification: answers parsed into the label set, then accuracy, macro/micro F1 and invalid-label rate.
+
+F1 follows scikit-learn's definitions over the labels that occur in the references or in the valid
+predictions; an invalid answer is a miss for its true label and a false positive for no label.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, register
+
+_STRIP = re.compile(r"^[\s\"'`*.:,;!()\[\]-]+|[\s\"'`*.:,;!()\[\]-]+$")
+
+
+def normalise_label(text: str) -> str:
+    text = _STRIP.sub("", text.strip().lower())
+    return re.sub(r"[\s\-/]+", "_", text)
+
+
+def parse_label(text: str, labels: list[str]) -> str | None:
+    """The label an answer names, or None when it names none.
+
+    The first non-empty line is normalised (case, surrounding punctuation, spaces and hyphens as
+    underscores) and must equal a normalised label; failing that, the longest label it contains as a
+    whole word sequence is taken ("The intent is card_arrival." names card_arrival).
+    """
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    first = normalise_label(lines[0])
+    by_norm = {normalise_label(lab): lab for lab in labels}
+    if first in by_norm:
+        return by_norm[first]
+    padded = f"_{first}_"
+    contained = [norm for norm in by_norm if f"_{norm}_" in padded]
+    return by_norm[max(contained, key=len)] if contained else None
+
+
+def predictions(data: ScoringInput) -> list[str | None]:
+    assert data.labels is not None
+    return [parse_label(t, data.labels) for t in data.texts]
+
+
+@register
+class Accuracy(MeanMetric):
+    name = "accuracy"
+    requires = frozenset({"labels"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([p == e.reference for p, e in zip(predictions(data), data.examples, strict=True)], float)
+
+
+@register
+class InvalidLabelRate(MeanMetric):
+    name = "invalid_label_rate"
+    higher_is_better = False
+    requires = frozenset({"labels"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([p is None for p in predictions(data)], float)
+
+
+def confusion_stats(data: ScoringInput) -> np.ndarray:
+    """Per example: one-hot true positives, false positives and false negatives over the label set."""
+    assert data.labels is not None
+    index = {lab: i for i, lab in enumerate(data.labels)}
+    k = len(index)
+    out = np.zeros((len(data.examples), 3 * k))
+    for row, (pred, ex) in enumerate(zip(predictions(data), data.examples, strict=True)):
+        true = index[str(ex.reference)]
+        if pred == ex.reference:
+            out[row, true] = 1
+        else:
+            out[row, 2 * k + true] = 1
+            if pred is not None:
+                out[row, k + index[pred]] = 1
+    return out
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+
+
+@register
+class MacroF1(SumStatsMetric):
+    name = "macro_f1"
+    requires = frozenset({"labels"})
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        return confusion_stats(data)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        tp, fp, fn = np.split(sums, 3, axis=1)
+        present = (tp + fp + fn) > 0
+        f1 = _f1(tp, fp, fn)
+        return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+
+@register
+class MicroF1(SumStatsMetric):
+    name = "micro_f1"
+    requires = frozenset({"labels"})
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        return confusion_stats(data)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        tp, fp, fn = (part.sum(axis=1) for part in np.split(sums, 3, axis=1))
+        return _f1(tp, fp, fn)
+
+
+def per_class_f1(data: ScoringInput) -> dict[str, float]:
+    """F1 of each label that occurs in the references or predictions (for reports and the dashboard)."""
+    assert data.labels is not None
+    tp, fp, fn = np.split(confusion_stats(data).sum(axis=0), 3)
+    return {lab: float(f) for lab, f, t, p, n in zip(data.labels, _f1(tp, fp, fn), tp, fp, fn, strict=True)
+            if t + p + n > 0}
+

@@ -1,0 +1,108 @@
+"""Latency and throughput of the scoring requests, with bootstrap intervals like every other metric.
+
+Per request: TTFT, TPOT ((e2e - ttft) / (output tokens - 1), as vLLM's benchmark defines it) and
+end-to-end time; their percentiles are taken over requests (numpy's default linear interpolation).
+Inter-token latency pools every gap of every request, as vLLM does; its bootstrap weights each gap by
+how often its request was drawn, so its percentiles use the inverted-CDF definition. Failed requests
+have no latency and are left out; `error_rate` counts them.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from harness.metrics.base import MeanMetric, Metric, ScoringInput, SumStatsMetric, register, resample_counts
+
+PERCENTILES = (50, 90, 95, 99)
+_NAN = float("nan")
+
+
+def _per_request(data: ScoringInput, field: str) -> np.ndarray:
+    out = []
+    for c in data.completions:
+        if not c.ok or c.e2e_s is None:
+            out.append(_NAN)
+        elif field == "ttft":
+            out.append(_NAN if c.ttft_s is None else c.ttft_s * 1000)
+        elif field == "e2e":
+            out.append(c.e2e_s * 1000)
+        else:  # tpot
+            tokens = c.completion_tokens or 0
+            out.append(_NAN if c.ttft_s is None or tokens < 2 else (c.e2e_s - c.ttft_s) * 1000 / (tokens - 1))
+    return np.array(out)
+
+
+class RequestPercentile(Metric):
+    field: str
+    q: int
+    higher_is_better = False
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        return _per_request(data, self.field)[:, None]
+
+    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no latency to report
+            return np.nanpercentile(stats[idx, 0], self.q, axis=1)
+
+    def per_example(self, stats: np.ndarray) -> np.ndarray:
+        return stats[:, 0]
+
+
+class InterTokenPercentile(Metric):
+    """Percentile of all inter-token gaps pooled; stats rows are (request index, gap ms), one per gap."""
+
+    q: int
+    higher_is_better = False
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        rows = [(i, gap * 1000) for i, c in enumerate(data.completions) if c.ok for gap in c.itl_s]
+        return np.array(rows, dtype=np.float64).reshape(-1, 2)
+
+    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        if len(stats) == 0:
+            return np.full(idx.shape[0], _NAN)
+        order = np.argsort(stats[:, 1], kind="stable")
+        owner, values = stats[order, 0].astype(int), stats[order, 1]
+        weights = resample_counts(idx)[:, owner]
+        cum = np.cumsum(weights, axis=1)
+        total = cum[:, -1]
+        target = self.q / 100 * total
+        pos = np.minimum((cum < target[:, None]).sum(axis=1), len(values) - 1)
+        return np.where(total > 0, values[pos], _NAN)
+
+
+@register
+class OutputTokensPerSecond(SumStatsMetric):
+    """Decoding speed seen by one request: output tokens over end-to-end seconds, summed over requests."""
+
+    name = "output_tokens_per_s"
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        return np.array([(c.completion_tokens or 0, c.e2e_s or 0.0) if c.ok else (0, 0.0) for c in data.completions],
+                        dtype=np.float64)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums[:, 0] / sums[:, 1]
+
+
+@register
+class ErrorRate(MeanMetric):
+    name = "error_rate"
+    higher_is_better = False
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([not c.ok for c in data.completions], float)
+
+
+for _field in ("ttft", "tpot", "e2e"):
+    for _q in PERCENTILES:
+        register(type(f"{_field}_p{_q}", (RequestPercentile,), {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q}))
+for _q in PERCENTILES:
+    register(type(f"itl_p{_q}", (InterTokenPercentile,), {"name": f"itl_ms_p{_q}", "q": _q}))
+
+LATENCY_METRICS = [f"{f}_ms_p{q}" for f in ("ttft", "itl", "tpot", "e2e") for q in PERCENTILES] + [
+    "output_tokens_per_s", "error_rate"]

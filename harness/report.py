@@ -1,0 +1,83 @@
+"""What people read: the terminal table and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rich.table import Table
+
+from harness.scoring import MetricResult
+
+HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
+TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
+
+
+def json_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def fmt(value: float | None, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if metric in ("bleu", "chrf") or "_ms_" in metric or metric == "output_tokens_per_s":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def fmt_ci(r: MetricResult) -> str:
+    return f"{fmt(r.value, r.metric)} [{fmt(r.ci_low, r.metric)}, {fmt(r.ci_high, r.metric)}]"
+
+
+def _grouped(results: list[MetricResult]) -> dict[str, dict[str, dict[str, MetricResult]]]:
+    """task -> candidate -> metric -> result, in first-seen order."""
+    out: dict[str, dict[str, dict[str, MetricResult]]] = {}
+    for r in results:
+        out.setdefault(r.task, {}).setdefault(r.candidate, {})[r.metric] = r
+    return out
+
+
+def _columns(task_metrics: list[str]) -> list[str]:
+    return [*task_metrics, *[m for m in HEADLINE_LATENCY if m not in task_metrics]]
+
+
+def terminal_tables(results: list[MetricResult], task_metrics: dict[str, list[str]]) -> list[Table]:
+    tables = []
+    for task, by_cand in _grouped(results).items():
+        cols = [*task_metrics[task], *[m for m in TERMINAL_LATENCY if m not in task_metrics[task]]]
+        n = next(iter(next(iter(by_cand.values())).values())).n
+        table = Table(title=f"{task} (n={n}, 95% bootstrap intervals)", title_justify="left")
+        table.add_column("candidate", style="bold")
+        for col in cols:
+            table.add_column(col, justify="right")
+        for cand, metrics in by_cand.items():
+            table.add_row(cand, *[fmt_ci(metrics[c]) if c in cols[: len(task_metrics[task])]
+                                  else fmt(metrics[c].value, c) for c in cols])
+        tables.append(table)
+    return tables
+
+
+def markdown(run: dict[str, Any], results: list[MetricResult]) -> str:
+    lines = [f"# Run {run['run_id']}", "",
+             f"Suite **{run['suite_name']}** (`{run['suite_file']}`), status **{run['status']}**, "
+             f"started {run['started_at']}, finished {run['finished_at']}.", ""]
+    if run.get("failed_requests"):
+        lines += [f"**{run['failed_requests']} requests failed**: their answers score as empty. "
+                  "`harness run --resume` retries them.", ""]
+    lines += [f"Seed {run['seed']}; intervals: percentile bootstrap, {run['bootstrap']['resamples']} resamples, "
+              f"{run['bootstrap']['confidence']:.0%} confidence. Git revision `{run.get('git_revision')}`.", ""]
+    for task, by_cand in _grouped(results).items():
+        info = run["tasks"][task]
+        cols = _columns(info["metrics"])
+        lines += [f"## {task}", "", f"{info['kind']}, {info['n_test']} test examples, task version {info['version']}.",
+                  "", "| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for cand, metrics in by_cand.items():
+            cells = [fmt_ci(metrics[c]) if c in info["metrics"] else fmt(metrics[c].value, c) for c in cols]
+            lines.append(f"| {cand} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in run["timings_s"].items()]
+    versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+    lines += ["", f"Versions: {versions}.", ""]
+    return "\n".join(lines)
