@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LABELS = ["billing", "delivery", "password"]
+KEYWORDS = {"billing": "invoice charge", "delivery": "parcel courier", "password": "login reset"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama-style model with a locally trained tokenizer (no download)."""
+    from harness.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def keyword_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        word = rng.choice(KEYWORDS[label].split())
+        rows.append({"id": f"ex{i:03d}", "text": f"question {i} about my {word}", "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def classification_task(root: Path, n_test: int = 12, n_train: int = 9, **overrides) -> Path:
+    write_jsonl(root / "train.jsonl", keyword_rows(n_train, seed=1))
+    write_jsonl(root / "test.jsonl", keyword_rows(n_test, seed=2))
+    task = {
+        "name": "keywords", "kind": "classification",
+        "data": {"train": "train.jsonl", "test": "test.jsonl", "id": "id", "inputs": {"text": "text"},
+                 "reference": "label"},
+        "labels": LABELS,
+        "prompt": {"system": "Pick one of: {labels}", "template": "Text: {text}", "answer_prefix": "\nLabel: "},
+        "generation": {"max_new_tokens": 4},
+        "metrics": ["accuracy", "macro_f1", "micro_f1", "invalid_label_rate"],
+    }
+    task.update(overrides)
+    return write_yaml(root / "task.yaml", task)
+
+
+def qa_task(root: Path, n: int = 10) -> Path:
+    rows = [{"id": f"q{i}", "knowledge": f"The parcel number {i} left the depot on Monday.",
+             "question": f"When did parcel {i} leave?", "answer": "on Monday"} for i in range(n)]
+    write_jsonl(root / "qa.jsonl", rows)
+    return write_yaml(root / "task.yaml", {
+        "name": "qa", "kind": "grounded_qa",
+        "data": {"test": "qa.jsonl", "id": "id", "inputs": {"knowledge": "knowledge", "question": "question"},
+                 "reference": "answer"},
+        "source": "knowledge",
+        "prompt": {"template": "{knowledge}\nQ: {question}", "answer_prefix": "\nA: "},
+        "generation": {"max_new_tokens": 6},
+        "metrics": ["exact_match", "token_f1", "rouge_l", "bleu", "chrf", "hallucination_rate"],
+    })
+
+
+@pytest.fixture
+def small_suite(tmp_path: Path, tiny_model: Path) -> Path:
+    """A two-task, two-candidate suite on the tiny model, run in-process."""
+    cls = classification_task(tmp_path / "tasks" / "keywords")
+    qa = qa_task(tmp_path / "tasks" / "qa")
+    return write_yaml(tmp_path / "suite.yaml", {
+        "name": "small", "seed": 3,
+        "tasks": [str(cls), {"task": str(qa), "limit": 6}],
+        "candidates": [
+            {"name": "tiny-zero", "model": str(tiny_model), "batch_size": 4},
+            {"name": "tiny-fewshot", "model": str(tiny_model), "few_shot": 2, "chat": False, "batch_size": 4},
+        ],
+        "bootstrap": {"resamples": 200},
+    })

@@ -1,0 +1,69 @@
+import pytest
+
+from harness.backends.base import Request
+from harness.backends.hf_local import HFLocalBackend
+from harness.errors import HarnessError
+
+
+def _requests(n, max_new=6, stop=()):
+    return [Request(f"r{i}", [{"role": "user", "content": f"my card {i} has not arrived"}],
+                    f"my card {i} has not arrived", max_new, stop=stop) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return HFLocalBackend(str(tiny_model), batch_size=2)
+
+
+def test_generates_one_completion_per_request_with_timing(backend):
+    out = list(backend.generate(_requests(5), "tiny", "t"))
+    assert sorted(c.example_id for c in out) == [f"r{i}" for i in range(5)]
+    for c in out:
+        assert c.ok and c.candidate == "tiny" and c.task == "t"
+        assert 0 <= c.completion_tokens <= 6
+        assert c.prompt_tokens > 5
+        assert 0 < c.ttft_s <= c.e2e_s
+        assert len(c.itl_s) in (c.completion_tokens, max(c.completion_tokens - 1, 0))
+        assert all(gap > 0 for gap in c.itl_s)
+
+
+def test_greedy_is_deterministic(backend):
+    first = {c.example_id: c.text for c in backend.generate(_requests(3), "tiny", "t")}
+    again = {c.example_id: c.text for c in backend.generate(_requests(3), "tiny", "t")}
+    assert first == again
+
+
+def test_chat_template_and_plain_prompt_differ(tiny_model, backend):
+    plain = HFLocalBackend(str(tiny_model), batch_size=2, chat=False)
+    chat_tokens = next(iter(backend.generate(_requests(1), "a", "t"))).prompt_tokens
+    plain_tokens = next(iter(plain.generate(_requests(1), "a", "t"))).prompt_tokens
+    assert backend.chat and not plain.chat
+    assert chat_tokens > plain_tokens
+
+
+def test_prompt_too_long_is_recorded_not_raised(backend):
+    out = list(backend.generate(_requests(2, max_new=5000), "tiny", "t"))
+    assert all(not c.ok and "exceeds the model's 2048 positions" in c.error for c in out)
+
+
+def test_lora_adapter_changes_the_output(tiny_model, tmp_path, backend):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    # Random (not zero) B matrices so the adapter visibly changes the model.
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
+                                           init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    tuned = HFLocalBackend(str(tiny_model), adapter=str(tmp_path / "adapter"), batch_size=2)
+    reqs = _requests(4)
+    base_out = {c.example_id: c.text for c in backend.generate(reqs, "base", "t")}
+    tuned_out = {c.example_id: c.text for c in tuned.generate(reqs, "ft", "t")}
+    assert base_out != tuned_out
+
+
+def test_bad_adapter_and_model_are_clear_errors(tiny_model, tmp_path):
+    with pytest.raises(HarnessError, match="no adapter_config.json"):
+        HFLocalBackend(str(tiny_model), adapter=str(tmp_path))
+    with pytest.raises(HarnessError, match="cannot load model"):
+        HFLocalBackend(str(tmp_path))

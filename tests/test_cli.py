@@ -1,0 +1,94 @@
+"""Bad input through the real command line: one line naming the file and field, exit code 2, no run dir."""
+
+import sys
+
+import pytest
+import yaml
+
+from harness.cli import main
+from tests.conftest import classification_task, write_jsonl, write_yaml
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["harness", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.err
+
+
+def _suite(tmp_path, tiny_model, **changes):
+    task = classification_task(tmp_path / "task")
+    suite = {"name": "bad", "tasks": [str(task)],
+             "candidates": [{"name": "c", "model": str(tiny_model)}]}
+    suite.update(changes)
+    return write_yaml(tmp_path / "suite.yaml", suite), task
+
+
+def _edit_task(task_file, **changes):
+    data = yaml.safe_load(task_file.read_text())
+    data.update(changes)
+    task_file.write_text(yaml.safe_dump(data))
+
+
+CASES = {
+    "malformed yaml": (lambda s, t: s.write_text("name: [unclosed\n"), "suite.yaml", "malformed YAML"),
+    "unknown suite field": (lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()), "candidatez": []}),
+                            "suite.yaml: candidatez", "Extra inputs"),
+    "unknown candidate field": (
+        lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
+                                    "candidates": [{"name": "c", "modle": "x"}]}),
+        "suite.yaml: candidates.0", ""),
+    "unknown task": (lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()), "tasks": ["no-such-task"]}),
+                     "suite.yaml: tasks.0.task", "unknown task 'no-such-task'"),
+    "unknown metric": (lambda s, t: _edit_task(t, metrics=["accuracy", "bleurt"]), "task.yaml: metrics",
+                       "unknown metric 'bleurt'"),
+    "metric needs labels": (lambda s, t: _edit_task(t, kind="generation", labels=None, metrics=["accuracy"]),
+                            "task.yaml: metrics", "needs the task to define labels"),
+    "unknown template slot": (lambda s, t: _edit_task(t, prompt={"template": "{txt}"}), "task.yaml: prompt.template",
+                              "unknown slot"),
+    "missing data file": (lambda s, t: (t.parent / "test.jsonl").unlink(), "task.yaml: data.test", "not found"),
+    "missing column": (lambda s, t: write_jsonl(t.parent / "test.jsonl", [{"id": "1", "txt": "a", "label": "billing"}]),
+                       "task.yaml: data.inputs.text", "column 'text'"),
+    "empty data set": (lambda s, t: (t.parent / "test.jsonl").write_text(""), "task.yaml: data.test", "empty"),
+    "label outside the set": (
+        lambda s, t: write_jsonl(t.parent / "test.jsonl", [{"id": "1", "text": "a", "label": "refunds"}]),
+        "task.yaml: labels", "refunds"),
+    "model path missing": (
+        lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
+                                    "candidates": [{"name": "c", "model": "./no/such/model"}]}),
+        "suite.yaml: candidates.0.model", "does not exist"),
+    "too many shots": (
+        lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
+                                    "candidates": [{"name": "c", "model": "gemma-3-270m", "few_shot": 50}]}),
+        "suite.yaml: candidates.0.few_shot", "training examples"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_model, monkeypatch, capsys):
+    suite, task = _suite(tmp_path, tiny_model)
+    mutate, where, what = CASES[case]
+    mutate(suite, task)
+    results = tmp_path / "results"
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(results))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert where in err and what in err, err
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_missing_suite_file(tmp_path, monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "run", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml: file not found" in err
+
+
+def test_unknown_embedded_model(monkeypatch, capsys):
+    code, err = run_cli(monkeypatch, capsys, "models", "prepare", "llama-9000")
+    assert code == 2 and "unknown embedded model 'llama-9000'" in err
+
+
+def test_resume_with_nothing_to_resume(tmp_path, tiny_model, monkeypatch, capsys):
+    suite, _ = _suite(tmp_path, tiny_model)
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--resume")
+    assert code == 2 and "nothing to resume" in err
