@@ -63,11 +63,11 @@ def _example_id(inputs: dict[str, str]) -> str:
 
 def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_name: str) -> list[Example]:
     ref_cols = [spec.reference] if isinstance(spec.reference, str) else list(spec.reference or [])
-    needed = {f"data.inputs.{k}": v for k, v in spec.inputs.items()}
-    needed.update({"data.reference": c for c in ref_cols})
+    needed = [(f"data.inputs.{k}", v) for k, v in spec.inputs.items()]
+    needed += [("data.reference", c) for c in ref_cols]
     if spec.id:
-        needed["data.id"] = spec.id
-    for where, column in needed.items():
+        needed.append(("data.id", spec.id))
+    for where, column in needed:
         if column not in frame.columns:
             raise ConfigError(task_file, where, f"column {column!r} not in {field_name} "
                               f"(columns: {', '.join(map(str, frame.columns))})")

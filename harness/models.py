@@ -155,10 +155,15 @@ def prepare(name: str, progress: Callable[[str], None] = lambda _msg: None) -> P
 
 def _gguf_to_safetensors(gguf_path: Path, out: Path) -> None:
     import torch
+    from gguf import GGUFReader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, file = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    # transformers drops the GGUF's add-BOS flag; Gemma answers nonsense without its <bos>.
+    add_bos = GGUFReader(gguf_path).fields.get("tokenizer.ggml.add_bos_token")
+    if add_bos is not None and bool(add_bos.contents()) and tokenizer.bos_token:
+        tokenizer.add_bos_token = True
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.bfloat16)
     # The dequantised model still carries its GGUF quantiser, which refuses to save; it is plain now.
     model.hf_quantizer = None

@@ -64,14 +64,14 @@ def classification_task(root: Path, n_test: int = 12, n_train: int = 9, **overri
     return write_yaml(root / "task.yaml", task)
 
 
-def qa_task(root: Path, n: int = 10) -> Path:
+def qa_task(root: Path, n: int = 20) -> Path:
     rows = [{"id": f"q{i}", "knowledge": f"The parcel number {i} left the depot on Monday.",
              "question": f"When did parcel {i} leave?", "answer": "on Monday"} for i in range(n)]
     write_jsonl(root / "qa.jsonl", rows)
     return write_yaml(root / "task.yaml", {
         "name": "qa", "kind": "grounded_qa",
-        "data": {"test": "qa.jsonl", "id": "id", "inputs": {"knowledge": "knowledge", "question": "question"},
-                 "reference": "answer"},
+        "data": {"path": "qa.jsonl", "split": {"test_size": 0.5, "seed": 1}, "id": "id",
+                 "inputs": {"knowledge": "knowledge", "question": "question"}, "reference": "answer"},
         "source": "knowledge",
         "prompt": {"template": "{knowledge}\nQ: {question}", "answer_prefix": "\nA: "},
         "generation": {"max_new_tokens": 6},

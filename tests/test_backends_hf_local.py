@@ -63,7 +63,7 @@ def test_lora_adapter_changes_the_output(tiny_model, tmp_path, backend):
 
 
 def test_bad_adapter_and_model_are_clear_errors(tiny_model, tmp_path):
-    with pytest.raises(HarnessError, match="no adapter_config.json"):
+    with pytest.raises(HarnessError, match=r"no adapter_config\.json"):
         HFLocalBackend(str(tiny_model), adapter=str(tmp_path))
     with pytest.raises(HarnessError, match="cannot load model"):
         HFLocalBackend(str(tmp_path))

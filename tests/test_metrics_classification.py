@@ -37,7 +37,7 @@ def _data():
 
 def test_against_scikit_learn():
     data, refs, preds = _data()
-    valid = sorted((set(refs) | {p for p in preds if p}))
+    valid = sorted(set(refs) | {p for p in preds if p})
     preds_sk = [p if p else "__invalid__" for p in preds]
     for name, expected in [
         ("accuracy", accuracy_score(refs, preds_sk)),

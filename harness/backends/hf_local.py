@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -120,7 +121,7 @@ class HFLocalBackend:
                 example_id=request.example_id, candidate=candidate, task=task, text=text.strip(),
                 prompt_tokens=int(prompt_lens[row]), completion_tokens=len(content),
                 ttft_s=steps[0] - started if steps else None,
-                itl_s=[b - a for a, b in zip(steps, steps[1:], strict=False)],
+                itl_s=[b - a for a, b in pairwise(steps)],
                 e2e_s=(steps[-1] if steps else time.perf_counter()) - started,
             )
 

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -92,7 +93,8 @@ class OpenAICompatBackend:
                 if event.get("usage"):
                     usage = event["usage"]
                 for choice in event.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content") if self.endpoint == "chat" else choice.get("text")
+                    chat = self.endpoint == "chat"
+                    piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     if piece:
                         chunk_times.append(time.perf_counter())
                         parts.append(piece)
@@ -103,7 +105,7 @@ class OpenAICompatBackend:
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens", len(parts)),
             ttft_s=chunk_times[0] - started if chunk_times else None,
-            itl_s=[b - a for a, b in zip(chunk_times, chunk_times[1:], strict=False)],
+            itl_s=[b - a for a, b in pairwise(chunk_times)],
             e2e_s=ended - started,
         )
 

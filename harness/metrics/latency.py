@@ -81,8 +81,8 @@ class OutputTokensPerSecond(SumStatsMetric):
     name = "output_tokens_per_s"
 
     def stats(self, data: ScoringInput) -> np.ndarray:
-        return np.array([(c.completion_tokens or 0, c.e2e_s or 0.0) if c.ok else (0, 0.0) for c in data.completions],
-                        dtype=np.float64)
+        rows = [(c.completion_tokens or 0, c.e2e_s or 0.0) if c.ok else (0, 0.0) for c in data.completions]
+        return np.array(rows, dtype=np.float64)
 
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):

