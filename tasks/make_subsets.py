@@ -47,8 +47,9 @@ def main(shared: Path) -> None:
     en = (base / "tico19-test.eng").read_text(encoding="utf-8").splitlines()
     fr = (base / "tico19-test.fra").read_text(encoding="utf-8").splitlines()
     assert len(en) == len(fr), "TICO-19 files are not aligned"
+    pairs_en_fr = enumerate(zip(en, fr, strict=True))
     write_jsonl(HERE / "tico19-en-fr" / "pairs.jsonl", [
-        {"id": f"tico19-{i:04d}", "en": e, "fr": f} for i, (e, f) in enumerate(zip(en, fr, strict=True)) if e.strip() and f.strip()])
+        {"id": f"tico19-{i:04d}", "en": e, "fr": f} for i, (e, f) in pairs_en_fr if e.strip() and f.strip()])
     shutil.copyfile(shared / "tico19" / "LICENSE-CC0.md", HERE / "tico19-en-fr" / "LICENSE-CC0.md")
     with (HERE / "banking77" / "train.csv").open() as handle:
         print(f"banking77 train rows: {sum(1 for _ in csv.reader(handle)) - 1}")

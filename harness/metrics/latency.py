@@ -100,7 +100,8 @@ class ErrorRate(MeanMetric):
 
 for _field in ("ttft", "tpot", "e2e"):
     for _q in PERCENTILES:
-        register(type(f"{_field}_p{_q}", (RequestPercentile,), {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q}))
+        register(type(f"{_field}_p{_q}", (RequestPercentile,),
+                      {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q}))
 for _q in PERCENTILES:
     register(type(f"itl_p{_q}", (InterTokenPercentile,), {"name": f"itl_ms_p{_q}", "q": _q}))
 
