@@ -76,5 +76,7 @@ def render(task: TaskSpec, example: Example, shots: list[Example], labels: list[
     prefix = task.prompt.answer_prefix
     parts = [system] if system else []
     parts += [f"{user(shot)}{prefix}{answer_of(shot)}" for shot in shots]
-    parts.append(f"{user(example)}{prefix}")
+    # No trailing space: SentencePiece-style tokenisers fold the space into the answer's first token,
+    # and a prompt ending in a bare space pushes base models off their usual continuations.
+    parts.append(f"{user(example)}{prefix}".rstrip(" "))
     return Prompt(messages=messages, text=task.prompt.few_shot_separator.join(parts))

@@ -96,6 +96,12 @@ def plan(suite_file: str | Path) -> RunPlan:
             problem = models.check_model_ref(cand.model)
             if problem:
                 raise ConfigError(suite_file, f"candidates.{i}.model", problem)
+        if cand.backend == "openai":
+            from harness.backends.openai_compat import unreachable
+
+            problem = unreachable(cand.url or "")
+            if problem:
+                raise ConfigError(suite_file, f"candidates.{i}.url", problem)
         if cand.adapter and not (Path(cand.adapter) / "adapter_config.json").is_file():
             raise ConfigError(suite_file, f"candidates.{i}.adapter", f"not a LoRA adapter directory: {cand.adapter}")
         for task in tasks:

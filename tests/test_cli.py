@@ -58,6 +58,11 @@ CASES = {
         lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
                                     "candidates": [{"name": "c", "model": "./no/such/model"}]}),
         "suite.yaml: candidates.0.model", "does not exist"),
+    "unreachable server": (
+        lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
+                                    "candidates": [{"name": "c", "backend": "openai", "model": "m",
+                                                    "url": "http://127.0.0.1:9/v1"}]}),
+        "suite.yaml: candidates.0.url", "cannot reach http://127.0.0.1:9/v1"),
     "too many shots": (
         lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
                                     "candidates": [{"name": "c", "model": "gemma-3-270m", "few_shot": 50}]}),

