@@ -48,19 +48,58 @@ def run(
     results: Path = typer.Option(Path("results"), "--results", help="directory that holds run directories"),
     run_id: str = typer.Option(None, "--run-id", help="name of the run directory (default: time and suite)"),
     resume: bool = typer.Option(False, "--resume", help="continue an unfinished run, skipping finished examples"),
+    manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the suite's own)"),
 ) -> None:
-    """Run every candidate on every task, score, and write the run directory."""
+    """Run every candidate on every task, score, gate, and write the run directory.
+
+    Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, or requests
+    failed; 2: bad input."""
     from harness import report
     from harness.runner import Runner, plan
 
-    the_plan = plan(suite)
+    the_plan = plan(suite, manifest)
     result = Runner(the_plan, results, err).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.spec.metrics for t in the_plan.tasks}):
         out.print(table)
+    if result.verdicts is not None:
+        out.print(report.verdict_table(result.verdicts))
     out.print(f"run directory: {result.run_dir}")
     if result.failed_requests:
         err.print(f"[red]{result.failed_requests} requests failed[/]; `harness run {suite} --resume "
                   f"--run-id {result.run_dir.name}` retries them")
+        raise typer.Exit(1)
+    if result.verdicts is not None and any(v.status != "pass" for v in result.verdicts):
+        raise typer.Exit(1)
+
+
+@app.command("gate")
+def gate(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the run's own)"),
+) -> None:
+    """Verdicts for an existing run: writes verdict.json; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
+    from harness import report
+    from harness.runner import gate as run_gate
+
+    verdicts, _ = run_gate(run_dir, manifest)
+    out.print(report.verdict_table(verdicts))
+    if any(v.status != "pass" for v in verdicts):
+        raise typer.Exit(1)
+
+
+@app.command("compare")
+def compare(
+    before: Path = typer.Argument(..., help="the earlier run directory"),
+    after: Path = typer.Argument(..., help="the later run directory"),
+    latency: bool = typer.Option(False, "--latency", help="include latency percentiles"),
+) -> None:
+    """What moved between two runs beyond their intervals; exit 1 on a regression."""
+    from harness import report
+    from harness.drift import compare_runs, has_regression
+
+    changes = compare_runs(before, after, latency)
+    out.print(report.changes_table(changes, before.name, after.name))
+    if has_regression(changes):
         raise typer.Exit(1)
 
 

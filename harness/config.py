@@ -138,6 +138,58 @@ class BootstrapSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
 
 
+class Criterion(Strict):
+    task: str
+    metric: str
+    candidate: str
+    at_least: float | None = None
+    at_most: float | None = None
+    better_than: str | None = None
+    by: Annotated[float, Field(ge=0)] | None = None
+    not_worse_than: str | None = None
+    margin: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Criterion:
+        rules = [r for r in ("at_least", "at_most", "better_than", "not_worse_than") if getattr(self, r) is not None]
+        if len(rules) != 1:
+            raise ValueError("give exactly one of at_least, at_most, better_than, not_worse_than"
+                             + (f" (got {' and '.join(rules)})" if rules else ""))
+        if self.by is not None and self.better_than is None:
+            raise ValueError("`by` goes with `better_than`")
+        if self.margin is not None and self.not_worse_than is None:
+            raise ValueError("`margin` goes with `not_worse_than`")
+        return self
+
+    @property
+    def baseline(self) -> str | None:
+        return self.better_than or self.not_worse_than
+
+    def describe(self) -> str:
+        if self.at_least is not None:
+            rule = f">= {self.at_least:g}"
+        elif self.at_most is not None:
+            rule = f"<= {self.at_most:g}"
+        elif self.better_than is not None:
+            rule = f"better than {self.better_than} by {self.by or 0:g}"
+        else:
+            rule = f"not worse than {self.not_worse_than} by more than {self.margin or 0:g}"
+        return f"{self.task} {self.metric} of {self.candidate} {rule}"
+
+
+class Manifest(Strict):
+    min_examples: Annotated[int, Field(ge=1)] = 1
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    holm: bool = Field(False, description="Holm-correct the passing decisions across all criteria")
+    criteria: list[Criterion]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Manifest:
+        if not self.criteria:
+            raise ValueError("a manifest needs at least one criterion")
+        return self
+
+
 class Suite(Strict):
     name: str
     description: str = ""
@@ -145,6 +197,7 @@ class Suite(Strict):
     tasks: list[TaskRef]
     candidates: list[Candidate]
     bootstrap: BootstrapSpec = BootstrapSpec()
+    manifest: Manifest | str | None = Field(None, description="success criteria, inline or a YAML file")
 
     @field_validator("tasks", mode="before")
     @classmethod

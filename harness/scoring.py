@@ -1,17 +1,26 @@
-"""Scores one candidate on one task: every metric with its bootstrap interval, and per-example values."""
+"""Scores a task for all candidates at once: per-example statistics, bootstrap draws shared across
+candidates (so every comparison is paired), intervals, paired differences and per-example rows."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from typing import Any
+
+import numpy as np
 
 from harness.backends.base import Completion
 from harness.config import TaskSpec
 from harness.data import Example
 from harness.metrics import LATENCY_METRICS, ScoringInput, get_metric
 from harness.metrics.classification import parse_label
-from harness.stats import bootstrap, task_seed
+from harness.stats import Interval, PairedDifference, paired_difference, percentile_interval, task_seed
+from harness.stats import draws as bootstrap_draws
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -26,40 +35,114 @@ class MetricResult:
     higher_is_better: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return _clean(asdict(self))
 
 
 @dataclass(frozen=True)
-class TaskScores:
-    results: list[MetricResult]
-    rows: list[dict[str, Any]]  # one per example, for scores.jsonl
+class Comparison:
+    task: str
+    metric: str
+    candidate: str
+    baseline: str
+    delta: float  # candidate - baseline
+    ci_low: float
+    ci_high: float
+    p_value: float
+    test: str
+    n: int
+    higher_is_better: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
 
 
 def metric_names(task: TaskSpec) -> list[str]:
     return list(task.metrics) + [m for m in LATENCY_METRICS if m not in task.metrics]
 
 
-def score(task: TaskSpec, candidate: str, examples: list[Example], completions: list[Completion],
-          labels: list[str] | None, resamples: int, confidence: float, seed: int) -> TaskScores:
-    data = ScoringInput(task=task, examples=examples, completions=completions, labels=labels)
-    n = len(examples)
-    results, columns = [], {}
-    for name in metric_names(task):
-        metric = get_metric(name)
-        stats = metric.stats(data)
-        interval = bootstrap(metric, stats, n, resamples, confidence, task_seed(seed, task.name))
-        results.append(MetricResult(task.name, candidate, name, interval.value, interval.low, interval.high, n,
-                                    metric.higher_is_better))
-        per = metric.per_example(stats)
-        if per is not None and name in task.metrics:
-            columns[name] = per
-    rows = []
-    for i, (ex, c) in enumerate(zip(examples, completions, strict=True)):
-        row: dict[str, Any] = {"task": task.name, "candidate": candidate, "example_id": ex.id, "error": c.error}
-        if labels is not None:
-            row["predicted_label"] = parse_label(c.text, labels) if c.ok else None
-        for name, values in columns.items():
-            v = float(values[i])
-            row[name] = None if math.isnan(v) else v
-        rows.append(row)
-    return TaskScores(results, rows)
+@dataclass
+class TaskEvidence:
+    """Everything needed for intervals, comparisons and verdicts on one task."""
+
+    task: TaskSpec
+    examples: list[Example]
+    labels: list[str] | None
+    completions: dict[str, list[Completion]]  # candidate -> aligned with examples
+    resamples: int
+    seed: int
+    _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.examples)
+
+    @property
+    def candidates(self) -> list[str]:
+        return list(self.completions)
+
+    def stats(self, metric: str) -> dict[str, np.ndarray]:
+        if metric not in self._stats:
+            m = get_metric(metric)
+            self._stats[metric] = {
+                cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels))
+                for cand, comps in self.completions.items()
+            }
+        return self._stats[metric]
+
+    def draws(self, metric: str) -> dict[str, np.ndarray]:
+        """Bootstrap draws of every candidate on the same resamples (seeded by suite seed and task)."""
+        if metric not in self._draws:
+            self._draws[metric] = bootstrap_draws(get_metric(metric), self.stats(metric), self.n, self.resamples,
+                                        task_seed(self.seed, self.task.name))
+        return self._draws[metric]
+
+    def interval(self, metric: str, candidate: str, confidence: float) -> Interval:
+        value = get_metric(metric).value(self.stats(metric)[candidate], self.n)
+        if math.isnan(value):
+            return Interval(value, math.nan, math.nan)
+        return Interval(value, *percentile_interval(self.draws(metric)[candidate], confidence))
+
+    def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:
+        stats, d = self.stats(metric), self.draws(metric)
+        return paired_difference(get_metric(metric), stats[candidate], stats[baseline], self.n, d[candidate],
+                                 d[baseline], confidence)
+
+    def results(self, confidence: float) -> list[MetricResult]:
+        out = []
+        for metric in metric_names(self.task):
+            higher = get_metric(metric).higher_is_better
+            for cand in self.candidates:
+                iv = self.interval(metric, cand, confidence)
+                out.append(MetricResult(self.task.name, cand, metric, iv.value, iv.low, iv.high, self.n, higher))
+        return out
+
+    def comparisons(self, confidence: float) -> list[Comparison]:
+        """Every pair of candidates (later one against earlier one) on the task's own metrics."""
+        out = []
+        for baseline, cand in combinations(self.candidates, 2):
+            for metric in self.task.metrics:
+                diff = self.paired(metric, cand, baseline, confidence)
+                out.append(Comparison(self.task.name, metric, cand, baseline, diff.delta, diff.low, diff.high,
+                                      diff.p_value, diff.test, self.n, get_metric(metric).higher_is_better))
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per-example values of the task's metrics, for scores.jsonl."""
+        out = []
+        for cand, comps in self.completions.items():
+            columns = {}
+            for metric in self.task.metrics:
+                per = get_metric(metric).per_example(self.stats(metric)[cand])
+                if per is not None:
+                    columns[metric] = per
+            for i, (ex, c) in enumerate(zip(self.examples, comps, strict=True)):
+                row: dict[str, Any] = {"task": self.task.name, "candidate": cand, "example_id": ex.id,
+                                       "error": c.error}
+                if self.labels is not None:
+                    row["predicted_label"] = parse_label(c.text, self.labels) if c.ok else None
+                for metric, values in columns.items():
+                    v = float(values[i])
+                    row[metric] = None if math.isnan(v) else v
+                out.append(row)
+        return out

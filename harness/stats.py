@@ -1,8 +1,10 @@
-"""Bootstrap confidence intervals over examples.
+"""Bootstrap confidence intervals and paired comparisons over examples.
 
 Each resample draws n example indices with replacement and the metric is recomputed on it (through
-`Metric.aggregate`), so non-decomposable metrics get honest intervals. The draws depend only on the
-seed and n: every candidate of a task sees the same resamples, which is what paired comparisons need.
+`Metric.aggregate`), so non-decomposable metrics (macro-F1, corpus BLEU, percentiles) get honest
+intervals. The draws depend only on the seed and n, and one block of resamples serves every candidate
+of a task: candidate A's and B's values on resample k are on the same examples, so the paired
+difference's distribution is simply draws(A) - draws(B).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.metrics.base import Metric
+from harness.metrics.base import Metric, Resample
 
 # Resamples are processed in blocks so that (b × n) index and count matrices stay small in memory.
 _BLOCK_ELEMENTS = 4_000_000
@@ -26,28 +28,114 @@ class Interval:
     high: float
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    delta: float  # metric(a) - metric(b) on the same examples
+    low: float
+    high: float
+    p_value: float
+    test: str  # "mcnemar" | "paired_bootstrap" | "none"
+
+
 def task_seed(seed: int, task: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{task}".encode()).digest()[:4], "little")
 
 
-def resample_blocks(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+def resample_blocks(n: int, resamples: int, seed: int) -> Iterator[Resample]:
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ELEMENTS // max(n, 1))
     done = 0
     while done < resamples:
         b = min(block, resamples - done)
-        yield rng.integers(0, n, size=(b, n))
+        yield Resample(rng.integers(0, n, size=(b, n)))
         done += b
+
+
+def draws(metric: Metric, stats: dict[str, np.ndarray], n: int, resamples: int, seed: int) -> dict[str, np.ndarray]:
+    """The metric on each resample, for several candidates at once on the same resamples (NaN kept, so
+    the arrays stay aligned resample by resample)."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in stats}
+    for sample in resample_blocks(n, resamples, seed):
+        for name, s in stats.items():
+            out[name].append(metric.aggregate(s, sample))
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def bootstrap(metric: Metric, stats: np.ndarray, n: int, resamples: int = 1000, confidence: float = 0.95,
               seed: int = 0) -> Interval:
     """The metric's value and its percentile-bootstrap interval."""
     value = metric.value(stats, n)
-    draws = np.concatenate([metric.aggregate(stats, idx) for idx in resample_blocks(n, resamples, seed)])
-    draws = draws[~np.isnan(draws)]
-    if np.isnan(value) or len(draws) == 0:
+    if np.isnan(value):
         return Interval(value, float("nan"), float("nan"))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(draws, [alpha, 1 - alpha])
-    return Interval(value, float(low), float(high))
+    return Interval(value, *percentile_interval(draws(metric, {"x": stats}, n, resamples, seed)["x"], confidence))
+
+
+def paired_difference(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray, n: int,
+                      draws_a: np.ndarray, draws_b: np.ndarray, confidence: float = 0.95) -> PairedDifference:
+    """metric(a) - metric(b) with its paired percentile-bootstrap interval from aligned draws. The p-value
+    is McNemar's exact test where the metric is a per-example 0/1 rate, else the two-sided paired
+    bootstrap p-value."""
+    delta = metric.value(stats_a, n) - metric.value(stats_b, n)
+    d = draws_a - draws_b
+    d = d[~np.isnan(d)]
+    if np.isnan(delta) or len(d) == 0:
+        return PairedDifference(delta, float("nan"), float("nan"), float("nan"), "none")
+    low, high = percentile_interval(d, confidence)
+    binary = _binary_outcomes(metric, stats_a, stats_b)
+    if binary is not None:
+        return PairedDifference(delta, low, high, mcnemar_p(*binary), "mcnemar")
+    p = min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (len(d) + 1))
+    return PairedDifference(delta, low, high, float(p), "paired_bootstrap")
+
+
+def _binary_outcomes(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    a, b = metric.per_example(stats_a), metric.per_example(stats_b)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    both = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[both], b[both]
+    if not np.isin(a, (0.0, 1.0)).all() or not np.isin(b, (0.0, 1.0)).all():
+        return None
+    return a, b
+
+
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact (binomial) McNemar test on paired 0/1 outcomes: only the discordant pairs count."""
+    from scipy.stats import binomtest
+
+    only_a = int(((a == 1) & (b == 0)).sum())
+    only_b = int(((a == 0) & (b == 1)).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def examples_needed(n: int, low: float, high: float, value: float, threshold: float) -> int | None:
+    """Roughly how many examples would put the interval wholly on one side of the threshold, assuming
+    its half-width shrinks as 1/sqrt(n) and the observed value stays where it is."""
+    gap = abs(value - threshold)
+    half = (high - low) / 2
+    if gap == 0 or np.isnan(gap) or np.isnan(half):
+        return None
+    return int(np.ceil(n * (half / gap) ** 2))

@@ -76,6 +76,8 @@ class FakeServer:
                 self.wfile.flush()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A client that hangs up mid-stream (retries, shutdown) is expected here, not an error to print.
+        self.httpd.handle_error = lambda request, client_address: None
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from harness.metrics import get_metric
+from harness.metrics.base import Resample
 from harness.metrics.classification import parse_label, per_class_f1
 from tests.helpers import scoring_input
 
@@ -76,7 +77,7 @@ def test_macro_f1_on_a_resample_matches_scikit_learn():
     stats = macro.stats(data)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 8, size=(20, 8))
-    got = macro.aggregate(stats, idx)
+    got = macro.aggregate(stats, Resample(idx))
     for row, value in zip(idx, got, strict=True):
         r = [refs[i] for i in row]
         p = [preds[i] or "__invalid__" for i in row]

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from harness.metrics import get_metric
+from harness.metrics.base import Resample
 from tests.helpers import scoring_input
 
 TTFT = [0.10, 0.20, 0.15, 0.50, 0.30]
@@ -44,7 +45,7 @@ def test_itl_resample_weights_gaps_by_request():
     stats = metric.stats(_data())
     idx = np.array([[2, 2, 2, 0, 4]])
     gaps = np.array([0.3, 0.1, 0.2] * 3 + [0.1, 0.2] + [0.4]) * 1000
-    assert metric.aggregate(stats, idx)[0] == pytest.approx(np.percentile(gaps, 50, method="inverted_cdf"))
+    assert metric.aggregate(stats, Resample(idx))[0] == pytest.approx(np.percentile(gaps, 50, method="inverted_cdf"))
 
 
 def test_failed_requests_are_left_out_of_latency_and_counted():

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from harness.metrics import LATENCY_METRICS
-from harness.runner import plan, run_suite
+from harness.config import load_suite
+from harness.runner import plan_tasks, run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
@@ -23,7 +24,8 @@ METRIC_KEYS = {"task", "candidate", "metric", "value", "ci_low", "ci_high", "n",
 
 def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
     """The files and schemas of a finished run directory (DESIGN.md)."""
-    the_plan = plan(suite_file)
+    suite = load_suite(suite_file)
+    tasks = plan_tasks(suite, suite_file)
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "complete" and run["schema_version"] == 1
     for key in ("suite", "suite_sha256", "tasks", "versions", "seed", "git_revision", "started_at", "finished_at",
@@ -33,8 +35,8 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(set(m) == METRIC_KEYS for m in metrics)
     names = {(m["task"], m["candidate"], m["metric"]) for m in metrics}
-    for cand in the_plan.suite.candidates:
-        for task in the_plan.tasks:
+    for cand in suite.candidates:
+        for task in tasks:
             ids = [ex.id for ex in task.data.test]
             preds = [json.loads(line) for line in
                      (run_dir / "predictions" / cand.name / f"{task.name}.jsonl").read_text().splitlines()]
@@ -46,9 +48,9 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
         if m["value"] is not None and m["ci_low"] is not None:
             assert m["ci_low"] - 1e-9 <= m["value"] <= m["ci_high"] + 1e-9, m
     rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
-    assert len(rows) == sum(len(t.data.test) for t in the_plan.tasks) * len(the_plan.suite.candidates)
+    assert len(rows) == sum(len(t.data.test) for t in tasks) * len(suite.candidates)
     report = (run_dir / "report.md").read_text()
-    assert all(f"## {t.name}" in report for t in the_plan.tasks)
+    assert all(f"## {t.name}" in report for t in tasks)
     return {(m["task"], m["candidate"], m["metric"]): m for m in metrics}
 
 

@@ -8,11 +8,12 @@ from tests.helpers import scoring_input
 
 
 def test_resamples_depend_only_on_seed():
-    a = np.concatenate(list(resample_blocks(50, 300, seed=7)))
-    b = np.concatenate(list(resample_blocks(50, 300, seed=7)))
-    assert a.shape == (300, 50)
-    assert (a == b).all()
-    assert not (a == np.concatenate(list(resample_blocks(50, 300, seed=8)))).all()
+    def idx(seed):
+        return np.concatenate([s.idx for s in resample_blocks(50, 300, seed=seed)])
+
+    assert idx(7).shape == (300, 50)
+    assert (idx(7) == idx(7)).all()
+    assert not (idx(7) == idx(8)).all()
 
 
 def test_mean_interval_agrees_with_scipy_percentile_bootstrap():

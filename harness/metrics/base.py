@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -32,11 +33,26 @@ class ScoringInput:
         return [c.text if c.ok else "" for c in self.completions]
 
 
-def resample_counts(idx: np.ndarray) -> np.ndarray:
-    """How often each of the n examples occurs in each resample: (b, n) from indices (b, n)."""
-    b, n = idx.shape
-    flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+class Resample:
+    """A block of b bootstrap resamples of n examples, as indices (b, n); the counts view (how often each
+    example occurs in each resample) is computed once and shared by every metric and candidate."""
+
+    def __init__(self, idx: np.ndarray) -> None:
+        self.idx = idx
+
+    @classmethod
+    def identity(cls, n: int) -> Resample:
+        return cls(np.arange(n)[None, :])
+
+    @property
+    def size(self) -> int:
+        return self.idx.shape[0]
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        b, n = self.idx.shape
+        flat = (self.idx + (np.arange(b) * n)[:, None]).ravel()
+        return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
 class Metric(ABC):
@@ -50,15 +66,15 @@ class Metric(ABC):
         """Per-example statistics, shape (n, d) (a metric may define its own rows, see latency)."""
 
     @abstractmethod
-    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The metric on each resample: idx has shape (b, n) of example indices; returns shape (b,)."""
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
+        """The metric on each resample of the block; returns shape (b,)."""
 
     def per_example(self, stats: np.ndarray) -> np.ndarray | None:
         """A per-example value for scores.jsonl, where the metric has one."""
         return None
 
     def value(self, stats: np.ndarray, n: int) -> float:
-        return float(self.aggregate(stats, np.arange(n)[None, :])[0])
+        return float(self.aggregate(stats, Resample.identity(n))[0])
 
 
 class MeanMetric(Metric):
@@ -72,8 +88,8 @@ class MeanMetric(Metric):
         valid = ~np.isnan(v)
         return np.stack([np.where(valid, v, 0.0), valid.astype(np.float64)], axis=1)
 
-    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        sums = resample_counts(idx) @ stats
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
+        sums = sample.counts @ stats
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums[:, 0] / sums[:, 1]
 
@@ -88,8 +104,8 @@ class SumStatsMetric(Metric):
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         """(b, d) summed statistics -> (b,) values."""
 
-    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return self.from_sums(resample_counts(idx) @ stats)
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
+        return self.from_sums(sample.counts @ stats)
 
 
 METRICS: dict[str, Metric] = {}

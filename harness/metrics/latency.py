@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from harness.metrics.base import MeanMetric, Metric, ScoringInput, SumStatsMetric, register, resample_counts
+from harness.metrics.base import MeanMetric, Metric, Resample, ScoringInput, SumStatsMetric, register
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
@@ -42,10 +42,10 @@ class RequestPercentile(Metric):
     def stats(self, data: ScoringInput) -> np.ndarray:
         return _per_request(data, self.field)[:, None]
 
-    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no latency to report
-            return np.nanpercentile(stats[idx, 0], self.q, axis=1)
+            return np.nanpercentile(stats[sample.idx, 0], self.q, axis=1)
 
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return stats[:, 0]
@@ -61,12 +61,12 @@ class InterTokenPercentile(Metric):
         rows = [(i, gap * 1000) for i, c in enumerate(data.completions) if c.ok for gap in c.itl_s]
         return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
-    def aggregate(self, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
         if len(stats) == 0:
-            return np.full(idx.shape[0], _NAN)
+            return np.full(sample.size, _NAN)
         order = np.argsort(stats[:, 1], kind="stable")
         owner, values = stats[order, 0].astype(int), stats[order, 1]
-        weights = resample_counts(idx)[:, owner]
+        weights = sample.counts[:, owner]
         cum = np.cumsum(weights, axis=1)
         total = cum[:, -1]
         target = self.q / 100 * total

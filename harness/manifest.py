@@ -1,0 +1,155 @@
+"""The success manifest: criteria written before training, resolved against a run into verdicts.
+
+A criterion passes when its whole confidence interval lies on the right side of its threshold, fails
+when the whole interval lies on the wrong side, and is `insufficient` in between (or when the task has
+fewer examples than `min_examples`). `better_than … by` and `not_worse_than … margin` use the paired
+interval of the difference on the same examples. "Better" follows the metric's direction: lower is
+better for latency, error and hallucination rates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from harness.config import Criterion, Manifest, _read_yaml, _validate
+from harness.errors import ConfigError
+from harness.metrics import get_metric
+from harness.scoring import TaskEvidence
+from harness.stats import examples_needed, holm
+
+Status = Literal["pass", "fail", "insufficient"]
+HUMAN_METRICS = ("human_rating", "human_win_rate")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    return _validate(Manifest, _read_yaml(path), path)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    criterion: str
+    task: str
+    metric: str
+    candidate: str
+    baseline: str | None
+    threshold: float
+    observed: float | None  # the value, or the improvement over the baseline
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    status: Status
+    evidence: str
+    p_value: float | None = None
+    examples_needed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+def check_against(manifest: Manifest, where: Path | str, tasks: list[str], candidates: list[str],
+                  metrics: dict[str, list[str]]) -> None:
+    """Every criterion names a task, candidate and metric the run has (human metrics come from ratings)."""
+    for i, c in enumerate(manifest.criteria):
+        if c.task != "*" and c.task not in tasks:
+            raise ConfigError(where, f"criteria.{i}.task", f"the run has no task {c.task!r} (has {', '.join(tasks)})")
+        for field, name in (("candidate", c.candidate), ("better_than", c.better_than),
+                            ("not_worse_than", c.not_worse_than)):
+            if name is not None and name not in candidates:
+                raise ConfigError(where, f"criteria.{i}.{field}",
+                                  f"the run has no candidate {name!r} (has {', '.join(candidates)})")
+        for task in tasks if c.task == "*" else [c.task]:
+            if c.metric not in metrics[task] and c.metric not in HUMAN_METRICS:
+                raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
+
+
+def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
+    """Bootstrap p-value of "the criterion does not hold": the share of draws on the wrong side."""
+    d = draws[~np.isnan(draws)]
+    if len(d) == 0:
+        return math.nan
+    wrong = (d <= threshold).sum() if above else (d >= threshold).sum()
+    return float((wrong + 1) / (len(d) + 1))
+
+
+def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> Verdict:
+    label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
+    base = {"criterion": label, "task": task, "metric": c.metric, "candidate": c.candidate, "baseline": c.baseline,
+            "n": ev.n}
+    if c.metric in HUMAN_METRICS:
+        return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None, status="insufficient",
+                       evidence="no human ratings recorded for this run yet")
+    conf = manifest.confidence
+    if c.baseline is None:
+        iv = ev.interval(c.metric, c.candidate, conf)
+        value, low, high = iv.value, iv.low, iv.high
+        above = c.at_least is not None
+        threshold = c.at_least if above else c.at_most
+        p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
+        what = f"{value:.4g} [{low:.4g}, {high:.4g}]"
+    else:
+        # Improvement over the baseline, in the metric's good direction.
+        sign = 1.0 if get_metric(c.metric).higher_is_better else -1.0
+        diff = ev.paired(c.metric, c.candidate, c.baseline, conf)
+        value = sign * diff.delta
+        low, high = sorted((sign * diff.low, sign * diff.high))
+        above = True
+        threshold = (c.by or 0.0) if c.better_than else -(c.margin or 0.0)
+        d = ev.draws(c.metric)
+        p = _one_sided_p(sign * (d[c.candidate] - d[c.baseline]), threshold, above=True)
+        what = f"improvement over {c.baseline} {value:.4g} [{low:.4g}, {high:.4g}]"
+    if math.isnan(value) or math.isnan(low):
+        status, why = "insufficient", f"{c.metric} has no value for {c.candidate} on {task}"
+    elif (low > threshold) if above else (high < threshold):
+        status, why = "pass", f"{what}: the whole {conf:.0%} interval is {'above' if above else 'below'} {threshold:g}"
+    elif (high < threshold) if above else (low > threshold):
+        status, why = "fail", f"{what}: the whole {conf:.0%} interval is {'below' if above else 'above'} {threshold:g}"
+    else:
+        status, why = "insufficient", f"{what}: the {conf:.0%} interval straddles {threshold:g}"
+    needed = None
+    if status == "pass" and ev.n < manifest.min_examples:
+        status, why = "insufficient", f"{why}, but only {ev.n} examples (min_examples {manifest.min_examples})"
+        needed = manifest.min_examples
+    elif status == "insufficient" and not math.isnan(value):
+        needed = examples_needed(ev.n, low, high, value, threshold)
+        if needed is not None:
+            needed = max(needed, manifest.min_examples)
+            why += f"; about {needed} examples would settle it"
+    return Verdict(**base, threshold=threshold, observed=value, ci_low=low, ci_high=high, status=status,
+                   evidence=why, p_value=p, examples_needed=needed)
+
+
+def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence]) -> list[Verdict]:
+    """One verdict per criterion and task (`*` expands to every task)."""
+    verdicts = [
+        _resolve_one(c, task, evidence[task], manifest)
+        for c in manifest.criteria
+        for task in (list(evidence) if c.task == "*" else [c.task])
+    ]
+    if not manifest.holm:
+        return verdicts
+    # Holm's correction over the family of claims: a pass must also survive the adjusted p-value.
+    alpha = (1 - manifest.confidence) / 2
+    ps = [v.p_value if v.p_value is not None and not math.isnan(v.p_value) else 1.0 for v in verdicts]
+    out = []
+    for v, adjusted in zip(verdicts, holm(ps), strict=True):
+        if v.status == "pass" and adjusted >= alpha:
+            v = replace(v, status="insufficient",
+                        evidence=f"{v.evidence}; not significant after Holm correction (p={adjusted:.3g})")
+        out.append(replace(v, p_value=adjusted))
+    return out
+
+
+def passed(verdicts: list[Verdict]) -> bool:
+    return all(v.status == "pass" for v in verdicts)
+
+
+def verdict_record(manifest: Manifest, verdicts: list[Verdict]) -> dict[str, Any]:
+    counts = {s: sum(v.status == s for v in verdicts) for s in ("pass", "fail", "insufficient")}
+    return {"passed": passed(verdicts), "confidence": manifest.confidence, "min_examples": manifest.min_examples,
+            "holm": manifest.holm, "counts": counts, "criteria": [v.to_dict() for v in verdicts]}
