@@ -138,4 +138,4 @@ def examples_needed(n: int, low: float, high: float, value: float, threshold: fl
     half = (high - low) / 2
     if gap == 0 or np.isnan(gap) or np.isnan(half):
         return None
-    return int(np.ceil(n * (half / gap) ** 2))
+    return int(np.ceil(round(n * (half / gap) ** 2, 6)))

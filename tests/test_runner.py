@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.metrics import LATENCY_METRICS
 from harness.config import load_suite
+from harness.metrics import LATENCY_METRICS
 from harness.runner import plan_tasks, run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, write_yaml
@@ -144,3 +144,43 @@ def test_resume_refuses_a_changed_suite(small_suite, tmp_path):
     small_suite.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match="suite file changed"):
         run_suite(small_suite, tmp_path / "results", run_id="x", resume=True)
+
+
+def test_run_with_a_manifest_gates_and_gate_agrees(small_suite, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    data = yaml.safe_load(small_suite.read_text())
+    data["manifest"] = {"confidence": 0.95, "criteria": [
+        {"task": "keywords", "metric": "error_rate", "candidate": "tiny-zero", "at_most": 0.5},
+        {"task": "*", "metric": "e2e_ms_p95", "candidate": "tiny-zero", "at_most": 60000},
+        {"task": "keywords", "metric": "accuracy", "candidate": "tiny-fewshot", "at_least": 0.99},
+    ]}
+    small_suite.write_text(yaml.safe_dump(data))
+    results = tmp_path / "results"
+    code, _ = run_cli(monkeypatch, capsys, "run", str(small_suite), "--results", str(results), "--run-id", "g")
+    assert code == 1, "the accuracy criterion cannot pass on a random model"
+    verdict = json.loads((results / "g" / "verdict.json").read_text())
+    assert verdict["passed"] is False
+    statuses = [c["status"] for c in verdict["criteria"]]
+    assert statuses[:3] == ["pass", "pass", "pass"] and statuses[3] == "fail"
+    assert (results / "g" / "report.md").read_text().split("\n## ")[1].startswith("Verdict: NOT PASSED")
+    comparisons = json.loads((results / "g" / "comparisons.json").read_text())
+    assert {(c["task"], c["candidate"], c["baseline"]) for c in comparisons} == {
+        ("keywords", "tiny-fewshot", "tiny-zero"), ("qa", "tiny-fewshot", "tiny-zero")}
+    assert all(c["ci_low"] <= c["delta"] <= c["ci_high"] for c in comparisons)
+
+    # `harness gate` on the same run with a manifest that passes: exit 0, and the same figures.
+    passing = write_yaml(tmp_path / "pass.yaml", {"criteria": data["manifest"]["criteria"][:2]})
+    code, _ = run_cli(monkeypatch, capsys, "gate", str(results / "g"), "--manifest", str(passing))
+    assert code == 0
+    regated = json.loads((results / "g" / "verdict.json").read_text())
+    assert regated["criteria"] == verdict["criteria"][:3]
+    code, _ = run_cli(monkeypatch, capsys, "gate", str(results / "g"))
+    assert code == 1
+
+    bad = write_yaml(tmp_path / "bad.yaml", {"criteria": [
+        {"task": "keywords", "metric": "bleu", "candidate": "tiny-zero", "at_least": 1}]})
+    code, err = run_cli(monkeypatch, capsys, "gate", str(results / "g"), "--manifest", str(bad))
+    assert code == 2 and "bad.yaml: criteria.0.metric" in err
+    code, err = run_cli(monkeypatch, capsys, "gate", str(tmp_path), "--manifest", str(passing))
+    assert code == 2 and "not a run directory" in err

@@ -48,3 +48,89 @@ def test_blocks_do_not_change_the_result(monkeypatch):
     monkeypatch.setattr("harness.stats._BLOCK_ELEMENTS", 120 * 7)
     blocked = bootstrap(metric, metric.stats(data), 120, resamples=500, seed=3)
     assert whole == blocked
+
+
+def _draws_for(metric, stats_by_cand, n, resamples=1000, seed=0):
+    from harness.stats import draws
+
+    return draws(metric, stats_by_cand, n, resamples, seed)
+
+
+def test_paired_difference_uses_mcnemar_for_accuracy():
+    from scipy.stats import binomtest
+
+    from harness.stats import paired_difference
+
+    a_right = np.array([1] * 60 + [0] * 40)
+    b_right = np.array([1] * 45 + [0] * 15 + [1] * 5 + [0] * 35)  # 15 only-A, 5 only-B discordant pairs
+    metric = get_metric("exact_match")
+    sa = metric.stats(scoring_input(["a" if r else "x" for r in a_right], ["a"] * 100))
+    sb = metric.stats(scoring_input(["a" if r else "x" for r in b_right], ["a"] * 100))
+    d = _draws_for(metric, {"a": sa, "b": sb}, 100)
+    diff = paired_difference(metric, sa, sb, 100, d["a"], d["b"])
+    assert diff.delta == pytest.approx(0.60 - 0.50)
+    assert diff.low < diff.delta < diff.high
+    assert diff.test == "mcnemar"
+    assert diff.p_value == pytest.approx(binomtest(15, 20, 0.5).pvalue)
+
+
+def test_paired_interval_is_narrower_than_unpaired_for_correlated_candidates():
+    rng = np.random.default_rng(5)
+    base = rng.random(400) < 0.6
+    better = base | (rng.random(400) < 0.1)  # the same answers, plus some fixed
+    metric = get_metric("exact_match")
+    sa = metric.stats(scoring_input(["a" if r else "x" for r in better], ["a"] * 400))
+    sb = metric.stats(scoring_input(["a" if r else "x" for r in base], ["a"] * 400))
+    d = _draws_for(metric, {"a": sa, "b": sb}, 400)
+    from harness.stats import paired_difference, percentile_interval
+
+    paired = paired_difference(metric, sa, sb, 400, d["a"], d["b"])
+    (al, ah), (bl, bh) = percentile_interval(d["a"], 0.95), percentile_interval(d["b"], 0.95)
+    assert paired.high - paired.low < ((ah - al) ** 2 + (bh - bl) ** 2) ** 0.5
+    assert paired.low > 0
+
+
+def test_bootstrap_p_value_for_identical_candidates_is_one():
+    from harness.stats import paired_difference
+
+    metric = get_metric("token_f1")
+    s = metric.stats(scoring_input(["a b c", "a", "b c"] * 20, ["a b", "a c", "c"] * 20))
+    d = _draws_for(metric, {"a": s, "b": s}, 60)
+    diff = paired_difference(metric, s, s, 60, d["a"], d["b"])
+    assert diff.test == "paired_bootstrap" and diff.delta == 0 and diff.p_value == 1.0
+
+
+def test_paired_intervals_cover_the_true_difference_95_percent_of_the_time():
+    """Simulation: two correlated classifiers with known accuracies 0.75 and 0.70."""
+    from harness.stats import draws, paired_difference
+
+    metric = get_metric("exact_match")
+    rng = np.random.default_rng(11)
+    n, simulations, covered = 300, 300, 0
+    for sim in range(simulations):
+        shared = rng.random(n)
+        a = shared < 0.75
+        b = np.where(rng.random(n) < 0.5, shared < 0.70, rng.random(n) < 0.70)
+        sa = np.stack([a.astype(float), np.ones(n)], axis=1)
+        sb = np.stack([b.astype(float), np.ones(n)], axis=1)
+        d = draws(metric, {"a": sa, "b": sb}, n, 500, seed=sim)
+        diff = paired_difference(metric, sa, sb, n, d["a"], d["b"])
+        covered += diff.low <= 0.05 <= diff.high
+    coverage = covered / simulations
+    assert 0.91 <= coverage <= 0.99, coverage
+
+
+def test_holm_by_hand():
+    from harness.stats import holm
+
+    # sorted: 0.01*3 = 0.03; 0.03*2 = 0.06; 0.04*1 = 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def test_examples_needed_by_hand():
+    from harness.stats import examples_needed
+
+    # half-width 0.1 at n=100, gap 0.05: (0.1 / 0.05)^2 * 100 = 400
+    assert examples_needed(100, 0.75, 0.95, 0.85, 0.80) == 400
+    assert examples_needed(100, 0.7, 0.9, 0.8, 0.8) is None

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+
+from harness.backends.base import Completion
+from harness.config import Manifest, load_task
+from harness.data import Example
+from harness.errors import ConfigError
+from harness.manifest import check_against, load_manifest, resolve, verdict_record
+from harness.scoring import TaskEvidence, metric_names
+from tests.conftest import write_yaml
+
+N = 100
+
+
+def _task(tmp_path, name="qa"):
+    return load_task(str(write_yaml(tmp_path / name / "task.yaml", {
+        "name": name, "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
+        "prompt": {"template": "{q}"}, "metrics": ["exact_match"]})))
+
+
+def _evidence(tmp_path, right: dict[str, np.ndarray], e2e_ms: dict[str, float], name="qa") -> TaskEvidence:
+    examples = [Example(f"e{i}", {"q": str(i)}, "yes") for i in range(N)]
+    completions = {
+        cand: [Completion(f"e{i}", cand, name, "yes" if ok else "no", completion_tokens=5, ttft_s=0.01,
+                          e2e_s=e2e_ms[cand] / 1000 * (1 + i / 1000)) for i, ok in enumerate(r)]
+        for cand, r in right.items()
+    }
+    return TaskEvidence(_task(tmp_path, name), examples, None, completions, resamples=2000, seed=0)
+
+
+@pytest.fixture
+def evidence(tmp_path):
+    ft = np.arange(N) % 10 != 0          # 0.90
+    base = np.arange(N) % 10 < 6         # 0.60, right where ft is right but for 0 (wrong for both)
+    twin = ft.copy()
+    twin[1] = False                      # 0.89
+    return {"qa": _evidence(tmp_path, {"base": base, "ft": ft, "twin": twin},
+                            {"base": 200.0, "ft": 100.0, "twin": 100.0})}
+
+
+def _verdicts(evidence, *criteria, **manifest):
+    return resolve(Manifest.model_validate({"criteria": list(criteria), **manifest}), evidence)
+
+
+@pytest.mark.parametrize(("criterion", "status"), [
+    ({"at_least": 0.80}, "pass"),
+    ({"at_least": 0.92}, "insufficient"),
+    ({"at_least": 0.99}, "fail"),
+    ({"at_most": 0.99}, "pass"),
+    ({"better_than": "base", "by": 0.10}, "pass"),
+    ({"better_than": "base", "by": 0.30}, "insufficient"),
+    ({"better_than": "base", "by": 0.45}, "fail"),
+    ({"not_worse_than": "twin", "margin": 0.05}, "pass"),
+])
+def test_statuses(evidence, criterion, status):
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", **criterion})
+    assert v.status == status, v.evidence
+    assert v.n == N and v.ci_low <= v.observed <= v.ci_high
+
+
+def test_insufficient_says_how_many_examples_would_settle_it(evidence):
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.87})
+    assert v.status == "insufficient"
+    # half-width ≈ 0.06 and gap 0.03: about four times the examples.
+    assert 250 <= v.examples_needed <= 700 and f"about {v.examples_needed} examples" in v.evidence
+
+
+def test_lower_is_better_metrics_improve_downwards(evidence):
+    (faster,) = _verdicts(evidence, {"task": "qa", "metric": "e2e_ms_p50", "candidate": "ft", "better_than": "base",
+                                     "by": 50})
+    assert faster.status == "pass" and faster.observed == pytest.approx(100, rel=0.05)
+    (slower,) = _verdicts(evidence, {"task": "qa", "metric": "e2e_ms_p50", "candidate": "base",
+                                     "not_worse_than": "ft", "margin": 10})
+    assert slower.status == "fail"
+    (budget,) = _verdicts(evidence, {"task": "*", "metric": "e2e_ms_p95", "candidate": "ft", "at_most": 150})
+    assert budget.status == "pass" and budget.task == "qa"
+
+
+def test_min_examples_blocks_a_pass(evidence):
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.5},
+                     min_examples=500)
+    assert v.status == "insufficient" and "min_examples 500" in v.evidence
+
+
+def test_star_expands_to_every_task(evidence, tmp_path):
+    evidence["other"] = _evidence(tmp_path, {c: np.ones(N, bool) for c in ("base", "ft", "twin")},
+                                  {c: 100.0 for c in ("base", "ft", "twin")}, name="other")
+    verdicts = _verdicts(evidence, {"task": "*", "metric": "exact_match", "candidate": "ft", "at_least": 0.8})
+    assert [v.task for v in verdicts] == ["qa", "other"]
+
+
+def test_human_metrics_wait_for_ratings(evidence):
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "human_rating", "candidate": "ft", "at_least": 4})
+    assert v.status == "insufficient" and "no human ratings" in v.evidence
+
+
+def test_holm_correction_demotes_a_marginal_pass(evidence):
+    # One-sided p-values about 0.0005, 0.017 and 0.023: each passes alone at 0.025, the last two not
+    # after Holm (0.017 x 2 > 0.025).
+    criteria = [{"task": "qa", "metric": "exact_match", "candidate": c, "at_least": t}
+                for c, t in (("ft", 0.5), ("ft", 0.83), ("twin", 0.82))]
+    plain = _verdicts(evidence, *criteria)
+    corrected = _verdicts(evidence, *criteria, holm=True)
+    assert [v.status for v in plain] == ["pass", "pass", "pass"]
+    assert [v.status for v in corrected] == ["pass", "insufficient", "insufficient"]
+    assert "Holm" in corrected[1].evidence
+    assert all(c.p_value >= p.p_value for c, p in zip(corrected, plain, strict=True))
+    record = verdict_record(Manifest.model_validate({"criteria": criteria, "holm": True}), corrected)
+    assert record["passed"] is False and record["counts"]["insufficient"] >= 1
+
+
+@pytest.mark.parametrize(("criterion", "message"), [
+    ({"at_least": 0.8, "at_most": 0.9}, "exactly one of"),
+    ({}, "exactly one of"),
+    ({"at_least": "high"}, "valid number"),
+    ({"at_least": 0.8, "by": 0.1}, "`by` goes with `better_than`"),
+    ({"better_than": "base", "by": -1}, "greater than or equal"),
+])
+def test_bad_criteria_name_the_file_and_field(tmp_path, criterion, message):
+    path = write_yaml(tmp_path / "manifest.yaml", {"criteria": [
+        {"task": "qa", "metric": "exact_match", "candidate": "ft", **criterion}]})
+    with pytest.raises(ConfigError) as info:
+        load_manifest(path)
+    assert "manifest.yaml: criteria.0" in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"task": "nope"}, "criteria.0.task"),
+    ({"candidate": "nope"}, "criteria.0.candidate"),
+    ({"metric": "bleu"}, "criteria.0.metric"),
+    ({"at_least": None, "better_than": "nope"}, "criteria.0.better_than"),
+])
+def test_criteria_must_name_what_the_run_has(tmp_path, change, field):
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.8, **change}]})
+    with pytest.raises(ConfigError, match=field):
+        check_against(manifest, "m.yaml", ["qa"], ["ft", "base"], {"qa": metric_names(_task(tmp_path))})
