@@ -68,6 +68,13 @@ def check_against(manifest: Manifest, where: Path | str, tasks: list[str], candi
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
 
 
+def short(value: float | None) -> str:
+    """A number for people: integers for large values (latency in ms), four significant digits else."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
     """Bootstrap p-value of "the criterion does not hold": the share of draws on the wrong side."""
     d = draws[~np.isnan(draws)]
@@ -91,7 +98,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) 
         above = c.at_least is not None
         threshold = c.at_least if above else c.at_most
         p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
-        what = f"{value:.4g} [{low:.4g}, {high:.4g}]"
+        what = f"{short(value)} [{short(low)}, {short(high)}]"
     else:
         # Improvement over the baseline, in the metric's good direction.
         sign = 1.0 if get_metric(c.metric).higher_is_better else -1.0
@@ -102,15 +109,17 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) 
         threshold = (c.by or 0.0) if c.better_than else -(c.margin or 0.0)
         d = ev.draws(c.metric)
         p = _one_sided_p(sign * (d[c.candidate] - d[c.baseline]), threshold, above=True)
-        what = f"improvement over {c.baseline} {value:.4g} [{low:.4g}, {high:.4g}]"
+        what = f"improvement over {c.baseline} {short(value)} [{short(low)}, {short(high)}]"
     if math.isnan(value) or math.isnan(low):
         status, why = "insufficient", f"{c.metric} has no value for {c.candidate} on {task}"
     elif (low > threshold) if above else (high < threshold):
-        status, why = "pass", f"{what}: the whole {conf:.0%} interval is {'above' if above else 'below'} {threshold:g}"
+        side = "above" if above else "below"
+        status, why = "pass", f"{what}: the whole {conf:.0%} interval is {side} {short(threshold)}"
     elif (high < threshold) if above else (low > threshold):
-        status, why = "fail", f"{what}: the whole {conf:.0%} interval is {'below' if above else 'above'} {threshold:g}"
+        side = "below" if above else "above"
+        status, why = "fail", f"{what}: the whole {conf:.0%} interval is {side} {short(threshold)}"
     else:
-        status, why = "insufficient", f"{what}: the {conf:.0%} interval straddles {threshold:g}"
+        status, why = "insufficient", f"{what}: the {conf:.0%} interval straddles {short(threshold)}"
     needed = None
     if status == "pass" and ev.n < manifest.min_examples:
         status, why = "insufficient", f"{why}, but only {ev.n} examples (min_examples {manifest.min_examples})"

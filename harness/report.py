@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from harness.drift import Change
-from harness.manifest import Verdict
+from harness.manifest import Verdict, short
 from harness.scoring import MetricResult
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
@@ -63,18 +63,14 @@ def terminal_tables(results: list[MetricResult], task_metrics: dict[str, list[st
 STATUS_STYLE = {"pass": "green", "fail": "red", "insufficient": "yellow"}
 
 
-def _num(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
-
-
 def verdict_table(verdicts: list[Verdict]) -> Table:
     passed = all(v.status == "pass" for v in verdicts)
     table = Table(title=f"Manifest verdict: {'PASS' if passed else 'NOT PASSED'}", title_justify="left")
     for col in ("criterion", "status", "observed", "interval", "threshold", "n", "evidence"):
         table.add_column(col, justify="right" if col in ("observed", "threshold", "n") else "left")
     for v in verdicts:
-        table.add_row(v.criterion, f"[{STATUS_STYLE[v.status]}]{v.status}[/]", _num(v.observed),
-                      f"[{_num(v.ci_low)}, {_num(v.ci_high)}]", _num(v.threshold), str(v.n), v.evidence)
+        table.add_row(v.criterion, f"[{STATUS_STYLE[v.status]}]{v.status}[/]", short(v.observed),
+                      f"[{short(v.ci_low)}, {short(v.ci_high)}]", short(v.threshold), str(v.n), v.evidence)
     return table
 
 
@@ -84,7 +80,7 @@ def verdict_markdown(verdicts: list[Verdict]) -> list[str]:
     lines = [f"## Verdict: {'PASS' if passed else 'NOT PASSED'}", "",
              f"{counts['pass']} pass, {counts['fail']} fail, {counts['insufficient']} insufficient evidence.", "",
              "| criterion | status | observed | interval | n | evidence |", "|---|---|---:|---|---:|---|"]
-    lines += [f"| {v.criterion} | **{v.status}** | {_num(v.observed)} | [{_num(v.ci_low)}, {_num(v.ci_high)}] "
+    lines += [f"| {v.criterion} | **{v.status}** | {short(v.observed)} | [{short(v.ci_low)}, {short(v.ci_high)}] "
               f"| {v.n} | {v.evidence} |" for v in verdicts]
     return [*lines, ""]
 
