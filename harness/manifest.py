@@ -21,6 +21,7 @@ from harness.errors import ConfigError
 from harness.metrics import get_metric
 from harness.scoring import TaskEvidence
 from harness.stats import examples_needed, holm
+from harness.store import nan_to_none
 
 Status = Literal["pass", "fail", "insufficient"]
 HUMAN_METRICS = ("human_rating", "human_win_rate")
@@ -49,7 +50,7 @@ class Verdict:
     examples_needed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return nan_to_none(asdict(self))
 
 
 def check_against(manifest: Manifest, where: Path | str, tasks: list[str], candidates: list[str],

@@ -17,10 +17,7 @@ from harness.metrics import LATENCY_METRICS, ScoringInput, get_metric
 from harness.metrics.classification import parse_label
 from harness.stats import Interval, PairedDifference, paired_difference, percentile_interval, task_seed
 from harness.stats import draws as bootstrap_draws
-
-
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+from harness.store import nan_to_none
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class MetricResult:
     higher_is_better: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return nan_to_none(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class Comparison:
     higher_is_better: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return nan_to_none(asdict(self))
 
 
 def metric_names(task: TaskSpec) -> list[str]:

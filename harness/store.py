@@ -8,6 +8,7 @@ crash or kill loses at most the line being written, which the reader then ignore
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -19,6 +20,11 @@ from harness.backends.base import Completion
 from harness.errors import HarnessError
 
 SCHEMA_VERSION = 1
+
+
+def nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: a value that does not exist (no latency for a failed request) is written as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
 
 
 def write_json(path: Path, data: Any) -> None:
