@@ -13,8 +13,8 @@ import yaml
 
 from harness.config import load_suite
 from harness.metrics import LATENCY_METRICS
-from harness.runner import plan_tasks, run_suite
-from harness.store import RunDir
+from harness.runner import Runner, plan, plan_tasks, run_suite
+from harness.store import RunDir, write_json
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
 
@@ -184,3 +184,22 @@ def test_run_with_a_manifest_gates_and_gate_agrees(small_suite, tmp_path, monkey
     assert code == 2 and "bad.yaml: criteria.0.metric" in err
     code, err = run_cli(monkeypatch, capsys, "gate", str(tmp_path), "--manifest", str(passing))
     assert code == 2 and "not a run directory" in err
+
+
+def test_manifest_file_named_in_the_suite_and_a_run_without_predictions(small_suite, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    write_yaml(small_suite.parent / "criteria.yaml", {"criteria": [
+        {"task": "keywords", "metric": "error_rate", "candidate": "tiny-zero", "at_most": 0.5}]})
+    data = yaml.safe_load(small_suite.read_text())
+    data["manifest"] = "criteria.yaml"
+    small_suite.write_text(yaml.safe_dump(data))
+    the_plan = plan(small_suite)
+    assert the_plan.manifest is not None and the_plan.manifest.criteria[0].metric == "error_rate"
+
+    # A run directory whose generation never produced a prediction cannot be gated.
+    results = tmp_path / "results"
+    run_dir = Runner(the_plan, results).open_run("empty", resume=False)
+    write_json(run_dir.run_json, Runner(the_plan, results)._run_record(run_dir, "running", "now", {}))
+    code, err = run_cli(monkeypatch, capsys, "gate", str(run_dir.path))
+    assert code == 2 and "the run has no predictions" in err
