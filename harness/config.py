@@ -107,11 +107,25 @@ class TaskRef(Strict):
     )
 
 
+class ServeSpec(Strict):
+    """How the harness starts a vLLM server for a base model (backend `vllm`)."""
+
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_lora_rank: Annotated[int, Field(gt=0)] = 16
+    cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 2
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    extra_args: list[str] = Field(default_factory=list)
+
+
 class Candidate(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     model: str = Field(description="embedded model name, local directory, hub id, or served model name")
     adapter: str | None = Field(None, description="directory of a peft LoRA adapter")
-    backend: Literal["hf", "openai"] = "hf"
+    backend: Literal["hf", "openai", "vllm"] = "hf"
     url: str | None = Field(None, description="base URL of an OpenAI-compatible server (backend openai)")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     endpoint: Literal["chat", "completions"] = "chat"
@@ -123,13 +137,16 @@ class Candidate(Strict):
     max_retries: Annotated[int, Field(ge=0)] = 3
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+    serve: ServeSpec = ServeSpec()
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Candidate:
         if self.backend == "openai" and not self.url:
             raise ValueError("backend `openai` needs `url`")
-        if self.backend == "hf" and self.url:
+        if self.backend != "openai" and self.url:
             raise ValueError("`url` is only for backend `openai`")
+        if self.backend != "vllm" and "serve" in self.model_fields_set:
+            raise ValueError("`serve` is only for backend `vllm`")
         return self
 
 

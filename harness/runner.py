@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import models, report
 from harness.backends import Backend, Completion, Request, backend_factory
+from harness.backends.vllm_server import ServerPool
 from harness.config import (
     PROJECT_ROOT,
     Candidate,
@@ -133,7 +134,7 @@ def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
 
 def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
     for i, cand in enumerate(suite.candidates):
-        if cand.backend == "hf":
+        if cand.backend in ("hf", "vllm"):
             problem = models.check_model_ref(cand.model)
             if problem:
                 raise ConfigError(suite_file, f"candidates.{i}.model", problem)
@@ -152,7 +153,9 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
                                   "training examples")
 
 
-def make_backend(candidate: Candidate, say: Callable[[str], None]) -> Backend:
+def make_backend(candidate: Candidate, say: Callable[[str], None], servers: ServerPool) -> Backend:
+    if candidate.backend == "vllm":
+        return servers.backend(candidate)
     factory = backend_factory(candidate.backend)
     if candidate.backend == "openai":
         return factory(url=candidate.url, model=candidate.model, endpoint=candidate.endpoint,
@@ -255,6 +258,11 @@ class Runner:
         except KeyboardInterrupt:
             write_json(run.run_json, self._run_record(run, "interrupted", started, timings))
             raise
+        except HarnessError as exc:
+            record = self._run_record(run, "failed", started, timings)
+            record["error"] = str(exc)
+            write_json(run.run_json, record)
+            raise
         t0 = time.perf_counter()
         scored = self._score(run)
         timings["scoring"] = round(time.perf_counter() - t0, 3)
@@ -277,24 +285,32 @@ class Runner:
                     bar = progress.add_task(f"{cand.name} × {task.name}", total=len(ids), completed=len(done))
                     pending = [r for r in self.plan.requests(task, cand) if r.example_id not in done]
                     todo.append((cand, task, pending, bar))
-            for cand in self.plan.suite.candidates:
-                mine = [item for item in todo if item[0] is cand and item[2]]
-                if not mine:
-                    continue
-                t0 = time.perf_counter()
-                backend = make_backend(cand, lambda msg: progress.console.print(f"  {msg}"))
-                timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
-                try:
-                    for _, task, pending, bar in mine:
+            def say(msg: str) -> None:
+                progress.console.print(f"  {msg}")
+
+            # vLLM servers (one per base model) live for the whole generation stage and are always stopped.
+            with ServerPool(self.plan.suite.candidates, lambda m: models.resolve(m, say), run.path / "logs") as servers:
+                for cand in self.plan.suite.candidates:
+                    mine = [item for item in todo if item[0] is cand and item[2]]
+                    if mine:
                         t0 = time.perf_counter()
-                        with PredictionWriter(run.predictions_file(cand.name, task.name)) as writer:
-                            for completion in backend.generate(pending, cand.name, task.name):
-                                writer.append(completion)
-                                progress.advance(bar)
-                        key = f"{cand.name}/{task.name}"
-                        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, 3)
-                finally:
-                    backend.close()
+                        backend = make_backend(cand, say, servers)
+                        timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
+                        self._generate_candidate(run, cand, mine, backend, progress, timings)
+
+    def _generate_candidate(self, run: RunDir, cand: Candidate, mine: list[Any], backend: Backend,
+                            progress: Progress, timings: dict[str, float]) -> None:
+        try:
+            for _, task, pending, bar in mine:
+                t0 = time.perf_counter()
+                with PredictionWriter(run.predictions_file(cand.name, task.name)) as writer:
+                    for completion in backend.generate(pending, cand.name, task.name):
+                        writer.append(completion)
+                        progress.advance(bar)
+                key = f"{cand.name}/{task.name}"
+                timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, 3)
+        finally:
+            backend.close()
 
     def _score(self, run: RunDir) -> Scored:
         scored = score_run(self.plan, run)

