@@ -72,6 +72,40 @@ def run(
         raise typer.Exit(1)
 
 
+def _numbers(text: str, kind: type) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HarnessError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+@app.command("bench")
+def bench(
+    suite: Path = typer.Argument(..., help="suite YAML file"),
+    candidate: str = typer.Option(..., "--candidate", help="the candidate to load-test (backend openai or vllm)"),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="concurrency levels, comma-separated"),
+    rate: str = typer.Option("", "--rate", help="request rates (req/s, Poisson arrivals), comma-separated"),
+    requests: int = typer.Option(64, "--requests", help="requests per level"),
+    warmup: int = typer.Option(4, "--warmup", help="warm-up requests per level, not counted"),
+    prompts: Path = typer.Option(None, "--prompts", help="JSONL file with a `prompt` field per line"),
+    random_input_len: int = typer.Option(None, "--random-input-len", help="random prompts of this many words"),
+    output_len: int = typer.Option(None, "--output-len", help="fixed output length (ignores end of sequence)"),
+    slo: str = typer.Option("", "--slo", help="goodput targets in ms, e.g. ttft=500,tpot=50,e2e=3000"),
+    results: Path = typer.Option(Path("results"), "--results", help="directory for the bench directory"),
+) -> None:
+    """Latency and throughput under load: TTFT, TPOT, ITL, E2E percentiles, throughput, goodput, cost."""
+    from harness import report
+    from harness.bench import BenchOptions, Targets, bench_suite
+
+    options = BenchOptions(candidate, _numbers(concurrency, int), _numbers(rate, float), requests, warmup, prompts,
+                           random_input_len, output_len, Targets.parse(slo))
+    table = report.bench_table(candidate)
+    out_dir, _ = bench_suite(suite, options, results, lambda msg: err.print(msg),
+                             lambda level: report.add_bench_row(table, level))
+    out.print(table)
+    out.print(f"bench directory: {out_dir} (latency.json, latency.png, report.md)")
+
+
 @app.command("gate")
 def gate(
     run_dir: Path = typer.Argument(..., help="a run directory"),

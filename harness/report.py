@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from harness.bench import LevelResult
 from harness.drift import Change
 from harness.manifest import Verdict, short
 from harness.scoring import MetricResult
@@ -125,3 +126,20 @@ def changes_table(changes: list[Change], before: str, after: str) -> Table:
                       f"{fmt(c.after, c.metric)} [{fmt(c.after_ci[0], c.metric)}, {fmt(c.after_ci[1], c.metric)}]",
                       f"[{style[c.movement]}]{c.movement}[/]")
     return table
+
+
+def bench_table(candidate: str) -> Table:
+    table = Table(title=f"{candidate} under load (ms: p50 / p90 / p99)", title_justify="left")
+    for col in ("level", "req/s", "out tok/s", "goodput", "TTFT", "TPOT", "ITL", "E2E", "errors", "$/1k req"):
+        table.add_column(col, justify="left" if col == "level" else "right")
+    return table
+
+
+def add_bench_row(table: Table, r: LevelResult) -> None:
+    def trio(d: dict[str, float]) -> str:
+        return " / ".join(f"{d[k]:.0f}" for k in ("p50", "p90", "p99"))
+
+    level = f"c={r.concurrency}" + (f" @ {r.rate:g} req/s" if r.rate else "")
+    table.add_row(level, f"{r.request_throughput:.2f}", f"{r.output_throughput:.1f}", f"{r.goodput_rps:.2f}",
+                  trio(r.ttft_ms), trio(r.tpot_ms), trio(r.itl_ms), trio(r.e2e_ms), str(r.errors),
+                  f"{r.cost_per_1k_requests:.4f}")

@@ -318,6 +318,7 @@ class Runner:
         write_json(run.path / "comparisons.json", [c.to_dict() for c in scored.comparisons])
         with (run.path / "scores.jsonl").open("w") as handle:
             handle.writelines(report.json_line(row) for ev in scored.evidence.values() for row in ev.rows())
+        write_json(run.path / "latency.json", latency_summary(scored.results))
         if scored.verdicts is not None and self.plan.manifest is not None:
             write_json(run.path / "verdict.json", verdict_record(self.plan.manifest, scored.verdicts))
         return scored
@@ -350,6 +351,19 @@ def score_run(plan: RunPlan, run: RunDir) -> Scored:
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     verdicts = resolve(plan.manifest, evidence) if plan.manifest is not None else None
     return Scored(evidence, results, comparisons, verdicts, failed)
+
+
+def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Latency of the scoring requests, nested per candidate and task: {"ttft_ms": {"p50": …}, …}."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        family, _, q = r.metric.rpartition("_")
+        if family.endswith("_ms"):
+            task = out.setdefault(r.candidate, {}).setdefault(r.task, {})
+            task.setdefault(family, {})[q] = None if r.value != r.value else r.value
+        elif r.metric == "output_tokens_per_s":
+            out.setdefault(r.candidate, {}).setdefault(r.task, {})[r.metric] = r.value
+    return out
 
 
 def _latest_per_example(completions: list[Completion]) -> dict[str, Completion]:

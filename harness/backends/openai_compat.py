@@ -43,7 +43,7 @@ def unreachable(base_url: str) -> str | None:
 class OpenAICompatBackend:
     def __init__(self, url: str, model: str, endpoint: str = "chat", concurrency: int = 4, timeout_s: float = 120.0,
                  max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
-                 check: bool = True) -> None:
+                 check: bool = True, extra_body: dict[str, Any] | None = None) -> None:
         self.base_url = url.rstrip("/")
         self.model = model
         self.endpoint = endpoint
@@ -51,6 +51,7 @@ class OpenAICompatBackend:
         self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.extra_body = dict(extra_body or {})  # server-specific fields, e.g. vLLM's ignore_eos for load tests
         self.headers = {"Content-Type": "application/json"}
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -72,6 +73,7 @@ class OpenAICompatBackend:
         }
         if request.stop:
             body["stop"] = list(request.stop)
+        body.update(self.extra_body)
         if self.endpoint == "chat":
             body["messages"] = request.messages
             return f"{self.base_url}/chat/completions", body
@@ -119,7 +121,9 @@ class OpenAICompatBackend:
         )
 
     async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: Request, candidate: str,
-                   task: str) -> Completion:
+                   task: str, delay_s: float = 0.0) -> Completion:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)  # a scheduled arrival (load tests)
         async with gate:
             last_error = ""
             for attempt in range(1, self.max_retries + 2):
@@ -134,14 +138,19 @@ class OpenAICompatBackend:
             return Completion(request.example_id, candidate, task, "", attempts=self.max_retries + 1,
                               error=f"failed after {self.max_retries + 1} attempts: {last_error}")
 
-    def generate(self, requests: list[Request], candidate: str, task: str) -> Iterator[Completion]:
+    def generate(self, requests: list[Request], candidate: str, task: str,
+                 arrivals_s: list[float] | None = None) -> Iterator[Completion]:
+        """Completions as they finish. `arrivals_s` optionally schedules each request's send time (seconds
+        after the start), for open-loop load such as Poisson arrivals; the concurrency limit still holds."""
         done: queue.Queue[Completion | BaseException] = queue.Queue()
+        delays = arrivals_s or [0.0] * len(requests)
 
         async def run_all() -> None:
             gate = asyncio.Semaphore(self.concurrency)
             limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
             async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
-                tasks = [asyncio.create_task(self._one(client, gate, r, candidate, task)) for r in requests]
+                tasks = [asyncio.create_task(self._one(client, gate, r, candidate, task, d))
+                         for r, d in zip(requests, delays, strict=True)]
                 for finished in asyncio.as_completed(tasks):
                     done.put(await finished)
 

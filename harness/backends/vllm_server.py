@@ -147,14 +147,16 @@ class VllmServer:
 class VllmBackend:
     """One candidate's view of a shared server: requests name the base model or the candidate's adapter."""
 
-    def __init__(self, server: VllmServer, served_model: str, candidate: Candidate) -> None:
+    def __init__(self, server: VllmServer, served_model: str, candidate: Candidate,
+                 extra_body: dict[str, object] | None = None) -> None:
         self.server = server
         self.client = OpenAICompatBackend(
             f"{server.url}/v1", served_model, endpoint=candidate.endpoint, concurrency=candidate.concurrency,
-            timeout_s=candidate.timeout_s, max_retries=candidate.max_retries, check=False)
+            timeout_s=candidate.timeout_s, max_retries=candidate.max_retries, check=False, extra_body=extra_body)
 
-    def generate(self, requests: list[Request], candidate: str, task: str) -> Iterator[Completion]:
-        for completion in self.client.generate(requests, candidate, task):
+    def generate(self, requests: list[Request], candidate: str, task: str,
+                 arrivals_s: list[float] | None = None) -> Iterator[Completion]:
+        for completion in self.client.generate(requests, candidate, task, arrivals_s):
             if not completion.ok and not self.server.alive():
                 # Failures after the server died are not answers; stop, keeping what finished.
                 raise HarnessError(
@@ -185,7 +187,7 @@ class ServerPool:
             self.group_of[cand.name] = key
         self.servers: dict[str, VllmServer] = {}
 
-    def backend(self, candidate: Candidate) -> VllmBackend:
+    def backend(self, candidate: Candidate, extra_body: dict[str, object] | None = None) -> VllmBackend:
         key = self.group_of[candidate.name]
         if key not in self.servers:
             group = self.groups[key]
@@ -197,7 +199,8 @@ class ServerPool:
         server = self.servers[key]
         if not server.alive():
             raise HarnessError(f"vLLM server for {server.group.served_name} is not running: {_tail(server.log_path)}")
-        return VllmBackend(server, candidate.name if candidate.adapter else server.group.served_name, candidate)
+        served = candidate.name if candidate.adapter else server.group.served_name
+        return VllmBackend(server, served, candidate, extra_body)
 
     def close(self) -> None:
         for server in self.servers.values():
