@@ -131,10 +131,10 @@ def run_levels(backend: LoadBackend, candidate: str, prompts: list[Request], lev
         raise HarnessError("bench: no prompts to send")
     results = []
     for level in levels:
+        backend_concurrency(backend, level.concurrency)
         if warmup:
             list(backend.generate(prompts[:warmup], candidate, "warmup"))
         arrivals = poisson_arrivals(len(prompts), level.rate, seed) if level.rate else None
-        backend_concurrency(backend, level.concurrency)
         started = time.perf_counter()
         completions = list(backend.generate(prompts, candidate, "bench", arrivals))
         result = summarise(level, completions, time.perf_counter() - started, targets, cost_per_hour)
