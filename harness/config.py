@@ -112,13 +112,27 @@ class ServeSpec(Strict):
 
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
     pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
+    replicas: Annotated[int, Field(ge=1)] = Field(1, description="data-parallel servers; requests round-robin")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: Annotated[int, Field(gt=0)] | None = None
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_lora_rank: Annotated[int, Field(gt=0)] = 16
     cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 2
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    devices: list[int] = Field(default_factory=list, description="GPU ids, split across replicas in order")
     extra_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> ServeSpec:
+        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.devices and len(self.devices) != per_server * self.replicas:
+            raise ValueError(f"`devices` lists {len(self.devices)} GPUs; tensor x pipeline x replicas needs "
+                             f"{per_server * self.replicas}")
+        return self
+
+    def devices_of(self, replica: int) -> list[int]:
+        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
+        return self.devices[replica * per_server:(replica + 1) * per_server]
 
 
 class Candidate(Strict):

@@ -78,3 +78,14 @@ def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
 def test_unreachable_server_names_the_url():
     with pytest.raises(HarnessError, match=r"cannot reach http://127.0.0.1:9/v1"):
         OpenAICompatBackend("http://127.0.0.1:9/v1", "m")
+
+
+def test_replicas_share_the_requests_and_retries_move_to_the_next():
+    with FakeServer() as a, FakeServer() as b:
+        out = list(OpenAICompatBackend([a.url, b.url], "fake", backoff_s=0.01).generate(_requests(6), "c", "t"))
+        assert all(c.ok for c in out) and len(a.requests) == len(b.requests) == 3
+    with FakeServer(faults=[503] * 100) as sick, FakeServer() as healthy:
+        backend = OpenAICompatBackend([sick.url, healthy.url], "fake", backoff_s=0.01, max_retries=1)
+        out = list(backend.generate(_requests(4), "c", "t"))
+    assert all(c.ok for c in out) and len(healthy.requests) == 4
+    assert sorted(c.attempts for c in out) == [1, 1, 2, 2]

@@ -96,3 +96,13 @@ def test_server_killed_mid_run_then_resume_completes(tmp_path, tiny_model, lora_
     assert resumed.returncode == 0, resumed.stderr
     check_run_dir(results / "k", suite)
     assert len(list((results / "k" / "logs").glob("vllm-*.log"))) == 2, "resume starts a new server"
+
+
+def test_data_parallel_replicas_each_serve_requests(tmp_path, tiny_model, lora_adapter):
+    suite = _suite(tmp_path, tiny_model, lora_adapter, n_test=8, serve={**SERVE, "replicas": 2})
+    result = run_suite(suite, tmp_path / "results", run_id="dp")
+    check_run_dir(result.run_dir, suite)
+    logs = sorted((result.run_dir / "logs").glob("vllm-*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert log.read_text().count("POST /v1/completions") >= 4, "each replica answers its share"

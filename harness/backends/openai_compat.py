@@ -41,10 +41,11 @@ def unreachable(base_url: str) -> str | None:
 
 
 class OpenAICompatBackend:
-    def __init__(self, url: str, model: str, endpoint: str = "chat", concurrency: int = 4, timeout_s: float = 120.0,
-                 max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
+    def __init__(self, url: str | list[str], model: str, endpoint: str = "chat", concurrency: int = 4,
+                 timeout_s: float = 120.0, max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
                  check: bool = True, extra_body: dict[str, Any] | None = None) -> None:
-        self.base_url = url.rstrip("/")
+        # Several URLs are data-parallel replicas of one model: requests go round-robin across them.
+        self.base_urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
         self.model = model
         self.endpoint = endpoint
         self.concurrency = concurrency
@@ -62,11 +63,13 @@ class OpenAICompatBackend:
             self._check_reachable()
 
     def _check_reachable(self) -> None:
-        problem = unreachable(self.base_url)
-        if problem:
-            raise HarnessError(problem)
+        for url in self.base_urls:
+            problem = unreachable(url)
+            if problem:
+                raise HarnessError(problem)
 
-    def _payload(self, request: Request) -> tuple[str, dict[str, Any]]:
+    def _payload(self, request: Request, replica: int) -> tuple[str, dict[str, Any]]:
+        base_url = self.base_urls[replica % len(self.base_urls)]
         body: dict[str, Any] = {
             "model": self.model, "max_tokens": request.max_new_tokens, "temperature": request.temperature,
             "stream": True, "stream_options": {"include_usage": True},
@@ -76,13 +79,13 @@ class OpenAICompatBackend:
         body.update(self.extra_body)
         if self.endpoint == "chat":
             body["messages"] = request.messages
-            return f"{self.base_url}/chat/completions", body
+            return f"{base_url}/chat/completions", body
         body["prompt"] = request.prompt
-        return f"{self.base_url}/completions", body
+        return f"{base_url}/completions", body
 
-    async def _stream_once(self, client: httpx.AsyncClient, request: Request, candidate: str,
-                           task: str) -> Completion:
-        url, body = self._payload(request)
+    async def _stream_once(self, client: httpx.AsyncClient, request: Request, candidate: str, task: str,
+                           replica: int) -> Completion:
+        url, body = self._payload(request, replica)
         started = time.perf_counter()
         chunk_times: list[float] = []
         parts: list[str] = []
@@ -121,14 +124,15 @@ class OpenAICompatBackend:
         )
 
     async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: Request, candidate: str,
-                   task: str, delay_s: float = 0.0) -> Completion:
+                   task: str, index: int, delay_s: float = 0.0) -> Completion:
         if delay_s > 0:
             await asyncio.sleep(delay_s)  # a scheduled arrival (load tests)
         async with gate:
             last_error = ""
             for attempt in range(1, self.max_retries + 2):
                 try:
-                    completion = await self._stream_once(client, request, candidate, task)
+                    # A retry goes to the next replica, which also routes around a sick one.
+                    completion = await self._stream_once(client, request, candidate, task, index + attempt - 1)
                     completion.attempts = attempt
                     return completion
                 except (_Retryable, httpx.TransportError, json.JSONDecodeError) as exc:
@@ -149,8 +153,8 @@ class OpenAICompatBackend:
             gate = asyncio.Semaphore(self.concurrency)
             limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
             async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
-                tasks = [asyncio.create_task(self._one(client, gate, r, candidate, task, d))
-                         for r, d in zip(requests, delays, strict=True)]
+                tasks = [asyncio.create_task(self._one(client, gate, r, candidate, task, i, d))
+                         for i, (r, d) in enumerate(zip(requests, delays, strict=True))]
                 for finished in asyncio.as_completed(tasks):
                     done.put(await finished)
 

@@ -62,8 +62,9 @@ class ServerGroup:
 
 
 class VllmServer:
-    def __init__(self, group: ServerGroup, log_dir: Path) -> None:
+    def __init__(self, group: ServerGroup, log_dir: Path, replica: int = 0) -> None:
         self.group = group
+        self.replica = replica
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,9 @@ class VllmServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        devices = self.group.serve.devices_of(self.replica)
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
         if not _has_cuda():
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.group.serve.cpu_kv_cache_gib))
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -145,23 +149,27 @@ class VllmServer:
 
 
 class VllmBackend:
-    """One candidate's view of a shared server: requests name the base model or the candidate's adapter."""
+    """One candidate's view of shared servers (one, or several data-parallel replicas): requests name the
+    base model or the candidate's adapter."""
 
-    def __init__(self, server: VllmServer, served_model: str, candidate: Candidate,
+    def __init__(self, servers: list[VllmServer], served_model: str, candidate: Candidate,
                  extra_body: dict[str, object] | None = None) -> None:
-        self.server = server
+        self.servers = servers
         self.client = OpenAICompatBackend(
-            f"{server.url}/v1", served_model, endpoint=candidate.endpoint, concurrency=candidate.concurrency,
-            timeout_s=candidate.timeout_s, max_retries=candidate.max_retries, check=False, extra_body=extra_body)
+            [f"{s.url}/v1" for s in servers], served_model, endpoint=candidate.endpoint,
+            concurrency=candidate.concurrency, timeout_s=candidate.timeout_s, max_retries=candidate.max_retries,
+            check=False, extra_body=extra_body)
 
     def generate(self, requests: list[Request], candidate: str, task: str,
                  arrivals_s: list[float] | None = None) -> Iterator[Completion]:
         for completion in self.client.generate(requests, candidate, task, arrivals_s):
-            if not completion.ok and not self.server.alive():
-                # Failures after the server died are not answers; stop, keeping what finished.
+            dead = [s for s in self.servers if not s.alive()]
+            if not completion.ok and dead:
+                # Failures after a server died are not answers; stop, keeping what finished.
+                s = dead[0]
                 raise HarnessError(
-                    f"vLLM server for {self.server.group.served_name} died mid-run (exit code "
-                    f"{self.server.process.returncode if self.server.process else None}): {_tail(self.server.log_path)}"
+                    f"vLLM server for {s.group.served_name} died mid-run (exit code "
+                    f"{s.process.returncode if s.process else None}): {_tail(s.log_path)}"
                     "; finished predictions are kept, `harness run --resume` starts a new server")
             yield completion
 
@@ -185,26 +193,31 @@ class ServerPool:
             if cand.adapter:
                 group.adapters[cand.name] = str(Path(cand.adapter).resolve())
             self.group_of[cand.name] = key
-        self.servers: dict[str, VllmServer] = {}
+        self.servers: dict[str, list[VllmServer]] = {}
 
     def backend(self, candidate: Candidate, extra_body: dict[str, object] | None = None) -> VllmBackend:
         key = self.group_of[candidate.name]
         if key not in self.servers:
             group = self.groups[key]
             group.model = self.resolve_model(group.model)
-            server = VllmServer(group, self.log_dir)
-            self.servers[key] = server
-            server.start()
-            server.wait_healthy(group.serve.startup_timeout_s)
-        server = self.servers[key]
-        if not server.alive():
-            raise HarnessError(f"vLLM server for {server.group.served_name} is not running: {_tail(server.log_path)}")
-        served = candidate.name if candidate.adapter else server.group.served_name
-        return VllmBackend(server, served, candidate, extra_body)
+            replicas = [VllmServer(group, self.log_dir, i) for i in range(group.serve.replicas)]
+            self.servers[key] = replicas
+            for server in replicas:  # started together, so their start-up overlaps
+                server.start()
+            for server in replicas:
+                server.wait_healthy(group.serve.startup_timeout_s)
+        servers = self.servers[key]
+        for server in servers:
+            if not server.alive():
+                raise HarnessError(f"vLLM server for {server.group.served_name} is not running: "
+                                   f"{_tail(server.log_path)}")
+        served = candidate.name if candidate.adapter else servers[0].group.served_name
+        return VllmBackend(servers, served, candidate, extra_body)
 
     def close(self) -> None:
-        for server in self.servers.values():
-            server.stop()
+        for replicas in self.servers.values():
+            for server in replicas:
+                server.stop()
 
     def __enter__(self) -> ServerPool:
         return self

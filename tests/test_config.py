@@ -1,0 +1,41 @@
+"""Configuration models: the shipped suites validate, and the serve options check themselves."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import PROJECT_ROOT, ServeSpec, load_suite
+from harness.errors import ConfigError
+from harness.runner import load_suite_manifest, plan_tasks
+
+SUITES = sorted((PROJECT_ROOT / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in SUITES if not p.name.endswith("-manifest.yaml")], ids=lambda p: p.name)
+def test_shipped_suites_validate(path: Path):
+    suite = load_suite(path)
+    tasks = plan_tasks(suite, path)
+    assert tasks and suite.candidates
+    manifest = load_suite_manifest(suite, path)
+    if manifest is not None:
+        assert manifest.criteria
+
+
+def test_the_gpu_suite_splits_its_devices():
+    suite = load_suite(PROJECT_ROOT / "suites" / "llama-8b-vs-70b.yaml")
+    big = suite.candidate("llama-70b").serve
+    assert big.tensor_parallel_size == 4 and big.devices_of(0) == [2, 3, 4, 5]
+    small = suite.candidate("llama-8b").serve
+    assert [small.devices_of(r) for r in range(small.replicas)] == [[0], [1]]
+
+
+def test_devices_must_match_the_parallelism():
+    with pytest.raises(ValueError, match="needs 4"):
+        ServeSpec(tensor_parallel_size=2, replicas=2, devices=[0, 1, 2])
+
+
+def test_serve_options_only_for_vllm(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ntasks: [banking77]\ncandidates:\n  - {name: a, model: m, serve: {replicas: 2}}\n")
+    with pytest.raises(ConfigError, match=r"candidates\.0: `serve` is only for backend `vllm`"):
+        load_suite(path)
