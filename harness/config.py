@@ -159,7 +159,8 @@ class Candidate(Strict):
             raise ValueError("backend `openai` needs `url`")
         if self.backend != "openai" and self.url:
             raise ValueError("`url` is only for backend `openai`")
-        if self.backend != "vllm" and "serve" in self.model_fields_set:
+        # Compared with the defaults (not "was it written") so that a run.json snapshot validates again.
+        if self.backend != "vllm" and self.serve != ServeSpec():
             raise ValueError("`serve` is only for backend `vllm`")
         return self
 

@@ -5,18 +5,13 @@ HARNESS_REQUIRE_VLLM=1 so that this test cannot silently skip there."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from harness.backends.base import Request
 from harness.backends.hf_local import HFLocalBackend
+from harness.backends.vllm_server import ServerGroup, VllmServer
+from harness.config import ServeSpec
 from harness.runner import run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, require_vllm, write_yaml
@@ -27,45 +22,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 require_vllm()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model, lora_adapter, tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
-           "--dtype", "float32", "--enable-lora", "--lora-modules", f"tiny-ft={lora_adapter}", "--max-lora-rank", "8",
-           "--distributed-executor-backend", "uni"]
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """A server started by the library, then used as any OpenAI-compatible server someone else runs."""
+    serve = ServeSpec(dtype="float32", max_model_len=512, max_lora_rank=8, cpu_kv_cache_gib=1)
+    server = VllmServer(ServerGroup(str(tiny_model), "tiny", serve, {"tiny-ft": str(lora_adapter)}),
+                        tmp_path_factory.mktemp("vllm"))
+    server.start()
     try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"vLLM not healthy after 300 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"{url}/v1"
+        server.wait_healthy(300)
+        yield f"{server.url}/v1"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        server.stop()
 
 
 def test_suite_on_vllm_base_and_adapter(vllm_server, tiny_model, tmp_path):
