@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluate fine-tuned language models against their bases and big baselines, with evidence.")
 models_app = typer.Typer(no_args_is_help=True, help="Embedded default models, usable offline.")
 app.add_typer(models_app, name="models")
+data_app = typer.Typer(no_args_is_help=True, help="Data checks before training and scoring.")
+app.add_typer(data_app, name="data")
 
 err = Console(stderr=True)
 # Result tables stay readable when piped to a file or CI log (rich would squeeze them to 80 columns).
@@ -40,6 +42,25 @@ def models_list() -> None:
     for name, spec in EMBEDDED.items():
         state = str(prepared_dir(name)) if is_prepared(prepared_dir(name)) else "not prepared"
         print(f"{name}\t{state}\t{spec.description}")
+
+
+@data_app.command("check")
+def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> None:
+    """Sizes, duplicates, train↔test overlap, label balance and lengths. Exit 1 on a blocking problem."""
+    from harness import report
+    from harness.config import load_suite
+    from harness.runner import RunPlan, check_data, plan_tasks
+
+    the_suite = load_suite(suite)
+    reports = check_data(RunPlan(the_suite, suite, plan_tasks(the_suite, suite)))
+    out.print(report.data_table(reports))
+    for r in reports:
+        for line in r.warnings:
+            err.print(f"[yellow]warning[/] {r.task}: {line}")
+        for line in r.blocking:
+            err.print(f"[red]blocking[/] {r.task}: {line} (set `allow_overlap: true` in the suite to accept it)")
+    if any(r.blocking for r in reports):
+        raise typer.Exit(1)
 
 
 @app.command("run")

@@ -229,6 +229,7 @@ class Suite(Strict):
     tasks: list[TaskRef]
     candidates: list[Candidate]
     bootstrap: BootstrapSpec = BootstrapSpec()
+    allow_overlap: bool = Field(False, description="let test examples that also occur in train pass the data check")
     manifest: Manifest | str | None = Field(None, description="success criteria, inline or a YAML file")
 
     @field_validator("tasks", mode="before")

@@ -185,6 +185,14 @@ def resolve(model: str, progress: Callable[[str], None] = lambda _msg: None) -> 
     return model  # a hub id, for machines that can reach a hub
 
 
+def local_dir(model: str) -> Path | None:
+    """The model's folder if it is on this machine already (no download, no preparation)."""
+    if model in EMBEDDED:
+        return prepared_dir(model) if is_prepared(prepared_dir(model)) else None
+    path = Path(model).expanduser()
+    return path if (path / "config.json").is_file() else None
+
+
 def check_model_ref(model: str) -> str | None:
     """Why a `model:` value cannot work, before anything starts, or None."""
     if model in EMBEDDED:

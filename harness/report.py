@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from harness.bench import LevelResult
+from harness.data_check import TaskDataReport
 from harness.drift import Change
 from harness.manifest import Verdict, short
 from harness.scoring import MetricResult
@@ -143,3 +144,24 @@ def add_bench_row(table: Table, r: LevelResult) -> None:
     table.add_row(level, f"{r.request_throughput:.2f}", f"{r.output_throughput:.1f}", f"{r.goodput_rps:.2f}",
                   trio(r.ttft_ms), trio(r.tpot_ms), trio(r.itl_ms), trio(r.e2e_ms), str(r.errors),
                   f"{r.cost_per_1k_requests:.4f}")
+
+
+def data_table(reports: list[TaskDataReport]) -> Table:
+    table = Table(title="Data check", title_justify="left")
+    for col in ("task", "train", "test", "exact dup (train/test)", "near dup (train/test)", "train∩test",
+                "labels (min/max per label in train)", "test length p50 / p95 / max", "problems"):
+        table.add_column(col, justify="right" if col in ("train", "test", "train∩test") else "left")
+    for r in reports:
+        labels = "–"
+        if r.labels:
+            counts = [c["train"] for c in r.labels.values()]
+            labels = f"{len(r.labels)} ({min(counts)}/{max(counts)})"
+        length = r.lengths.get("test", {})
+        unit = r.length_unit.split()[0]
+        lengths = f"{length['p50']:.0f} / {length['p95']:.0f} / {length['max']} {unit}" if length else "–"
+        problems = "[red]blocking[/]" if r.blocking else ("[yellow]warnings[/]" if r.warnings else "[green]ok[/]")
+        table.add_row(r.task, str(r.sizes["train"]), str(r.sizes["test"]),
+                      f"{r.exact_duplicates['train']}/{r.exact_duplicates['test']}",
+                      f"{r.near_duplicates['train']}/{r.near_duplicates['test']}", str(r.overlap), labels, lengths,
+                      problems)
+    return table

@@ -32,6 +32,7 @@ from harness.config import (
     load_task,
 )
 from harness.data import Example, TaskData, load_task_data
+from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import Verdict, check_against, load_manifest, resolve, verdict_record
 from harness.metrics import METRICS
@@ -153,6 +154,24 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
                                   "training examples")
 
 
+def check_data(the_plan: RunPlan) -> list[TaskDataReport]:
+    """The data report of every task; lengths in tokens of the first local model's tokenizer, else words."""
+    count, unit = word_count, "words"
+    local = [(c.model, models.local_dir(c.model)) for c in the_plan.suite.candidates if c.backend != "openai"]
+    found = [(name, folder) for name, folder in local if folder is not None]
+    if found:
+        from transformers import AutoTokenizer
+
+        name, folder = found[0]
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text)["input_ids"])
+
+        unit = f"tokens ({name})"
+    return [check_task(t.name, t.data, the_plan.suite.allow_overlap, count, unit) for t in the_plan.tasks]
+
+
 def make_backend(candidate: Candidate, say: Callable[[str], None], servers: ServerPool) -> Backend:
     if candidate.backend == "vllm":
         return servers.backend(candidate)
@@ -199,6 +218,7 @@ class Runner:
         self.plan = plan
         self.results_dir = results_dir
         self.console = console or Console(stderr=True)
+        self.data_reports: list[TaskDataReport] = []
 
     def open_run(self, run_id: str | None, resume: bool) -> RunDir:
         suite = self.plan.suite
@@ -245,10 +265,12 @@ class Runner:
             "finished_at": now_iso() if status != "running" else None,
             "timings_s": timings,
             "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
+            "data_check": [r.to_dict() for r in self.data_reports],
         }
 
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
         run = self.open_run(run_id, resume)
+        self.data_reports = check_data(self.plan)
         started = run.read_run()["started_at"] if resume else now_iso()
         timings: dict[str, float] = dict(run.read_run().get("timings_s", {})) if resume else {}
         write_json(run.run_json, self._run_record(run, "running", started, timings))

@@ -29,8 +29,9 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "complete" and run["schema_version"] == 1
     for key in ("suite", "suite_sha256", "tasks", "versions", "seed", "git_revision", "started_at", "finished_at",
-                "timings_s"):
+                "timings_s", "data_check"):
         assert key in run, key
+    assert [r["task"] for r in run["data_check"]] == [t.name for t in tasks]
     assert run["versions"]["torch"] and run["versions"]["transformers"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(set(m) == METRIC_KEYS for m in metrics)
