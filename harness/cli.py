@@ -63,6 +63,26 @@ def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> Non
         raise typer.Exit(1)
 
 
+@app.command("finetune")
+def finetune(
+    suite: Path = typer.Argument(..., help="suite YAML file"),
+    candidate: str = typer.Option(None, "--candidate", help="only this candidate"),
+    results: Path = typer.Option(Path("results"), "--results", help="adapters go to RESULTS/adapters/"),
+) -> None:
+    """Train the LoRA adapters the suite asks for (cached by content hash); prints their folders."""
+    from harness.runner import check_data, finetune_all, plan
+
+    the_plan = plan(suite)
+    if candidate is not None:
+        the_plan.suite.candidate(candidate)
+    adapters = finetune_all(the_plan, check_data(the_plan), results / "adapters", lambda msg: err.print(msg),
+                            candidate)
+    if not adapters:
+        raise HarnessError(f"{suite}: no candidate has a `finetune:` block" + (f" ({candidate})" if candidate else ""))
+    for name, path in adapters.items():
+        out.print(f"{name}\t{path}")
+
+
 @app.command("run")
 def run(
     suite: Path = typer.Argument(..., help="suite YAML file"),

@@ -135,6 +135,30 @@ class ServeSpec(Strict):
         return self.devices[replica * per_server:(replica + 1) * per_server]
 
 
+class FinetuneSpec(Strict):
+    """A LoRA fine-tune of the candidate's model on one task's training split (peft + transformers)."""
+
+    task: str = Field(description="the suite task whose training split is used")
+    limit: Annotated[int, Field(gt=0)] | None = Field(None, description="seeded stratified subset of train")
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    rank: Annotated[int, Field(gt=0)] = 8
+    alpha: Annotated[float, Field(gt=0)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    max_steps: Annotated[int, Field(gt=0)] | None = None
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    gradient_accumulation: Annotated[int, Field(gt=0)] = 1
+    max_seq_len: Annotated[int, Field(gt=0)] = 512
+    eval_steps: Annotated[int, Field(gt=0)] = 20
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 3
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+
 class Candidate(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     model: str = Field(description="embedded model name, local directory, hub id, or served model name")
@@ -152,6 +176,7 @@ class Candidate(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
     serve: ServeSpec = ServeSpec()
+    finetune: FinetuneSpec | None = None
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Candidate:
@@ -160,6 +185,8 @@ class Candidate(Strict):
         if self.backend != "openai" and self.url:
             raise ValueError("`url` is only for backend `openai`")
         # Compared with the defaults (not "was it written") so that a run.json snapshot validates again.
+        if self.finetune is not None and self.adapter:
+            raise ValueError("give either `adapter` or `finetune`, not both")
         if self.backend != "vllm" and self.serve != ServeSpec():
             raise ValueError("`serve` is only for backend `vllm`")
         return self

@@ -34,6 +34,7 @@ from harness.config import (
 from harness.data import Example, TaskData, load_task_data
 from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
+from harness.finetune import finetune_candidate
 from harness.manifest import Verdict, check_against, load_manifest, resolve, verdict_record
 from harness.metrics import METRICS
 from harness.prompts import check_template, choose_few_shot, render
@@ -147,6 +148,13 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
                 raise ConfigError(suite_file, f"candidates.{i}.url", problem)
         if cand.adapter and not (Path(cand.adapter) / "adapter_config.json").is_file():
             raise ConfigError(suite_file, f"candidates.{i}.adapter", f"not a LoRA adapter directory: {cand.adapter}")
+        if cand.finetune is not None:
+            if cand.backend == "openai":
+                raise ConfigError(suite_file, f"candidates.{i}.finetune", "a served (openai) candidate cannot be "
+                                  "fine-tuned here; use backend hf or vllm")
+            if cand.finetune.task not in {t.name for t in tasks}:
+                raise ConfigError(suite_file, f"candidates.{i}.finetune.task",
+                                  f"the suite has no task {cand.finetune.task!r}")
         for task in tasks:
             if cand.few_shot > len(task.data.train):
                 raise ConfigError(suite_file, f"candidates.{i}.few_shot",
@@ -170,6 +178,24 @@ def check_data(the_plan: RunPlan) -> list[TaskDataReport]:
 
         unit = f"tokens ({name})"
     return [check_task(t.name, t.data, the_plan.suite.allow_overlap, count, unit) for t in the_plan.tasks]
+
+
+def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
+                 only: str | None = None) -> dict[str, Path]:
+    """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block."""
+    tasks = {t.name: t for t in the_plan.tasks}
+    blocked = {r.task: r.blocking[0] for r in reports if r.blocking}
+    adapters = {}
+    for cand in the_plan.suite.candidates:
+        if cand.finetune is None or (only is not None and cand.name != only):
+            continue
+        task = tasks[cand.finetune.task]
+        if task.name in blocked:
+            raise HarnessError(f"finetune {cand.name}: the data check of {task.name} blocks training: "
+                               f"{blocked[task.name]}; set `allow_overlap: true` in the suite to accept it")
+        base = Path(models.resolve(cand.model, say))
+        adapters[cand.name] = finetune_candidate(cand, task.spec, task.data.train, task.data.labels, base, root, say)
+    return adapters
 
 
 def make_backend(candidate: Candidate, say: Callable[[str], None], servers: ServerPool) -> Backend:
@@ -219,6 +245,7 @@ class Runner:
         self.results_dir = results_dir
         self.console = console or Console(stderr=True)
         self.data_reports: list[TaskDataReport] = []
+        self.adapters: dict[str, Path] = {}
 
     def open_run(self, run_id: str | None, resume: bool) -> RunDir:
         suite = self.plan.suite
@@ -266,11 +293,14 @@ class Runner:
             "timings_s": timings,
             "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
             "data_check": [r.to_dict() for r in self.data_reports],
+            "adapters": {name: str(path) for name, path in self.adapters.items()},
         }
 
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
-        run = self.open_run(run_id, resume)
         self.data_reports = check_data(self.plan)
+        # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
+        self.adapters = finetune_all(self.plan, self.data_reports, self.results_dir / "adapters", self.console.print)
+        run = self.open_run(run_id, resume)
         started = run.read_run()["started_at"] if resume else now_iso()
         timings: dict[str, float] = dict(run.read_run().get("timings_s", {})) if resume else {}
         write_json(run.run_json, self._run_record(run, "running", started, timings))
@@ -298,9 +328,12 @@ class Runner:
     def _generate(self, run: RunDir, timings: dict[str, float]) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn())
+        # Fine-tuned candidates are served with the adapter trained for them.
+        candidates = [c.model_copy(update={"adapter": str(self.adapters[c.name])}) if c.name in self.adapters else c
+                      for c in self.plan.suite.candidates]
         with Progress(*columns, console=self.console) as progress:
             todo: list[tuple[Candidate, PlannedTask, list[Request], Any]] = []
-            for cand in self.plan.suite.candidates:
+            for cand in candidates:
                 for task in self.plan.tasks:
                     ids = [ex.id for ex in task.data.test]
                     done = run.compact_predictions(cand.name, task.name, ids)
@@ -311,8 +344,8 @@ class Runner:
                 progress.console.print(f"  {msg}")
 
             # vLLM servers (one per base model) live for the whole generation stage and are always stopped.
-            with ServerPool(self.plan.suite.candidates, lambda m: models.resolve(m, say), run.path / "logs") as servers:
-                for cand in self.plan.suite.candidates:
+            with ServerPool(candidates, lambda m: models.resolve(m, say), run.path / "logs") as servers:
+                for cand in candidates:
                     mine = [item for item in todo if item[0] is cand and item[2]]
                     if mine:
                         t0 = time.perf_counter()

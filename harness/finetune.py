@@ -1,0 +1,204 @@
+"""LoRA fine-tuning with peft on transformers' Trainer, and adapters with lineage, cached by content hash.
+
+Training examples are rendered with the same prompt the evaluation uses (chat template when the model
+has one), and the loss covers the answer tokens only. The adapter folder's name carries a hash of
+everything that changes the result (base weights, training data, prompt, training settings, library
+versions), so the same inputs reuse the adapter instead of training again. Training writes into a
+temporary folder that is renamed at the end: an interrupted run never leaves an adapter that looks
+finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.config import Candidate, FinetuneSpec, TaskSpec
+from harness.data import Example, stratified_sample
+from harness.errors import HarnessError
+from harness.prompts import answer_of, render
+
+LINEAGE = "lineage.json"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    task: TaskSpec
+    train: list[Example]
+    validation: list[Example]
+    labels: list[str] | None
+
+
+def split_validation(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_val = max(1, round(len(examples) * fraction)) if fraction > 0 else 0
+    val = {int(i) for i in order[:n_val]}
+    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
+
+
+def _weights_digest(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.json")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _examples_digest(examples: list[Example]) -> str:
+    blob = json.dumps([[e.id, e.inputs, e.reference] for e in examples], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: bool) -> tuple[str, dict[str, Any]]:
+    """The content hash naming an adapter, and what went into it."""
+    inputs = {
+        "base_sha256": base_digest,
+        "train_sha256": _examples_digest(data.train),
+        "validation_sha256": _examples_digest(data.validation),
+        "prompt": data.task.prompt.model_dump(),
+        "labels": data.labels,
+        "chat": chat,
+        "config": spec.model_dump(mode="json"),
+        "versions": {p: _version(p) for p in ("torch", "transformers", "peft")},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _encode(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str] | None, chat: bool,
+            max_len: int) -> dict[str, list[int]]:
+    prompt = render(task, ex, [], labels)
+    answer = answer_of(ex)
+    if chat:
+        prefix = tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
+        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    answer_ids = [*answer_ids, tokenizer.eos_token_id]
+    ids = (prompt_ids + answer_ids)[-max_len:]
+    n_answer = min(len(answer_ids), len(ids))
+    # Loss on the answer tokens only: the prompt positions are masked with -100.
+    labels_ = [-100] * (len(ids) - n_answer) + ids[-n_answer:]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels_}
+
+
+def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str,
+                  chat: bool | None = None, say: Any = print) -> Path:
+    """Train (or reuse) the LoRA adapter; returns its folder under out_root."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+    )
+
+    if not data.train:
+        raise HarnessError(f"finetune {name}: task {data.task.name} has no training examples")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+    base_digest = _weights_digest(base_dir)
+    key, inputs = adapter_key(base_digest, data, spec, use_chat)
+    target = out_root / f"{name}-{key}"
+    if (target / LINEAGE).is_file() and (target / "adapter_config.json").is_file():
+        say(f"reusing adapter {target}")
+        return target
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and spec.max_seq_len > positions:
+        raise HarnessError(f"finetune {name}: max_seq_len {spec.max_seq_len} exceeds the model's {positions}")
+    modules = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in spec.target_modules if m not in modules]
+    if missing:
+        raise HarnessError(f"finetune {name}: target module(s) {missing} not in the model")
+    lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    if spec.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    encode = [_encode(tokenizer, data.task, ex, data.labels, use_chat, spec.max_seq_len) for ex in data.train]
+    val = [_encode(tokenizer, data.task, ex, data.labels, use_chat, spec.max_seq_len) for ex in data.validation]
+    out_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{name}-"))
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"), per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size, gradient_accumulation_steps=spec.gradient_accumulation,
+        # A float below 1 is a share of the steps (transformers 5 folded warmup_ratio into warmup_steps).
+        learning_rate=spec.learning_rate, lr_scheduler_type=spec.scheduler, warmup_steps=spec.warmup_ratio,
+        num_train_epochs=spec.epochs, max_steps=spec.max_steps or -1, logging_steps=spec.eval_steps,
+        eval_strategy="steps" if val else "no", eval_steps=spec.eval_steps, save_strategy="steps" if val else "no",
+        save_steps=spec.eval_steps, save_total_limit=1, load_best_model_at_end=bool(val),
+        metric_for_best_model="eval_loss", greater_is_better=False, seed=spec.seed, data_seed=spec.seed,
+        bf16=bf16, gradient_checkpointing=spec.gradient_checkpointing, report_to=[], disable_tqdm=False,
+        remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
+    )
+    callbacks = [EarlyStoppingCallback(spec.early_stopping_patience)] if val and spec.early_stopping_patience else []
+    trainer = Trainer(model=model, args=args, train_dataset=encode, eval_dataset=val or None,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+                      callbacks=callbacks)
+    say(f"training {name}: {len(encode)} examples, {trainable:,} trainable parameters "
+        f"({trainable / total:.2%}), LoRA r={spec.rank} on {', '.join(spec.target_modules)}")
+    started = time.perf_counter()
+    try:
+        result = trainer.train()
+        wall = time.perf_counter() - started
+        adapter_dir = work / "adapter"
+        trainer.model.save_pretrained(adapter_dir)
+        tokens = sum(len(e["input_ids"]) for e in encode) * (result.global_step * spec.batch_size *
+                                                             spec.gradient_accumulation / max(len(encode), 1))
+        history = trainer.state.log_history
+        lineage = {
+            "candidate": name, "adapter_key": key, "base_model": str(base_dir), **inputs,
+            "task": data.task.name, "n_train": len(encode), "n_validation": len(val),
+            "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
+            "train_loss": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
+            "validation_loss": [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h],
+            "steps": result.global_step, "wall_s": wall, "tokens_per_s": tokens / wall if wall else None,
+            "best_checkpoint_loss": trainer.state.best_metric, "bf16": bf16,
+        }
+        (adapter_dir / LINEAGE).write_text(json.dumps(lineage, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        adapter_dir.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example], labels: list[str] | None,
+                       base_dir: Path, out_root: Path, say: Any = print) -> Path:
+    spec = candidate.finetune
+    assert spec is not None
+    rows = stratified_sample(train, spec.limit, spec.seed, stratify=labels is not None) if spec.limit else train
+    fit, validation = split_validation(rows, spec.validation_fraction, spec.seed)
+    return train_adapter(base_dir, TrainingSet(task, fit, validation, labels), spec, out_root, candidate.name,
+                         candidate.chat, say)
