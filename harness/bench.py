@@ -89,6 +89,11 @@ class LevelResult:
         return asdict(self)
 
 
+def percentile_trio(summary: dict[str, float], digits: int = 1) -> str:
+    """"p50 / p90 / p99" of a latency summary."""
+    return " / ".join(f"{summary[f'p{q}']:.{digits}f}" for q in PERCENTILES)
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     arr = np.array([v for v in values if not np.isnan(v)], dtype=float)
     if len(arr) == 0:
@@ -293,10 +298,8 @@ def bench_markdown(candidate: str, results: list[LevelResult], meta: dict[str, A
              "| level | req/s | out tok/s | goodput req/s | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
              "ITL p50/p90/p99 ms | E2E p50/p90/p99 ms | errors | $ per 1k req |",
              "|---|---:|---:|---:|---|---|---|---|---:|---:|"]
+    trio = percentile_trio
     for r in results:
-        def trio(d: dict[str, float]) -> str:
-            return " / ".join(f"{d[f'p{q}']:.1f}" for q in PERCENTILES)
-
         lines.append(f"| {LoadLevel(r.concurrency, r.rate).label} | {r.request_throughput:.2f} | "
                      f"{r.output_throughput:.1f} | {r.goodput_rps:.2f} | {trio(r.ttft_ms)} | {trio(r.tpot_ms)} | "
                      f"{trio(r.itl_ms)} | {trio(r.e2e_ms)} | {r.errors} | {r.cost_per_1k_requests:.4f} |")

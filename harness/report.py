@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from harness.bench import LevelResult
+from harness.bench import LevelResult, percentile_trio
 from harness.data_check import TaskDataReport
 from harness.drift import Change
 from harness.manifest import Verdict, short
@@ -138,7 +138,7 @@ def bench_table(candidate: str) -> Table:
 
 def add_bench_row(table: Table, r: LevelResult) -> None:
     def trio(d: dict[str, float]) -> str:
-        return " / ".join(f"{d[k]:.0f}" for k in ("p50", "p90", "p99"))
+        return percentile_trio(d, digits=0)
 
     level = f"c={r.concurrency}" + (f" @ {r.rate:g} req/s" if r.rate else "")
     table.add_row(level, f"{r.request_throughput:.2f}", f"{r.output_throughput:.1f}", f"{r.goodput_rps:.2f}",

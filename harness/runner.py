@@ -5,6 +5,7 @@ The runner knows backends and metrics only through their registries and interfac
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import time
@@ -415,7 +416,7 @@ def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str
         family, _, q = r.metric.rpartition("_")
         if family.endswith("_ms"):
             task = out.setdefault(r.candidate, {}).setdefault(r.task, {})
-            task.setdefault(family, {})[q] = None if r.value != r.value else r.value
+            task.setdefault(family, {})[q] = None if math.isnan(r.value) else r.value
         elif r.metric == "output_tokens_per_s":
             out.setdefault(r.candidate, {}).setdefault(r.task, {})[r.metric] = r.value
     return out

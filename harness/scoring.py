@@ -15,8 +15,9 @@ from harness.config import TaskSpec
 from harness.data import Example
 from harness.metrics import LATENCY_METRICS, ScoringInput, get_metric
 from harness.metrics.classification import parse_label
-from harness.stats import Interval, PairedDifference, paired_difference, percentile_interval, task_seed
+from harness.stats import Interval, PairedDifference, paired_difference, task_seed
 from harness.stats import draws as bootstrap_draws
+from harness.stats import interval as interval_of
 from harness.store import nan_to_none
 
 
@@ -96,9 +97,7 @@ class TaskEvidence:
 
     def interval(self, metric: str, candidate: str, confidence: float) -> Interval:
         value = get_metric(metric).value(self.stats(metric)[candidate], self.n)
-        if math.isnan(value):
-            return Interval(value, math.nan, math.nan)
-        return Interval(value, *percentile_interval(self.draws(metric)[candidate], confidence))
+        return interval_of(value, self.draws(metric)[candidate], confidence)
 
     def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:
         stats, d = self.stats(metric), self.draws(metric)

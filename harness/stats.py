@@ -70,13 +70,17 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     return float(low), float(high)
 
 
+def interval(value: float, values: np.ndarray, confidence: float) -> Interval:
+    """A value with the percentile interval of its bootstrap draws (none when the value does not exist)."""
+    if np.isnan(value):
+        return Interval(value, float("nan"), float("nan"))
+    return Interval(value, *percentile_interval(values, confidence))
+
+
 def bootstrap(metric: Metric, stats: np.ndarray, n: int, resamples: int = 1000, confidence: float = 0.95,
               seed: int = 0) -> Interval:
     """The metric's value and its percentile-bootstrap interval."""
-    value = metric.value(stats, n)
-    if np.isnan(value):
-        return Interval(value, float("nan"), float("nan"))
-    return Interval(value, *percentile_interval(draws(metric, {"x": stats}, n, resamples, seed)["x"], confidence))
+    return interval(metric.value(stats, n), draws(metric, {"x": stats}, n, resamples, seed)["x"], confidence)
 
 
 def paired_difference(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray, n: int,
