@@ -59,6 +59,17 @@ class PromptSpec(Strict):
     few_shot_separator: str = "\n\n"
 
 
+class PromptOverride(Strict):
+    """A candidate's changes to one task's prompt (e.g. a fine-tune that learned the label set needs no list)."""
+
+    system: str | None = None
+    template: str | None = None
+    answer_prefix: str | None = None
+
+    def apply(self, prompt: PromptSpec) -> PromptSpec:
+        return prompt.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class GenerationSpec(Strict):
     max_new_tokens: Annotated[int, Field(gt=0)] = 64
     temperature: Annotated[float, Field(ge=0)] = 0.0
@@ -140,6 +151,8 @@ class FinetuneSpec(Strict):
 
     task: str = Field(description="the suite task whose training split is used")
     limit: Annotated[int, Field(gt=0)] | None = Field(None, description="seeded stratified subset of train")
+    decontaminate: bool = Field(False, description="drop training rows that also occur in the test split; "
+                                "train/test overlap then no longer blocks training")
     validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     rank: Annotated[int, Field(gt=0)] = 8
     alpha: Annotated[float, Field(gt=0)] = 16
@@ -156,6 +169,8 @@ class FinetuneSpec(Strict):
     eval_steps: Annotated[int, Field(gt=0)] = 20
     early_stopping_patience: Annotated[int, Field(ge=0)] = 3
     gradient_checkpointing: bool = False
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
     seed: int = 0
 
 
@@ -177,6 +192,11 @@ class Candidate(Strict):
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
     serve: ServeSpec = ServeSpec()
     finetune: FinetuneSpec | None = None
+    tasks: list[str] | None = Field(None, description="score this candidate on these suite tasks only (default: all)")
+    prompts: dict[str, PromptOverride] = Field(default_factory=dict, description="prompt changes per task name")
+
+    def runs(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
 
     @model_validator(mode="after")
     def _backend_needs(self) -> Candidate:
@@ -276,6 +296,10 @@ class Suite(Strict):
         if not self.tasks or not self.candidates:
             raise ValueError("a suite needs at least one task and one candidate")
         return self
+
+    def candidates_of(self, task: str) -> list[Candidate]:
+        """The candidates scored on a task (a candidate may be limited to some tasks)."""
+        return [c for c in self.candidates if c.runs(task)]
 
     def candidate(self, name: str) -> Candidate:
         for c in self.candidates:

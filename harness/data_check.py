@@ -53,6 +53,12 @@ def overlap(train: list[Example], test: list[Example]) -> list[str]:
     return [ex.id for ex in test if normalise_text(_joined(ex)) in train_texts]
 
 
+def without_overlap(train: list[Example], test: list[Example]) -> list[Example]:
+    """The training rows whose normalised inputs do not occur in the test split."""
+    test_texts = {normalise_text(_joined(ex)) for ex in test}
+    return [ex for ex in train if normalise_text(_joined(ex)) not in test_texts]
+
+
 def _lengths(examples: list[Example], count: Callable[[str], int]) -> dict[str, float]:
     if not examples:
         return {}

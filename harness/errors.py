@@ -13,3 +13,4 @@ class ConfigError(HarnessError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.field = field
+        self.message = message

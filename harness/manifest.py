@@ -53,9 +53,12 @@ class Verdict:
         return nan_to_none(asdict(self))
 
 
-def check_against(manifest: Manifest, where: Path | str, tasks: list[str], candidates: list[str],
+def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
                   metrics: dict[str, list[str]]) -> None:
-    """Every criterion names a task, candidate and metric the run has (human metrics come from ratings)."""
+    """Every criterion names a task, candidate and metric the run has (human metrics come from ratings).
+    `runs` maps each task to the candidates scored on it."""
+    tasks = list(runs)
+    candidates = list(dict.fromkeys(c for names in runs.values() for c in names))
     for i, c in enumerate(manifest.criteria):
         if c.task != "*" and c.task not in tasks:
             raise ConfigError(where, f"criteria.{i}.task", f"the run has no task {c.task!r} (has {', '.join(tasks)})")
@@ -64,6 +67,8 @@ def check_against(manifest: Manifest, where: Path | str, tasks: list[str], candi
             if name is not None and name not in candidates:
                 raise ConfigError(where, f"criteria.{i}.{field}",
                                   f"the run has no candidate {name!r} (has {', '.join(candidates)})")
+            if name is not None and c.task != "*" and name not in runs[c.task]:
+                raise ConfigError(where, f"criteria.{i}.{field}", f"candidate {name!r} is not scored on {c.task}")
         for task in tasks if c.task == "*" else [c.task]:
             if c.metric not in metrics[task] and c.metric not in HUMAN_METRICS:
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
@@ -134,12 +139,18 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) 
                    evidence=why, p_value=p, examples_needed=needed)
 
 
+def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
+    """The tasks a `*` criterion expands to: those on which all its candidates are scored."""
+    names = [n for n in (c.candidate, c.baseline) if n is not None]
+    return [t for t, ev in evidence.items() if all(n in ev.completions for n in names)]
+
+
 def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence]) -> list[Verdict]:
     """One verdict per criterion and task (`*` expands to every task)."""
     verdicts = [
         _resolve_one(c, task, evidence[task], manifest)
         for c in manifest.criteria
-        for task in (list(evidence) if c.task == "*" else [c.task])
+        for task in (_tasks_with(c, evidence) if c.task == "*" else [c.task])
     ]
     if not manifest.holm:
         return verdicts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -202,6 +203,33 @@ def check_model_ref(model: str) -> str | None:
         return None if (path / "config.json").is_file() else f"model directory has no config.json: {model}"
     if model.startswith((".", "/", "~")):
         return f"model path does not exist: {model}"
+    return None
+
+
+def check_adapter_dir(adapter: str | Path) -> str | None:
+    """Why a folder is not a usable peft LoRA adapter (config, weights, readable safetensors header), or None."""
+    path = Path(adapter).expanduser()
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        return f"not a LoRA adapter directory (no adapter_config.json): {adapter}"
+    try:
+        settings = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"corrupt adapter_config.json in {adapter} ({exc})"
+    if not isinstance(settings, dict) or "peft_type" not in settings:
+        return f"adapter_config.json in {adapter} has no peft_type"
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        return f"adapter directory has no adapter_model.safetensors: {adapter}"
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            names = list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for any damage to the header
+        return f"corrupt adapter weights {weights} ({exc})"
+    if not names:
+        return f"adapter weights {weights} hold no tensors"
     return None
 
 

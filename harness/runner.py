@@ -56,6 +56,13 @@ class PlannedTask:
     def name(self) -> str:
         return self.spec.name
 
+    def spec_for(self, candidate: Candidate) -> TaskSpec:
+        """The task as this candidate sees it: with the candidate's prompt changes, if any."""
+        override = candidate.prompts.get(self.name)
+        if override is None:
+            return self.spec
+        return self.spec.model_copy(update={"prompt": override.apply(self.spec.prompt)})
+
 
 @dataclass
 class RunPlan:
@@ -69,9 +76,10 @@ class RunPlan:
         shots = choose_few_shot(task.data.train, candidate.few_shot, self.suite.seed,
                                 stratify=task.data.labels is not None)
         gen = task.spec.generation
+        spec = task.spec_for(candidate)
         out = []
         for ex in task.data.test:
-            prompt = render(task.spec, ex, shots, task.data.labels)
+            prompt = render(spec, ex, shots, task.data.labels)
             out.append(Request(ex.id, prompt.messages, prompt.text, gen.max_new_tokens, gen.temperature,
                                tuple(gen.stop)))
         return out
@@ -118,7 +126,7 @@ def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = 
 
 
 def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
-    check_against(manifest, where, [t.name for t in tasks], [c.name for c in suite.candidates],
+    check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
                   {t.name: metric_names(t.spec) for t in tasks})
 
 
@@ -136,7 +144,21 @@ def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
 
 
 def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
+    names = [t.name for t in tasks]
     for i, cand in enumerate(suite.candidates):
+        for key, used in (("tasks", cand.tasks or []), ("prompts", list(cand.prompts))):
+            unknown = [t for t in used if t not in names]
+            if unknown:
+                raise ConfigError(suite_file, f"candidates.{i}.{key}",
+                                  f"the suite has no task {unknown[0]!r} (has {', '.join(names)})")
+        if cand.tasks == []:
+            raise ConfigError(suite_file, f"candidates.{i}.tasks", "an empty task list scores nothing")
+        for task in tasks:
+            if task.name in cand.prompts:
+                try:
+                    check_template(task.spec_for(cand))
+                except ConfigError as exc:
+                    raise ConfigError(suite_file, f"candidates.{i}.prompts.{task.name}.template", exc.message) from None
         if cand.backend in ("hf", "vllm"):
             problem = models.check_model_ref(cand.model)
             if problem:
@@ -147,13 +169,14 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
             problem = unreachable(cand.url or "")
             if problem:
                 raise ConfigError(suite_file, f"candidates.{i}.url", problem)
-        if cand.adapter and not (Path(cand.adapter) / "adapter_config.json").is_file():
-            raise ConfigError(suite_file, f"candidates.{i}.adapter", f"not a LoRA adapter directory: {cand.adapter}")
+        problem = models.check_adapter_dir(cand.adapter) if cand.adapter else None
+        if problem:
+            raise ConfigError(suite_file, f"candidates.{i}.adapter", problem)
         if cand.finetune is not None:
             if cand.backend == "openai":
                 raise ConfigError(suite_file, f"candidates.{i}.finetune", "a served (openai) candidate cannot be "
                                   "fine-tuned here; use backend hf or vllm")
-            if cand.finetune.task not in {t.name for t in tasks}:
+            if cand.finetune.task not in names:
                 raise ConfigError(suite_file, f"candidates.{i}.finetune.task",
                                   f"the suite has no task {cand.finetune.task!r}")
         for task in tasks:
@@ -191,11 +214,13 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
         if cand.finetune is None or (only is not None and cand.name != only):
             continue
         task = tasks[cand.finetune.task]
-        if task.name in blocked:
+        if task.name in blocked and not cand.finetune.decontaminate:
             raise HarnessError(f"finetune {cand.name}: the data check of {task.name} blocks training: "
-                               f"{blocked[task.name]}; set `allow_overlap: true` in the suite to accept it")
+                               f"{blocked[task.name]}; set `decontaminate: true` in the fine-tune to drop "
+                               "those rows, or `allow_overlap: true` in the suite to accept them")
         base = Path(models.resolve(cand.model, say))
-        adapters[cand.name] = finetune_candidate(cand, task.spec, task.data.train, task.data.labels, base, root, say)
+        adapters[cand.name] = finetune_candidate(cand, task.spec_for(cand), task.data.train, task.data.labels, base,
+                                                 root, say, test=task.data.test)
     return adapters
 
 
@@ -335,7 +360,7 @@ class Runner:
         with Progress(*columns, console=self.console) as progress:
             todo: list[tuple[Candidate, PlannedTask, list[Request], Any]] = []
             for cand in candidates:
-                for task in self.plan.tasks:
+                for task in (t for t in self.plan.tasks if cand.runs(t.name)):
                     ids = [ex.id for ex in task.data.test]
                     done = run.compact_predictions(cand.name, task.name, ids)
                     bar = progress.add_task(f"{cand.name} × {task.name}", total=len(ids), completed=len(done))
@@ -396,7 +421,7 @@ def score_run(plan: RunPlan, run: RunDir) -> Scored:
     failed = 0
     for task in plan.tasks:
         completions = {}
-        for cand in plan.suite.candidates:
+        for cand in plan.suite.candidates_of(task.name):
             latest = _latest_per_example(run.read_predictions(cand.name, task.name))
             aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
             failed += sum(not c.ok for c in aligned)

@@ -67,7 +67,19 @@ CASES = {
         lambda s, t: write_yaml(s, {**yaml.safe_load(s.read_text()),
                                     "candidates": [{"name": "c", "model": "gemma-3-270m", "few_shot": 50}]}),
         "suite.yaml: candidates.0.few_shot", "training examples"),
+    "corrupt adapter": (
+        lambda s, t: (_corrupt_adapter(t.parent / "adapter"),
+                      write_yaml(s, {**yaml.safe_load(s.read_text()),
+                                     "candidates": [{"name": "c", "model": "gemma-3-270m",
+                                                     "adapter": str(t.parent / "adapter")}]})),
+        "suite.yaml: candidates.0.adapter", "corrupt adapter weights"),
 }
+
+
+def _corrupt_adapter(folder):
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{truncated")
 
 
 @pytest.mark.parametrize("case", list(CASES))

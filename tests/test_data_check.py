@@ -1,7 +1,7 @@
 import pytest
 
 from harness.data import Example, TaskData
-from harness.data_check import check_task, duplicates, normalise_text, overlap, word_count
+from harness.data_check import check_task, duplicates, normalise_text, overlap, without_overlap, word_count
 
 
 def ex(i, text, label="a"):
@@ -18,6 +18,7 @@ def test_planted_duplicates_and_overlap():
     test = [ex(10, "PIN blocked."), ex(11, "new question"), ex(12, "top up failed")]
     assert duplicates(train) == (1, 1)
     assert overlap(train, test) == ["e10", "e12"]
+    assert [e.id for e in without_overlap(train, test)] == ["e0", "e1", "e2"]
 
 
 def _data(train, test, labels=("a", "b")):

@@ -10,7 +10,7 @@ from harness.config import Candidate, FinetuneSpec, load_task
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.finetune import LINEAGE, finetune_candidate
-from tests.conftest import classification_task, write_yaml
+from tests.conftest import classification_task, qa_task, write_yaml
 
 pytestmark = pytest.mark.slow
 SPEC = {"task": "keywords", "max_steps": 60, "eval_steps": 20, "learning_rate": 3e-3, "scheduler": "constant",
@@ -55,10 +55,13 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_mod
     from tests.test_cli import run_cli
 
     task = classification_task(tmp_path / "task", n_test=9, n_train=120)
+    other = qa_task(tmp_path / "qa", n=8)
+    # The fine-tune is scored on its own task only, with a prompt that leaves the label list out.
     suite = write_yaml(tmp_path / "suite.yaml", {
-        "name": "ft", "allow_overlap": True, "tasks": [str(task)],
+        "name": "ft", "allow_overlap": True, "tasks": [str(task), str(other)],
         "candidates": [{"name": "base", "model": str(tiny_model)},
-                       {"name": "tuned", "model": str(tiny_model), "finetune": SPEC}],
+                       {"name": "tuned", "model": str(tiny_model), "finetune": SPEC, "tasks": ["keywords"],
+                        "prompts": {"keywords": {"system": "Pick a label."}}}],
         "bootstrap": {"resamples": 100}})
     code, _ = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
     assert code == 0
@@ -68,8 +71,22 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_mod
     record = json.loads((tmp_path / "r" / "x" / "run.json").read_text())
     assert record["adapters"] == {"tuned": str(adapter)}, "the run reuses the adapter `harness finetune` made"
     assert (tmp_path / "r" / "x" / "predictions" / "tuned" / "keywords.jsonl").is_file()
+    assert not (tmp_path / "r" / "x" / "predictions" / "tuned" / "qa.jsonl").exists()
+    assert json.loads((adapter / LINEAGE).read_text())["prompt"]["system"] == "Pick a label."
+    scored = {(m["task"], m["candidate"]) for m in json.loads((tmp_path / "r" / "x" / "metrics.json").read_text())}
+    assert scored == {("keywords", "base"), ("keywords", "tuned"), ("qa", "base")}
 
     data = yaml.safe_load(suite.read_text())
     suite.write_text(yaml.safe_dump({**data, "allow_overlap": False}))
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "y")
     assert code == 2 and "blocks training" in err and not (tmp_path / "r" / "y").exists()
+
+    # Decontaminating drops the overlapping rows, so training may go ahead on what is left.
+    data = yaml.safe_load(suite.read_text())
+    data["candidates"][1]["finetune"] = {**SPEC, "decontaminate": True, "max_steps": 5}
+    suite.write_text(yaml.safe_dump(data))
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "clean"))
+    assert code == 0, err
+    (clean,) = (tmp_path / "clean" / "adapters").iterdir()
+    lineage = json.loads((clean / LINEAGE).read_text())
+    assert lineage["n_train"] + lineage["n_validation"] < 120

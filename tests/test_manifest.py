@@ -134,4 +134,4 @@ def test_criteria_must_name_what_the_run_has(tmp_path, change, field):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.8, **change}]})
     with pytest.raises(ConfigError, match=field):
-        check_against(manifest, "m.yaml", ["qa"], ["ft", "base"], {"qa": metric_names(_task(tmp_path))})
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": metric_names(_task(tmp_path))})

@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,21 @@ def test_gemma_is_prepared_from_five_packages_and_answers_few_shot():
     assert models.is_prepared(path)
     prompt = "Country: Italy\nCapital: Rome\n\nCountry: Germany\nCapital: Berlin\n\nCountry: France\nCapital:"
     assert "Paris" in _answer(path, prompt, chat=False)
+
+
+def test_adapter_directories_are_checked_before_use(tmp_path, lora_adapter):
+    assert models.check_adapter_dir(lora_adapter) is None
+    broken = tmp_path / "broken"
+    shutil.copytree(lora_adapter, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    assert "corrupt adapter weights" in models.check_adapter_dir(broken)
+    (broken / "adapter_config.json").write_text("{not json")
+    assert "corrupt adapter_config.json" in models.check_adapter_dir(broken)
+    (broken / "adapter_config.json").write_text("{}")
+    assert "has no peft_type" in models.check_adapter_dir(broken)
+    (broken / "adapter_config.json").unlink()
+    assert "no adapter_config.json" in models.check_adapter_dir(broken)
+    shutil.copytree(lora_adapter, tmp_path / "no-weights")
+    (tmp_path / "no-weights" / "adapter_model.safetensors").unlink()
+    assert "no adapter_model.safetensors" in models.check_adapter_dir(tmp_path / "no-weights")

@@ -36,8 +36,8 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(set(m) == METRIC_KEYS for m in metrics)
     names = {(m["task"], m["candidate"], m["metric"]) for m in metrics}
-    for cand in suite.candidates:
-        for task in tasks:
+    for task in tasks:
+        for cand in suite.candidates_of(task.name):
             ids = [ex.id for ex in task.data.test]
             preds = [json.loads(line) for line in
                      (run_dir / "predictions" / cand.name / f"{task.name}.jsonl").read_text().splitlines()]
@@ -49,7 +49,7 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
         if m["value"] is not None and m["ci_low"] is not None:
             assert m["ci_low"] - 1e-9 <= m["value"] <= m["ci_high"] + 1e-9, m
     rows = [json.loads(line) for line in (run_dir / "scores.jsonl").read_text().splitlines()]
-    assert len(rows) == sum(len(t.data.test) for t in tasks) * len(suite.candidates)
+    assert len(rows) == sum(len(t.data.test) * len(suite.candidates_of(t.name)) for t in tasks)
     report = (run_dir / "report.md").read_text()
     assert all(f"## {t.name}" in report for t in tasks)
     return {(m["task"], m["candidate"], m["metric"]): m for m in metrics}
@@ -204,3 +204,34 @@ def test_manifest_file_named_in_the_suite_and_a_run_without_predictions(small_su
     write_json(run_dir.run_json, Runner(the_plan, results)._run_record(run_dir, "running", "now", {}))
     code, err = run_cli(monkeypatch, capsys, "gate", str(run_dir.path))
     assert code == 2 and "the run has no predictions" in err
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"tasks": ["nope"]}, "candidates.1.tasks", "the suite has no task 'nope'"),
+    ({"tasks": []}, "candidates.1.tasks", "an empty task list scores nothing"),
+    ({"prompts": {"nope": {"system": "x"}}}, "candidates.1.prompts", "the suite has no task 'nope'"),
+    ({"prompts": {"keywords": {"template": "{nope}"}}}, "candidates.1.prompts.keywords.template", "unknown slot"),
+])
+def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, tiny_model, change, field, message):
+    from harness.errors import ConfigError
+
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "s", "tasks": [str(classification_task(tmp_path / "task", n_test=4, n_train=8))],
+        "candidates": [{"name": "a", "model": str(tiny_model)}, {"name": "b", "model": str(tiny_model), **change}]})
+    with pytest.raises(ConfigError, match=message) as info:
+        plan(suite)
+    assert info.value.field == field
+
+
+def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, tiny_model):
+    from harness.errors import ConfigError
+
+    tasks = [str(classification_task(tmp_path / "t1", n_test=4, n_train=8)),
+             str(classification_task(tmp_path / "t2", n_test=4, n_train=8, name="other"))]
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "s", "tasks": tasks,
+        "candidates": [{"name": "a", "model": str(tiny_model)},
+                       {"name": "b", "model": str(tiny_model), "tasks": ["keywords"]}],
+        "manifest": {"criteria": [{"task": "other", "metric": "accuracy", "candidate": "b", "better_than": "a"}]}})
+    with pytest.raises(ConfigError, match="candidate 'b' is not scored on other"):
+        plan(suite)

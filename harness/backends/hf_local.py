@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from harness.backends.base import Completion, Request, truncate_at_stop
 from harness.errors import HarnessError
+from harness.models import check_adapter_dir
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,9 +47,13 @@ class HFLocalBackend:
         if adapter:
             from peft import PeftModel
 
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise HarnessError(f"adapter directory has no adapter_config.json: {adapter}")
-            self.model = PeftModel.from_pretrained(self.model, adapter)
+            problem = check_adapter_dir(adapter)
+            if problem:
+                raise HarnessError(problem)
+            try:
+                self.model = PeftModel.from_pretrained(self.model, adapter)
+            except (RuntimeError, ValueError, KeyError) as exc:  # e.g. an adapter trained on another base model
+                raise HarnessError(f"cannot load adapter {adapter} on {model}: {str(exc).splitlines()[0]}") from None
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
