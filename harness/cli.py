@@ -178,6 +178,50 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command("validate-detector")
+def validate_detector(
+    data: Path = typer.Argument(..., help="a HaluEval folder (qa_*_data.jsonl, general_data.jsonl)"),
+    detector: str = typer.Option("grounding", "--detector", help="grounding, nli or judge"),
+    model: str = typer.Option(None, "--model", help="nli: entailment model; judge: judging model"),
+    url: str = typer.Option(None, "--url", help="judge: OpenAI-compatible server"),
+    tolerance: float = typer.Option(0.1, "--tolerance", help="grounding: unsupported content-word share"),
+    threshold: float = typer.Option(0.5, "--threshold", help="nli: entailment probability needed"),
+    general: bool = typer.Option(True, "--general/--no-general", help="also score general_data.jsonl"),
+    limit: int = typer.Option(None, "--limit", help="a seeded sample of this many answers per set (quick checks)"),
+    resamples: int = typer.Option(2000, "--resamples"),
+    json_out: Path = typer.Option(None, "--json", help="write the report as JSON here"),
+) -> None:
+    """Agreement of a hallucination detector with human labels, beside trivial baselines, with intervals."""
+    import json
+
+    from pydantic import ValidationError
+
+    from harness import report
+    from harness.config import DetectorSpec
+    from harness.detectors import check_detector, make_detector
+    from harness.detectors.validation import validate
+
+    try:
+        spec = DetectorSpec(name=detector, model=model, url=url, tolerance=tolerance, threshold=threshold)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "--detector"
+        raise HarnessError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    problem = check_detector(spec)
+    if problem:
+        raise HarnessError(problem)
+    the_detector = make_detector(spec, err.print)
+    try:
+        result = validate(the_detector, data, resamples=resamples, limit=limit, include_general=general,
+                          progress=err.print)
+    finally:
+        the_detector.close()
+    for table in report.validation_tables(result):
+        out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+
+
 def main() -> None:
     try:
         app()

@@ -108,6 +108,28 @@ class TaskSpec(Strict):
         return self
 
 
+class DetectorSpec(Strict):
+    """How a task's hallucination rate is decided (see harness/detectors)."""
+
+    name: Literal["grounding", "nli", "judge"] = "grounding"
+    model: str | None = Field(None, description="nli: an entailment classifier; judge: the judging model "
+                              "(embedded name or local directory, or the served model's name with `url`)")
+    url: str | None = Field(None, description="judge: base URL of an OpenAI-compatible server")
+    api_key_env: str | None = None
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="grounding: share of the answer's content words that may be unsupported")
+    threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="nli: an answer sentence needs at least this entailment probability")
+
+    @model_validator(mode="after")
+    def _needs(self) -> DetectorSpec:
+        if self.name in ("nli", "judge") and not self.model:
+            raise ValueError(f"detector `{self.name}` needs `model`")
+        if self.url and self.name != "judge":
+            raise ValueError("`url` is only for the `judge` detector")
+        return self
+
+
 class TaskRef(Strict):
     """A task as a suite uses it: by name or path, optionally cut down for quick runs."""
 
@@ -116,6 +138,7 @@ class TaskRef(Strict):
     sample: Annotated[int, Field(gt=0)] | None = Field(
         None, description="seeded sample of this many test examples, stratified by label"
     )
+    detector: DetectorSpec = DetectorSpec()
 
 
 class ServeSpec(Strict):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harness.bench import LevelResult, percentile_trio
 from harness.data_check import TaskDataReport
+from harness.detectors.validation import MEASURES, ValidationReport
 from harness.drift import Change
 from harness.manifest import Verdict, short
 from harness.scoring import MetricResult
@@ -165,3 +166,31 @@ def data_table(reports: list[TaskDataReport]) -> Table:
                       f"{r.near_duplicates['train']}/{r.near_duplicates['test']}", str(r.overlap), labels, lengths,
                       problems)
     return table
+
+
+def _with_interval(value: float, low: float, high: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def validation_tables(result: ValidationReport) -> list[Table]:
+    """One table per labelled set: every predictor's precision, recall, F1 and balanced accuracy."""
+    tables = []
+    subsets = list(dict.fromkeys(s.subset for s in result.scores))
+    for subset in subsets:
+        rows = [s for s in result.scores if s.subset == subset]
+        n = rows[0].n
+        table = Table(title=f"{subset} (n={n} answers; 95% bootstrap intervals, a question's answers resampled "
+                            "together)")
+        table.add_column("predictor")
+        for measure in MEASURES:
+            table.add_column(measure.replace("_", " "), justify="right")
+        for predictor in dict.fromkeys(s.predictor for s in rows):
+            cells = {s.measure: s for s in rows if s.predictor == predictor}
+            table.add_row(predictor, *[_with_interval(cells[m].value, cells[m].ci_low, cells[m].ci_high)
+                                       for m in MEASURES])
+        for d in result.differences:
+            if d.subset == subset and d.measure == "balanced_accuracy":
+                table.caption = (f"balanced accuracy, {d.predictor} minus {d.baseline}: {d.delta:+.3f} "
+                                 f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
+        tables.append(table)
+    return tables

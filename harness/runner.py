@@ -34,6 +34,9 @@ from harness.config import (
 )
 from harness.data import Example, TaskData, load_task_data
 from harness.data_check import TaskDataReport, check_task, word_count
+from harness.detection import Detectors, needs_detector, task_findings
+from harness.detectors import check_detector
+from harness.detectors import describe as describe_detector
 from harness.errors import ConfigError, HarnessError
 from harness.finetune import finetune_candidate
 from harness.manifest import Verdict, check_against, load_manifest, resolve, verdict_record
@@ -136,11 +139,23 @@ def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
     suite = load_suite(suite_file)
     tasks = plan_tasks(suite, suite_file)
     _check_candidates(suite, suite_file, tasks)
+    _check_detectors(suite_file, tasks)
     manifest = load_suite_manifest(suite, suite_file, manifest_file)
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
         check_manifest(manifest, Path(where), suite, tasks)
     return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest)
+
+
+def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:
+    for i, task in enumerate(tasks):
+        spec = task.ref.detector
+        if spec.name != "grounding" and task.spec.source is None:
+            raise ConfigError(suite_file, f"tasks.{i}.detector", f"detector {spec.name!r} needs the task to define "
+                              f"`source` ({task.spec.file} has none)")
+        problem = check_detector(spec) if needs_detector(task.spec) else None
+        if problem:
+            raise ConfigError(suite_file, f"tasks.{i}.detector", problem)
 
 
 def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
@@ -308,6 +323,7 @@ class Runner:
                     "task_sha256": file_sha256(t.spec.file), "data_sha256": t.data.files,
                     "n_test": len(t.data.test), "n_train": len(t.data.train), "limit": t.ref.limit,
                     "sample": t.ref.sample, "metrics": t.spec.metrics,
+                    "detector": describe_detector(t.ref.detector) if needs_detector(t.spec) else None,
                 } for t in p.tasks
             },
             "seed": p.suite.seed,
@@ -394,7 +410,7 @@ class Runner:
             backend.close()
 
     def _score(self, run: RunDir) -> Scored:
-        scored = score_run(self.plan, run)
+        scored = score_run(self.plan, run, self.console.print)
         write_json(run.path / "metrics.json", [r.to_dict() for r in scored.results])
         write_json(run.path / "comparisons.json", [c.to_dict() for c in scored.comparisons])
         with (run.path / "scores.jsonl").open("w") as handle:
@@ -414,20 +430,27 @@ class Scored:
     failed: int
 
 
-def score_run(plan: RunPlan, run: RunDir) -> Scored:
-    """Intervals, paired comparisons and verdicts from the predictions on disk."""
+def score_run(plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
+    """Intervals, paired comparisons and verdicts from the predictions on disk (running each task's
+    hallucination detector on answers it has not judged yet)."""
     boot = plan.suite.bootstrap
     evidence: dict[str, TaskEvidence] = {}
     failed = 0
-    for task in plan.tasks:
-        completions = {}
-        for cand in plan.suite.candidates_of(task.name):
-            latest = _latest_per_example(run.read_predictions(cand.name, task.name))
-            aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
-            failed += sum(not c.ok for c in aligned)
-            completions[cand.name] = aligned
-        evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions, boot.resamples,
-                                           plan.suite.seed)
+    detectors = Detectors(say)
+    try:
+        for task in plan.tasks:
+            completions = {}
+            for cand in plan.suite.candidates_of(task.name):
+                latest = _latest_per_example(run.read_predictions(cand.name, task.name))
+                aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
+                failed += sum(not c.ok for c in aligned)
+                completions[cand.name] = aligned
+            findings = (task_findings(run, task.spec, task.ref.detector, task.data.test, completions, detectors)
+                        if needs_detector(task.spec) else {})
+            evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions,
+                                               boot.resamples, plan.suite.seed, findings)
+    finally:
+        detectors.close()
     results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     verdicts = resolve(plan.manifest, evidence) if plan.manifest is not None else None

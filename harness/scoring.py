@@ -13,6 +13,7 @@ import numpy as np
 from harness.backends.base import Completion
 from harness.config import TaskSpec
 from harness.data import Example
+from harness.detectors.base import Finding
 from harness.metrics import LATENCY_METRICS, ScoringInput, get_metric
 from harness.metrics.classification import parse_label
 from harness.stats import Interval, PairedDifference, paired_difference, task_seed
@@ -68,6 +69,7 @@ class TaskEvidence:
     completions: dict[str, list[Completion]]  # candidate -> aligned with examples
     resamples: int
     seed: int
+    findings: dict[str, list[Finding]] = field(default_factory=dict)  # candidate -> hallucination findings
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -83,7 +85,7 @@ class TaskEvidence:
         if metric not in self._stats:
             m = get_metric(metric)
             self._stats[metric] = {
-                cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels))
+                cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels, self.findings.get(cand)))
                 for cand, comps in self.completions.items()
             }
         return self._stats[metric]

@@ -66,6 +66,9 @@ class RunDir:
     def predictions_file(self, candidate: str, task: str) -> Path:
         return self.path / "predictions" / candidate / f"{task}.jsonl"
 
+    def detections_file(self, candidate: str, task: str) -> Path:
+        return self.path / "detections" / candidate / f"{task}.jsonl"
+
     def read_run(self) -> dict[str, Any]:
         return read_json(self.run_json)
 

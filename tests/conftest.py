@@ -116,3 +116,22 @@ def small_suite(tmp_path: Path, tiny_model: Path) -> Path:
         ],
         "bootstrap": {"resamples": 200},
     })
+
+
+@pytest.fixture(scope="session")
+def tiny_nli_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random entailment classifier (entailment / neutral / contradiction) on the tiny model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny-nli")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    config = LlamaConfig.from_pretrained(tiny_model)
+    config.id2label = {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    config.num_labels = 3
+    config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,36 +1,17 @@
+"""Hallucination and abstention rates: from the detector's findings when the run has them, else grounding."""
+
+from dataclasses import replace
+
 import pytest
 
+from harness.detectors import Finding
 from harness.metrics import get_metric
-from harness.metrics.hallucination import is_abstention, is_hallucinated, unsupported_spans
 from tests.helpers import scoring_input
 
 PASSAGE = "Arthur's Magazine (1844-1846) was an American literary periodical published in Philadelphia."
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("Arthur's Magazine", False),                             # copied from the passage
-    ("It was published in Philadelphia.", False),            # content words all supported
-    ("It was published in Boston in 1900.", True),           # unsupported number and name
-    ("Published in 1901.", True),                            # one unsupported number is enough
-    ("The passage does not say.", False),                    # an abstention
-    ("periodicals published in Philadelphia", False),        # supported by stem
-    ("A French fashion magazine from Paris", True),          # mostly unsupported content
-])
-def test_grounding_rule(answer, expected):
-    assert is_hallucinated(answer, PASSAGE) is expected
-
-
-def test_unsupported_spans_name_the_words():
-    assert unsupported_spans("Published in Boston in 1900", PASSAGE) == ["Boston", "1900"]
-
-
-def test_abstentions():
-    assert is_abstention("")
-    assert is_abstention("I don't know.")
-    assert not is_abstention("Philadelphia")
-
-
-def test_rate_counts_reference_and_question_as_support():
+def test_rates_use_the_default_detector_without_findings():
     data = scoring_input(
         ["Philadelphia", "Boston, 1900", "Richard Nixon", "The passage does not say."],
         ["Philadelphia", "Philadelphia", "President Richard Nixon", "x"],
@@ -42,3 +23,11 @@ def test_rate_counts_reference_and_question_as_support():
     assert rate.value(rate.stats(data), 4) == pytest.approx(1 / 4)
     abst = get_metric("abstention_rate")
     assert abst.value(abst.stats(data), 4) == pytest.approx(1 / 4)
+
+
+def test_rates_follow_the_findings_they_are_given():
+    data = scoring_input(["a", "b", "c"], ["a", "b", "c"], inputs=[{"knowledge": PASSAGE, "question": "?"}] * 3)
+    data = replace(data, findings=[Finding(True, spans=("a",)), Finding(False, abstained=True), Finding(True)])
+    rate, abst = get_metric("hallucination_rate"), get_metric("abstention_rate")
+    assert rate.value(rate.stats(data), 3) == pytest.approx(2 / 3)
+    assert abst.value(abst.stats(data), 3) == pytest.approx(1 / 3)

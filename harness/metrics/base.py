@@ -18,6 +18,7 @@ import numpy as np
 from harness.backends.base import Completion
 from harness.config import TaskSpec
 from harness.data import Example
+from harness.detectors.base import Finding
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ScoringInput:
     examples: list[Example]
     completions: list[Completion]  # aligned with examples
     labels: list[str] | None
+    findings: list[Finding] | None = None  # a hallucination detector's, aligned with examples
 
     @property
     def texts(self) -> list[str]:

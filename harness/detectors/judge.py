@@ -1,0 +1,86 @@
+"""The `judge` detector: an LLM (an embedded or local model run in process, or any OpenAI-compatible
+server, e.g. the 70B baseline behind vLLM) reads the passage, the question and the answer with a fixed,
+versioned prompt and returns a verdict and the unsupported span. Its raw outputs are kept with the
+findings; an output that follows neither verdict form is recorded as such, not guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from harness.backends.base import Backend, Request, backend_factory
+from harness.config import DetectorSpec
+from harness.detectors.base import Claim, Detector, Finding
+from harness.detectors.grounding import is_abstention
+
+PROMPT_VERSION = "judge-v1"
+SYSTEM = (
+    "You check answers against a source passage. An answer is HALLUCINATED when it states anything the "
+    "passage does not support: a wrong or invented name, number, date, place or fact. An answer that only "
+    "says the passage does not tell is SUPPORTED. Reply in exactly this form:\n"
+    "VERDICT: SUPPORTED\n"
+    "or\n"
+    "VERDICT: HALLUCINATED\n"
+    "SPAN: <the unsupported words of the answer>"
+)
+USER = "Passage: {source}\n\nQuestion: {question}\n\nAnswer: {answer}"
+_VERDICT = re.compile(r"VERDICT:\s*(SUPPORTED|HALLUCINATED)", re.IGNORECASE)
+_SPAN = re.compile(r"SPAN:\s*(.+)", re.IGNORECASE)
+
+
+def parse(raw: str) -> tuple[bool | None, str | None]:
+    """(hallucinated, span) from the judge's reply; hallucinated is None when there is no verdict."""
+    verdict = _VERDICT.search(raw)
+    if not verdict:
+        return None, None
+    span = _SPAN.search(raw)
+    return verdict.group(1).upper() == "HALLUCINATED", span.group(1).strip() if span else None
+
+
+class JudgeDetector(Detector):
+    name = "judge"
+    version = PROMPT_VERSION
+
+    def __init__(self, backend: Backend, model: str) -> None:
+        self.backend = backend
+        self.model_name = model
+
+    @classmethod
+    def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> JudgeDetector:
+        from harness import models
+
+        assert spec.model is not None
+        if spec.url:
+            backend = backend_factory("openai")(url=spec.url, model=spec.model, endpoint="chat", concurrency=4,
+                                                timeout_s=120.0, max_retries=3, api_key_env=spec.api_key_env)
+        else:
+            backend = backend_factory("hf")(model=models.resolve(spec.model, say), adapter=None, dtype="auto",
+                                            batch_size=8, chat=None)
+        return cls(backend, spec.model)
+
+    def detect(self, claims: list[Claim]) -> list[Finding]:
+        requests = []
+        for i, c in enumerate(claims):
+            user = USER.format(source=" ".join([c.source, *c.references]), question=c.question, answer=c.answer)
+            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+            requests.append(Request(str(i), messages, f"{SYSTEM}\n\n{user}\n\n", max_new_tokens=64))
+        todo = [r for r, c in zip(requests, claims, strict=True) if not is_abstention(c.answer)]
+        replies = {done.example_id: done for done in self.backend.generate(todo, "judge", "detector")}
+        findings = []
+        for i, claim in enumerate(claims):
+            if is_abstention(claim.answer):
+                findings.append(Finding(hallucinated=False, abstained=True))
+                continue
+            reply = replies[str(i)]
+            raw = reply.text if reply.ok else f"ERROR: {reply.error}"
+            hallucinated, span = parse(raw)
+            findings.append(Finding(hallucinated=bool(hallucinated), spans=(span,) if span else (), raw=raw,
+                                    error=None if hallucinated is not None else "no verdict in the judge's reply"))
+        return findings
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "model": self.model_name}
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,100 @@
+"""The detection stage inside a real run: findings on disk with their evidence, the detector in run.json,
+rates computed from those findings, reuse when re-scoring, and detector problems found before generation."""
+
+import json
+
+import pytest
+
+from harness.detectors.base import Finding
+from harness.runner import gate, run_suite
+from tests.conftest import classification_task, qa_task, write_yaml
+from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _suite(tmp_path, tiny_model, detector):
+    qa = qa_task(tmp_path / "qa", n=12)
+    return write_yaml(tmp_path / "suite.yaml", {
+        "name": "det", "tasks": [{"task": str(qa), "detector": detector}],
+        "candidates": [{"name": "tiny", "model": str(tiny_model), "batch_size": 6}],
+        "bootstrap": {"resamples": 100},
+        "manifest": {"criteria": [{"task": "qa", "metric": "hallucination_rate", "candidate": "tiny",
+                                   "at_most": 1.0}]}})
+
+
+def test_nli_findings_are_written_recorded_and_reused(tmp_path, tiny_model, tiny_nli_model):
+    suite = _suite(tmp_path, tiny_model, {"name": "nli", "model": str(tiny_nli_model), "threshold": 0.4})
+    result = run_suite(suite, tmp_path / "r", run_id="x")
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["tasks"]["qa"]["detector"] == {"name": "nli", "version": "1", "model": str(tiny_nli_model),
+                                              "tolerance": 0.1, "threshold": 0.4}
+    path = result.run_dir / "detections" / "tiny" / "qa.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    preds = {json.loads(line)["example_id"]: json.loads(line)["text"]
+             for line in (result.run_dir / "predictions" / "tiny" / "qa.jsonl").read_text().splitlines()}
+    assert sorted(r["example_id"] for r in records) == sorted(preds)
+    assert all(r["answer"] == preds[r["example_id"]] for r in records)
+    findings = [Finding.from_dict(r["finding"]) for r in records]
+    (rate,) = [m for m in json.loads((result.run_dir / "metrics.json").read_text())
+               if m["metric"] == "hallucination_rate"]
+    assert rate["value"] == pytest.approx(sum(f.hallucinated for f in findings) / len(findings))
+    assert all(f.hallucinated == bool(f.spans) for f in findings if not f.abstained)
+
+    # Gating re-scores from disk: the findings are reused, not recomputed (the file is left untouched).
+    stamp = path.stat().st_mtime_ns
+    verdicts, _ = gate(result.run_dir)
+    assert verdicts[0].observed == pytest.approx(rate["value"]) and path.stat().st_mtime_ns == stamp
+
+
+def test_grounding_is_the_default_and_records_its_version(tmp_path, tiny_model):
+    qa = qa_task(tmp_path / "qa", n=8)
+    suite = write_yaml(tmp_path / "suite.yaml", {"name": "g", "tasks": [str(qa)],
+                                                 "candidates": [{"name": "tiny", "model": str(tiny_model)}],
+                                                 "bootstrap": {"resamples": 100}})
+    result = run_suite(suite, tmp_path / "r", run_id="x")
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["tasks"]["qa"]["detector"] == {"name": "grounding", "version": "2", "tolerance": 0.1,
+                                              "threshold": 0.5}
+    assert (result.run_dir / "detections" / "tiny" / "qa.jsonl").is_file()
+
+
+@pytest.mark.parametrize(("detector", "message"), [
+    ({"name": "nli", "model": "./no/such/nli"}, "model path does not exist: ./no/such/nli"),
+    ({"name": "nli", "model": "some-org/not-downloaded-nli"}, "neither a local directory nor in the Hugging Face"),
+    ({"name": "judge", "model": "m", "url": "http://127.0.0.1:9/v1"}, "cannot reach http://127.0.0.1:9/v1"),
+    ({"name": "nli"}, "detector `nli` needs `model`"),
+])
+def test_detector_problems_stop_the_run_before_generation(tmp_path, tiny_model, monkeypatch, capsys, detector,
+                                                          message):
+    suite = _suite(tmp_path, tiny_model, detector)
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_model_detector_on_a_task_without_source_is_refused(tmp_path, tiny_model, tiny_nli_model, monkeypatch,
+                                                              capsys):
+    task = classification_task(tmp_path / "task")
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "s", "tasks": [{"task": str(task), "detector": {"name": "nli", "model": str(tiny_nli_model)}}],
+        "candidates": [{"name": "tiny", "model": str(tiny_model)}]})
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and "suite.yaml: tasks.0.detector: detector 'nli' needs the task to define `source`" in err
+
+
+def test_validate_detector_command(monkeypatch, capsys, tmp_path):
+    from tests.test_detectors_validation import HALUEVAL
+
+    if not HALUEVAL.is_dir():
+        pytest.skip("../shared/data/halueval is not here")
+    code, _ = run_cli(monkeypatch, capsys, "validate-detector", str(HALUEVAL), "--no-general", "--resamples", "200",
+                      "--json", str(tmp_path / "v.json"))
+    assert code in (0, None)
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["detector"]["name"] == "grounding" and {s["subset"] for s in report["scores"]} == {
+        "qa", "qa length-matched"}
+    code, err = run_cli(monkeypatch, capsys, "validate-detector", str(tmp_path), "--no-general")
+    assert code == 2 and "qa_one-turn_data.jsonl: file not found" in err
+    code, err = run_cli(monkeypatch, capsys, "validate-detector", str(HALUEVAL), "--detector", "nli")
+    assert code == 2 and "detector `nli` needs `model`" in err
