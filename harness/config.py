@@ -169,6 +169,15 @@ class ServeSpec(Strict):
         return self.devices[replica * per_server:(replica + 1) * per_server]
 
 
+class DistributedSpec(Strict):
+    """Training on several GPUs through torchrun (one process per GPU) and transformers' Trainer."""
+
+    processes: Annotated[int, Field(gt=0)] = Field(1, description="processes (GPUs) on this machine")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: a full copy of the base per GPU; fsdp: the base sharded across GPUs (70B)")
+    fsdp_wrap: str | None = Field(None, description="fsdp: the decoder layer class to wrap, e.g. LlamaDecoderLayer")
+
+
 class FinetuneSpec(Strict):
     """A LoRA fine-tune of the candidate's model on one task's training split (peft + transformers)."""
 
@@ -194,6 +203,7 @@ class FinetuneSpec(Strict):
     gradient_checkpointing: bool = False
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
+    distributed: DistributedSpec = DistributedSpec()
     seed: int = 0
 
 

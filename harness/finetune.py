@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,9 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
             return target
         say(f"training again: the cached adapter is damaged ({problem})")
 
+    if spec.distributed.processes > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(base_dir, data, spec, out_root, name, use_chat, target, say)
+
     dtype = training_dtype(spec.precision)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     positions = getattr(model.config, "max_position_embeddings", None)
@@ -167,7 +173,11 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
     encode = [encode_example(tokenizer, data.task, ex, data.labels, use_chat, spec.max_seq_len) for ex in data.train]
     val = [encode_example(tokenizer, data.task, ex, data.labels, use_chat, spec.max_seq_len) for ex in data.validation]
     out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{name}-"))
+    # Under torchrun every rank must see the same output folder; rank 0 alone writes the adapter.
+    distributed = "LOCAL_RANK" in os.environ
+    work = out_root / f".{name}-{key}-work" if distributed else Path(tempfile.mkdtemp(dir=out_root,
+                                                                                       prefix=f".{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
     # On GPU, autocast keeps the arithmetic of the float32 LoRA weights in bfloat16 too.
     bf16 = dtype == torch.bfloat16 and torch.cuda.is_available()
     args = TrainingArguments(
@@ -180,7 +190,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         save_steps=spec.eval_steps, save_total_limit=1, load_best_model_at_end=bool(val),
         metric_for_best_model="eval_loss", greater_is_better=False, seed=spec.seed, data_seed=spec.seed,
         bf16=bf16, gradient_checkpointing=spec.gradient_checkpointing, report_to=[], disable_tqdm=False,
-        remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), **_distributed_args(spec),
         # Batches of similar lengths waste less compute on padding (seeded, so still reproducible).
         train_sampling_strategy="group_by_length",
     )
@@ -194,10 +204,13 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
     try:
         result = trainer.train()
         wall = time.perf_counter() - started
+        if not trainer.is_world_process_zero():
+            return target
         adapter_dir = work / "adapter"
         trainer.model.save_pretrained(adapter_dir)
         tokens = sum(len(e["input_ids"]) for e in encode) * (result.global_step * spec.batch_size *
-                                                             spec.gradient_accumulation / max(len(encode), 1))
+                                                             spec.gradient_accumulation * trainer.args.world_size
+                                                             / max(len(encode), 1))
         history = trainer.state.log_history
         lineage = {
             "candidate": name, "adapter_key": key, "base_model": str(base_dir), **inputs,
@@ -213,8 +226,62 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
             shutil.rmtree(target)
         adapter_dir.rename(target)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _distributed_args(spec: FinetuneSpec) -> dict[str, Any]:
+    import torch
+
+    d = spec.distributed
+    if d.processes == 1:
+        return {}
+    args: dict[str, Any] = {"ddp_backend": "nccl" if torch.cuda.is_available() else "gloo",
+                            "ddp_find_unused_parameters": False}
+    if d.strategy == "fsdp":
+        args["fsdp"] = "full_shard auto_wrap"
+        args["fsdp_config"] = {"use_orig_params": True, **({"transformer_layer_cls_to_wrap": [d.fsdp_wrap]}
+                                                           if d.fsdp_wrap else {})}
+    return args
+
+
+def _launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str, chat: bool,
+            target: Path, say: Any) -> Path:
+    """Train with one process per GPU under torchrun (PyTorch's own launcher); rank 0 writes the adapter."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    job = {"base_dir": str(base_dir), "task": data.task.model_dump(mode="json"), "labels": data.labels,
+           "train": [asdict(e) for e in data.train], "validation": [asdict(e) for e in data.validation],
+           "spec": spec.model_dump(mode="json"), "out_root": str(out_root), "name": name, "chat": chat}
+    with tempfile.NamedTemporaryFile("w", dir=out_root, prefix=f".{name}-job-", suffix=".json",
+                                     delete=False) as handle:
+        json.dump(job, handle)
+    log = out_root / f".{name}-torchrun.log"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={spec.distributed.processes}", "-m", "harness.finetune", handle.name]
+    say(f"training {name} on {spec.distributed.processes} processes ({spec.distributed.strategy}): "
+        f"{' '.join(cmd[1:])}")
+    try:
+        with log.open("w") as sink:
+            code = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    if code != 0 or not (target / LINEAGE).is_file():
+        lines = log.read_text().strip().splitlines()
+        ours = [line for line in lines if line.startswith("error: ")]
+        tail = ours[0].removeprefix("error: ") if ours else " | ".join(lines[-3:])
+        raise HarnessError(f"finetune {name}: distributed training failed (exit {code}, log {log}): {tail}")
+    log.unlink()
+    return target
+
+
+def _worker(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    task = TaskSpec.model_validate(job["task"])
+    data = TrainingSet(task, [Example(**e) for e in job["train"]], [Example(**e) for e in job["validation"]],
+                       job["labels"])
+    train_adapter(Path(job["base_dir"]), data, FinetuneSpec.model_validate(job["spec"]), Path(job["out_root"]),
+                  job["name"], job["chat"])
 
 
 def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example], labels: list[str] | None,
@@ -230,3 +297,11 @@ def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example
     fit, validation = split_validation(rows, spec.validation_fraction, spec.seed)
     return train_adapter(base_dir, TrainingSet(task, fit, validation, labels), spec, out_root, candidate.name,
                          candidate.chat, say)
+
+
+if __name__ == "__main__":
+    try:
+        _worker(sys.argv[1])
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -90,3 +90,23 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_mod
     (clean,) = (tmp_path / "clean" / "adapters").iterdir()
     lineage = json.loads((clean / LINEAGE).read_text())
     assert lineage["n_train"] + lineage["n_validation"] < 120
+
+
+def test_two_process_training_through_torchrun(tmp_path, tiny_model):
+    """Data-parallel training on two CPU processes (gloo): the path a multi-GPU fine-tune takes."""
+    task, data = _task(tmp_path)
+    spec = FinetuneSpec(**{**SPEC, "max_steps": 20, "eval_steps": 10, "distributed": {"processes": 2}})
+    cand = Candidate(name="ddp", model=str(tiny_model), finetune=spec)
+    path = finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters", say=print)
+    lineage = json.loads((path / LINEAGE).read_text())
+    assert lineage["config"]["distributed"]["processes"] == 2 and lineage["steps"] == 20
+    assert len(lineage["validation_loss"]) == 2 and (path / "adapter_model.safetensors").is_file()
+    assert not list((tmp_path / "adapters").glob(".*")), "no work folder, job file or log left behind"
+
+
+def test_failed_distributed_training_is_one_clear_error(tmp_path, tiny_model):
+    task, data = _task(tmp_path)
+    spec = FinetuneSpec(**{**SPEC, "target_modules": ["nope_proj"], "distributed": {"processes": 2}})
+    cand = Candidate(name="bad", model=str(tiny_model), finetune=spec)
+    with pytest.raises(HarnessError, match=r"distributed training failed \(exit [1-9].*not in the model"):
+        finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters", say=print)
