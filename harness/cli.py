@@ -222,6 +222,25 @@ def validate_detector(
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
 
 
+@app.command("dashboard")
+def dashboard(
+    results: Path = typer.Option(Path("results"), "--results", help="the results folder (runs and ratings)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to the network"),
+    port: int = typer.Option(8501, "--port"),
+) -> None:
+    """The review dashboard (Streamlit): comparisons, examples, latency, reviewer ratings."""
+    import os
+    import subprocess
+
+    app_file = Path(__file__).parent / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", host, "--server.port",
+           str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer"]
+    err.print(f"dashboard on http://{host}:{port} for {results.resolve()}")
+    code = subprocess.run(cmd, env={**os.environ, "HARNESS_RESULTS": str(results.resolve())}, check=False).returncode
+    raise typer.Exit(code)
+
+
 def main() -> None:
     try:
         app()

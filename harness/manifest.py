@@ -19,6 +19,7 @@ import numpy as np
 from harness.config import Criterion, Manifest, _read_yaml, _validate
 from harness.errors import ConfigError
 from harness.metrics import get_metric
+from harness.ratings import Preference, Score, item_means, item_wins
 from harness.scoring import TaskEvidence
 from harness.stats import examples_needed, holm
 from harness.store import nan_to_none
@@ -69,6 +70,9 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
                                   f"the run has no candidate {name!r} (has {', '.join(candidates)})")
             if name is not None and c.task != "*" and name not in runs[c.task]:
                 raise ConfigError(where, f"criteria.{i}.{field}", f"candidate {name!r} is not scored on {c.task}")
+        if c.metric in HUMAN_METRICS and c.baseline is not None:
+            raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
+                              "comparisons already pit candidates against each other)")
         for task in tasks if c.task == "*" else [c.task]:
             if c.metric not in metrics[task] and c.metric not in HUMAN_METRICS:
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
@@ -90,15 +94,45 @@ def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
     return float((wrong + 1) / (len(d) + 1))
 
 
-def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> Verdict:
+@dataclass(frozen=True)
+class HumanRatings:
+    """A run's reviewer ratings (harness.ratings), for the human_rating and human_win_rate criteria."""
+
+    scores: list[Score]
+    preferences: list[Preference]
+
+
+def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | None) -> np.ndarray | None:
+    """Per rated example: the mean 1–5 rating, or the win share in blind comparisons."""
+    if human is None:
+        return None
+    if metric == "human_rating":
+        return item_means([s for s in human.scores if s.task == task], candidate)
+    return item_wins([p for p in human.preferences if p.task == task], candidate)
+
+
+def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
+                 human: HumanRatings | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
     base = {"criterion": label, "task": task, "metric": c.metric, "candidate": c.candidate, "baseline": c.baseline,
             "n": ev.n}
-    if c.metric in HUMAN_METRICS:
-        return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None, status="insufficient",
-                       evidence="no human ratings recorded for this run yet")
     conf = manifest.confidence
-    if c.baseline is None:
+    n = ev.n
+    if c.metric in HUMAN_METRICS:
+        values = _human_values(c.metric, c.candidate, task, human)
+        if values is None or len(values) == 0:
+            return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None,
+                           status="insufficient", evidence=f"no {c.metric} ratings of {c.candidate} on {task} yet")
+        n = len(values)
+        base["n"] = n
+        draws = values[np.random.default_rng(0).integers(0, n, size=(2000, n))].mean(axis=1)
+        value = float(values.mean())
+        low, high = (float(q) for q in np.quantile(draws, [(1 - conf) / 2, (1 + conf) / 2]))
+        above = c.at_least is not None
+        threshold = c.at_least if above else c.at_most
+        p = _one_sided_p(draws, threshold, above)
+        what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
+    elif c.baseline is None:
         iv = ev.interval(c.metric, c.candidate, conf)
         value, low, high = iv.value, iv.low, iv.high
         above = c.at_least is not None
@@ -127,11 +161,11 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) 
     else:
         status, why = "insufficient", f"{what}: the {conf:.0%} interval straddles {short(threshold)}"
     needed = None
-    if status == "pass" and ev.n < manifest.min_examples:
-        status, why = "insufficient", f"{why}, but only {ev.n} examples (min_examples {manifest.min_examples})"
+    if status == "pass" and n < manifest.min_examples:
+        status, why = "insufficient", f"{why}, but only {n} examples (min_examples {manifest.min_examples})"
         needed = manifest.min_examples
     elif status == "insufficient" and not math.isnan(value):
-        needed = examples_needed(ev.n, low, high, value, threshold)
+        needed = examples_needed(n, low, high, value, threshold)
         if needed is not None:
             needed = max(needed, manifest.min_examples)
             why += f"; about {needed} examples would settle it"
@@ -145,10 +179,10 @@ def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
     return [t for t, ev in evidence.items() if all(n in ev.completions for n in names)]
 
 
-def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence]) -> list[Verdict]:
+def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence], human: HumanRatings | None = None) -> list[Verdict]:
     """One verdict per criterion and task (`*` expands to every task)."""
     verdicts = [
-        _resolve_one(c, task, evidence[task], manifest)
+        _resolve_one(c, task, evidence[task], manifest, human)
         for c in manifest.criteria
         for task in (_tasks_with(c, evidence) if c.task == "*" else [c.task])
     ]

@@ -39,9 +39,10 @@ from harness.detectors import check_detector
 from harness.detectors import describe as describe_detector
 from harness.errors import ConfigError, HarnessError
 from harness.finetune import finetune_candidate
-from harness.manifest import Verdict, check_against, load_manifest, resolve, verdict_record
+from harness.manifest import HumanRatings, Verdict, check_against, load_manifest, resolve, verdict_record
 from harness.metrics import METRICS
 from harness.prompts import check_template, choose_few_shot, render
+from harness.ratings import DB_NAME, RatingStore
 from harness.scoring import Comparison, MetricResult, TaskEvidence, metric_names
 from harness.store import SCHEMA_VERSION, PredictionWriter, RunDir, find_resumable, new_run_id, now_iso, write_json
 
@@ -453,8 +454,17 @@ def score_run(plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) ->
         detectors.close()
     results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
-    verdicts = resolve(plan.manifest, evidence) if plan.manifest is not None else None
+    verdicts = resolve(plan.manifest, evidence, human_ratings(run)) if plan.manifest is not None else None
     return Scored(evidence, results, comparisons, verdicts, failed)
+
+
+def human_ratings(run: RunDir) -> HumanRatings | None:
+    """The reviewers' ratings of this run, from the database beside the results (written by the dashboard)."""
+    path = run.path.parent / DB_NAME
+    if not path.is_file():
+        return None
+    store = RatingStore(path)
+    return HumanRatings(store.scores(run.path.name), store.preferences(run.path.name))
 
 
 def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -488,21 +498,30 @@ def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = No
     return Runner(plan(suite_file, manifest_file), results_dir, console).execute(run_id, resume)
 
 
-def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir]:
-    """The plan a finished run was made with, from its run.json: the suite snapshot and the task files it
-    recorded, whose data must not have changed since."""
-    run = RunDir(run_dir)
+def tasks_of_run(run: RunDir) -> tuple[dict[str, Any], Suite, list[PlannedTask]]:
+    """A finished run's record, suite snapshot and tasks (with their data, which must not have changed)."""
     if not run.run_json.is_file():
-        raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
+        raise HarnessError(f"{run.path}: not a run directory (no run.json)")
     record = run.read_run()
-    suite = Suite.model_validate(record["suite"])
-    refs = [ref.model_copy(update={"task": record["tasks"][name]["file"]})
-            for ref, name in zip(suite.tasks, record["tasks"], strict=True)]
+    try:
+        suite = Suite.model_validate(record["suite"])
+        refs = [ref.model_copy(update={"task": record["tasks"][name]["file"]})
+                for ref, name in zip(suite.tasks, record["tasks"], strict=True)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{run.run_json}: not a run record this harness can read ({exc})") from None
     suite = suite.model_copy(update={"tasks": refs})
     tasks = plan_tasks(suite, run.run_json)
     for task in tasks:
         if task.data.files != record["tasks"][task.name]["data_sha256"]:
-            raise HarnessError(f"{task.spec.file}: the task's data changed since run {run_dir.name}")
+            raise HarnessError(f"{task.spec.file}: the task's data changed since run {run.path.name}")
+    return record, suite, tasks
+
+
+def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir]:
+    """The plan a finished run was made with, from its run.json: the suite snapshot and the task files it
+    recorded, whose data must not have changed since."""
+    run = RunDir(run_dir)
+    record, suite, tasks = tasks_of_run(run)
     if not any(run.predictions_file(c.name, t.name).is_file() for c in suite.candidates for t in tasks):
         raise HarnessError(f"{run_dir}: the run has no predictions")
     manifest = load_manifest(manifest_file) if manifest_file else (

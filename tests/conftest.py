@@ -135,3 +135,21 @@ def tiny_nli_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     LlamaForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def require_browser() -> str:
+    """The path of Debian's chromium, skipping where it is absent unless HARNESS_REQUIRE_BROWSER says it must run."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER"):
+            raise RuntimeError("HARNESS_REQUIRE_BROWSER is set but chromium is missing (apt-get install chromium)")
+        pytest.skip("chromium is not installed", allow_module_level=True)
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        if os.environ.get("HARNESS_REQUIRE_BROWSER"):
+            raise
+        pytest.skip("playwright is not installed (the `dev` extra)", allow_module_level=True)
+    return found

@@ -1,0 +1,129 @@
+"""Agreement among reviewers and between reviewers and the automatic metrics.
+
+Cohen's kappa (scikit-learn; quadratic weights for the ordinal 1–5 scales) for two reviewers,
+Krippendorff's alpha (the `krippendorff` package; ordinal or nominal) for any number, win rates with
+bootstrap intervals over examples, and Spearman's rank correlation (scipy) between a metric and the
+human ratings of the same outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.ratings import DIMENSIONS, Preference, Score, item_wins
+
+
+@dataclass(frozen=True)
+class Agreement:
+    what: str          # a rating dimension, or "preference"
+    reviewers: int
+    items: int         # items rated by at least two reviewers
+    statistic: str     # "Cohen's kappa (quadratic)", "Krippendorff's alpha (ordinal)", …
+    value: float
+
+
+def _matrix(rows: list[tuple[str, str, float]]) -> tuple[list[str], np.ndarray]:
+    """(reviewers, reviewers × items matrix with NaN where a reviewer did not rate the item)."""
+    reviewers = sorted({r for r, _, _ in rows})
+    items = sorted({i for _, i, _ in rows})
+    out = np.full((len(reviewers), len(items)), np.nan)
+    for r, i, v in rows:
+        out[reviewers.index(r), items.index(i)] = v
+    return reviewers, out
+
+
+def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool) -> Agreement | None:
+    reviewers, m = _matrix(rows)
+    shared = (~np.isnan(m)).sum(axis=0) >= 2
+    if len(reviewers) < 2 or shared.sum() < 2:
+        return None
+    m = m[:, shared]
+    if len(reviewers) == 2:
+        from sklearn.metrics import cohen_kappa_score
+
+        both = ~np.isnan(m).any(axis=0)
+        a, b = m[0, both].astype(int), m[1, both].astype(int)
+        if len(set(a) | set(b)) < 2:
+            return Agreement(what, 2, int(both.sum()), "Cohen's kappa", float("nan"))
+        kappa = cohen_kappa_score(a, b, weights="quadratic" if ordinal else None)
+        return Agreement(what, 2, int(both.sum()), "Cohen's kappa" + (" (quadratic)" if ordinal else ""),
+                         float(kappa))
+    import krippendorff
+
+    level = "ordinal" if ordinal else "nominal"
+    alpha = krippendorff.alpha(reliability_data=m, level_of_measurement=level)
+    return Agreement(what, len(reviewers), int(shared.sum()), f"Krippendorff's alpha ({level})", float(alpha))
+
+
+def score_agreement(scores: list[Score]) -> list[Agreement]:
+    """Per rating dimension, over (example, candidate) items."""
+    out = []
+    for dim in DIMENSIONS:
+        rows = [(s.reviewer, f"{s.task}/{s.example_id}/{s.candidate}", float(getattr(s, dim))) for s in scores]
+        found = _agreement(dim, rows, ordinal=True)
+        if found:
+            out.append(found)
+    return out
+
+
+def preference_agreement(preferences: list[Preference]) -> Agreement | None:
+    codes = {"A": 0.0, "B": 1.0, "tie": 2.0}
+    rows = [(p.reviewer, f"{p.task}/{p.example_id}/{p.candidate_a}/{p.candidate_b}", codes[p.preferred])
+            for p in preferences]
+    return _agreement("preference", rows, ordinal=False)
+
+
+@dataclass(frozen=True)
+class WinRate:
+    candidate: str
+    items: int
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+def win_rates(preferences: list[Preference], confidence: float = 0.95, resamples: int = 2000,
+              seed: int = 0) -> list[WinRate]:
+    """Each candidate's share of blind comparisons won (ties half), with a bootstrap interval over examples."""
+    names = sorted({p.candidate_a for p in preferences} | {p.candidate_b for p in preferences})
+    out = []
+    for name in names:
+        values = item_wins(preferences, name)
+        n = len(values)
+        draws = values[np.random.default_rng(seed).integers(0, n, size=(resamples, n))].mean(axis=1)
+        low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+        out.append(WinRate(name, n, float(values.mean()), float(low), float(high)))
+    return out
+
+
+@dataclass(frozen=True)
+class MetricCorrelation:
+    metric: str
+    items: int
+    spearman: float
+    p_value: float
+
+
+def metric_correlations(scores: list[Score], automatic: dict[str, dict[tuple[str, str, str], float]]
+                        ) -> list[MetricCorrelation]:
+    """Spearman's rho between each automatic metric and the mean human rating of the same outputs.
+    `automatic` maps metric -> (task, example_id, candidate) -> value."""
+    from scipy.stats import spearmanr
+
+    human: dict[tuple[str, str, str], list[float]] = {}
+    for s in scores:
+        human.setdefault((s.task, s.example_id, s.candidate), []).append(s.mean)
+    out = []
+    for metric, values in automatic.items():
+        keys = [k for k in human if k in values and not np.isnan(values[k])]
+        if len(keys) < 3:
+            continue
+        x = [values[k] for k in keys]
+        y = [float(np.mean(human[k])) for k in keys]
+        if len(set(x)) < 2 or len(set(y)) < 2:
+            continue
+        rho, p = spearmanr(x, y)
+        out.append(MetricCorrelation(metric, len(keys), float(rho), float(p)))
+    return out

@@ -1,0 +1,62 @@
+"""Agreement: ratings per item and reviewer, inter-annotator agreement, win rates with intervals, and how
+well the automatic metrics rank outputs the way reviewers do."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+import streamlit as st
+
+from harness.agreement import metric_correlations, preference_agreement, score_agreement, win_rates
+from harness.dashboard.context import Context
+from harness.errors import HarnessError
+from harness.ratings import RatingStore
+
+
+def render(ctx: Context) -> None:
+    st.title("Agreement")
+    view = ctx.view
+    if view is None:
+        st.info("Pick a run on the Runs page.")
+        return
+    try:
+        store = RatingStore.beside(ctx.results)
+        scores, prefs = store.scores(view.run_id), store.preferences(view.run_id)
+    except HarnessError as exc:
+        st.error(str(exc))
+        return
+    if not scores and not prefs:
+        st.info("No ratings for this run yet: reviewers rate outputs on the Review page.")
+        return
+    st.subheader("Ratings")
+    if scores:
+        st.dataframe(pd.DataFrame([asdict(s) for s in scores]).drop(columns="run_id"), hide_index=True)
+    if prefs:
+        st.dataframe(pd.DataFrame([asdict(p) for p in prefs]).drop(columns="run_id"), hide_index=True)
+
+    st.subheader("Inter-annotator agreement")
+    found = score_agreement(scores)
+    pref = preference_agreement(prefs)
+    rows = [asdict(a) for a in [*found, *([pref] if pref else [])]]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.caption("Agreement needs at least two reviewers rating the same items.")
+
+    if prefs:
+        st.subheader("Win rates in blind comparisons (ties count half; 95% bootstrap intervals)")
+        st.dataframe(pd.DataFrame([asdict(w) for w in win_rates(prefs)]), hide_index=True)
+
+    if scores and not view.scores.empty:
+        st.subheader("Automatic metrics against the human ratings (Spearman's rho)")
+        s = view.scores
+        metrics = [c for c in s.columns if c not in ("task", "candidate", "example_id", "error", "predicted_label")
+                   and pd.api.types.is_numeric_dtype(s[c])]
+        automatic = {m: {(r.task, r.example_id, r.candidate): float(r[m]) for _, r in s.iterrows()
+                         if pd.notna(r[m])} for m in metrics}
+        corr = metric_correlations(scores, automatic)
+        if corr:
+            st.dataframe(pd.DataFrame([asdict(c) for c in corr]), hide_index=True)
+        else:
+            st.caption("Too few rated outputs with metric values to correlate (needs three or more).")

@@ -1,0 +1,48 @@
+"""The dashboard's entry point: run selection, page navigation, and a readable message instead of a
+traceback when a run directory is missing or damaged. Results folder: $HARNESS_RESULTS (default results)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from harness.dashboard import agreement, examples, latency, review, runs, scorecard
+from harness.dashboard.context import Context
+from harness.dashboard.data import RunView, list_runs, load_run
+from harness.errors import HarnessError
+
+PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,
+         "Latency": latency.render, "Review": review.render, "Agreement": agreement.render}
+
+
+@st.cache_data(show_spinner=False)
+def _load(path: str, stamp: float) -> RunView:
+    """A run's tables, cached by path and run.json's modification time."""
+    return load_run(Path(path))
+
+
+def main() -> None:
+    st.set_page_config(page_title="harness", layout="wide")
+    results = Path(os.environ.get("HARNESS_RESULTS", "results"))
+    wanted = st.query_params.get("page", "Runs")
+    page = st.sidebar.radio("Page", list(PAGES), index=list(PAGES).index(wanted) if wanted in PAGES else 0,
+                            key="page")
+    all_runs = list_runs(results)
+    readable = [r for r in all_runs if r.problem is None]
+    if not readable and page != "Runs":
+        st.info(f"No readable runs under {results}. Run `harness run SUITE --results {results}` first.")
+        return
+    chosen = st.session_state.get("chosen_runs") or [r.run_id for r in readable[:1]]
+    views = []
+    for run_id in chosen:
+        path = results / run_id
+        try:
+            views.append(_load(str(path), (path / "run.json").stat().st_mtime))
+        except (HarnessError, OSError) as exc:
+            st.error(f"Run {run_id} cannot be shown: {exc}")
+    PAGES[page](Context(results, all_runs, views))
+
+
+main()

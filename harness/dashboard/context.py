@@ -1,0 +1,19 @@
+"""What every page gets: the results folder, the runs in it and the one or two runs picked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.dashboard.data import RunSummary, RunView
+
+
+@dataclass
+class Context:
+    results: Path
+    runs: list[RunSummary]
+    views: list[RunView]  # the picked runs, loaded (the newest readable one if none was picked)
+
+    @property
+    def view(self) -> RunView | None:
+        return self.views[0] if self.views else None

@@ -1,0 +1,118 @@
+"""Scorecard: the manifest's verdicts, metrics with intervals, a forest plot of paired differences against
+a baseline, and quality against latency and cost (is the fine-tune on the frontier?)."""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from harness.dashboard.context import Context
+from harness.dashboard.data import RunView
+from harness.metrics import LATENCY_METRICS
+
+STATUS = {"pass": "✅ pass", "fail": "❌ fail", "insufficient": "❔ insufficient"}
+
+
+def _cell(value: float, low: float | None, high: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
+        return f"{value:.4g}"
+    return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def verdicts(view: RunView) -> None:
+    st.subheader("Manifest")
+    if view.verdicts.empty:
+        st.caption("This run has no manifest verdicts (`harness gate RUN --manifest FILE` writes them).")
+        return
+    table = view.verdicts.assign(status=view.verdicts.status.map(STATUS),
+                                 observed=[_cell(o, lo, hi) for o, lo, hi in
+                                           zip(view.verdicts.observed, view.verdicts.ci_low, view.verdicts.ci_high,
+                                               strict=True)])
+    st.dataframe(table[["status", "criterion", "observed", "n", "evidence"]], hide_index=True, width="stretch")
+
+
+def metric_table(view: RunView, metric: str) -> pd.DataFrame:
+    rows = view.metrics[view.metrics.metric == metric]
+    return rows.assign(cell=[_cell(v, lo, hi) for v, lo, hi in zip(rows.value, rows.ci_low, rows.ci_high,
+                                                                    strict=True)]
+                       ).pivot(index="candidate", columns="task", values="cell").fillna("–")
+
+
+def forest(view: RunView, metric: str, baseline: str) -> pd.DataFrame:
+    """Paired differences (candidate minus baseline) on one metric, from comparisons.json in either order."""
+    c = view.comparisons
+    if c.empty:
+        return pd.DataFrame()
+    c = c[c.metric == metric]
+    direct = c[c.baseline == baseline].assign(other=lambda d: d.candidate)
+    flipped = c[c.candidate == baseline].assign(other=lambda d: d.baseline, delta=lambda d: -d.delta,
+                                                ci_low=lambda d: -d.ci_high, ci_high=lambda d: -d.ci_low)
+    return pd.concat([direct, flipped])[["task", "other", "delta", "ci_low", "ci_high", "p_value"]]
+
+
+def frontier(points: pd.DataFrame, higher_is_better: bool) -> pd.Series:
+    """True where no other candidate is at least as good and at least as fast, and strictly better in one."""
+    on = []
+    for _, p in points.iterrows():
+        better = (points.quality >= p.quality) if higher_is_better else (points.quality <= p.quality)
+        strictly = (points.quality != p.quality) | (points.latency_ms < p.latency_ms)
+        on.append(not ((better & (points.latency_ms <= p.latency_ms) & strictly).any()))
+    return pd.Series(on, index=points.index)
+
+
+def render(ctx: Context) -> None:
+    st.title("Scorecard")
+    view = ctx.view
+    if view is None:
+        st.info("Pick a run on the Runs page.")
+        return
+    st.caption(f"Run {view.run_id}, suite {view.record['suite_name']}")
+    verdicts(view)
+    quality = [m for m in view.metrics.metric.unique() if m not in LATENCY_METRICS]
+    st.subheader("Metrics (95% bootstrap intervals)")
+    metric = st.selectbox("Metric", quality, key="score_metric")
+    st.dataframe(metric_table(view, metric), width="stretch")
+
+    st.subheader("Paired differences against a baseline")
+    baseline = st.selectbox("Baseline", view.candidates, key="score_baseline")
+    diffs = forest(view, metric, baseline)
+    if diffs.empty:
+        st.caption("No comparisons on this metric.")
+    else:
+        diffs = diffs.assign(label=diffs.other + " · " + diffs.task)
+        base = alt.Chart(diffs).encode(y=alt.Y("label:N", title=None))
+        chart = (base.mark_rule().encode(x=alt.X("ci_low:Q", title=f"{metric}: candidate − {baseline}"),
+                                         x2="ci_high:Q")
+                 + base.mark_point(filled=True, size=80).encode(x="delta:Q", tooltip=list(diffs.columns))
+                 + alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q"))
+        st.altair_chart(chart, width="stretch")
+
+    st.subheader("Quality, latency and cost")
+    task = st.selectbox("Task", view.tasks, key="score_task")
+    m = view.metrics
+    rows = []
+    for cand in view.candidates_of(task):
+        q = m[(m.task == task) & (m.candidate == cand) & (m.metric == metric)]
+        lat = m[(m.task == task) & (m.candidate == cand) & (m.metric == "e2e_ms_p50")]
+        if q.empty or lat.empty:
+            continue
+        latency_ms = float(lat.value.iloc[0])
+        cost = view.costs.get(cand, 0.0)
+        rows.append({"candidate": cand, "quality": float(q.value.iloc[0]), "latency_ms": latency_ms,
+                     "cost_per_hour": cost, "higher": bool(q.higher_is_better.iloc[0])})
+    if rows:
+        points = pd.DataFrame(rows)
+        points["on_frontier"] = frontier(points, bool(points.higher.iloc[0]))
+        chart = alt.Chart(points).mark_circle(opacity=0.8).encode(
+            x=alt.X("latency_ms:Q", title="end-to-end latency p50 (ms)"), y=alt.Y("quality:Q", title=metric),
+            size=alt.Size("cost_per_hour:Q", title="cost per hour"), color="candidate:N",
+            shape="on_frontier:N", tooltip=["candidate", "quality", "latency_ms", "cost_per_hour", "on_frontier"])
+        st.altair_chart(chart, width="stretch")
+        st.dataframe(points.drop(columns="higher"), hide_index=True)
+    else:
+        st.caption(f"{metric} is not a metric of {task}.")

@@ -1,0 +1,172 @@
+"""Human ratings in SQLite (WAL mode, so reviewers save concurrently while the dashboard reads): 1–5 scores
+on factual accuracy, coherence and conciseness, and blind side-by-side preferences. One row per rating and
+reviewer; saving again replaces only that reviewer's own row. The manifest metrics `human_rating` and
+`human_win_rate` are computed from here."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+DB_NAME = "ratings.sqlite"
+DIMENSIONS = ("accuracy", "coherence", "conciseness")
+PREFERENCES = ("A", "B", "tie")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    run_id TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL, candidate TEXT NOT NULL,
+    reviewer TEXT NOT NULL, accuracy INTEGER NOT NULL CHECK (accuracy BETWEEN 1 AND 5),
+    coherence INTEGER NOT NULL CHECK (coherence BETWEEN 1 AND 5),
+    conciseness INTEGER NOT NULL CHECK (conciseness BETWEEN 1 AND 5),
+    comment TEXT NOT NULL DEFAULT '', rated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, task, example_id, candidate, reviewer));
+CREATE TABLE IF NOT EXISTS preferences (
+    run_id TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL,
+    candidate_a TEXT NOT NULL, candidate_b TEXT NOT NULL, reviewer TEXT NOT NULL,
+    preferred TEXT NOT NULL CHECK (preferred IN ('A', 'B', 'tie')), comment TEXT NOT NULL DEFAULT '',
+    rated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, task, example_id, candidate_a, candidate_b, reviewer));
+"""
+
+
+@dataclass(frozen=True)
+class Score:
+    run_id: str
+    task: str
+    example_id: str
+    candidate: str
+    reviewer: str
+    accuracy: int
+    coherence: int
+    conciseness: int
+    comment: str = ""
+
+    @property
+    def mean(self) -> float:
+        return (self.accuracy + self.coherence + self.conciseness) / 3
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A blind comparison: `candidate_a` and `candidate_b` in a fixed (sorted) order; `preferred` is A, B or
+    tie in that order, whatever order the reviewer saw them in."""
+
+    run_id: str
+    task: str
+    example_id: str
+    candidate_a: str
+    candidate_b: str
+    reviewer: str
+    preferred: str
+    comment: str = ""
+
+    def outcome(self, candidate: str) -> float | None:
+        """1 for a win of `candidate`, 0.5 for a tie, 0 for a loss; None if it was not in the pair."""
+        if candidate not in (self.candidate_a, self.candidate_b):
+            return None
+        if self.preferred == "tie":
+            return 0.5
+        winner = self.candidate_a if self.preferred == "A" else self.candidate_b
+        return 1.0 if winner == candidate else 0.0
+
+
+def _check_reviewer(reviewer: str) -> str:
+    name = reviewer.strip()
+    if not name:
+        raise HarnessError("a rating needs the reviewer's name")
+    return name
+
+
+class RatingStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @classmethod
+    def beside(cls, results: Path) -> RatingStore:
+        return cls(results / DB_NAME)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise HarnessError(f"{self.path}: cannot open the ratings database ({exc})") from None
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            yield db
+        except sqlite3.DatabaseError as exc:
+            raise HarnessError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def save_score(self, s: Score) -> None:
+        for dim in DIMENSIONS:
+            if getattr(s, dim) not in range(1, 6):
+                raise HarnessError(f"{dim} must be 1 to 5, not {getattr(s, dim)!r}")
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (s.run_id, s.task, s.example_id, s.candidate, _check_reviewer(s.reviewer), s.accuracy,
+                        s.coherence, s.conciseness, s.comment, time.time()))
+
+    def save_preference(self, p: Preference) -> None:
+        if p.preferred not in PREFERENCES:
+            raise HarnessError(f"preferred must be one of {PREFERENCES}, not {p.preferred!r}")
+        a, b, preferred = p.candidate_a, p.candidate_b, p.preferred
+        if a > b:  # one row per unordered pair
+            a, b, preferred = b, a, {"A": "B", "B": "A"}.get(preferred, preferred)
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO preferences VALUES (?,?,?,?,?,?,?,?,?)",
+                       (p.run_id, p.task, p.example_id, a, b, _check_reviewer(p.reviewer), preferred, p.comment,
+                        time.time()))
+
+    def scores(self, run_id: str | None = None, task: str | None = None) -> list[Score]:
+        query, args = _where("SELECT run_id, task, example_id, candidate, reviewer, accuracy, coherence, "
+                             "conciseness, comment FROM scores", run_id, task)
+        with self._connect() as db:
+            return [Score(*row) for row in db.execute(query, args)]
+
+    def preferences(self, run_id: str | None = None, task: str | None = None) -> list[Preference]:
+        query, args = _where("SELECT run_id, task, example_id, candidate_a, candidate_b, reviewer, preferred, "
+                             "comment FROM preferences", run_id, task)
+        with self._connect() as db:
+            return [Preference(*row) for row in db.execute(query, args)]
+
+
+def _where(select: str, run_id: str | None, task: str | None) -> tuple[str, list[str]]:
+    clauses, args = [], []
+    for column, value in (("run_id", run_id), ("task", task)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    return select + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY rated_at", args
+
+
+def item_means(scores: list[Score], candidate: str) -> np.ndarray:
+    """Per rated example, the mean over reviewers of their mean 1–5 score, for one candidate."""
+    per_item: dict[str, list[float]] = {}
+    for s in scores:
+        if s.candidate == candidate:
+            per_item.setdefault(s.example_id, []).append(s.mean)
+    return np.array([np.mean(v) for v in per_item.values()])
+
+
+def item_wins(preferences: list[Preference], candidate: str) -> np.ndarray:
+    """Per compared example, the candidate's mean outcome (win 1, tie 0.5, loss 0) over reviewers and rivals."""
+    per_item: dict[str, list[float]] = {}
+    for p in preferences:
+        outcome = p.outcome(candidate)
+        if outcome is not None:
+            per_item.setdefault(p.example_id, []).append(outcome)
+    return np.array([np.mean(v) for v in per_item.values()])
