@@ -37,9 +37,12 @@ def _matrix(rows: list[tuple[str, str, float]]) -> tuple[list[str], np.ndarray]:
 def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool) -> Agreement | None:
     reviewers, m = _matrix(rows)
     shared = (~np.isnan(m)).sum(axis=0) >= 2
-    if len(reviewers) < 2 or shared.sum() < 2:
-        return None
     m = m[:, shared]
+    # Only reviewers who rated an item someone else rated too take part.
+    active = ~np.isnan(m).all(axis=1)
+    reviewers, m = [r for r, a in zip(reviewers, active, strict=True) if a], m[active]
+    if len(reviewers) < 2 or m.shape[1] < 2:
+        return None
     if len(reviewers) == 2:
         from sklearn.metrics import cohen_kappa_score
 

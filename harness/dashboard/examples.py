@@ -24,7 +24,7 @@ def per_example(view: RunView, task: str) -> pd.DataFrame:
 def confusion(view: RunView, task: str, candidate: str) -> pd.DataFrame:
     rows = per_example(view, task)
     rows = rows[rows.candidate == candidate].merge(view.examples[task][["example_id", "reference"]], on="example_id")
-    predicted = rows.predicted_label.fillna("(invalid)")
+    predicted = rows.predicted_label.astype(object).where(rows.predicted_label.notna(), "(invalid)")
     return pd.crosstab(rows.reference, predicted)
 
 
@@ -82,7 +82,7 @@ def matching(view: RunView, task: str, how: str) -> list[str]:
         truth = st.selectbox("True label", list(table.index), key="ex_true")
         pred = st.selectbox("Predicted", list(table.columns), key="ex_pred")
         rows = rows[rows.candidate == cand].merge(view.examples[task][["example_id", "reference"]], on="example_id")
-        predicted = rows.predicted_label.fillna("(invalid)")
+        predicted = rows.predicted_label.astype(object).where(rows.predicted_label.notna(), "(invalid)")
         return list(rows[(rows.reference == truth) & (predicted == pred)].example_id)
     return ids
 

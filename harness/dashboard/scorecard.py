@@ -85,7 +85,7 @@ def render(ctx: Context) -> None:
         st.caption("No comparisons on this metric.")
     else:
         diffs = diffs.assign(label=diffs.other + " · " + diffs.task)
-        base = alt.Chart(diffs).encode(y=alt.Y("label:N", title=None))
+        base = alt.Chart(diffs).encode(y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=400)))
         chart = (base.mark_rule().encode(x=alt.X("ci_low:Q", title=f"{metric}: candidate − {baseline}"),
                                          x2="ci_high:Q")
                  + base.mark_point(filled=True, size=80).encode(x="delta:Q", tooltip=list(diffs.columns))

@@ -1,0 +1,183 @@
+"""Every dashboard page through streamlit.testing's AppTest, on a real run of the tiny model (two tasks,
+two candidates, a manifest), with ratings saved through the Review page itself."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from harness.ratings import RatingStore
+from harness.runner import run_suite
+from tests.conftest import classification_task, qa_task, write_yaml
+
+pytestmark = pytest.mark.slow
+APP = Path(__file__).resolve().parents[1] / "harness" / "dashboard" / "app.py"
+CANDIDATES = ("tiny-zero", "tiny-fewshot")
+
+
+@pytest.fixture(scope="module")
+def results(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    suite = write_yaml(root / "suite.yaml", {
+        "name": "dash", "seed": 1,
+        "tasks": [str(classification_task(root / "kw", n_test=8)), {"task": str(qa_task(root / "qa")), "limit": 6}],
+        "candidates": [{"name": CANDIDATES[0], "model": str(tiny_model)},
+                       {"name": CANDIDATES[1], "model": str(tiny_model), "few_shot": 2, "chat": False}],
+        "bootstrap": {"resamples": 200},
+        "manifest": {"criteria": [
+            {"task": "keywords", "metric": "accuracy", "candidate": CANDIDATES[1], "at_least": 0.0},
+            {"task": "qa", "metric": "human_rating", "candidate": CANDIDATES[1], "at_least": 3}]}})
+    run_suite(suite, root / "results", run_id="run-1")
+    return root / "results"
+
+
+def app(results, monkeypatch, page):
+    monkeypatch.setenv("HARNESS_RESULTS", str(results))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.sidebar.radio(key="page").set_value(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "text", "info", "success",
+                                  "warning", "error") for e in getattr(at, kind)]
+    parts += [str(df.value) for df in at.dataframe]
+    return "\n".join(map(str, parts))
+
+
+def test_runs_page_lists_runs_and_survives_a_damaged_one(results, monkeypatch, tmp_path):
+    at = app(results, monkeypatch, "Runs")
+    table = at.dataframe[0].value
+    assert list(table.run) == ["run-1"] and table.verdict[0] == "not passed"
+    assert set(table.candidates[0].split(", ")) == set(CANDIDATES)
+
+    broken = tmp_path / "results"
+    (broken / "run-1").mkdir(parents=True)
+    (broken / "run-1" / "run.json").write_text("{not json")
+    at = app(broken, monkeypatch, "Runs")
+    assert "malformed JSON" in texts(at)
+    at = app(broken, monkeypatch, "Scorecard")
+    assert "No readable runs" in texts(at)
+
+
+def test_a_picked_run_that_vanished_is_a_message(results, monkeypatch):
+    at = app(results, monkeypatch, "Scorecard")
+    at.session_state["chosen_runs"] = ["no-such-run"]
+    at.run()
+    assert not at.exception and "Run no-such-run cannot be shown" in texts(at)
+
+
+def test_scorecard_shows_verdicts_metrics_forest_and_frontier(results, monkeypatch):
+    at = app(results, monkeypatch, "Scorecard")
+    verdicts = at.dataframe[0].value
+    assert len(verdicts) == 2 and "❔ insufficient" in set(verdicts.status)  # no human ratings yet
+    metrics = json.loads((results / "run-1" / "metrics.json").read_text())
+    (acc,) = [m for m in metrics if m["task"] == "keywords" and m["candidate"] == CANDIDATES[0]
+              and m["metric"] == "accuracy"]
+    assert at.dataframe[1].value.loc[CANDIDATES[0], "keywords"].startswith(f"{acc['value']:.4g} [")
+    assert len(at.get("vega_lite_chart")) == 2  # the forest plot and the quality/latency/cost chart
+    frontier = at.dataframe[2].value
+    assert set(frontier.candidate) == set(CANDIDATES) and frontier.on_frontier.any()
+
+
+@pytest.mark.parametrize("how", ["all", "A right and B wrong", "hallucinated", "invalid label", "by label",
+                                 "by metric range", "confusion cell"])
+def test_examples_page_filters(results, monkeypatch, how):
+    at = app(results, monkeypatch, "Examples")
+    at.selectbox(key="ex_filter").set_value(how).run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    if how == "all":
+        assert "8 of 8 examples" in shown and all(f"#### {c}" in shown for c in CANDIDATES)
+        assert at.get("vega_lite_chart"), "the confusion matrix"
+    if how == "by label":
+        assert " of 8 examples" in shown
+
+
+def test_examples_page_shows_hallucination_evidence(results, monkeypatch):
+    at = app(results, monkeypatch, "Examples")
+    at.selectbox(key="ex_task").set_value("qa").run()
+    at.selectbox(key="ex_filter").set_value("hallucinated").run()
+    rows = [json.loads(line) for line in
+            (results / "run-1" / "detections" / CANDIDATES[0] / "qa.jsonl").read_text().splitlines()]
+    flagged = [r for r in rows if r["finding"]["hallucinated"]]
+    assert f"{len(flagged)} of 6 examples" in texts(at)
+    if flagged:
+        assert any("hallucinated:" in w.value for w in at.warning)
+
+
+def test_latency_page_plots_each_kind(results, monkeypatch):
+    at = app(results, monkeypatch, "Latency")
+    shown = texts(at)
+    assert "TTFT" in shown and "end-to-end" in shown and "No `harness bench` results" in shown
+    assert len(at.get("vega_lite_chart")) >= 2
+
+
+def test_review_scores_are_saved_per_reviewer(results, monkeypatch):
+    at = app(results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    at.selectbox(key="rev_task").set_value("qa").run()
+    assert "0 of 12 outputs rated by you" in at.get("progress")[0].proto.text
+    at.slider(key="rate_accuracy").set_value(5)
+    at.slider(key="rate_coherence").set_value(4)
+    at.slider(key="rate_conciseness").set_value(2)
+    at.text_area(key="rate_comment").set_value("fine")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception, at.exception
+    assert "1 of 12 outputs rated by you" in at.get("progress")[0].proto.text
+    saved = RatingStore.beside(results).scores("run-1", "qa")
+    assert [(s.reviewer, s.accuracy, s.coherence, s.conciseness, s.comment) for s in saved] == [
+        ("ada", 5, 4, 2, "fine")]
+    at.button(key="score_skip").click().run()
+    assert not at.exception
+
+
+def test_blind_mode_hides_names_until_saved(results, monkeypatch):
+    at = app(results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("bob").run()
+    at.radio(key="rev_mode").set_value("Blind side by side").run()
+    before = texts(at)
+    assert "Output 1" in before and "Output 2" in before
+    assert not any(name in before for name in CANDIDATES), "candidate names shown before the rating is saved"
+    at.radio(key="blind_choice").set_value("Output 1")
+    at.button[0].click().run()
+    after = texts(at)
+    assert any(name in after for name in CANDIDATES), "names revealed once saved"
+    (pref,) = RatingStore.beside(results).preferences("run-1")
+    assert pref.reviewer == "bob" and pref.preferred in ("A", "B")
+    revealed = next(s.value for s in at.success if "Output 1 was" in s.value)
+    left = revealed.split("Output 1 was ")[1].split(" and")[0]
+    assert (pref.candidate_a if pref.preferred == "A" else pref.candidate_b) == left
+
+
+def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
+    from sklearn.metrics import cohen_kappa_score
+
+    from harness.ratings import Preference, Score
+    from harness.runner import gate
+
+    store = RatingStore.beside(results)
+    ids = [json.loads(line)["example_id"] for line in
+           (results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
+    a = [4, 5, 3, 4, 5, 4]
+    b = [4, 4, 3, 5, 5, 3]
+    for i, ex in enumerate(ids):
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i]))
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i]))
+        store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B"))
+    at = app(results, monkeypatch, "Agreement")
+    frames = [df.value for df in at.dataframe]
+    agreement = next(f for f in frames if "statistic" in f.columns)
+    row = agreement[agreement.what == "accuracy"].iloc[0]
+    assert row.statistic == "Cohen's kappa (quadratic)"
+    assert row.value == pytest.approx(cohen_kappa_score(a, b, weights="quadratic"))
+    wins = next(f for f in frames if "ci_low" in f.columns).set_index("candidate")
+    assert wins.loc[CANDIDATES[1], "value"] > 0.5
+
+    verdicts, _ = gate(results / "run-1")
+    human = next(v for v in verdicts if v.metric == "human_rating")
+    assert human.n == 6 and human.observed == pytest.approx((sum(a) + sum(b)) / 12)
+    assert human.status == "pass"
