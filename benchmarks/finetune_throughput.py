@@ -42,7 +42,12 @@ def plain_loop(base_dir: Path, encoded: list[dict[str, list[int]]], spec: Finetu
     model.train()
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate)
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    # Length-grouped batches, as the Trainer's sampler makes them: shuffled, then sorted by length within
+    # windows of 50 batches, so both loops spend the same share of compute on padding.
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec.seed)).tolist()
+    window = 50 * spec.batch_size
+    order = [i for start in range(0, len(order), window)
+             for i in sorted(order[start:start + window], key=lambda j: -len(encoded[j]["input_ids"]))]
     tokens, started = 0, time.perf_counter()
     for step in range(steps):
         rows = [encoded[order[(step * spec.batch_size + j) % len(order)]] for j in range(spec.batch_size)]
