@@ -63,6 +63,20 @@ def test_runs_page_lists_runs_and_survives_a_damaged_one(results, monkeypatch, t
     assert "No readable runs" in texts(at)
 
 
+def test_two_picked_runs_show_what_moved(results, monkeypatch, tmp_path):
+    import shutil
+
+    two = tmp_path / "two"
+    shutil.copytree(results / "run-1", two / "run-1")
+    shutil.copytree(results / "run-1", two / "run-2")
+    at = app(two, monkeypatch, "Scorecard")
+    at.session_state["chosen_runs"] = ["run-2", "run-1"]
+    at.run()
+    assert not at.exception and "Changes from run-1 to run-2" in texts(at)
+    changes = next(df.value for df in at.dataframe if "movement" in df.value.columns)
+    assert set(changes.movement) == {"unchanged"} and set(changes.task) == {"keywords", "qa"}
+
+
 def test_a_picked_run_that_vanished_is_a_message(results, monkeypatch):
     at = app(results, monkeypatch, "Scorecard")
     at.session_state["chosen_runs"] = ["no-such-run"]

@@ -51,6 +51,13 @@ def test_bad_settings(tmp_path, tiny_model, change, message):
         finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters")
 
 
+def test_an_empty_training_split_is_refused(tmp_path, tiny_model):
+    task, data = _task(tmp_path)
+    cand = Candidate(name="ft", model=str(tiny_model), finetune=FinetuneSpec(**SPEC))
+    with pytest.raises(HarnessError, match="finetune ft: task keywords has no training examples"):
+        finetune_candidate(cand, task, [], data.labels, tiny_model, tmp_path / "adapters")
+
+
 def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_model, monkeypatch, capsys):
     from tests.test_cli import run_cli
 

@@ -11,6 +11,8 @@ import streamlit as st
 
 from harness.dashboard.context import Context
 from harness.dashboard.data import RunView
+from harness.drift import compare_runs
+from harness.errors import HarnessError
 from harness.metrics import LATENCY_METRICS
 
 STATUS = {"pass": "✅ pass", "fail": "❌ fail", "insufficient": "❔ insufficient"}
@@ -65,6 +67,22 @@ def frontier(points: pd.DataFrame, higher_is_better: bool) -> pd.Series:
     return pd.Series(on, index=points.index)
 
 
+def changes_between(before: RunView, after: RunView) -> None:
+    """The second picked run against the first: what moved beyond both intervals (harness compare)."""
+    st.subheader(f"Changes from {before.run_id} to {after.run_id}")
+    try:
+        changes = compare_runs(before.path, after.path)
+    except HarnessError as exc:
+        st.error(str(exc))
+        return
+    if not changes:
+        st.caption("The two runs share no candidate, task and metric.")
+        return
+    st.dataframe(pd.DataFrame([{"task": c.task, "candidate": c.candidate, "metric": c.metric,
+                                "before": _cell(c.before, *c.before_ci), "after": _cell(c.after, *c.after_ci),
+                                "movement": c.movement} for c in changes]), hide_index=True, width="stretch")
+
+
 def render(ctx: Context) -> None:
     st.title("Scorecard")
     view = ctx.view
@@ -77,6 +95,9 @@ def render(ctx: Context) -> None:
     st.subheader("Metrics (95% bootstrap intervals)")
     metric = st.selectbox("Metric", quality, key="score_metric")
     st.dataframe(metric_table(view, metric), width="stretch")
+
+    if len(ctx.views) == 2:
+        changes_between(ctx.views[1], view)
 
     st.subheader("Paired differences against a baseline")
     baseline = st.selectbox("Baseline", view.candidates, key="score_baseline")
