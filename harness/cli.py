@@ -58,7 +58,8 @@ def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> Non
         for line in r.warnings:
             err.print(f"[yellow]warning[/] {r.task}: {line}")
         for line in r.blocking:
-            err.print(f"[red]blocking[/] {r.task}: {line} (set `allow_overlap: true` in the suite to accept it)")
+            err.print(f"[red]blocking[/] {r.task}: {line} (a fine-tune with `decontaminate: true` drops those "
+                      "rows; `allow_overlap: true` in the suite accepts them)")
     if any(r.blocking for r in reports):
         raise typer.Exit(1)
 
