@@ -231,15 +231,14 @@ def dashboard(
 ) -> None:
     """The review dashboard (Streamlit): comparisons, examples, latency, reviewer ratings."""
     import os
-    import subprocess
 
     app_file = Path(__file__).parent / "dashboard" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", host, "--server.port",
            str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "viewer"]
     err.print(f"dashboard on http://{host}:{port} for {results.resolve()}")
-    code = subprocess.run(cmd, env={**os.environ, "HARNESS_RESULTS": str(results.resolve())}, check=False).returncode
-    raise typer.Exit(code)
+    # Become the Streamlit server (no child left behind when this process is stopped).
+    os.execve(sys.executable, cmd, {**os.environ, "HARNESS_RESULTS": str(results.resolve())})
 
 
 def main() -> None:

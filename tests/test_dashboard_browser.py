@@ -65,3 +65,5 @@ def test_scorecard_renders_in_chromium(results, tmp_path):  # noqa: F811
     finally:
         server.terminate()
         server.wait(timeout=30)
+    with socket.socket() as s:  # the server is gone with the command (nothing left listening)
+        assert s.connect_ex(("127.0.0.1", port)) != 0
