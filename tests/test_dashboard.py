@@ -87,7 +87,7 @@ def test_a_picked_run_that_vanished_is_a_message(results, monkeypatch):
 def test_scorecard_shows_verdicts_metrics_forest_and_frontier(results, monkeypatch):
     at = app(results, monkeypatch, "Scorecard")
     verdicts = at.dataframe[0].value
-    assert len(verdicts) == 2 and "❔ insufficient" in set(verdicts.status)  # no human ratings yet
+    assert len(verdicts) == 2 and "insufficient" in set(verdicts.status)  # no human ratings yet
     metrics = json.loads((results / "run-1" / "metrics.json").read_text())
     (acc,) = [m for m in metrics if m["task"] == "keywords" and m["candidate"] == CANDIDATES[0]
               and m["metric"] == "accuracy"]

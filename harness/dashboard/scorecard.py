@@ -15,7 +15,7 @@ from harness.drift import compare_runs
 from harness.errors import HarnessError
 from harness.metrics import LATENCY_METRICS
 
-STATUS = {"pass": "✅ pass", "fail": "❌ fail", "insufficient": "❔ insufficient"}
+STATUS = {"pass": "PASS", "fail": "FAIL", "insufficient": "insufficient"}
 
 
 def _cell(value: float, low: float | None, high: float | None) -> str:
