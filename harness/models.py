@@ -233,6 +233,13 @@ def check_adapter_dir(adapter: str | Path) -> str | None:
     return None
 
 
+def adapter_rank(adapter: str | Path) -> int | None:
+    """The LoRA rank in a (checked) adapter directory's config."""
+    settings = json.loads((Path(adapter).expanduser() / "adapter_config.json").read_text())
+    rank = settings.get("r")
+    return int(rank) if isinstance(rank, int) else None
+
+
 def build_tiny_model(out: Path, seed: int = 0, vocab_size: int = 512, hidden: int = 128, layers: int = 2,
                      heads: int = 4, corpus: list[str] | None = None) -> Path:
     """A random Llama-style model with a byte-level BPE tokenizer trained here, for tests: no download."""

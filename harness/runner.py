@@ -188,6 +188,10 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
         problem = models.check_adapter_dir(cand.adapter) if cand.adapter else None
         if problem:
             raise ConfigError(suite_file, f"candidates.{i}.adapter", problem)
+        rank = cand.finetune.rank if cand.finetune else (models.adapter_rank(cand.adapter) if cand.adapter else None)
+        if cand.backend == "vllm" and rank and rank > cand.serve.max_lora_rank:
+            raise ConfigError(suite_file, f"candidates.{i}.serve.max_lora_rank", f"the adapter's LoRA rank {rank} "
+                              f"exceeds max_lora_rank {cand.serve.max_lora_rank}; vLLM would refuse it")
         if cand.finetune is not None:
             if cand.backend == "openai":
                 raise ConfigError(suite_file, f"candidates.{i}.finetune", "a served (openai) candidate cannot be "

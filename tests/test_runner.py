@@ -223,6 +223,19 @@ def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, tiny_mode
     assert info.value.field == field
 
 
+def test_a_lora_rank_vllm_would_refuse_is_found_first(tmp_path, tiny_model, lora_adapter):
+    from harness.errors import ConfigError
+
+    task = str(classification_task(tmp_path / "task", n_test=4, n_train=8))
+    for cand in ({"adapter": str(lora_adapter), "serve": {"max_lora_rank": 4}},  # the fixture's rank is 8
+                 {"finetune": {"task": "keywords", "rank": 32}}):
+        suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [task], "candidates": [
+            {"name": "ft", "model": str(tiny_model), "backend": "vllm", **cand}]})
+        with pytest.raises(ConfigError, match="exceeds max_lora_rank") as info:
+            plan(suite)
+        assert info.value.field == "candidates.0.serve.max_lora_rank"
+
+
 def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, tiny_model):
     from harness.errors import ConfigError
 
