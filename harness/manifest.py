@@ -122,7 +122,8 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
         values = _human_values(c.metric, c.candidate, task, human)
         if values is None or len(values) == 0:
             return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None,
-                           status="insufficient", evidence=f"no {c.metric} ratings of {c.candidate} on {task} yet")
+                           status="insufficient",
+                           evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
         n = len(values)
         base["n"] = n
         draws = values[np.random.default_rng(0).integers(0, n, size=(2000, n))].mean(axis=1)

@@ -106,3 +106,35 @@ def test_data_parallel_replicas_each_serve_requests(tmp_path, tiny_model, lora_a
     assert len(logs) == 2
     for log in logs:
         assert log.read_text().count("POST /v1/completions") >= 4, "each replica answers its share"
+
+
+def test_a_trained_adapter_is_served_by_vllm(tmp_path, tiny_model):
+    """`harness run` trains the fine-tune (peft, Trainer) and serves that adapter next to its base on vLLM,
+    which answers as the in-process backend does with the same adapter."""
+    task = classification_task(tmp_path / "task", n_test=6, n_train=80, generation={"max_new_tokens": 6})
+    finetune = {"task": "keywords", "max_steps": 20, "eval_steps": 10, "rank": 8, "batch_size": 8,
+                "learning_rate": 3e-3, "scheduler": "constant", "precision": "float32"}
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "trained", "tasks": [str(task)], "allow_overlap": True,
+        "candidates": [
+            {"name": "base", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions",
+             "serve": SERVE},
+            {"name": "ft", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions", "serve": SERVE,
+             "finetune": finetune}],
+        "bootstrap": {"resamples": 100}})
+    result = run_suite(suite, tmp_path / "r", run_id="served")
+    adapter = json.loads((result.run_dir / "run.json").read_text())["adapters"]["ft"]
+    assert os.path.dirname(adapter) == str(tmp_path / "r" / "adapters")
+
+    def texts(run_dir, cand):
+        return {p.example_id: p.text.replace("\ufffd", "") for p in RunDir(run_dir).read_predictions(cand, "keywords")}
+
+    served = texts(result.run_dir, "ft")
+    assert len(served) == 6 and served != texts(result.run_dir, "base"), "the trained adapter changes the answers"
+    local_suite = write_yaml(tmp_path / "local.yaml", {
+        "name": "local", "tasks": [str(task)],
+        "candidates": [{"name": "ft", "model": str(tiny_model), "adapter": adapter, "chat": False,
+                        "dtype": "float32"}],
+        "bootstrap": {"resamples": 100}})
+    local = run_suite(local_suite, tmp_path / "r", run_id="local")
+    assert texts(local.run_dir, "ft") == served

@@ -94,6 +94,31 @@ def test_human_metrics_wait_for_ratings(evidence):
     assert v.status == "insufficient" and "no human ratings" in v.evidence
 
 
+def test_human_metrics_resolve_from_ratings(evidence):
+    from harness.manifest import HumanRatings, resolve
+    from harness.ratings import Preference, Score
+
+    good = [Score("run", "qa", f"e{i}", "ft", r, 5, 5, 4) for i in range(30) for r in ("ada", "bob")]
+    wins = [Preference("run", "qa", f"e{i}", "base", "ft", "ada", "B" if i % 4 else "tie") for i in range(40)]
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "human_rating", "candidate": "ft", "at_least": 4},
+        {"task": "qa", "metric": "human_rating", "candidate": "ft", "at_most": 3},
+        {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "at_least": 0.6},
+        {"task": "qa", "metric": "human_rating", "candidate": "base", "at_least": 3}]})
+    rating, capped, win, none = resolve(manifest, evidence, HumanRatings(good, wins))
+    assert (rating.status, rating.n, rating.observed) == ("pass", 30, pytest.approx(14 / 3))
+    assert capped.status == "fail"
+    assert win.status == "pass" and win.observed == pytest.approx((30 + 10 * 0.5) / 40) and win.n == 40
+    assert none.status == "insufficient" and "no human ratings" in none.evidence
+
+
+def test_human_metrics_take_absolute_thresholds_only(tmp_path):
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "human_rating", "candidate": "ft", "better_than": "base"}]})
+    with pytest.raises(ConfigError, match="human_rating takes at_least or at_most"):
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": metric_names(_task(tmp_path))})
+
+
 def test_holm_correction_demotes_a_marginal_pass(evidence):
     # One-sided p-values about 0.0005, 0.017 and 0.023: each passes alone at 0.025, the last two not
     # after Holm (0.017 x 2 > 0.025).
