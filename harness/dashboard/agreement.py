@@ -10,6 +10,7 @@ import streamlit as st
 
 from harness.agreement import metric_correlations, preference_agreement, score_agreement, win_rates
 from harness.dashboard.context import Context
+from harness.dashboard.widgets import metric_columns
 from harness.errors import HarnessError
 from harness.ratings import RatingStore
 
@@ -51,8 +52,7 @@ def render(ctx: Context) -> None:
     if scores and not view.scores.empty:
         st.subheader("Automatic metrics against the human ratings (Spearman's rho)")
         s = view.scores
-        metrics = [c for c in s.columns if c not in ("task", "candidate", "example_id", "error", "predicted_label")
-                   and pd.api.types.is_numeric_dtype(s[c])]
+        metrics = metric_columns(s)
         automatic = {m: {(r.task, r.example_id, r.candidate): float(r[m]) for _, r in s.iterrows()
                          if pd.notna(r[m])} for m in metrics}
         corr = metric_correlations(scores, automatic)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from harness.dashboard.context import Context
 from harness.dashboard.data import RunView
+from harness.dashboard.widgets import example_context, metric_columns
 
 FILTERS = ("all", "A right and B wrong", "hallucinated", "invalid label", "by label", "by metric range",
            "confusion cell")
@@ -33,8 +34,7 @@ def matching(view: RunView, task: str, how: str) -> list[str]:
     rows = per_example(view, task)
     ids = list(view.examples[task].example_id)
     cands = view.candidates_of(task)
-    metric_cols = [c for c in rows.columns if c not in ("task", "candidate", "example_id", "error", "predicted_label")
-                   and pd.api.types.is_numeric_dtype(rows[c])]
+    metric_cols = metric_columns(rows)
     if how == "A right and B wrong":
         a = st.selectbox("A", cands, key="ex_a")
         b = st.selectbox("B", cands, index=min(1, len(cands) - 1), key="ex_b")
@@ -88,12 +88,7 @@ def matching(view: RunView, task: str, how: str) -> list[str]:
 
 
 def side_by_side(view: RunView, task: str, example_id: str) -> None:
-    ex = view.examples[task].set_index("example_id").loc[example_id]
-    for column, value in ex.items():
-        if str(column).startswith("input:"):
-            st.markdown(f"**{str(column).removeprefix('input:')}**")
-            st.text(value)
-    st.markdown(f"**reference:** {ex['reference']}")
+    example_context(view, task, example_id)
     cands = view.candidates_of(task)
     preds = view.predictions[(view.predictions.task == task) & (view.predictions.example_id == example_id)]
     rows = per_example(view, task)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from harness.dashboard.context import Context
 from harness.dashboard.data import RunView
+from harness.dashboard.widgets import example_context
 from harness.errors import HarnessError
 from harness.ratings import DIMENSIONS, Preference, RatingStore, Score
 
@@ -27,15 +28,6 @@ def _output(view: RunView, task: str, example_id: str, candidate: str) -> str:
     p = view.predictions
     rows = p[(p.task == task) & (p.example_id == example_id) & (p.candidate == candidate)]
     return "" if rows.empty else str(rows.iloc[-1].text)
-
-
-def _context(view: RunView, task: str, example_id: str) -> None:
-    ex = view.examples[task].set_index("example_id").loc[example_id]
-    for column, value in ex.items():
-        if str(column).startswith("input:"):
-            st.markdown(f"**{str(column).removeprefix('input:')}**")
-            st.text(value)
-    st.markdown(f"**reference:** {ex['reference']}")
 
 
 def _position(todo: int) -> int:
@@ -56,7 +48,7 @@ def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> 
         st.success("You have rated every output of this task.")
         return
     example_id, candidate = todo[_position(len(todo))]
-    _context(view, task, example_id)
+    example_context(view, task, example_id)
     st.markdown(f"**output of {candidate}**")
     st.text(_output(view, task, example_id, candidate))
     with st.form("score_form", clear_on_submit=True):
@@ -85,7 +77,7 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
         return
     example_id, a, b = todo[_position(len(todo))]
     left, right = (b, a) if flipped(reviewer, example_id, a, b) else (a, b)
-    _context(view, task, example_id)
+    example_context(view, task, example_id)
     for col, name, side in zip(st.columns(2), (left, right), ("Output 1", "Output 2"), strict=True):
         with col:
             st.markdown(f"**{side}**")
