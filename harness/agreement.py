@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.ratings import DIMENSIONS, Preference, Score, item_wins
+from harness.stats import mean_draws, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,8 @@ def win_rates(preferences: list[Preference], confidence: float = 0.95, resamples
     out = []
     for name in names:
         values = item_wins(preferences, name)
-        n = len(values)
-        draws = values[np.random.default_rng(seed).integers(0, n, size=(resamples, n))].mean(axis=1)
-        low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
-        out.append(WinRate(name, n, float(values.mean()), float(low), float(high)))
+        low, high = percentile_interval(mean_draws(values, resamples, seed), confidence)
+        out.append(WinRate(name, len(values), float(values.mean()), low, high))
     return out
 
 

@@ -195,19 +195,13 @@ def validate_detector(
     """Agreement of a hallucination detector with human labels, beside trivial baselines, with intervals."""
     import json
 
-    from pydantic import ValidationError
-
     from harness import report
-    from harness.config import DetectorSpec
+    from harness.config import DetectorSpec, _validate
     from harness.detectors import check_detector, make_detector
     from harness.detectors.validation import validate
 
-    try:
-        spec = DetectorSpec(name=detector, model=model, url=url, tolerance=tolerance, threshold=threshold)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "--detector"
-        raise HarnessError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    spec = _validate(DetectorSpec, {"name": detector, "model": model, "url": url, "tolerance": tolerance,
+                                    "threshold": threshold}, "validate-detector")
     problem = check_detector(spec)
     if problem:
         raise HarnessError(problem)

@@ -355,7 +355,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, **extra: Any) -> Any:
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path | str, **extra: Any) -> Any:
     try:
         return model.model_validate({**data, **extra})
     except ValidationError as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from harness.data import Example
 from harness.detectors import Detector, Finding, describe, make_detector
 from harness.metrics.base import ScoringInput
 from harness.metrics.hallucination import claims_of
-from harness.store import RunDir
+from harness.store import RunDir, write_jsonl
 
 DETECTED_METRICS = frozenset({"hallucination_rate", "abstention_rate"})
 
@@ -77,16 +76,9 @@ def task_findings(run: RunDir, task: TaskSpec, spec: DetectorSpec, examples: lis
         if missing:
             for i, f in zip(missing, detectors.get(spec).detect([claims[i] for i in missing]), strict=True):
                 findings[i] = f
-            _write(path, [{"example_id": ex.id, "answer": c.answer, "detector": detector_key,
-                           "finding": f.to_dict()} for ex, c, f in zip(examples, claims, findings, strict=True)
-                          if f is not None])
+            write_jsonl(path, ({"example_id": ex.id, "answer": c.answer, "detector": detector_key,
+                                "finding": f.to_dict()} for ex, c, f in zip(examples, claims, findings, strict=True)
+                               if f is not None))
         out[cand] = [f for f in findings if f is not None]
     return out
 
-
-def _write(path: Any, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)

@@ -102,7 +102,7 @@ def training_dtype(precision: str) -> Any:
 
 
 def encode_example(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str] | None, chat: bool,
-            max_len: int) -> dict[str, list[int]]:
+                   max_len: int) -> dict[str, list[int]]:
     prompt = render(task, ex, [], labels)
     answer = answer_of(ex)
     if chat:
@@ -121,8 +121,9 @@ def encode_example(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str
 
 
 def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str,
-                  chat: bool | None = None, say: Any = print) -> Path:
-    """Train (or reuse) the LoRA adapter; returns its folder under out_root."""
+                  chat: bool | None = None, say: Any = print, base_digest: str | None = None) -> Path:
+    """Train (or reuse) the LoRA adapter; returns its folder under out_root. `base_digest` is the base
+    weights' hash when already known (torchrun workers get it from the launcher, not hashing again)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
@@ -140,7 +141,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
-    base_digest = _weights_digest(base_dir)
+    base_digest = base_digest or _weights_digest(base_dir)
     key, inputs = adapter_key(base_digest, data, spec, use_chat)
     target = out_root / f"{name}-{key}"
     if (target / LINEAGE).is_file():
@@ -151,7 +152,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         say(f"training again: the cached adapter is damaged ({problem})")
 
     if spec.distributed.processes > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch(base_dir, data, spec, out_root, name, use_chat, target, say)
+        return _launch(base_dir, data, spec, out_root, name, use_chat, base_digest, target, say)
 
     dtype = training_dtype(spec.precision)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
@@ -247,12 +248,13 @@ def _distributed_args(spec: FinetuneSpec) -> dict[str, Any]:
 
 
 def _launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str, chat: bool,
-            target: Path, say: Any) -> Path:
+            base_digest: str, target: Path, say: Any) -> Path:
     """Train with one process per GPU under torchrun (PyTorch's own launcher); rank 0 writes the adapter."""
     out_root.mkdir(parents=True, exist_ok=True)
     job = {"base_dir": str(base_dir), "task": data.task.model_dump(mode="json"), "labels": data.labels,
            "train": [asdict(e) for e in data.train], "validation": [asdict(e) for e in data.validation],
-           "spec": spec.model_dump(mode="json"), "out_root": str(out_root), "name": name, "chat": chat}
+           "spec": spec.model_dump(mode="json"), "out_root": str(out_root), "name": name, "chat": chat,
+           "base_sha256": base_digest}
     with tempfile.NamedTemporaryFile("w", dir=out_root, prefix=f".{name}-job-", suffix=".json",
                                      delete=False) as handle:
         json.dump(job, handle)
@@ -281,7 +283,7 @@ def _worker(job_file: str) -> None:
     data = TrainingSet(task, [Example(**e) for e in job["train"]], [Example(**e) for e in job["validation"]],
                        job["labels"])
     train_adapter(Path(job["base_dir"]), data, FinetuneSpec.model_validate(job["spec"]), Path(job["out_root"]),
-                  job["name"], job["chat"])
+                  job["name"], job["chat"], base_digest=job["base_sha256"])
 
 
 def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example], labels: list[str] | None,

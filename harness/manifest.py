@@ -21,11 +21,12 @@ from harness.errors import ConfigError
 from harness.metrics import get_metric
 from harness.ratings import Preference, Score, item_means, item_wins
 from harness.scoring import TaskEvidence
-from harness.stats import examples_needed, holm
+from harness.stats import examples_needed, holm, mean_draws, percentile_interval
 from harness.store import nan_to_none
 
 Status = Literal["pass", "fail", "insufficient"]
 HUMAN_METRICS = ("human_rating", "human_win_rate")
+HUMAN_RESAMPLES = 2000
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -126,9 +127,9 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                            evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
         n = len(values)
         base["n"] = n
-        draws = values[np.random.default_rng(0).integers(0, n, size=(2000, n))].mean(axis=1)
+        draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
         value = float(values.mean())
-        low, high = (float(q) for q in np.quantile(draws, [(1 - conf) / 2, (1 + conf) / 2]))
+        low, high = percentile_interval(draws, conf)
         above = c.at_least is not None
         threshold = c.at_least if above else c.at_most
         p = _one_sided_p(draws, threshold, above)

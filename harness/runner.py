@@ -244,8 +244,10 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
     return adapters
 
 
-def make_backend(candidate: Candidate, say: Callable[[str], None], servers: ServerPool) -> Backend:
+def make_backend(candidate: Candidate, say: Callable[[str], None], servers: ServerPool | None) -> Backend:
+    """The candidate's backend; a `vllm` candidate is served by the run's ServerPool."""
     if candidate.backend == "vllm":
+        assert servers is not None
         return servers.backend(candidate)
     factory = backend_factory(candidate.backend)
     if candidate.backend == "openai":

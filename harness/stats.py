@@ -51,6 +51,13 @@ def resample_blocks(n: int, resamples: int, seed: int) -> Iterator[Resample]:
         done += b
 
 
+def mean_draws(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The mean of per-example values on each resample (for values that are not a registered metric, such
+    as human ratings per example)."""
+    n = len(values)
+    return np.concatenate([sample.counts @ values / n for sample in resample_blocks(n, resamples, seed)])
+
+
 def draws(metric: Metric, stats: dict[str, np.ndarray], n: int, resamples: int, seed: int) -> dict[str, np.ndarray]:
     """The metric on each resample, for several candidates at once on the same resamples (NaN kept, so
     the arrays stay aligned resample by resample)."""

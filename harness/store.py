@@ -27,14 +27,21 @@ def nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+def write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write a text file atomically: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False, allow_nan=True)
-        handle.write("\n")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, [json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True), "\n"])
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_json(path: Path) -> Any:
@@ -108,10 +115,7 @@ class RunDir:
         wanted = set(keep_ids)
         done = {k: v for k, v in self.finished(candidate, task).items() if k in wanted}
         if path.is_file():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                handle.writelines(c.to_json() + "\n" for c in done.values())
-            os.replace(tmp, path)
+            write_atomic(path, (c.to_json() + "\n" for c in done.values()))
         return done
 
 

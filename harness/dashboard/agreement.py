@@ -17,9 +17,8 @@ from harness.ratings import RatingStore
 
 def render(ctx: Context) -> None:
     st.title("Agreement")
-    view = ctx.view
+    view = ctx.picked()
     if view is None:
-        st.info("Pick a run on the Runs page.")
         return
     try:
         store = RatingStore.beside(ctx.results)

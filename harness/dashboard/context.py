@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import streamlit as st
+
 from harness.dashboard.data import RunSummary, RunView
 
 
@@ -17,3 +19,9 @@ class Context:
     @property
     def view(self) -> RunView | None:
         return self.views[0] if self.views else None
+
+    def picked(self) -> RunView | None:
+        """The run a page shows; None, with a hint on the page, when no run is loaded."""
+        if self.view is None:
+            st.info("Pick a run on the Runs page.")
+        return self.view

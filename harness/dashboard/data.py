@@ -4,7 +4,7 @@ into pandas tables, and problems turned into messages rather than tracebacks."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,15 @@ def _frame(path: Path) -> pd.DataFrame:
     return pd.DataFrame(read_json(path)) if path.is_file() else pd.DataFrame()
 
 
-def _jsonl(paths: list[Path]) -> list[dict[str, Any]]:
+def _jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for path in paths:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise HarnessError(f"{path}: line {number} is not JSON") from None
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise HarnessError(f"{path}: line {number} is not JSON") from None
     return rows
 
 
@@ -104,16 +103,15 @@ def load_run(path: Path) -> RunView:
         raise HarnessError(f"{path}: no such run directory")
     run = RunDir(path)
     record, suite, tasks = tasks_of_run(run)
-    predictions = []
-    for p in sorted((path / "predictions").glob("*/*.jsonl")):
-        for row in _jsonl([p]):
-            predictions.append({**row, "candidate": p.parent.name, "task": p.stem})
+    # Through the store's reader, which also tolerates the torn last line of a run still being written.
+    predictions = [asdict(c) for cand in suite.candidates for task in tasks if cand.runs(task.name)
+                   for c in run.read_predictions(cand.name, task.name)]
     detections = []
     for p in sorted((path / "detections").glob("*/*.jsonl")):
-        for row in _jsonl([p]):
+        for row in _jsonl(p):
             detections.append({"example_id": row["example_id"], "candidate": p.parent.name, "task": p.stem,
                                **row["finding"]})
-    scores = pd.DataFrame(_jsonl([path / "scores.jsonl"])) if (path / "scores.jsonl").is_file() else pd.DataFrame()
+    scores = pd.DataFrame(_jsonl(path / "scores.jsonl")) if (path / "scores.jsonl").is_file() else pd.DataFrame()
     verdicts = pd.DataFrame()
     if (path / "verdict.json").is_file():
         verdicts = pd.DataFrame(read_json(path / "verdict.json").get("criteria", []))

@@ -116,9 +116,8 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
 
 def render(ctx: Context) -> None:
     st.title("Examples")
-    view = ctx.view
+    view = ctx.picked()
     if view is None:
-        st.info("Pick a run on the Runs page.")
         return
     task = st.selectbox("Task", view.tasks, key="ex_task")
     how = st.selectbox("Show", FILTERS, key="ex_filter")

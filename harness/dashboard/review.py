@@ -99,9 +99,8 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
 
 def render(ctx: Context) -> None:
     st.title("Review")
-    view = ctx.view
+    view = ctx.picked()
     if view is None:
-        st.info("Pick a run on the Runs page.")
         return
     reviewer = st.text_input("Your name", key="reviewer").strip()
     if not reviewer:

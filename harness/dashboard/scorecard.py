@@ -85,9 +85,8 @@ def changes_between(before: RunView, after: RunView) -> None:
 
 def render(ctx: Context) -> None:
     st.title("Scorecard")
-    view = ctx.view
+    view = ctx.picked()
     if view is None:
-        st.info("Pick a run on the Runs page.")
         return
     st.caption(f"Run {view.run_id}, suite {view.record['suite_name']}")
     verdicts(view)

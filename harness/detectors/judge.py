@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from harness.backends.base import Backend, Request, backend_factory
-from harness.config import DetectorSpec
+from harness.backends.base import Backend, Request
+from harness.config import Candidate, DetectorSpec
 from harness.detectors.base import Claim, Detector, Finding
 from harness.detectors.grounding import is_abstention
 
@@ -48,16 +48,13 @@ class JudgeDetector(Detector):
 
     @classmethod
     def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> JudgeDetector:
-        from harness import models
+        from harness.runner import make_backend
 
         assert spec.model is not None
-        if spec.url:
-            backend = backend_factory("openai")(url=spec.url, model=spec.model, endpoint="chat", concurrency=4,
-                                                timeout_s=120.0, max_retries=3, api_key_env=spec.api_key_env)
-        else:
-            backend = backend_factory("hf")(model=models.resolve(spec.model, say), adapter=None, dtype="auto",
-                                            batch_size=8, chat=None)
-        return cls(backend, spec.model)
+        # The judge is a candidate like any other, with the default settings: in process, or served.
+        judge = Candidate(name="judge", model=spec.model, backend="openai" if spec.url else "hf", url=spec.url,
+                          api_key_env=spec.api_key_env)
+        return cls(make_backend(judge, say, servers=None), spec.model)
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
         requests = []

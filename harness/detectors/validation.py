@@ -196,13 +196,16 @@ def validate(detector: Detector, folder: Path, resamples: int = 2000, confidence
     scores, diffs, rules = [], [], {}
     # The length rule is fitted on the whole QA set and carried to its matched subset, as a user would.
     fitted_on = {"qa": "qa", "qa length-matched": "qa", "general": "general"}
+    # The matched pairs are part of the whole QA set: each claim is judged once (a model detector is slow).
+    judged: dict[Claim, bool] = {}
     for subset, items in subsets.items():
         progress(f"{name}: {subset} ({len(items)} answers)")
-        found = detector.detect([i.claim for i in items])
+        todo = list(dict.fromkeys(i.claim for i in items if i.claim not in judged))
+        judged.update(zip(todo, (f.hallucinated for f in detector.detect(todo)), strict=True))
         k = rules.setdefault(fitted_on[subset], fit_length_rule(subsets[fitted_on[subset]]))
         lengths = np.array([_words(i) for i in items])
         predictions = {
-            name: np.array([f.hallucinated for f in found]),
+            name: np.array([judged[i.claim] for i in items]),
             f"length > {k} words": lengths > k,
             "always hallucinated": np.ones(len(items), bool),
             "never hallucinated": np.zeros(len(items), bool),
