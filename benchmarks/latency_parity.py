@@ -24,9 +24,8 @@ from rich.table import Table
 
 from harness import models
 from harness.backends.openai_compat import OpenAICompatBackend
-from harness.backends.vllm_server import ServerGroup, VllmServer
+from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
 from harness.bench import LoadLevel, Targets, random_prompts, read_prompts, run_levels
-from harness.config import ServeSpec
 
 VLLM_BENCH = """
 import sys

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Completion, Request
+from harness.backends import BACKENDS, BackendEnv
+from harness.backends.base import LoadBackend
 from harness.errors import HarnessError
+from harness.plan import plan
+from harness.records import Completion, Request
+from harness.store import ResultsDir, now_iso, write_json
 
 PERCENTILES = (50, 90, 99)
-
-
-class LoadBackend(Protocol):
-    def generate(self, requests: list[Request], candidate: str, task: str,
-                 arrivals_s: list[float] | None = None) -> Iterator[Completion]: ...
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,16 @@ def run_levels(backend: LoadBackend, candidate: str, prompts: list[Request], lev
 
 def backend_concurrency(backend: Any, concurrency: int) -> None:
     """Set the client's concurrency limit for the next level (served backends expose it)."""
-    client = getattr(backend, "client", backend)
-    if not hasattr(client, "concurrency"):
-        raise HarnessError("bench needs a served backend (openai or vllm)")
-    client.concurrency = concurrency
+    if not hasattr(backend, "concurrency"):
+        raise HarnessError(f"bench needs a served backend ({', '.join(_served_backends())})")
+    backend.concurrency = concurrency
+
+
+def _served_backends() -> list[str]:
+    return [name for name, options in BACKENDS.items() if options.served]
 
 
 def write_latency(path: Path, candidate: str, results: list[LevelResult], meta: dict[str, Any]) -> None:
-    from harness.store import write_json
-
     write_json(path, {"candidate": candidate, **meta, "levels": [r.to_dict() for r in results]})
 
 
@@ -240,16 +240,11 @@ class BenchOptions:
 def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say: Callable[[str], None],
                 on_level: Callable[[LevelResult], None]) -> tuple[Path, list[LevelResult]]:
     """Load-test one candidate of a suite; writes latency.json, latency.png and report.md."""
-    from harness import models
-    from harness.backends.openai_compat import OpenAICompatBackend
-    from harness.backends.vllm_server import ServerPool
-    from harness.runner import plan
-    from harness.store import now_iso
-
     the_plan = plan(suite_file)
     cand = the_plan.suite.candidate(options.candidate)
-    if cand.backend == "hf":
-        raise HarnessError(f"{suite_file}: candidate {cand.name} uses backend hf; bench needs openai or vllm")
+    if not cand.options.served:
+        raise HarnessError(f"{suite_file}: candidate {cand.name} uses backend {cand.backend}; bench needs a "
+                           f"served backend ({', '.join(_served_backends())})")
     if any(c < 1 for c in options.concurrency) or any(r <= 0 for r in options.rates) or options.requests < 1:
         raise HarnessError("bench: concurrency, rates and --requests must be positive")
     default_new = max(t.spec.generation.max_new_tokens for t in the_plan.tasks)
@@ -267,28 +262,25 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
     extra = {"ignore_eos": True} if options.output_len else None
     levels = [LoadLevel(c) for c in options.concurrency] + [LoadLevel(max(options.concurrency), r)
                                                              for r in options.rates]
-    out_dir = results_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-bench-{cand.name}"
-    out_dir.mkdir(parents=True)
+    out = ResultsDir(results_dir).new_bench(cand.name)
     started = now_iso()
-    with ServerPool([cand], lambda m: models.resolve(m, say), out_dir / "logs") as servers:
-        if cand.backend == "vllm":
-            say("starting the vLLM server")
-            backend: Any = servers.backend(cand, extra)
-        else:
-            backend = OpenAICompatBackend(cand.url or "", cand.model, endpoint=cand.endpoint,
-                                          concurrency=cand.concurrency, timeout_s=cand.timeout_s,
-                                          max_retries=cand.max_retries, api_key_env=cand.api_key_env,
-                                          extra_body=extra)
-        results = run_levels(backend, cand.name, prompts, levels, options.warmup, options.targets,
-                             cand.cost_per_hour, the_plan.suite.seed, on_level)
+    target = cand.deployment()
+    with BackendEnv([target], say, out.logs_dir, extra_body=extra) as env:
+        say(f"opening backend {cand.backend} for {cand.name}")
+        backend = cand.options.open(target, env)
+        try:
+            results = run_levels(backend, cand.name, prompts, levels, options.warmup, options.targets,
+                                 cand.cost_per_hour, the_plan.suite.seed, on_level)
+        finally:
+            backend.close()
     meta = {"suite": str(suite_file), "started_at": started, "finished_at": now_iso(), "requests": options.requests,
             "warmup": options.warmup, "output_len": options.output_len, "targets": asdict(options.targets),
             "prompts": str(options.prompts_file) if options.prompts_file else
             ("random" if options.random_input_len else "suite tasks")}
-    write_latency(out_dir / "latency.json", cand.name, results, meta)
-    plot(results, out_dir / "latency.png", f"{cand.name}: latency against throughput")
-    (out_dir / "report.md").write_text(bench_markdown(cand.name, results, meta))
-    return out_dir, results
+    write_latency(out.latency_json, cand.name, results, meta)
+    plot(results, out.plot_png, f"{cand.name}: latency against throughput")
+    out.report_md.write_text(bench_markdown(cand.name, results, meta))
+    return out.path, results
 
 
 def bench_markdown(candidate: str, results: list[LevelResult], meta: dict[str, Any]) -> str:

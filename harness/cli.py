@@ -49,7 +49,7 @@ def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> Non
     """Sizes, duplicates, train↔test overlap, label balance and lengths. Exit 1 on a blocking problem."""
     from harness import report
     from harness.config import load_suite
-    from harness.runner import RunPlan, check_data, plan_tasks
+    from harness.plan import RunPlan, check_data, plan_tasks
 
     the_suite = load_suite(suite)
     reports = check_data(RunPlan(the_suite, suite, plan_tasks(the_suite, suite)))
@@ -71,12 +71,14 @@ def finetune(
     results: Path = typer.Option(Path("results"), "--results", help="adapters go to RESULTS/adapters/"),
 ) -> None:
     """Train the LoRA adapters the suite asks for (cached by content hash); prints their folders."""
-    from harness.runner import check_data, finetune_all, plan
+    from harness.finetune import finetune_all
+    from harness.plan import check_data, plan
+    from harness.store import ResultsDir
 
     the_plan = plan(suite)
     if candidate is not None:
         the_plan.suite.candidate(candidate)
-    adapters = finetune_all(the_plan, check_data(the_plan), results / "adapters", lambda msg: err.print(msg),
+    adapters = finetune_all(the_plan, check_data(the_plan), ResultsDir(results).adapters, lambda msg: err.print(msg),
                             candidate)
     if not adapters:
         raise HarnessError(f"{suite}: no candidate has a `finetune:` block" + (f" ({candidate})" if candidate else ""))
@@ -97,7 +99,8 @@ def run(
     Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, or requests
     failed; 2: bad input."""
     from harness import report
-    from harness.runner import Runner, plan
+    from harness.pipeline import Runner
+    from harness.plan import plan
 
     the_plan = plan(suite, manifest)
     result = Runner(the_plan, results, err).execute(run_id, resume)
@@ -155,7 +158,7 @@ def gate(
 ) -> None:
     """Verdicts for an existing run: writes verdict.json; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
     from harness import report
-    from harness.runner import gate as run_gate
+    from harness.evaluate import gate as run_gate
 
     verdicts, _ = run_gate(run_dir, manifest)
     out.print(report.verdict_table(verdicts))
@@ -171,7 +174,7 @@ def compare(
 ) -> None:
     """What moved between two runs beyond their intervals; exit 1 on a regression."""
     from harness import report
-    from harness.drift import compare_runs, has_regression
+    from harness.compare import compare_runs, has_regression
 
     changes = compare_runs(before, after, latency)
     out.print(report.changes_table(changes, before.name, after.name))
@@ -196,16 +199,21 @@ def validate_detector(
     import json
 
     from harness import report
-    from harness.config import DetectorSpec, _validate
-    from harness.detectors import check_detector, make_detector
+    from harness.config import validate as validate_config
+    from harness.detectors import DETECTORS
     from harness.detectors.validation import validate
 
-    spec = _validate(DetectorSpec, {"name": detector, "model": model, "url": url, "tolerance": tolerance,
-                                    "threshold": threshold}, "validate-detector")
-    problem = check_detector(spec)
+    if detector not in DETECTORS:
+        raise HarnessError(f"--detector: unknown detector {detector!r}; known: {', '.join(DETECTORS.names())}")
+    options = DETECTORS[detector]
+    given = {"model": model, "url": url, "tolerance": tolerance, "threshold": threshold}
+    spec = validate_config(options, {"name": detector, **{k: v for k, v in given.items()
+                                                           if v is not None and k in options.model_fields}},
+                           "validate-detector")
+    problem = spec.problem()
     if problem:
         raise HarnessError(problem)
-    the_detector = make_detector(spec, err.print)
+    the_detector = spec.open(err.print)
     try:
         result = validate(the_detector, data, resamples=resamples, limit=limit, include_general=general,
                           progress=err.print)
@@ -224,9 +232,13 @@ def dashboard(
     port: int = typer.Option(8501, "--port"),
 ) -> None:
     """The review dashboard (Streamlit): comparisons, examples, latency, reviewer ratings."""
+    import importlib.util
     import os
 
-    app_file = Path(__file__).parent / "dashboard" / "app.py"
+    found = importlib.util.find_spec("dashboard")
+    if found is None or found.origin is None:
+        raise HarnessError("the dashboard package is not installed (pip install -e .)")
+    app_file = Path(found.origin).parent / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", host, "--server.port",
            str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "viewer"]

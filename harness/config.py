@@ -6,12 +6,27 @@ Every model rejects unknown keys, and every error names the file and the field.
 from __future__ import annotations
 
 import hashlib
+import operator
+from functools import reduce
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from harness.backends import BACKENDS, Deployment
+from harness.backends.hf_local import HFOptions
+from harness.detectors import DETECTORS
+from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -108,26 +123,10 @@ class TaskSpec(Strict):
         return self
 
 
-class DetectorSpec(Strict):
-    """How a task's hallucination rate is decided (see harness/detectors)."""
-
-    name: Literal["grounding", "nli", "judge"] = "grounding"
-    model: str | None = Field(None, description="nli: an entailment classifier; judge: the judging model "
-                              "(embedded name or local directory, or the served model's name with `url`)")
-    url: str | None = Field(None, description="judge: base URL of an OpenAI-compatible server")
-    api_key_env: str | None = None
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.1, description="grounding: share of the answer's content words that may be unsupported")
-    threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.5, description="nli: an answer sentence needs at least this entailment probability")
-
-    @model_validator(mode="after")
-    def _needs(self) -> DetectorSpec:
-        if self.name in ("nli", "judge") and not self.model:
-            raise ValueError(f"detector `{self.name}` needs `model`")
-        if self.url and self.name != "judge":
-            raise ValueError("`url` is only for the `judge` detector")
-        return self
+# A candidate's backend settings and a task's detector settings: one registered options model each, told
+# apart by `backend` / `name` (pydantic's discriminated union, so errors name the field of the chosen one).
+AnyBackendOptions = Annotated[reduce(operator.or_, BACKENDS.values()), Field(discriminator="backend")]
+AnyDetectorOptions = Annotated[reduce(operator.or_, DETECTORS.values()), Field(discriminator="name")]
 
 
 class TaskRef(Strict):
@@ -138,35 +137,12 @@ class TaskRef(Strict):
     sample: Annotated[int, Field(gt=0)] | None = Field(
         None, description="seeded sample of this many test examples, stratified by label"
     )
-    detector: DetectorSpec = DetectorSpec()
+    detector: AnyDetectorOptions = GroundingOptions()
 
-
-class ServeSpec(Strict):
-    """How the harness starts a vLLM server for a base model (backend `vllm`)."""
-
-    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
-    pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
-    replicas: Annotated[int, Field(ge=1)] = Field(1, description="data-parallel servers; requests round-robin")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    max_model_len: Annotated[int, Field(gt=0)] | None = None
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    max_lora_rank: Annotated[int, Field(gt=0)] = 16
-    cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 2
-    startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
-    devices: list[int] = Field(default_factory=list, description="GPU ids, split across replicas in order")
-    extra_args: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _devices_fit(self) -> ServeSpec:
-        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
-        if self.devices and len(self.devices) != per_server * self.replicas:
-            raise ValueError(f"`devices` lists {len(self.devices)} GPUs; tensor x pipeline x replicas needs "
-                             f"{per_server * self.replicas}")
-        return self
-
-    def devices_of(self, replica: int) -> list[int]:
-        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
-        return self.devices[replica * per_server:(replica + 1) * per_server]
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _default_detector(cls, value: Any) -> Any:
+        return {"name": "grounding", **value} if isinstance(value, dict) else value
 
 
 class DistributedSpec(Strict):
@@ -208,41 +184,53 @@ class FinetuneSpec(Strict):
 
 
 class Candidate(Strict):
+    """A model to score: the fields every candidate has, plus its backend's own settings (`options`).
+
+    In YAML the backend's settings sit beside the common fields (`backend: vllm`, `serve: …`); they are
+    gathered into `options` and validated by the backend's registered model, and written back flat.
+    """
+
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     model: str = Field(description="embedded model name, local directory, hub id, or served model name")
     adapter: str | None = Field(None, description="directory of a peft LoRA adapter")
-    backend: Literal["hf", "openai", "vllm"] = "hf"
-    url: str | None = Field(None, description="base URL of an OpenAI-compatible server (backend openai)")
-    api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    endpoint: Literal["chat", "completions"] = "chat"
     few_shot: Annotated[int, Field(ge=0)] = 0
-    chat: bool | None = Field(None, description="use the chat template; default: when the model has one")
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    concurrency: Annotated[int, Field(gt=0)] = 4
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0
-    max_retries: Annotated[int, Field(ge=0)] = 3
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
-    serve: ServeSpec = ServeSpec()
     finetune: FinetuneSpec | None = None
     tasks: list[str] | None = Field(None, description="score this candidate on these suite tasks only (default: all)")
     prompts: dict[str, PromptOverride] = Field(default_factory=dict, description="prompt changes per task name")
+    options: AnyBackendOptions = Field(default_factory=HFOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "options" not in data:
+            common = {k: v for k, v in data.items() if k in cls.model_fields}
+            options = {k: v for k, v in data.items() if k not in cls.model_fields}
+            return {**common, "options": {"backend": "hf", **options}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        options = out.pop("options")
+        return {**out, **options}
+
+    @model_validator(mode="after")
+    def _adapter_or_finetune(self) -> Candidate:
+        if self.finetune is not None and self.adapter:
+            raise ValueError("give either `adapter` or `finetune`, not both")
+        return self
+
+    @property
+    def backend(self) -> str:
+        return self.options.backend
 
     def runs(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
 
-    @model_validator(mode="after")
-    def _backend_needs(self) -> Candidate:
-        if self.backend == "openai" and not self.url:
-            raise ValueError("backend `openai` needs `url`")
-        if self.backend != "openai" and self.url:
-            raise ValueError("`url` is only for backend `openai`")
-        # Compared with the defaults (not "was it written") so that a run.json snapshot validates again.
-        if self.finetune is not None and self.adapter:
-            raise ValueError("give either `adapter` or `finetune`, not both")
-        if self.backend != "vllm" and self.serve != ServeSpec():
-            raise ValueError("`serve` is only for backend `vllm`")
-        return self
+    def deployment(self, adapter: str | None = None, lora_rank: int | None = None) -> Deployment:
+        """What its backend needs: the adapter given (a trained one) or its own."""
+        return Deployment(self.name, self.model, adapter or self.adapter, self.options, lora_rank)
 
 
 class BootstrapSpec(Strict):
@@ -341,11 +329,14 @@ class Suite(Strict):
         raise ConfigError("suite", "candidates", f"no candidate named {name!r}")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; any problem is a ConfigError naming the file (and line)."""
     if not path.is_file():
         raise ConfigError(path, None, "file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "not a UTF-8 text file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
@@ -355,13 +346,49 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], path: Path | str, **extra: Any) -> Any:
+# Registered option models, by the field that picks them: pydantic puts the chosen tag into an error's location.
+_UNIONS: dict[str, tuple[str, dict[str, type[BaseModel]]]] = {
+    "options": ("backend", dict(BACKENDS.items())),  # type: ignore[dict-item]
+    "detector": ("name", dict(DETECTORS.items())),  # type: ignore[dict-item]
+}
+
+
+def _where_and_why(err: Any) -> tuple[str | None, str]:
+    """The field path a user wrote (backend options sit beside the common fields) and a readable message."""
+    loc = [str(p) for p in err["loc"]]
+    msg = err["msg"].removeprefix("Value error, ")
+    out: list[str] = []
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if part in _UNIONS:
+            tag_field, models = _UNIONS[part]
+            if part != "options":
+                out.append(part)
+            tag = loc[i + 1] if i + 1 < len(loc) else None
+            if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+                out.append(tag_field)
+                kind = "backend" if part == "options" else "detector"
+                given = err.get("ctx", {}).get("tag")
+                msg = f"unknown {kind}{f' {given!r}' if given else ''}; known: {', '.join(sorted(models))}"
+                break
+            if tag in models:
+                i += 2
+                if err["type"] == "extra_forbidden" and i == len(loc) - 1:
+                    settings = sorted(f for f in models[tag].model_fields if f != tag_field)
+                    msg = f"not a setting of {tag_field} {tag} (its settings: {', '.join(settings)})"
+                continue
+        out.append(part)
+        i += 1
+    return ".".join(out) or None, msg
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], path: Path | str, **extra: Any) -> Any:
+    """The model validated from data; the first error as a ConfigError naming the file and the field."""
     try:
         return model.model_validate({**data, **extra})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        msg = err["msg"].removeprefix("Value error, ")
+        field, msg = _where_and_why(exc.errors()[0])
         raise ConfigError(path, field, msg) from None
 
 
@@ -375,13 +402,13 @@ def load_task(ref: str, relative_to: Path | None = None) -> TaskSpec:
     for path in candidates:
         if path.is_file():
             path = path.resolve()
-            return _validate(TaskSpec, _read_yaml(path), path, file=path)
+            return validate(TaskSpec, read_yaml(path), path, file=path)
     raise ConfigError(relative_to or ".", "tasks", f"unknown task {ref!r} (not a file, nor in {TASKS_DIR})")
 
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    return _validate(Suite, _read_yaml(path), path)
+    return validate(Suite, read_yaml(path), path)
 
 
 def file_sha256(path: Path) -> str:

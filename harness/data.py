@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +12,7 @@ import pandas as pd
 
 from harness.config import DataSpec, SplitSpec, TaskSpec
 from harness.errors import ConfigError, HarnessError
-
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    inputs: dict[str, str]
-    reference: str | list[str] | None
-    meta: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def references(self) -> list[str]:
-        if self.reference is None:
-            return []
-        return [self.reference] if isinstance(self.reference, str) else list(self.reference)
+from harness.records import Example
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.config import Candidate, FinetuneSpec, TaskSpec
-from harness.data import Example, stratified_sample
-from harness.data_check import without_overlap
+from harness.data import stratified_sample
+from harness.data_check import TaskDataReport, without_overlap
 from harness.errors import HarnessError
 from harness.models import check_adapter_dir
+from harness.plan import RunPlan
 from harness.prompts import answer_of, render
-
-LINEAGE = "lineage.json"
+from harness.records import Example
+from harness.store import LINEAGE_FILE
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
     base_digest = base_digest or _weights_digest(base_dir)
     key, inputs = adapter_key(base_digest, data, spec, use_chat)
     target = out_root / f"{name}-{key}"
-    if (target / LINEAGE).is_file():
+    if (target / LINEAGE_FILE).is_file():
         problem = check_adapter_dir(target)
         if problem is None:
             say(f"reusing adapter {target}")
@@ -222,7 +224,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
             "steps": result.global_step, "wall_s": wall, "tokens_per_s": tokens / wall if wall else None,
             "best_checkpoint_loss": trainer.state.best_metric, "dtype": str(dtype).removeprefix("torch."),
         }
-        (adapter_dir / LINEAGE).write_text(json.dumps(lineage, indent=2))
+        (adapter_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
         if target.exists():
             shutil.rmtree(target)
         adapter_dir.rename(target)
@@ -268,7 +270,7 @@ def _launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Pat
             code = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
     finally:
         Path(handle.name).unlink(missing_ok=True)
-    if code != 0 or not (target / LINEAGE).is_file():
+    if code != 0 or not (target / LINEAGE_FILE).is_file():
         lines = log.read_text().strip().splitlines()
         ours = [line for line in lines if line.startswith("error: ")]
         tail = ours[0].removeprefix("error: ") if ours else " | ".join(lines[-3:])
@@ -298,7 +300,29 @@ def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example
     rows = stratified_sample(train, spec.limit, spec.seed, stratify=labels is not None) if spec.limit else train
     fit, validation = split_validation(rows, spec.validation_fraction, spec.seed)
     return train_adapter(base_dir, TrainingSet(task, fit, validation, labels), spec, out_root, candidate.name,
-                         candidate.chat, say)
+                         candidate.options.chat_template(), say)
+
+
+def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
+                 only: str | None = None) -> dict[str, Path]:
+    """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block."""
+    from harness import models
+
+    tasks = {t.name: t for t in the_plan.tasks}
+    blocked = {r.task: r.blocking[0] for r in reports if r.blocking}
+    adapters = {}
+    for cand in the_plan.suite.candidates:
+        if cand.finetune is None or (only is not None and cand.name != only):
+            continue
+        task = tasks[cand.finetune.task]
+        if task.name in blocked and not cand.finetune.decontaminate:
+            raise HarnessError(f"finetune {cand.name}: the data check of {task.name} blocks training: "
+                               f"{blocked[task.name]}; set `decontaminate: true` in the fine-tune to drop "
+                               "those rows, or `allow_overlap: true` in the suite to accept them")
+        base = Path(models.resolve(cand.model, say))
+        adapters[cand.name] = finetune_candidate(cand, task.spec_for(cand), task.data.train, task.data.labels, base,
+                                                 root, say, test=task.data.test)
+    return adapters
 
 
 if __name__ == "__main__":

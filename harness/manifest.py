@@ -10,49 +10,31 @@ better for latency, error and hallucination rates.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from harness.config import Criterion, Manifest, _read_yaml, _validate
+from harness.config import Criterion, Manifest, read_yaml, validate
 from harness.errors import ConfigError
-from harness.metrics import get_metric
-from harness.ratings import Preference, Score, item_means, item_wins
+from harness.metrics import METRICS, get_metric
+from harness.metrics.human import RatingMetric
+from harness.ratings import HumanRatings
+from harness.records import STATUSES, Verdict
 from harness.scoring import TaskEvidence
 from harness.stats import examples_needed, holm, mean_draws, percentile_interval
-from harness.store import nan_to_none
 
-Status = Literal["pass", "fail", "insufficient"]
-HUMAN_METRICS = ("human_rating", "human_win_rate")
 HUMAN_RESAMPLES = 2000
 
 
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    return _validate(Manifest, _read_yaml(path), path)
+    return validate(Manifest, read_yaml(path), path)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    criterion: str
-    task: str
-    metric: str
-    candidate: str
-    baseline: str | None
-    threshold: float
-    observed: float | None  # the value, or the improvement over the baseline
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    status: Status
-    evidence: str
-    p_value: float | None = None
-    examples_needed: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))
+def _rated(metric: str) -> bool:
+    return metric in METRICS and "ratings" in METRICS[metric].needs
 
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
@@ -71,11 +53,11 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
                                   f"the run has no candidate {name!r} (has {', '.join(candidates)})")
             if name is not None and c.task != "*" and name not in runs[c.task]:
                 raise ConfigError(where, f"criteria.{i}.{field}", f"candidate {name!r} is not scored on {c.task}")
-        if c.metric in HUMAN_METRICS and c.baseline is not None:
+        if _rated(c.metric) and c.baseline is not None:
             raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
                               "comparisons already pit candidates against each other)")
         for task in tasks if c.task == "*" else [c.task]:
-            if c.metric not in metrics[task] and c.metric not in HUMAN_METRICS:
+            if c.metric not in metrics[task] and not _rated(c.metric):
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
 
 
@@ -95,21 +77,13 @@ def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
     return float((wrong + 1) / (len(d) + 1))
 
 
-@dataclass(frozen=True)
-class HumanRatings:
-    """A run's reviewer ratings (harness.ratings), for the human_rating and human_win_rate criteria."""
-
-    scores: list[Score]
-    preferences: list[Preference]
-
-
 def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | None) -> np.ndarray | None:
-    """Per rated example: the mean 1–5 rating, or the win share in blind comparisons."""
+    """Per rated example: the rating metric's value (mean 1–5 rating, or win share in blind comparisons)."""
     if human is None:
         return None
-    if metric == "human_rating":
-        return item_means([s for s in human.scores if s.task == task], candidate)
-    return item_wins([p for p in human.preferences if p.task == task], candidate)
+    rater = get_metric(metric)
+    assert isinstance(rater, RatingMetric)
+    return rater.rated_values(human, task, candidate)
 
 
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
@@ -119,7 +93,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
             "n": ev.n}
     conf = manifest.confidence
     n = ev.n
-    if c.metric in HUMAN_METRICS:
+    if _rated(c.metric):
         values = _human_values(c.metric, c.candidate, task, human)
         if values is None or len(values) == 0:
             return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None,
@@ -207,6 +181,6 @@ def passed(verdicts: list[Verdict]) -> bool:
 
 
 def verdict_record(manifest: Manifest, verdicts: list[Verdict]) -> dict[str, Any]:
-    counts = {s: sum(v.status == s for v in verdicts) for s in ("pass", "fail", "insufficient")}
+    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     return {"passed": passed(verdicts), "confidence": manifest.confidence, "min_examples": manifest.min_examples,
             "holm": manifest.holm, "counts": counts, "criteria": [v.to_dict() for v in verdicts]}

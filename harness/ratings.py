@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.store import ResultsDir
 
-DB_NAME = "ratings.sqlite"
 DIMENSIONS = ("accuracy", "coherence", "conciseness")
 PREFERENCES = ("A", "B", "tie")
 
@@ -78,6 +78,20 @@ class Preference:
         return 1.0 if winner == candidate else 0.0
 
 
+@dataclass(frozen=True)
+class HumanRatings:
+    """A run's reviewer ratings, for the human_rating and human_win_rate metrics."""
+
+    scores: list[Score]
+    preferences: list[Preference]
+
+
+def human_ratings(results: Path, run_id: str) -> HumanRatings | None:
+    """The reviewers' ratings of a run, from the database beside the results; None when nobody has rated."""
+    path = ResultsDir(results).ratings_db
+    return RatingStore(path).of_run(run_id) if path.is_file() else None
+
+
 def _check_reviewer(reviewer: str) -> str:
     name = reviewer.strip()
     if not name:
@@ -95,7 +109,10 @@ class RatingStore:
 
     @classmethod
     def beside(cls, results: Path) -> RatingStore:
-        return cls(results / DB_NAME)
+        return cls(ResultsDir(results).ratings_db)
+
+    def of_run(self, run_id: str) -> HumanRatings:
+        return HumanRatings(self.scores(run_id), self.preferences(run_id))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

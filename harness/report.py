@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from rich.table import Table
 
 from harness.bench import LevelResult, percentile_trio
+from harness.compare import Change
 from harness.data_check import TaskDataReport
 from harness.detectors.validation import MEASURES, ValidationReport
-from harness.drift import Change
-from harness.manifest import Verdict, short
-from harness.scoring import MetricResult
+from harness.manifest import short
+from harness.metrics import METRICS
+from harness.records import STATUSES, MetricResult, Verdict
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
 TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
 
 
-def json_line(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False) + "\n"
-
-
 def fmt(value: float | None, metric: str) -> str:
+    """A metric's value as its registration says to show it (BLEU and milliseconds to one decimal)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if metric in ("bleu", "chrf") or "_ms_" in metric or metric == "output_tokens_per_s":
-        return f"{value:.1f}"
-    return f"{value:.3f}"
+    return METRICS[metric].format(value) if metric in METRICS else f"{value:.3f}"
 
 
 def fmt_ci(r: MetricResult) -> str:
@@ -79,7 +74,7 @@ def verdict_table(verdicts: list[Verdict]) -> Table:
 
 def verdict_markdown(verdicts: list[Verdict]) -> list[str]:
     passed = all(v.status == "pass" for v in verdicts)
-    counts = {s: sum(v.status == s for v in verdicts) for s in ("pass", "fail", "insufficient")}
+    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     lines = [f"## Verdict: {'PASS' if passed else 'NOT PASSED'}", "",
              f"{counts['pass']} pass, {counts['fail']} fail, {counts['insufficient']} insufficient evidence.", "",
              "| criterion | status | observed | interval | n | evidence |", "|---|---|---:|---|---:|---|"]

@@ -4,59 +4,19 @@ candidates (so every comparison is paired), intervals, paired differences and pe
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Completion
 from harness.config import TaskSpec
-from harness.data import Example
-from harness.detectors.base import Finding
-from harness.metrics import LATENCY_METRICS, ScoringInput, get_metric
+from harness.metrics import ScoringInput, get_metric, with_automatic
 from harness.metrics.classification import parse_label
+from harness.records import Comparison, Completion, Example, Finding, MetricResult
 from harness.stats import Interval, PairedDifference, paired_difference, task_seed
 from harness.stats import draws as bootstrap_draws
 from harness.stats import interval as interval_of
-from harness.store import nan_to_none
-
-
-@dataclass(frozen=True)
-class MetricResult:
-    task: str
-    candidate: str
-    metric: str
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-    higher_is_better: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))
-
-
-@dataclass(frozen=True)
-class Comparison:
-    task: str
-    metric: str
-    candidate: str
-    baseline: str
-    delta: float  # candidate - baseline
-    ci_low: float
-    ci_high: float
-    p_value: float
-    test: str
-    n: int
-    higher_is_better: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))
-
-
-def metric_names(task: TaskSpec) -> list[str]:
-    return list(task.metrics) + [m for m in LATENCY_METRICS if m not in task.metrics]
 
 
 @dataclass
@@ -108,7 +68,7 @@ class TaskEvidence:
 
     def results(self, confidence: float) -> list[MetricResult]:
         out = []
-        for metric in metric_names(self.task):
+        for metric in with_automatic(self.task.metrics):
             higher = get_metric(metric).higher_is_better
             for cand in self.candidates:
                 iv = self.interval(metric, cand, confidence)

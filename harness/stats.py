@@ -12,13 +12,25 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from harness.metrics.base import Metric, Resample
+from harness.records import Resample
 
 # Resamples are processed in blocks so that (b × n) index and count matrices stay small in memory.
 _BLOCK_ELEMENTS = 4_000_000
+
+
+class Statistic(Protocol):
+    """What the bootstrap needs of a metric, on arrays: its value on resampled rows of a per-example
+    statistics matrix, and per-example values where it has them (for McNemar's test)."""
+
+    def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray: ...
+
+    def value(self, stats: np.ndarray, n: int) -> float: ...
+
+    def per_example(self, stats: np.ndarray) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ def mean_draws(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     return np.concatenate([sample.counts @ values / n for sample in resample_blocks(n, resamples, seed)])
 
 
-def draws(metric: Metric, stats: dict[str, np.ndarray], n: int, resamples: int, seed: int) -> dict[str, np.ndarray]:
+def draws(metric: Statistic, stats: dict[str, np.ndarray], n: int, resamples: int, seed: int) -> dict[str, np.ndarray]:
     """The metric on each resample, for several candidates at once on the same resamples (NaN kept, so
     the arrays stay aligned resample by resample)."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in stats}
@@ -84,13 +96,13 @@ def interval(value: float, values: np.ndarray, confidence: float) -> Interval:
     return Interval(value, *percentile_interval(values, confidence))
 
 
-def bootstrap(metric: Metric, stats: np.ndarray, n: int, resamples: int = 1000, confidence: float = 0.95,
+def bootstrap(metric: Statistic, stats: np.ndarray, n: int, resamples: int = 1000, confidence: float = 0.95,
               seed: int = 0) -> Interval:
     """The metric's value and its percentile-bootstrap interval."""
     return interval(metric.value(stats, n), draws(metric, {"x": stats}, n, resamples, seed)["x"], confidence)
 
 
-def paired_difference(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray, n: int,
+def paired_difference(metric: Statistic, stats_a: np.ndarray, stats_b: np.ndarray, n: int,
                       draws_a: np.ndarray, draws_b: np.ndarray, confidence: float = 0.95) -> PairedDifference:
     """metric(a) - metric(b) with its paired percentile-bootstrap interval from aligned draws. The p-value
     is McNemar's exact test where the metric is a per-example 0/1 rate, else the two-sided paired
@@ -108,7 +120,8 @@ def paired_difference(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray, 
     return PairedDifference(delta, low, high, float(p), "paired_bootstrap")
 
 
-def _binary_outcomes(metric: Metric, stats_a: np.ndarray, stats_b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _binary_outcomes(metric: Statistic, stats_a: np.ndarray,
+                     stats_b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     a, b = metric.per_example(stats_a), metric.per_example(stats_b)
     if a is None or b is None or len(a) != len(b):
         return None

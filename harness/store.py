@@ -1,4 +1,5 @@
-"""Results on disk: run directories, append-only prediction files, and atomic JSON writes.
+"""Results on disk: the results folder, run directories, bench directories, append-only prediction files
+and atomic JSON writes. Every file name a run or the results folder holds is spelled here and nowhere else.
 
 A run directory (DESIGN.md) is complete only when run.json says `"status": "complete"`; everything
 before that point is resumable. Predictions are appended one line per Completion and flushed, so a
@@ -8,7 +9,6 @@ crash or kill loses at most the line being written, which the reader then ignore
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -16,15 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Completion
 from harness.errors import HarnessError
+from harness.records import Completion, MetricResult
 
-SCHEMA_VERSION = 1
-
-
-def nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: a value that does not exist (no latency for a failed request) is written as null."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+# 2: a candidate's snapshot holds only its own backend's settings, a task's only its detector's.
+SCHEMA_VERSION = 2
+# Written into every adapter folder the harness trains: base model, data, settings and versions.
+LINEAGE_FILE = "lineage.json"
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:
@@ -42,6 +40,18 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise HarnessError(f"{path}: line {number} is not JSON") from None
+    return rows
 
 
 def read_json(path: Path) -> Any:
@@ -63,12 +73,47 @@ def now_iso() -> str:
 
 
 class RunDir:
+    """One run: run.json (the record and status), predictions/ and detections/ per candidate and task,
+    metrics.json, comparisons.json, scores.jsonl, latency.json, verdict.json, report.md and logs/."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
     def run_json(self) -> Path:
         return self.path / "run.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def comparisons_json(self) -> Path:
+        return self.path / "comparisons.json"
+
+    @property
+    def scores_jsonl(self) -> Path:
+        return self.path / "scores.jsonl"
+
+    @property
+    def latency_json(self) -> Path:
+        return self.path / "latency.json"
+
+    @property
+    def verdict_json(self) -> Path:
+        return self.path / "verdict.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
 
     def predictions_file(self, candidate: str, task: str) -> Path:
         return self.path / "predictions" / candidate / f"{task}.jsonl"
@@ -76,11 +121,85 @@ class RunDir:
     def detections_file(self, candidate: str, task: str) -> Path:
         return self.path / "detections" / candidate / f"{task}.jsonl"
 
+    def exists(self) -> bool:
+        return self.run_json.is_file()
+
     def read_run(self) -> dict[str, Any]:
-        return read_json(self.run_json)
+        record = read_json(self.run_json)
+        if not isinstance(record, dict):
+            raise HarnessError(f"{self.run_json}: not a run record (expected a JSON object)")
+        return record
+
+    def write_run(self, record: dict[str, Any]) -> None:
+        write_json(self.run_json, record)
 
     def is_complete(self) -> bool:
-        return self.run_json.is_file() and self.read_run().get("status") == "complete"
+        return self.exists() and self.read_run().get("status") == "complete"
+
+    def write_metrics(self, results: list[MetricResult]) -> None:
+        write_json(self.metrics_json, [r.to_dict() for r in results])
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return self._read_list(self.metrics_json)
+
+    def write_comparisons(self, rows: list[dict[str, Any]]) -> None:
+        write_json(self.comparisons_json, rows)
+
+    def read_comparisons(self) -> list[dict[str, Any]]:
+        return self._read_list(self.comparisons_json)
+
+    def write_scores(self, rows: Iterable[dict[str, Any]]) -> None:
+        write_jsonl(self.scores_jsonl, rows)
+
+    def read_scores(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.scores_jsonl) if self.scores_jsonl.is_file() else []
+
+    def write_latency(self, summary: dict[str, Any]) -> None:
+        write_json(self.latency_json, summary)
+
+    def write_verdict(self, record: dict[str, Any]) -> None:
+        write_json(self.verdict_json, record)
+
+    def read_verdict(self) -> dict[str, Any] | None:
+        if not self.verdict_json.is_file():
+            return None
+        record = read_json(self.verdict_json)
+        if not isinstance(record, dict):
+            raise HarnessError(f"{self.verdict_json}: not a verdict record (expected a JSON object)")
+        return record
+
+    def write_report(self, text: str) -> None:
+        write_atomic(self.report_md, [text])
+
+    def _read_list(self, path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        rows = read_json(path)
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise HarnessError(f"{path}: expected a JSON list of objects")
+        return rows
+
+    def read_detections(self, candidate: str, task: str) -> dict[str, dict[str, Any]]:
+        """Kept findings by example id; a damaged file is recomputed, not trusted (so it reads as empty)."""
+        path = self.detections_file(candidate, task)
+        if not path.is_file():
+            return {}
+        try:
+            return {row["example_id"]: row for row in read_jsonl(path)}
+        except (HarnessError, KeyError, TypeError):
+            return {}
+
+    def write_detections(self, candidate: str, task: str, rows: Iterable[dict[str, Any]]) -> None:
+        write_jsonl(self.detections_file(candidate, task), rows)
+
+    def all_detections(self) -> list[dict[str, Any]]:
+        """Every kept finding, flattened with its candidate and task."""
+        out = []
+        for path in sorted((self.path / "detections").glob("*/*.jsonl")):
+            for row in read_jsonl(path):
+                out.append({"example_id": row["example_id"], "candidate": path.parent.name, "task": path.stem,
+                            **row["finding"]})
+        return out
 
     def read_predictions(self, candidate: str, task: str) -> list[Completion]:
         """Every readable Completion; a torn last line (a kill mid-write) is ignored."""
@@ -118,6 +237,75 @@ class RunDir:
             write_atomic(path, (c.to_json() + "\n" for c in done.values()))
         return done
 
+    def prediction_writer(self, candidate: str, task: str) -> PredictionWriter:
+        return PredictionWriter(self.predictions_file(candidate, task))
+
+
+class BenchDir:
+    """One `harness bench` load test: latency.json, latency.png, report.md and the server logs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def latency_json(self) -> Path:
+        return self.path / "latency.json"
+
+    @property
+    def plot_png(self) -> Path:
+        return self.path / "latency.png"
+
+    @property
+    def report_md(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+
+class ResultsDir:
+    """The results folder: run directories, bench directories, cached adapters and the ratings database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def ratings_db(self) -> Path:
+        return self.path / "ratings.sqlite"
+
+    @property
+    def adapters(self) -> Path:
+        return self.path / "adapters"
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / run_id)
+
+    def runs(self) -> list[RunDir]:
+        """Every run directory (one with a run.json), newest first."""
+        if not self.path.is_dir():
+            return []
+        return [RunDir(p) for p in sorted(self.path.iterdir(), reverse=True) if (p / "run.json").exists()]
+
+    def new_bench(self, candidate: str) -> BenchDir:
+        path = self.path / f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-bench-{candidate}"
+        path.mkdir(parents=True)
+        return BenchDir(path)
+
+    def benches(self) -> list[BenchDir]:
+        """`harness bench` directories, newest first."""
+        if not self.path.is_dir():
+            return []
+        return [BenchDir(p.parent) for p in sorted(self.path.glob("*-bench-*/latency.json"), reverse=True)]
+
+    def find_resumable(self, suite_name: str) -> RunDir | None:
+        """The newest unfinished run of this suite."""
+        runs = sorted(p for p in self.path.glob(f"*-{suite_name}") if (p / "run.json").is_file())
+        for path in reversed(runs):
+            if not RunDir(path).is_complete():
+                return RunDir(path)
+        return None
+
 
 class PredictionWriter:
     """Appends Completions to a JSONL file, one flushed line each."""
@@ -139,12 +327,3 @@ class PredictionWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def find_resumable(results: Path, suite_name: str) -> Path | None:
-    """The newest unfinished run of this suite."""
-    runs = sorted(p for p in results.glob(f"*-{suite_name}") if (p / "run.json").is_file())
-    for path in reversed(runs):
-        if not RunDir(path).is_complete():
-            return path
-    return None

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from harness.errors import HarnessError
-from harness.runner import run_suite
+from harness.pipeline import run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, require_vllm, write_yaml
 from tests.test_runner import check_run_dir

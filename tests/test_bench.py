@@ -84,7 +84,7 @@ def test_bench_refuses_an_in_process_candidate(tmp_path, tiny_model, monkeypatch
     suite = write_yaml(tmp_path / "s.yaml", {"name": "b", "tasks": [str(task)],
                                              "candidates": [{"name": "local", "model": str(tiny_model)}]})
     code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "local")
-    assert code == 2 and "bench needs openai or vllm" in err
+    assert code == 2 and "bench needs a served backend (openai, vllm)" in err
     code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "nobody")
     assert code == 2 and "no candidate named 'nobody'" in err
 

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import PROJECT_ROOT, ServeSpec, load_suite
+from harness.backends.vllm_server import ServeSpec
+from harness.config import PROJECT_ROOT, load_suite
 from harness.errors import ConfigError
-from harness.runner import load_suite_manifest, plan_tasks
+from harness.plan import load_suite_manifest, plan_tasks
 
 SUITES = sorted((PROJECT_ROOT / "suites").glob("*.yaml"))
 
@@ -23,9 +24,9 @@ def test_shipped_suites_validate(path: Path):
 
 def test_the_gpu_suite_splits_its_devices():
     suite = load_suite(PROJECT_ROOT / "suites" / "llama-8b-vs-70b.yaml")
-    big = suite.candidate("llama-70b").serve
+    big = suite.candidate("llama-70b").options.serve
     assert big.tensor_parallel_size == 4 and big.devices_of(0) == [2, 3, 4, 5]
-    small = suite.candidate("llama-8b").serve
+    small = suite.candidate("llama-8b").options.serve
     assert [small.devices_of(r) for r in range(small.replicas)] == [[0], [1]]
 
 
@@ -37,5 +38,6 @@ def test_devices_must_match_the_parallelism():
 def test_serve_options_only_for_vllm(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: x\ntasks: [banking77]\ncandidates:\n  - {name: a, model: m, serve: {replicas: 2}}\n")
-    with pytest.raises(ConfigError, match=r"candidates\.0: `serve` is only for backend `vllm`"):
+    with pytest.raises(ConfigError, match=r"candidates\.0\.serve: not a setting of backend hf "
+                       r"\(its settings: batch_size, chat, dtype\)"):
         load_suite(path)

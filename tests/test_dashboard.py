@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from harness.pipeline import run_suite
 from harness.ratings import RatingStore
-from harness.runner import run_suite
 from tests.conftest import classification_task, qa_task, write_yaml
 
 pytestmark = pytest.mark.slow
-APP = Path(__file__).resolve().parents[1] / "harness" / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 CANDIDATES = ("tiny-zero", "tiny-fewshot")
 
 
@@ -170,8 +170,8 @@ def test_blind_mode_hides_names_until_saved(results, monkeypatch):
 def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
     from sklearn.metrics import cohen_kappa_score
 
+    from harness.evaluate import gate
     from harness.ratings import Preference, Score
-    from harness.runner import gate
 
     store = RatingStore.beside(results)
     ids = [json.loads(line)["example_id"] for line in

@@ -3,9 +3,8 @@ model, whose replies are noise) whose raw replies are kept and never guessed int
 
 import pytest
 
-from harness.config import DetectorSpec
 from harness.detectors import Claim, make_detector
-from harness.detectors.judge import PROMPT_VERSION, parse
+from harness.detectors.judge import PROMPT_VERSION, JudgeOptions, parse
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -20,7 +19,7 @@ def test_verdicts_are_parsed(raw, expected):
 
 @pytest.mark.slow
 def test_in_process_judge_keeps_raw_replies(tiny_model):
-    detector = make_detector(DetectorSpec(name="judge", model=str(tiny_model)))
+    detector = make_detector(JudgeOptions(model=str(tiny_model)))
     try:
         claims = [Claim("Friday", "It arrived on Wednesday.", "When did it arrive?"),
                   Claim("I don't know.", "It arrived on Wednesday.", "Who sent it?")]

@@ -9,7 +9,8 @@ import yaml
 from harness.config import Candidate, FinetuneSpec, load_task
 from harness.data import load_task_data
 from harness.errors import HarnessError
-from harness.finetune import LINEAGE, finetune_candidate
+from harness.finetune import finetune_candidate
+from harness.store import LINEAGE_FILE as LINEAGE
 from tests.conftest import classification_task, qa_task, write_yaml
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,8 @@ import pytest
 
 from harness.backends.base import Request
 from harness.backends.hf_local import HFLocalBackend
-from harness.backends.vllm_server import ServerGroup, VllmServer
-from harness.config import ServeSpec
-from harness.runner import run_suite
+from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
+from harness.pipeline import run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, require_vllm, write_yaml
 from tests.test_runner import check_run_dir

@@ -6,7 +6,8 @@ from harness.config import Manifest, load_task
 from harness.data import Example
 from harness.errors import ConfigError
 from harness.manifest import check_against, load_manifest, resolve, verdict_record
-from harness.scoring import TaskEvidence, metric_names
+from harness.metrics import with_automatic
+from harness.scoring import TaskEvidence
 from tests.conftest import write_yaml
 
 N = 100
@@ -95,8 +96,8 @@ def test_human_metrics_wait_for_ratings(evidence):
 
 
 def test_human_metrics_resolve_from_ratings(evidence):
-    from harness.manifest import HumanRatings, resolve
-    from harness.ratings import Preference, Score
+    from harness.manifest import resolve
+    from harness.ratings import HumanRatings, Preference, Score
 
     good = [Score("run", "qa", f"e{i}", "ft", r, 5, 5, 4) for i in range(30) for r in ("ada", "bob")]
     wins = [Preference("run", "qa", f"e{i}", "base", "ft", "ada", "B" if i % 4 else "tie") for i in range(40)]
@@ -116,7 +117,7 @@ def test_human_metrics_take_absolute_thresholds_only(tmp_path):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "human_rating", "candidate": "ft", "better_than": "base"}]})
     with pytest.raises(ConfigError, match="human_rating takes at_least or at_most"):
-        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": metric_names(_task(tmp_path))})
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": with_automatic(_task(tmp_path).metrics)})
 
 
 def test_holm_correction_demotes_a_marginal_pass(evidence):
@@ -159,4 +160,4 @@ def test_criteria_must_name_what_the_run_has(tmp_path, change, field):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.8, **change}]})
     with pytest.raises(ConfigError, match=field):
-        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": metric_names(_task(tmp_path))})
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": with_automatic(_task(tmp_path).metrics)})

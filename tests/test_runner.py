@@ -12,13 +12,16 @@ import pytest
 import yaml
 
 from harness.config import load_suite
-from harness.metrics import LATENCY_METRICS
-from harness.runner import Runner, plan, plan_tasks, run_suite
+from harness.metrics import METRICS
+from harness.pipeline import Runner, run_suite
+from harness.plan import plan, plan_tasks
 from harness.store import RunDir, write_json
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
 
 pytestmark = pytest.mark.slow
+
+LATENCY_METRICS = [name for name, m in METRICS.items() if m.automatic]
 METRIC_KEYS = {"task", "candidate", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"}
 
 

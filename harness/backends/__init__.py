@@ -1,21 +1,8 @@
-"""Ways of generating. Each backend is one module, registered here by name and imported lazily,
-so `import harness` works on a machine without torch, vLLM or a GPU."""
+"""Ways of generating, one module each; importing a module registers its options model by name. The
+modules import torch and vLLM only when a backend is opened, so `import harness` needs neither."""
 
-from harness.backends.base import Backend, Completion, Request, backend_factory, backend_names, register
+from harness.backends import hf_local, openai_compat, vllm_server
+from harness.backends.base import BACKENDS, Backend, BackendEnv, BackendOptions, Deployment, register
 
-
-@register("hf")
-def _hf():
-    from harness.backends.hf_local import HFLocalBackend
-
-    return HFLocalBackend
-
-
-@register("openai")
-def _openai():
-    from harness.backends.openai_compat import OpenAICompatBackend
-
-    return OpenAICompatBackend
-
-
-__all__ = ["Backend", "Completion", "Request", "backend_factory", "backend_names", "register"]
+__all__ = ["BACKENDS", "Backend", "BackendEnv", "BackendOptions", "Deployment", "hf_local", "openai_compat",
+           "register", "vllm_server"]

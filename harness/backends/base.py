@@ -1,47 +1,27 @@
-"""What every backend shares: Requests in, Completions out, failures recorded as data."""
+"""What every backend shares: Requests in, Completions out, failures recorded as data; and the registry.
+
+A backend is one module: a pydantic options model (its settings in a candidate, beside the common
+fields) registered with `@register`, whose `open` returns the Backend that generates. The suite's
+candidates are validated against the registered models, so a setting of the wrong backend is an error
+naming the file and field.
+"""
 
 from __future__ import annotations
 
-import json
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from pydantic import BaseModel, ConfigDict
 
-@dataclass(frozen=True)
-class Request:
-    example_id: str
-    messages: list[dict[str, str]]
-    prompt: str
-    max_new_tokens: int
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
+from harness.records import Completion, Request
+from harness.registry import Registry
 
-
-@dataclass
-class Completion:
-    example_id: str
-    candidate: str
-    task: str
-    text: str
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_s: float | None = None
-    itl_s: list[float] = field(default_factory=list)
-    e2e_s: float | None = None
-    error: str | None = None
-    attempts: int = 1
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, line: str) -> Completion:
-        return cls(**json.loads(line))
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+__all__ = ["BACKENDS", "Backend", "BackendEnv", "BackendOptions", "Completion", "Deployment", "Request", "register",
+           "truncate_at_stop"]
 
 
 def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
@@ -62,24 +42,90 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-BackendFactory = Callable[..., Backend]
-_REGISTRY: dict[str, Callable[[], BackendFactory]] = {}
+class LoadBackend(Backend, Protocol):
+    """A served backend `harness bench` can drive: a concurrency limit and scheduled arrivals."""
+
+    concurrency: int
+
+    def generate(self, requests: list[Request], candidate: str, task: str,  # type: ignore[override]
+                 arrivals_s: list[float] | None = None) -> Iterator[Completion]: ...
 
 
-def register(name: str) -> Callable[[Callable[[], BackendFactory]], Callable[[], BackendFactory]]:
-    """Register a loader that imports a backend lazily, so `import harness` needs no torch or vLLM."""
+class BackendOptions(BaseModel):
+    """A backend's own settings in a candidate. Subclasses set `backend: Literal["name"] = "name"`."""
 
-    def deco(loader: Callable[[], BackendFactory]) -> Callable[[], BackendFactory]:
-        _REGISTRY[name] = loader
-        return loader
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    return deco
+    backend: str
+    # Weights that live on this machine: the harness resolves them, can fine-tune them and read their tokenizer.
+    local_weights: ClassVar[bool] = False
+    # Requests go over HTTP with a concurrency limit, so `harness bench` can load-test it.
+    served: ClassVar[bool] = False
+
+    def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
+        """(field, message) for what stops this candidate from running, found before any work."""
+        return iter(())
+
+    def chat_template(self) -> bool | None:
+        """Whether prompts go through the model's chat template (None: when it has one); a fine-tune trains
+        on prompts rendered the same way."""
+        return None
+
+    @abstractmethod
+    def open(self, target: Deployment, env: BackendEnv) -> Backend:
+        """The backend that generates for this candidate (loading weights or starting servers as needed)."""
 
 
-def backend_factory(name: str) -> BackendFactory:
-    return _REGISTRY[name]()
+@dataclass(frozen=True)
+class Deployment:
+    """What a backend needs to know of a candidate."""
+
+    name: str
+    model: str
+    adapter: str | None
+    options: BackendOptions
+    lora_rank: int | None = None  # of the adapter, or of the one a fine-tune will train
 
 
-def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
+R = TypeVar("R")
 
+
+@dataclass
+class BackendEnv:
+    """The generation stage's surroundings: every deployment of the run (a server may host several), where
+    logs go, and resources shared between candidates (one vLLM server per base model), all released on
+    exit."""
+
+    targets: list[Deployment]
+    say: Callable[[str], None] = print
+    log_dir: Path | None = None
+    extra_body: dict[str, Any] | None = None  # server-specific request fields (bench's ignore_eos)
+    _stack: ExitStack = field(default_factory=ExitStack)
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    def shared(self, key: str, make: Callable[[], R]) -> R:
+        """One resource per key for the whole stage; entered as a context manager if it is one."""
+        if key not in self._shared:
+            resource = make()
+            self._shared[key] = self._stack.enter_context(resource) if hasattr(resource, "__exit__") else resource
+        return self._shared[key]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> BackendEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+BACKENDS: Registry[type[BackendOptions]] = Registry("backend")
+
+OptionsT = TypeVar("O", bound=type[BackendOptions])
+
+
+def register(cls: OptionsT) -> OptionsT:
+    """Class decorator on a backend's options model; its `backend` literal is the name suites use."""
+    BACKENDS.add(cls.model_fields["backend"].default, cls)
+    return cls

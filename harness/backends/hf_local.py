@@ -10,35 +10,66 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from itertools import pairwise
+from typing import Annotated, Any, Literal
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from pydantic import Field
 
-from harness.backends.base import Completion, Request, truncate_at_stop
+from harness import models
+from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register, truncate_at_stop
 from harness.errors import HarnessError
 from harness.models import check_adapter_dir
+from harness.records import Completion, Request
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+@register
+class HFOptions(BackendOptions):
+    """In process with transformers (+ peft): the embedded models, local folders, hub ids in the cache."""
+
+    backend: Literal["hf"] = "hf"
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    chat: bool | None = Field(None, description="use the chat template; default: when the model has one")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    local_weights = True
+
+    def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
+        problem = models.check_model_ref(target.model)
+        if problem:
+            yield "model", problem
+
+    def chat_template(self) -> bool | None:
+        return self.chat
+
+    def open(self, target: Deployment, env: BackendEnv) -> Backend:
+        return HFLocalBackend(models.resolve(target.model, env.say), adapter=target.adapter, dtype=self.dtype,
+                              batch_size=self.batch_size, chat=self.chat)
 
 
-class _StepClock(StoppingCriteria):
-    """Records when each decoding step ends; never stops generation itself."""
+def _step_clock() -> Any:
+    """A stopping criterion that records when each decoding step ends and never stops generation itself."""
+    import torch
+    from transformers import StoppingCriteria
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
+    class StepClock(StoppingCriteria):
+        def __init__(self) -> None:
+            self.times: list[float] = []
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        self.times.append(time.perf_counter())
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> Any:
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StepClock()
 
 
 class HFLocalBackend:
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  chat: bool | None = None, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if threads:
             torch.set_num_threads(threads)
         # "auto" keeps the dtype the weights were saved in (bf16 for the embedded models: 2x faster on CPU).
-        torch_dtype = _DTYPES.get(dtype, "auto")
+        torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
@@ -87,11 +118,13 @@ class HFLocalBackend:
                 yield from self._generate_batch([requests[i] for i in batch], [texts[i] for i in batch],
                                                 candidate, task)
 
-    @torch.inference_mode()
     def _generate_batch(self, requests: list[Request], texts: list[str], candidate: str,
                         task: str) -> Iterator[Completion]:
+        import torch
+        from transformers import StoppingCriteriaList
+
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
-        clock = _StepClock()
+        clock = _step_clock()
         max_new = max(r.max_new_tokens for r in requests)
         sampling = requests[0].temperature > 0
         stop = sorted({s for r in requests for s in r.stop})
@@ -99,12 +132,13 @@ class HFLocalBackend:
         stop_args = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
         started = time.perf_counter()
         try:
-            out = self.model.generate(
-                **enc, max_new_tokens=max_new, do_sample=sampling,
-                temperature=requests[0].temperature if sampling else None, top_p=None, top_k=None,
-                stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=self.tokenizer.pad_token_id,
-                **stop_args,
-            )
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **enc, max_new_tokens=max_new, do_sample=sampling,
+                    temperature=requests[0].temperature if sampling else None, top_p=None, top_k=None,
+                    stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=self.tokenizer.pad_token_id,
+                    **stop_args,
+                )
         except (RuntimeError, ValueError) as exc:
             for r in requests:
                 yield Completion(r.example_id, candidate, task, "", error=f"{type(exc).__name__}: {exc}")

@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
+from pydantic import Field
 
-from harness.backends.base import Completion, Request, truncate_at_stop
+from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register, truncate_at_stop
 from harness.errors import HarnessError
+from harness.records import Completion, Request
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -38,6 +40,35 @@ def unreachable(base_url: str) -> str | None:
     except httpx.HTTPError as exc:
         return f"cannot reach {url}: {type(exc).__name__}: {exc}"
     return None
+
+
+class ClientOptions(BackendOptions):
+    """How requests reach an OpenAI-compatible server (shared by every served backend)."""
+
+    endpoint: Literal["chat", "completions"] = "chat"
+    concurrency: Annotated[int, Field(gt=0)] = 4
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    served = True
+
+
+@register
+class OpenAIOptions(ClientOptions):
+    """Any OpenAI-compatible server already running (vLLM, TGI, llama.cpp, a hosted API)."""
+
+    backend: Literal["openai"] = "openai"
+    url: str = Field(description="base URL of the server, e.g. http://host:8000/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+
+    def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
+        problem = unreachable(self.url)
+        if problem:
+            yield "url", problem
+
+    def open(self, target: Deployment, env: BackendEnv) -> Backend:
+        return OpenAICompatBackend(self.url, target.model, endpoint=self.endpoint, concurrency=self.concurrency,
+                                   timeout_s=self.timeout_s, max_retries=self.max_retries,
+                                   api_key_env=self.api_key_env, extra_body=env.extra_body)
 
 
 class OpenAICompatBackend:

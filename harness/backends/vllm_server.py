@@ -18,15 +18,71 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.backends.base import Completion, Request
-from harness.backends.openai_compat import OpenAICompatBackend
-from harness.config import Candidate, ServeSpec
+from harness import models
+from harness.backends.base import Backend, BackendEnv, Deployment, register
+from harness.backends.openai_compat import ClientOptions, OpenAICompatBackend
 from harness.errors import HarnessError
+from harness.records import Completion, Request
 
 LOG_TAIL_LINES = 8
+
+
+class ServeSpec(BaseModel):
+    """How the harness starts a vLLM server for a base model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
+    replicas: Annotated[int, Field(ge=1)] = Field(1, description="data-parallel servers; requests round-robin")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_lora_rank: Annotated[int, Field(gt=0)] = 16
+    cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 2
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    devices: list[int] = Field(default_factory=list, description="GPU ids, split across replicas in order")
+    extra_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> ServeSpec:
+        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.devices and len(self.devices) != per_server * self.replicas:
+            raise ValueError(f"`devices` lists {len(self.devices)} GPUs; tensor x pipeline x replicas needs "
+                             f"{per_server * self.replicas}")
+        return self
+
+    def devices_of(self, replica: int) -> list[int]:
+        per_server = self.tensor_parallel_size * self.pipeline_parallel_size
+        return self.devices[replica * per_server:(replica + 1) * per_server]
+
+
+@register
+class VllmOptions(ClientOptions):
+    """A vLLM server the harness starts (one per base model, every adapter of that base on it)."""
+
+    backend: Literal["vllm"] = "vllm"
+    serve: ServeSpec = ServeSpec()
+    local_weights = True
+
+    def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
+        problem = models.check_model_ref(target.model)
+        if problem:
+            yield "model", problem
+        if target.lora_rank and target.lora_rank > self.serve.max_lora_rank:
+            yield "serve.max_lora_rank", (f"the adapter's LoRA rank {target.lora_rank} exceeds max_lora_rank "
+                                          f"{self.serve.max_lora_rank}; vLLM would refuse it")
+
+    def open(self, target: Deployment, env: BackendEnv) -> Backend:
+        served = [t for t in env.targets if isinstance(t.options, VllmOptions)]
+        pool = env.shared("vllm", lambda: ServerPool(served, lambda m: models.resolve(m, env.say),
+                                                     env.log_dir or Path("logs")))
+        return pool.backend(target, env.extra_body)
 
 
 def _free_port() -> int:
@@ -152,13 +208,21 @@ class VllmBackend:
     """One candidate's view of shared servers (one, or several data-parallel replicas): requests name the
     base model or the candidate's adapter."""
 
-    def __init__(self, servers: list[VllmServer], served_model: str, candidate: Candidate,
+    def __init__(self, servers: list[VllmServer], served_model: str, options: ClientOptions,
                  extra_body: dict[str, object] | None = None) -> None:
         self.servers = servers
         self.client = OpenAICompatBackend(
-            [f"{s.url}/v1" for s in servers], served_model, endpoint=candidate.endpoint,
-            concurrency=candidate.concurrency, timeout_s=candidate.timeout_s, max_retries=candidate.max_retries,
+            [f"{s.url}/v1" for s in servers], served_model, endpoint=options.endpoint,
+            concurrency=options.concurrency, timeout_s=options.timeout_s, max_retries=options.max_retries,
             check=False, extra_body=extra_body)
+
+    @property
+    def concurrency(self) -> int:
+        return self.client.concurrency
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        self.client.concurrency = value
 
     def generate(self, requests: list[Request], candidate: str, task: str,
                  arrivals_s: list[float] | None = None) -> Iterator[Completion]:
@@ -180,22 +244,22 @@ class VllmBackend:
 class ServerPool:
     """The vLLM servers of one run, started on first use and all stopped on exit."""
 
-    def __init__(self, candidates: list[Candidate], resolve_model: Callable[[str], str], log_dir: Path) -> None:
+    def __init__(self, targets: list[Deployment], resolve_model: Callable[[str], str], log_dir: Path) -> None:
         self.log_dir = log_dir
         self.groups: dict[str, ServerGroup] = {}
         self.group_of: dict[str, str] = {}
         self.resolve_model = resolve_model
-        for cand in candidates:
-            if cand.backend != "vllm":
-                continue
-            key = f"{cand.model}|{cand.serve.model_dump_json()}"
-            group = self.groups.setdefault(key, ServerGroup(cand.model, _served_name(cand.model), cand.serve))
-            if cand.adapter:
-                group.adapters[cand.name] = str(Path(cand.adapter).resolve())
-            self.group_of[cand.name] = key
+        for target in targets:
+            assert isinstance(target.options, VllmOptions)
+            serve = target.options.serve
+            key = f"{target.model}|{serve.model_dump_json()}"
+            group = self.groups.setdefault(key, ServerGroup(target.model, _served_name(target.model), serve))
+            if target.adapter:
+                group.adapters[target.name] = str(Path(target.adapter).resolve())
+            self.group_of[target.name] = key
         self.servers: dict[str, list[VllmServer]] = {}
 
-    def backend(self, candidate: Candidate, extra_body: dict[str, object] | None = None) -> VllmBackend:
+    def backend(self, candidate: Deployment, extra_body: dict[str, object] | None = None) -> VllmBackend:
         key = self.group_of[candidate.name]
         if key not in self.servers:
             group = self.groups[key]
@@ -212,7 +276,8 @@ class ServerPool:
                 raise HarnessError(f"vLLM server for {server.group.served_name} is not running: "
                                    f"{_tail(server.log_path)}")
         served = candidate.name if candidate.adapter else servers[0].group.served_name
-        return VllmBackend(servers, served, candidate, extra_body)
+        assert isinstance(candidate.options, ClientOptions)
+        return VllmBackend(servers, served, candidate.options, extra_body)
 
     def close(self) -> None:
         for replicas in self.servers.values():

@@ -1,54 +1,29 @@
 """The detector interface: claims in (an answer with the passage that should support it), findings out.
 
 A detector decides per answer whether it asserts something its source does not support, and says why
-(the unsupported spans), so that rates can be audited example by example. Detectors are registered by
-name in `harness.detectors` and chosen per task in the suite (`detector:`); each carries a version that
-goes into run.json.
+(the unsupported spans), so that rates can be audited example by example. Each detector is one module:
+its options model (registered with `@register`, chosen per task in the suite's `detector:` by `name`)
+and the Detector it opens; each carries a version that goes into run.json.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
-from harness.config import DetectorSpec
+from pydantic import BaseModel, ConfigDict
 
+from harness.records import Claim, Finding
+from harness.registry import Registry
 
-@dataclass(frozen=True)
-class Claim:
-    answer: str
-    source: str                      # the passage that should support the answer
-    question: str = ""
-    references: tuple[str, ...] = ()  # reference answers count as support too
-
-
-@dataclass(frozen=True)
-class Finding:
-    hallucinated: bool
-    abstained: bool = False
-    spans: tuple[str, ...] = ()      # the unsupported words, sentences or span the judge named
-    score: float | None = None       # the detector's own confidence that the answer is hallucinated
-    raw: str | None = None           # a judge's raw output
-    error: str | None = None         # why there is no real verdict (counted as not hallucinated)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Finding:
-        return cls(**{**data, "spans": tuple(data.get("spans", ()))})
+__all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "model_problem", "register"]
 
 
 class Detector(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
-
-    @classmethod
-    @abstractmethod
-    def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> Detector:
-        """The detector the suite asked for (loads its model, if any)."""
 
     @abstractmethod
     def detect(self, claims: list[Claim]) -> list[Finding]:
@@ -60,3 +35,57 @@ class Detector(ABC):
 
     def close(self) -> None:  # noqa: B027 (most detectors hold nothing to release)
         """Release models or connections."""
+
+
+class DetectorOptions(BaseModel):
+    """A detector's settings in a suite's `detector:` block. Subclasses set `name: Literal["x"] = "x"`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    # A model detector reads the task's source passage; the grounding rule also works from references.
+    needs_source: ClassVar[bool] = True
+
+    @classmethod
+    @abstractmethod
+    def detector(cls) -> type[Detector]:
+        """The Detector class these options open (for its version without loading a model)."""
+
+    @abstractmethod
+    def open(self, say: Callable[[str], None]) -> Detector:
+        """The detector, its model loaded."""
+
+    def problem(self) -> str | None:
+        """Why the detector cannot run here, found before any generation starts, or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version and settings, without loading a model (run.json, and the key of kept findings)."""
+        settings = self.model_dump(exclude={"name", "api_key_env"}, exclude_none=True)
+        return {"name": self.name, "version": self.detector().version, **settings}
+
+
+def model_problem(model: str) -> str | None:
+    """Why a detector's model is not available offline: neither embedded, nor a folder, nor in the HF cache."""
+    from harness import models
+
+    problem = models.check_model_ref(model)
+    if problem or model in models.EMBEDDED or Path(model).expanduser().is_dir():
+        return problem
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return (f"detector model {model!r} is neither a local directory nor in the Hugging Face cache "
+                f"(download it first: hf download {model})")
+    return None
+
+
+DETECTORS: Registry[type[DetectorOptions]] = Registry("detector")
+
+OptionsT = TypeVar("O", bound=type[DetectorOptions])
+
+
+def register(cls: OptionsT) -> OptionsT:
+    """Class decorator on a detector's options model; its `name` literal is the name suites use."""
+    DETECTORS.add(cls.model_fields["name"].default, cls)
+    return cls

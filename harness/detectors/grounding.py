@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Annotated, Literal
 
 from nltk.stem.porter import PorterStemmer
+from pydantic import Field
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from harness.config import DetectorSpec
-from harness.detectors.base import Claim, Detector, Finding
+from harness.detectors.base import Detector, DetectorOptions, register
+from harness.records import Claim, Finding
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.,'][A-Za-z0-9]+)*")
 _ABSTAIN = re.compile(
@@ -90,16 +92,29 @@ def check(answer: str, evidence: str, tolerance: float = 0.1) -> Finding:
     return Finding(hallucinated=False, spans=tuple(missing), score=share)
 
 
+@register
+class GroundingOptions(DetectorOptions):
+    """The default rule, no model: content words of the answer must occur in the passage or references."""
+
+    name: Literal["grounding"] = "grounding"
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of the answer's content words that may be unsupported")
+    needs_source = False
+
+    @classmethod
+    def detector(cls) -> type[Detector]:
+        return GroundingDetector
+
+    def open(self, say: Callable[[str], None]) -> Detector:
+        return GroundingDetector(self.tolerance)
+
+
 class GroundingDetector(Detector):
     name = "grounding"
     version = "2"
 
     def __init__(self, tolerance: float = 0.1) -> None:
         self.tolerance = tolerance
-
-    @classmethod
-    def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> GroundingDetector:
-        return cls(spec.tolerance)
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
         return [check(c.answer, " ".join([c.source, c.question, *c.references]), self.tolerance) for c in claims]

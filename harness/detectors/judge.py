@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Literal
 
-from harness.backends.base import Backend, Request
-from harness.config import Candidate, DetectorSpec
-from harness.detectors.base import Claim, Detector, Finding
+from pydantic import Field
+
+from harness.backends import Backend, BackendEnv, Deployment
+from harness.backends.hf_local import HFOptions
+from harness.backends.openai_compat import OpenAIOptions, unreachable
+from harness.detectors.base import Detector, DetectorOptions, model_problem, register
 from harness.detectors.grounding import is_abstention
+from harness.records import Claim, Finding, Request
 
 PROMPT_VERSION = "judge-v1"
 SYSTEM = (
@@ -38,6 +43,30 @@ def parse(raw: str) -> tuple[bool | None, str | None]:
     return verdict.group(1).upper() == "HALLUCINATED", span.group(1).strip() if span else None
 
 
+@register
+class JudgeOptions(DetectorOptions):
+    """An LLM judge: in process (embedded name or local folder), or any OpenAI-compatible server with `url`."""
+
+    name: Literal["judge"] = "judge"
+    model: str = Field(description="the judging model (embedded name or local directory, or the served model's "
+                       "name with `url`)")
+    url: str | None = Field(None, description="base URL of an OpenAI-compatible server")
+    api_key_env: str | None = None
+
+    @classmethod
+    def detector(cls) -> type[Detector]:
+        return JudgeDetector
+
+    def open(self, say: Callable[[str], None]) -> Detector:
+        # The judge runs on a backend like any candidate, with its default settings: in process, or served.
+        options = (OpenAIOptions(url=self.url, api_key_env=self.api_key_env) if self.url else HFOptions())
+        target = Deployment("judge", self.model, None, options)
+        return JudgeDetector(options.open(target, BackendEnv([target], say)), self.model)
+
+    def problem(self) -> str | None:
+        return unreachable(self.url) if self.url else model_problem(self.model)
+
+
 class JudgeDetector(Detector):
     name = "judge"
     version = PROMPT_VERSION
@@ -45,16 +74,6 @@ class JudgeDetector(Detector):
     def __init__(self, backend: Backend, model: str) -> None:
         self.backend = backend
         self.model_name = model
-
-    @classmethod
-    def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> JudgeDetector:
-        from harness.runner import make_backend
-
-        assert spec.model is not None
-        # The judge is a candidate like any other, with the default settings: in process, or served.
-        judge = Candidate(name="judge", model=spec.model, backend="openai" if spec.url else "hf", url=spec.url,
-                          api_key_env=spec.api_key_env)
-        return cls(make_backend(judge, say, servers=None), spec.model)
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
         requests = []

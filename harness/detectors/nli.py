@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Annotated, Literal
 
-from harness.config import DetectorSpec
-from harness.detectors.base import Claim, Detector, Finding
+from pydantic import Field
+
+from harness.detectors.base import Detector, DetectorOptions, model_problem, register
 from harness.detectors.grounding import is_abstention
 from harness.errors import HarnessError
+from harness.records import Claim, Finding
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _SHORT_ANSWER_WORDS = 4
@@ -25,6 +28,26 @@ def hypotheses(claim: Claim) -> list[str]:
     if len(claim.answer.split()) < _SHORT_ANSWER_WORDS and claim.question:
         return [f"{claim.question.strip()} {claim.answer.strip()}"]
     return sentences
+
+
+@register
+class NLIOptions(DetectorOptions):
+    """An entailment classifier: every answer sentence must be entailed by the passage."""
+
+    name: Literal["nli"] = "nli"
+    model: str = Field(description="a sequence-classification model with an entailment label (folder or hub id)")
+    threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="an answer sentence needs at least this entailment probability")
+
+    @classmethod
+    def detector(cls) -> type[Detector]:
+        return NLIDetector
+
+    def open(self, say: Callable[[str], None]) -> Detector:
+        return NLIDetector(self.model, self.threshold)
+
+    def problem(self) -> str | None:
+        return model_problem(self.model)
 
 
 class NLIDetector(Detector):
@@ -51,11 +74,6 @@ class NLIDetector(Detector):
         self.threshold = threshold
         self.model_name = model
         self._torch = torch
-
-    @classmethod
-    def from_spec(cls, spec: DetectorSpec, say: Callable[[str], None]) -> NLIDetector:
-        assert spec.model is not None
-        return cls(spec.model, spec.threshold)
 
     def entailment(self, pairs: list[tuple[str, str]]) -> list[float]:
         out: list[float] = []

@@ -1,8 +1,7 @@
 """Metrics, one module per family; importing this package registers them all by name."""
 
-from harness.metrics import classification, hallucination, latency, text
-from harness.metrics.base import METRICS, Metric, ScoringInput, get_metric
-from harness.metrics.latency import LATENCY_METRICS
+from harness.metrics import classification, hallucination, human, latency, text
+from harness.metrics.base import METRICS, Metric, ScoringInput, get_metric, register, with_automatic
 
-__all__ = ["LATENCY_METRICS", "METRICS", "Metric", "ScoringInput", "classification", "get_metric",
-           "hallucination", "latency", "text"]
+__all__ = ["METRICS", "Metric", "ScoringInput", "classification", "get_metric", "hallucination", "human", "latency",
+           "register", "text", "with_automatic"]

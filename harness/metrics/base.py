@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import cached_property
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from harness.backends.base import Completion
 from harness.config import TaskSpec
-from harness.data import Example
-from harness.detectors.base import Finding
+from harness.records import Completion, Example, Finding, Resample
+from harness.registry import Registry
+
+# What a metric can need: the task's labels, references or source passage; a hallucination detector's
+# findings; the requests' timing (computed for every task); reviewers' ratings (resolved at gate time).
+Need = Literal["labels", "reference", "source", "detector", "latency", "ratings"]
 
 
 @dataclass(frozen=True)
@@ -35,33 +37,29 @@ class ScoringInput:
         return [c.text if c.ok else "" for c in self.completions]
 
 
-class Resample:
-    """A block of b bootstrap resamples of n examples, as indices (b, n); the counts view (how often each
-    example occurs in each resample) is computed once and shared by every metric and candidate."""
+class Metric(ABC):
+    """A registered metric declares what it is (family, direction, display) and what it needs; the planner,
+    the scorer, the gate and the reports read these declarations, never the metric's name."""
 
-    def __init__(self, idx: np.ndarray) -> None:
-        self.idx = idx
-
-    @classmethod
-    def identity(cls, n: int) -> Resample:
-        return cls(np.arange(n)[None, :])
+    name: ClassVar[str]
+    family: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    decimals: ClassVar[int] = 3
+    unit: ClassVar[str] = ""
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    # Latency metrics: the series ("ttft_ms") and statistic ("p50") they fill in latency.json.
+    series: ClassVar[str | None] = None
+    statistic: ClassVar[str | None] = None
 
     @property
-    def size(self) -> int:
-        return self.idx.shape[0]
+    def automatic(self) -> bool:
+        """Computed for every task, listed or not (latency and errors come with every request)."""
+        return "latency" in self.needs
 
-    @cached_property
-    def counts(self) -> np.ndarray:
-        b, n = self.idx.shape
-        flat = (self.idx + (np.arange(b) * n)[:, None]).ravel()
-        return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-
-
-class Metric(ABC):
-    name: ClassVar[str]
-    higher_is_better: ClassVar[bool] = True
-    # What the task must provide: "labels", "reference" or "source".
-    requires: ClassVar[frozenset[str]] = frozenset()
+    def format(self, value: float | None) -> str:
+        if value is None or np.isnan(value):
+            return "–"
+        return f"{value:.{self.decimals}f}"
 
     @abstractmethod
     def stats(self, data: ScoringInput) -> np.ndarray:
@@ -110,16 +108,19 @@ class SumStatsMetric(Metric):
         return self.from_sums(sample.counts @ stats)
 
 
-METRICS: dict[str, Metric] = {}
+METRICS: Registry[Metric] = Registry("metric")
 
 
 def register(cls: type[Metric]) -> type[Metric]:
     """Class decorator: one instance of each metric, found by its name."""
-    if cls.name in METRICS:
-        raise ValueError(f"metric {cls.name!r} registered twice")
-    METRICS[cls.name] = cls()
+    METRICS.add(cls.name, cls())
     return cls
 
 
 def get_metric(name: str) -> Metric:
     return METRICS[name]
+
+
+def with_automatic(listed: list[str]) -> list[str]:
+    """A task's listed metrics, then the ones every task gets (latency, errors)."""
+    return list(listed) + [name for name, m in METRICS.items() if m.automatic and name not in listed]

@@ -47,7 +47,8 @@ def predictions(data: ScoringInput) -> list[str | None]:
 @register
 class Accuracy(MeanMetric):
     name = "accuracy"
-    requires = frozenset({"labels"})
+    family = "classification"
+    needs = frozenset({"labels"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([p == e.reference for p, e in zip(predictions(data), data.examples, strict=True)], float)
@@ -57,7 +58,8 @@ class Accuracy(MeanMetric):
 class InvalidLabelRate(MeanMetric):
     name = "invalid_label_rate"
     higher_is_better = False
-    requires = frozenset({"labels"})
+    family = "classification"
+    needs = frozenset({"labels"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([p is None for p in predictions(data)], float)
@@ -89,7 +91,8 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
 @register
 class MacroF1(SumStatsMetric):
     name = "macro_f1"
-    requires = frozenset({"labels"})
+    family = "classification"
+    needs = frozenset({"labels"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)
@@ -104,7 +107,8 @@ class MacroF1(SumStatsMetric):
 @register
 class MicroF1(SumStatsMetric):
     name = "micro_f1"
-    requires = frozenset({"labels"})
+    family = "classification"
+    needs = frozenset({"labels"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.detectors.base import Claim, Finding
 from harness.detectors.grounding import GroundingDetector
 from harness.metrics.base import MeanMetric, ScoringInput, register
+from harness.records import Claim, Finding
 
 
 def claims_of(data: ScoringInput) -> list[Claim]:
@@ -31,8 +31,9 @@ def findings_of(data: ScoringInput) -> list[Finding]:
 @register
 class HallucinationRate(MeanMetric):
     name = "hallucination_rate"
+    family = "hallucination"
     higher_is_better = False
-    requires = frozenset({"source"})
+    needs = frozenset({"source", "detector"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([f.hallucinated for f in findings_of(data)], float)
@@ -41,8 +42,9 @@ class HallucinationRate(MeanMetric):
 @register
 class AbstentionRate(MeanMetric):
     name = "abstention_rate"
+    family = "hallucination"
     higher_is_better = False
-    requires = frozenset({"source"})
+    needs = frozenset({"source", "detector"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([f.abstained for f in findings_of(data)], float)

@@ -37,7 +37,11 @@ def _per_request(data: ScoringInput, field: str) -> np.ndarray:
 class RequestPercentile(Metric):
     field: str
     q: int
+    family = "latency"
     higher_is_better = False
+    decimals = 1
+    unit = "ms"
+    needs = frozenset({"latency"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return _per_request(data, self.field)[:, None]
@@ -55,7 +59,11 @@ class InterTokenPercentile(Metric):
     """Percentile of all inter-token gaps pooled; stats rows are (request index, gap ms), one per gap."""
 
     q: int
+    family = "latency"
     higher_is_better = False
+    decimals = 1
+    unit = "ms"
+    needs = frozenset({"latency"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         rows = [(i, gap * 1000) for i, c in enumerate(data.completions) if c.ok for gap in c.itl_s]
@@ -74,11 +82,15 @@ class InterTokenPercentile(Metric):
         return np.where(total > 0, values[pos], _NAN)
 
 
-@register
 class OutputTokensPerSecond(SumStatsMetric):
     """Decoding speed seen by one request: output tokens over end-to-end seconds, summed over requests."""
 
     name = "output_tokens_per_s"
+    family = "latency"
+    decimals = 1
+    unit = "tokens/s"
+    needs = frozenset({"latency"})
+    series = "output_tokens_per_s"
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         rows = [(c.completion_tokens or 0, c.e2e_s or 0.0) if c.ok else (0, 0.0) for c in data.completions]
@@ -89,21 +101,21 @@ class OutputTokensPerSecond(SumStatsMetric):
             return sums[:, 0] / sums[:, 1]
 
 
-@register
 class ErrorRate(MeanMetric):
     name = "error_rate"
+    family = "latency"
     higher_is_better = False
+    needs = frozenset({"latency"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([not c.ok for c in data.completions], float)
 
 
-for _field in ("ttft", "tpot", "e2e"):
+# Registered in the order tables and latency.json show them.
+for _field in ("ttft", "itl", "tpot", "e2e"):
     for _q in PERCENTILES:
-        register(type(f"{_field}_p{_q}", (RequestPercentile,),
-                      {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q}))
-for _q in PERCENTILES:
-    register(type(f"itl_p{_q}", (InterTokenPercentile,), {"name": f"itl_ms_p{_q}", "q": _q}))
-
-LATENCY_METRICS = [f"{f}_ms_p{q}" for f in ("ttft", "itl", "tpot", "e2e") for q in PERCENTILES] + [
-    "output_tokens_per_s", "error_rate"]
+        _base = InterTokenPercentile if _field == "itl" else RequestPercentile
+        register(type(f"{_field}_p{_q}", (_base,), {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q,
+                                                    "series": f"{_field}_ms", "statistic": f"p{_q}"}))
+register(OutputTokensPerSecond)
+register(ErrorRate)

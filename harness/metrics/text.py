@@ -17,7 +17,8 @@ from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, regis
 
 class _Rouge(MeanMetric):
     rouge_type: str
-    requires = frozenset({"reference"})
+    family = "text"
+    needs = frozenset({"reference"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         scorer = rouge_scorer.RougeScorer([self.rouge_type], use_stemmer=True)
@@ -55,7 +56,9 @@ def reference_streams(data: ScoringInput) -> list[list[str]]:
 
 
 class _Sacre(SumStatsMetric):
-    requires = frozenset({"reference"})
+    family = "text"
+    needs = frozenset({"reference"})
+    decimals = 1  # sacrebleu reports on a 0-100 scale
 
     def scorer(self) -> BLEU | CHRF:
         raise NotImplementedError
@@ -107,7 +110,8 @@ def token_f1(prediction: str, reference: str) -> float:
 @register
 class ExactMatch(MeanMetric):
     name = "exact_match"
-    requires = frozenset({"reference"})
+    family = "text"
+    needs = frozenset({"reference"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([
@@ -119,7 +123,8 @@ class ExactMatch(MeanMetric):
 @register
 class TokenF1(MeanMetric):
     name = "token_f1"
-    requires = frozenset({"reference"})
+    family = "text"
+    needs = frozenset({"reference"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([

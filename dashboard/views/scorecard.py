@@ -9,11 +9,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from harness.dashboard.context import Context
-from harness.dashboard.data import RunView
-from harness.drift import compare_runs
+from dashboard.context import Context
+from dashboard.data import RunView
+from harness.compare import compare_runs
 from harness.errors import HarnessError
-from harness.metrics import LATENCY_METRICS
+from harness.metrics import METRICS
 
 STATUS = {"pass": "PASS", "fail": "FAIL", "insufficient": "insufficient"}
 
@@ -90,7 +90,7 @@ def render(ctx: Context) -> None:
         return
     st.caption(f"Run {view.run_id}, suite {view.record['suite_name']}")
     verdicts(view)
-    quality = [m for m in view.metrics.metric.unique() if m not in LATENCY_METRICS]
+    quality = [m for m in view.metrics.metric.unique() if not (m in METRICS and METRICS[m].automatic)]
     st.subheader("Metrics (95% bootstrap intervals)")
     metric = st.selectbox("Metric", quality, key="score_metric")
     st.dataframe(metric_table(view, metric), width="stretch")

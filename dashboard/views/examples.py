@@ -8,9 +8,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from harness.dashboard.context import Context
-from harness.dashboard.data import RunView
-from harness.dashboard.widgets import example_context, metric_columns
+from dashboard.context import Context
+from dashboard.data import RunView
+from dashboard.widgets import example_context, example_labels, metric_columns, scores_table
 
 FILTERS = ("all", "A right and B wrong", "hallucinated", "invalid label", "by label", "by metric range",
            "confusion cell")
@@ -95,7 +95,7 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
     found = view.detections
     for col, cand in zip(st.columns(len(cands)), cands, strict=True):
         with col:
-            st.markdown(f"#### {cand}")
+            st.subheader(cand, divider="gray")
             mine = preds[preds.candidate == cand]
             if mine.empty:
                 st.caption("no prediction")
@@ -106,8 +106,7 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
             st.text(last["text"])
             scored = rows[(rows.candidate == cand) & (rows.example_id == example_id)]
             if not scored.empty:
-                st.json({k: v for k, v in scored.iloc[0].items() if k not in ("task", "candidate", "example_id")
-                         and not (isinstance(v, float) and pd.isna(v))}, expanded=False)
+                st.dataframe(scores_table(scored.iloc[0]), hide_index=True)
             if not found.empty:
                 hit = found[(found.task == task) & (found.candidate == cand) & (found.example_id == example_id)]
                 if not hit.empty and bool(hit.iloc[0].hallucinated):
@@ -124,7 +123,8 @@ def render(ctx: Context) -> None:
     ids = matching(view, task, how)
     st.caption(f"{len(ids)} of {len(view.examples[task])} examples")
     if ids:
-        example_id = st.selectbox("Example", ids, key="ex_id")
+        labels = example_labels(view, task)
+        example_id = st.selectbox("Example", ids, key="ex_id", format_func=lambda i: labels.get(i, i))
         side_by_side(view, task, example_id)
     if view.labels.get(task):
         st.subheader("Confusion matrix")

@@ -8,9 +8,9 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
+from dashboard.context import Context
+from dashboard.widgets import metric_columns
 from harness.agreement import metric_correlations, preference_agreement, score_agreement, win_rates
-from harness.dashboard.context import Context
-from harness.dashboard.widgets import metric_columns
 from harness.errors import HarnessError
 from harness.ratings import RatingStore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from harness.dashboard.data import RunSummary, RunView
+from dashboard.data import RunSummary, RunView
 
 
 @dataclass

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness.drift import compare_runs, has_regression
+from harness.compare import compare_runs, has_regression
 from harness.errors import HarnessError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from harness.dashboard.context import Context
+from dashboard.context import Context
 
 
 def render(ctx: Context) -> None:

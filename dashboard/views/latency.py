@@ -7,8 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from harness.dashboard.context import Context
-from harness.dashboard.data import RunView, bench_runs
+from dashboard.context import Context
+from dashboard.data import RunView, bench_runs
 
 
 def samples(view: RunView, task: str | None) -> pd.DataFrame:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
-from harness.store import RunDir, read_json
+from harness.metrics import METRICS
+from harness.store import RunDir
 
 Movement = Literal["regression", "improvement", "unchanged"]
 
@@ -31,12 +32,12 @@ class Change:
 
 def _metrics(run_dir: Path) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, list[str]]]:
     run = RunDir(run_dir)
-    if not run.run_json.is_file():
+    if not run.exists():
         raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
     record = run.read_run()
-    if not (run_dir / "metrics.json").is_file():
-        raise HarnessError(f"{run_dir}: the run has no metrics.json (status {record.get('status')})")
-    rows = read_json(run_dir / "metrics.json")
+    if not run.metrics_json.is_file():
+        raise HarnessError(f"{run_dir}: the run has no {run.metrics_json.name} (status {record.get('status')})")
+    rows = run.read_metrics()
     task_metrics = {name: info["metrics"] for name, info in record["tasks"].items()}
     return {(r["task"], r["candidate"], r["metric"]): r for r in rows}, task_metrics
 
@@ -53,7 +54,7 @@ def compare_runs(before_dir: Path, after_dir: Path, latency: bool = False) -> li
         task, _, metric = key
         if task not in shared_tasks or key not in after:
             continue
-        if metric not in tasks_before[task] and not (latency and "_ms_" in metric):
+        if metric not in tasks_before[task] and not (latency and _is_latency(metric)):
             continue
         a = after[key]
         if None in (b["value"], a["value"], b["ci_low"], a["ci_low"]):
@@ -66,6 +67,11 @@ def compare_runs(before_dir: Path, after_dir: Path, latency: bool = False) -> li
     if not changes:
         raise HarnessError(f"{before_dir.name} and {after_dir.name} share no candidate and metric")
     return changes
+
+
+def _is_latency(metric: str) -> bool:
+    """A latency percentile (in ms), as opposed to throughput or the error rate."""
+    return metric in METRICS and METRICS[metric].family == "latency" and METRICS[metric].unit == "ms"
 
 
 def has_regression(changes: list[Change]) -> bool:

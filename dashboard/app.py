@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from harness.dashboard import agreement, examples, latency, review, runs, scorecard
-from harness.dashboard.context import Context
-from harness.dashboard.data import RunView, list_runs, load_run
+from dashboard.context import Context
+from dashboard.data import RunView, list_runs, load_run
+from dashboard.views import agreement, examples, latency, review, runs, scorecard
 from harness.errors import HarnessError
 
 PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,

@@ -9,9 +9,9 @@ from itertools import combinations
 
 import streamlit as st
 
-from harness.dashboard.context import Context
-from harness.dashboard.data import RunView
-from harness.dashboard.widgets import example_context
+from dashboard.context import Context
+from dashboard.data import RunView
+from dashboard.widgets import example_context
 from harness.errors import HarnessError
 from harness.ratings import DIMENSIONS, Preference, RatingStore, Score
 

@@ -1,9 +1,8 @@
-"""What the dashboard reads: run directories (through harness.store and the runner's own loaders) turned
-into pandas tables, and problems turned into messages rather than tracebacks."""
+"""What the dashboard reads: run directories, only through the library's store (harness.store) and the
+planner's rebuild of a finished run, turned into pandas tables; problems become messages, not tracebacks."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.store import RunDir, read_json
+from harness.plan import tasks_of_run
+from harness.store import ResultsDir, RunDir, read_json
 
 
 @dataclass
@@ -29,20 +29,17 @@ class RunSummary:
 
 def list_runs(results: Path) -> list[RunSummary]:
     """Every run directory under `results`, newest first; a damaged one is listed with its problem."""
-    if not results.is_dir():
-        return []
     out = []
-    for path in sorted((p for p in results.iterdir() if (p / "run.json").exists()), reverse=True):
+    for run in ResultsDir(results).runs():
         try:
-            record = read_json(path / "run.json")
-            verdict = "–"
-            if (path / "verdict.json").is_file():
-                verdict = "passed" if read_json(path / "verdict.json").get("passed") else "not passed"
-            out.append(RunSummary(path.name, path, record["suite_name"], record.get("started_at", ""),
+            record = run.read_run()
+            found = run.read_verdict()
+            verdict = "–" if found is None else ("passed" if found.get("passed") else "not passed")
+            out.append(RunSummary(run.run_id, run.path, record["suite_name"], record.get("started_at", ""),
                                   record.get("status", "?"), [c["name"] for c in record["suite"]["candidates"]],
                                   list(record["tasks"]), verdict))
         except (HarnessError, KeyError, TypeError, AttributeError) as exc:
-            out.append(RunSummary(path.name, path, "?", "", "unreadable", [], [], "–", problem=str(exc)))
+            out.append(RunSummary(run.run_id, run.path, "?", "", "unreadable", [], [], "–", problem=str(exc)))
     return out
 
 
@@ -79,26 +76,8 @@ class RunView:
                       key=self.candidates.index)
 
 
-def _frame(path: Path) -> pd.DataFrame:
-    return pd.DataFrame(read_json(path)) if path.is_file() else pd.DataFrame()
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise HarnessError(f"{path}: line {number} is not JSON") from None
-    return rows
-
-
 def load_run(path: Path) -> RunView:
     """A run directory as tables; raises HarnessError with a readable message if it is missing or damaged."""
-    from harness.runner import tasks_of_run
-
     if not path.is_dir():
         raise HarnessError(f"{path}: no such run directory")
     run = RunDir(path)
@@ -106,17 +85,10 @@ def load_run(path: Path) -> RunView:
     # Through the store's reader, which also tolerates the torn last line of a run still being written.
     predictions = [asdict(c) for cand in suite.candidates for task in tasks if cand.runs(task.name)
                    for c in run.read_predictions(cand.name, task.name)]
-    detections = []
-    for p in sorted((path / "detections").glob("*/*.jsonl")):
-        for row in _jsonl(p):
-            detections.append({"example_id": row["example_id"], "candidate": p.parent.name, "task": p.stem,
-                               **row["finding"]})
-    scores = pd.DataFrame(_jsonl(path / "scores.jsonl")) if (path / "scores.jsonl").is_file() else pd.DataFrame()
-    verdicts = pd.DataFrame()
-    if (path / "verdict.json").is_file():
-        verdicts = pd.DataFrame(read_json(path / "verdict.json").get("criteria", []))
-    view = RunView(path, record, _frame(path / "metrics.json"), _frame(path / "comparisons.json"), verdicts, scores,
-                   pd.DataFrame(predictions), pd.DataFrame(detections))
+    verdict = run.read_verdict()
+    view = RunView(path, record, pd.DataFrame(run.read_metrics()), pd.DataFrame(run.read_comparisons()),
+                   pd.DataFrame(verdict.get("criteria", []) if verdict else []), pd.DataFrame(run.read_scores()),
+                   pd.DataFrame(predictions), pd.DataFrame(run.all_detections()))
     for task in tasks:
         view.examples[task.name] = pd.DataFrame(
             [{"example_id": ex.id, **{f"input:{k}": v for k, v in ex.inputs.items()},
@@ -129,11 +101,11 @@ def load_run(path: Path) -> RunView:
 def bench_runs(results: Path) -> list[tuple[str, dict[str, Any]]]:
     """`harness bench` results (latency.json with a `levels` list) under `results`, newest first."""
     out = []
-    for path in sorted(results.glob("*-bench-*/latency.json"), reverse=True) if results.is_dir() else []:
+    for bench in ResultsDir(results).benches():
         try:
-            data = read_json(path)
+            data = read_json(bench.latency_json)
         except HarnessError:
             continue
         if isinstance(data, dict) and "levels" in data:
-            out.append((path.parent.name, data))
+            out.append((bench.path.name, data))
     return out

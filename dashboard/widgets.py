@@ -1,0 +1,52 @@
+"""Pieces several pages draw the same way."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import RunView
+
+NOT_METRICS = ("task", "candidate", "example_id", "error", "predicted_label")
+
+
+LABEL_CHARS = 90
+
+
+def example_context(view: RunView, task: str, example_id: str) -> None:
+    """An example's inputs and reference, as plain text (data-set text is never rendered as Markdown)."""
+    ex = view.examples[task].set_index("example_id").loc[example_id]
+    for column, value in ex.items():
+        if str(column).startswith("input:"):
+            st.caption(str(column).removeprefix("input:"))
+            st.text(value)
+    st.caption("reference")
+    st.text(ex["reference"])
+
+
+def example_labels(view: RunView, task: str) -> dict[str, str]:
+    """What a reviewer picks an example by: the start of its first input on one line (with the start of its
+    id only where two texts are the same)."""
+    frame = view.examples[task]
+    inputs = [c for c in frame.columns if str(c).startswith("input:")]
+    texts = frame[inputs[0]] if inputs else frame.example_id
+    labels = {}
+    for ex_id, text in zip(frame.example_id, texts, strict=True):
+        flat = " ".join(str(text).split())
+        labels[str(ex_id)] = (flat if len(flat) <= LABEL_CHARS else flat[: LABEL_CHARS - 1] + "…") or str(ex_id)
+    counts: dict[str, int] = {}
+    for text in labels.values():
+        counts[text] = counts.get(text, 0) + 1
+    return {ex_id: (f"{text} ({ex_id[:8]})" if counts[text] > 1 else text) for ex_id, text in labels.items()}
+
+
+def scores_table(scored: pd.Series) -> pd.DataFrame:
+    """One example's per-metric values as a small two-column table."""
+    rows = [{"metric": k, "value": v} for k, v in scored.items() if k not in ("task", "candidate", "example_id")
+            and v is not None and not (isinstance(v, float) and pd.isna(v))]
+    return pd.DataFrame(rows)
+
+
+def metric_columns(scores: pd.DataFrame) -> list[str]:
+    """The per-example metric columns of scores.jsonl rows."""
+    return [c for c in scores.columns if c not in NOT_METRICS and pd.api.types.is_numeric_dtype(scores[c])]

@@ -1,0 +1,108 @@
+"""Evaluation: from the predictions on disk to intervals, paired comparisons, per-example scores, the
+latency summary and the verdict (running each task's hallucination detector on answers it has not judged
+yet, and reading reviewers' ratings for the human metrics). `harness gate` is this stage on a finished run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import Candidate
+from harness.detection import Detectors, task_findings
+from harness.manifest import resolve, verdict_record
+from harness.metrics import get_metric
+from harness.plan import PlannedTask, RunPlan, plan_from_run
+from harness.ratings import human_ratings
+from harness.records import Comparison, Completion, Example, MetricResult, Verdict
+from harness.scoring import TaskEvidence
+from harness.store import RunDir
+
+
+@dataclass
+class Scored:
+    evidence: dict[str, TaskEvidence]
+    results: list[MetricResult]
+    comparisons: list[Comparison]
+    verdicts: list[Verdict] | None
+    failed: int
+
+
+def score_run(the_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
+    """Intervals, paired comparisons and verdicts from the predictions on disk."""
+    boot = the_plan.suite.bootstrap
+    evidence: dict[str, TaskEvidence] = {}
+    failed = 0
+    detectors = Detectors(say)
+    try:
+        for task in the_plan.tasks:
+            completions = {}
+            for cand in the_plan.suite.candidates_of(task.name):
+                latest = _latest_per_example(run.read_predictions(cand.name, task.name))
+                aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
+                failed += sum(not c.ok for c in aligned)
+                completions[cand.name] = aligned
+            findings = (task_findings(run, task.spec, task.ref.detector, task.data.test, completions, detectors)
+                        if task.needs_detector else {})
+            evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions,
+                                               boot.resamples, the_plan.suite.seed, findings)
+    finally:
+        detectors.close()
+    results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
+    comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
+    verdicts = None
+    if the_plan.manifest is not None:
+        verdicts = resolve(the_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id))
+    return Scored(evidence, results, comparisons, verdicts, failed)
+
+
+def write_scored(the_plan: RunPlan, run: RunDir, scored: Scored) -> None:
+    """metrics.json, comparisons.json, scores.jsonl, latency.json and verdict.json."""
+    run.write_metrics(scored.results)
+    run.write_comparisons([c.to_dict() for c in scored.comparisons])
+    run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
+    run.write_latency(latency_summary(scored.results))
+    if scored.verdicts is not None and the_plan.manifest is not None:
+        run.write_verdict(verdict_record(the_plan.manifest, scored.verdicts))
+
+
+def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Latency of the scoring requests, nested per candidate and task: {"ttft_ms": {"p50": …}, …}."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        metric = get_metric(r.metric)
+        if metric.series is None:
+            continue
+        task = out.setdefault(r.candidate, {}).setdefault(r.task, {})
+        value = None if math.isnan(r.value) else r.value
+        if metric.statistic is None:
+            task[metric.series] = value
+        else:
+            task.setdefault(metric.series, {})[metric.statistic] = value
+    return out
+
+
+def _latest_per_example(completions: list[Completion]) -> dict[str, Completion]:
+    """A successful Completion wins over failed attempts; otherwise the last attempt stands."""
+    out: dict[str, Completion] = {}
+    for c in completions:
+        if c.example_id not in out or (c.ok and not out[c.example_id].ok):
+            out[c.example_id] = c
+    return out
+
+
+def _missing(ex: Example, cand: Candidate, task: PlannedTask) -> Completion:
+    return Completion(ex.id, cand.name, task.name, "", error="no prediction recorded")
+
+
+def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
+    """Verdicts for an existing run; writes verdict.json."""
+    the_plan, run = plan_from_run(run_dir, manifest_file)
+    assert the_plan.manifest is not None
+    verdicts = score_run(the_plan, run).verdicts or []
+    record = verdict_record(the_plan.manifest, verdicts)
+    run.write_verdict(record)
+    return verdicts, record

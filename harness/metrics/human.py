@@ -1,0 +1,43 @@
+"""Reviewers' judgements as metrics: the mean 1–5 rating and the win share in blind comparisons.
+
+They come from the ratings database (harness.ratings, written by the dashboard's Review page), not from
+the answers, so the gate resolves them from ratings; a manifest criterion names them like any metric.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+
+from harness.metrics.base import MeanMetric, ScoringInput, register
+from harness.ratings import HumanRatings, item_means, item_wins
+
+
+class RatingMetric(MeanMetric):
+    family = "human"
+    needs = frozenset({"ratings"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        raise TypeError(f"{self.name} comes from reviewers' ratings, not from answers")
+
+    @abstractmethod
+    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
+        """One value per rated example of the candidate on the task."""
+
+
+@register
+class HumanRating(RatingMetric):
+    name = "human_rating"
+    decimals = 2
+
+    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
+        return item_means([s for s in human.scores if s.task == task], candidate)
+
+
+@register
+class HumanWinRate(RatingMetric):
+    name = "human_win_rate"
+
+    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
+        return item_wins([p for p in human.preferences if p.task == task], candidate)

