@@ -24,5 +24,8 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest
 
+# ruff; the import-layer contract (pyproject's [tool.importlinter]); mypy on harness/ and dashboard/.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy

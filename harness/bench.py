@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -106,8 +106,8 @@ def summarise(level: LoadLevel, completions: list[Completion], duration_s: float
     ttft = [c.ttft_s * 1000 if c.ttft_s is not None else float("nan") for c in ok]
     e2e = [c.e2e_s * 1000 if c.e2e_s is not None else float("nan") for c in ok]
     tpot = [(c.e2e_s - c.ttft_s) * 1000 / (c.completion_tokens - 1)
-            if c.ttft_s is not None and c.e2e_s is not None and (c.completion_tokens or 0) > 1 else float("nan")
-            for c in ok]
+            if c.ttft_s is not None and c.e2e_s is not None and c.completion_tokens and c.completion_tokens > 1
+            else float("nan") for c in ok]
     itl = [gap * 1000 for c in ok for gap in c.itl_s]
     good = sum(targets.met(a, b, c) for a, b, c in zip(ttft, tpot, e2e, strict=True))
     tokens = sum(c.completion_tokens or 0 for c in ok)
@@ -267,7 +267,7 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
     target = cand.deployment()
     with BackendEnv([target], say, out.logs_dir, extra_body=extra) as env:
         say(f"opening backend {cand.backend} for {cand.name}")
-        backend = cand.options.open(target, env)
+        backend = cast(LoadBackend, cand.options.open(target, env))  # a served backend takes arrivals
         try:
             results = run_levels(backend, cand.name, prompts, levels, options.warmup, options.targets,
                                  cand.cost_per_hour, the_plan.suite.seed, on_level)

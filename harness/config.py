@@ -9,7 +9,7 @@ import hashlib
 import operator
 from functools import reduce
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from harness.backends import BACKENDS, Deployment
+from harness.backends import BACKENDS, BackendOptions, Deployment
 from harness.backends.hf_local import HFOptions
-from harness.detectors import DETECTORS
+from harness.detectors import DETECTORS, DetectorOptions
 from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError
 
@@ -125,8 +125,12 @@ class TaskSpec(Strict):
 
 # A candidate's backend settings and a task's detector settings: one registered options model each, told
 # apart by `backend` / `name` (pydantic's discriminated union, so errors name the field of the chosen one).
-AnyBackendOptions = Annotated[reduce(operator.or_, BACKENDS.values()), Field(discriminator="backend")]
-AnyDetectorOptions = Annotated[reduce(operator.or_, DETECTORS.values()), Field(discriminator="name")]
+if TYPE_CHECKING:  # what every registered model is; pydantic validates against the union of them
+    AnyBackendOptions = BackendOptions
+    AnyDetectorOptions = DetectorOptions
+else:
+    AnyBackendOptions = Annotated[reduce(operator.or_, BACKENDS.values()), Field(discriminator="backend")]
+    AnyDetectorOptions = Annotated[reduce(operator.or_, DETECTORS.values()), Field(discriminator="name")]
 
 
 class TaskRef(Strict):
@@ -348,8 +352,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 # Registered option models, by the field that picks them: pydantic puts the chosen tag into an error's location.
 _UNIONS: dict[str, tuple[str, dict[str, type[BaseModel]]]] = {
-    "options": ("backend", dict(BACKENDS.items())),  # type: ignore[dict-item]
-    "detector": ("name", dict(DETECTORS.items())),  # type: ignore[dict-item]
+    "options": ("backend", dict(BACKENDS.items())),
+    "detector": ("name", dict(DETECTORS.items())),
 }
 
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def _weights_digest(model_dir: Path) -> str:
     for path in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.json")):
         digest.update(path.name.encode())
         with path.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 22), b""):
+            for block in iter(partial(handle.read, 1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()
 

@@ -21,7 +21,7 @@ from harness.errors import ConfigError
 from harness.metrics import METRICS, get_metric
 from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings
-from harness.records import STATUSES, Verdict
+from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
 from harness.stats import examples_needed, holm, mean_draws, percentile_interval
 
@@ -86,33 +86,36 @@ def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | 
     return rater.rated_values(human, task, candidate)
 
 
+def _absolute(c: Criterion) -> tuple[bool, float]:
+    """(whether the value must lie above, the threshold) of an at_least or at_most criterion."""
+    if c.at_least is not None:
+        return True, c.at_least
+    assert c.at_most is not None
+    return False, c.at_most
+
+
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                  human: HumanRatings | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
-    base = {"criterion": label, "task": task, "metric": c.metric, "candidate": c.candidate, "baseline": c.baseline,
-            "n": ev.n}
     conf = manifest.confidence
     n = ev.n
     if _rated(c.metric):
         values = _human_values(c.metric, c.candidate, task, human)
         if values is None or len(values) == 0:
-            return Verdict(**base, threshold=math.nan, observed=None, ci_low=None, ci_high=None,
-                           status="insufficient",
+            return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
+                           ci_low=None, ci_high=None, n=n, status="insufficient",
                            evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
         n = len(values)
-        base["n"] = n
         draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
         value = float(values.mean())
         low, high = percentile_interval(draws, conf)
-        above = c.at_least is not None
-        threshold = c.at_least if above else c.at_most
+        above, threshold = _absolute(c)
         p = _one_sided_p(draws, threshold, above)
         what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
     elif c.baseline is None:
         iv = ev.interval(c.metric, c.candidate, conf)
         value, low, high = iv.value, iv.low, iv.high
-        above = c.at_least is not None
-        threshold = c.at_least if above else c.at_most
+        above, threshold = _absolute(c)
         p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
         what = f"{short(value)} [{short(low)}, {short(high)}]"
     else:
@@ -126,6 +129,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
         d = ev.draws(c.metric)
         p = _one_sided_p(sign * (d[c.candidate] - d[c.baseline]), threshold, above=True)
         what = f"improvement over {c.baseline} {short(value)} [{short(low)}, {short(high)}]"
+    status: Status
     if math.isnan(value) or math.isnan(low):
         status, why = "insufficient", f"{c.metric} has no value for {c.candidate} on {task}"
     elif (low > threshold) if above else (high < threshold):
@@ -145,8 +149,8 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
         if needed is not None:
             needed = max(needed, manifest.min_examples)
             why += f"; about {needed} examples would settle it"
-    return Verdict(**base, threshold=threshold, observed=value, ci_low=low, ci_high=high, status=status,
-                   evidence=why, p_value=p, examples_needed=needed)
+    return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=threshold, observed=value, ci_low=low,
+                   ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed)
 
 
 def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -85,7 +86,7 @@ def _split_gguf(stem: str, sha256: str) -> Callable[[list[Path], Path], Path]:
         with out.open("wb") as sink:
             for _, part in parts:
                 with part.open("rb") as source:
-                    for block in iter(lambda s=source: s.read(1 << 22), b""):
+                    for block in iter(partial(source.read, 1 << 22), b""):
                         digest.update(block)
                         sink.write(block)
         if digest.hexdigest() != sha256:

@@ -50,10 +50,10 @@ def render(ctx: Context) -> None:
         st.caption(f"No `harness bench` results under {ctx.results}.")
         return
     name = st.selectbox("Bench run", [b for b, _ in benches], key="lat_bench")
-    data = dict(benches)[name]
+    bench = dict(benches)[name]
     rows = [{"concurrency": lvl["concurrency"], "rate": lvl["rate"], "throughput (req/s)": lvl["request_throughput"],
              "e2e p50 (ms)": lvl["e2e_ms"].get("p50"), "e2e p99 (ms)": lvl["e2e_ms"].get("p99"),
-             "ttft p50 (ms)": lvl["ttft_ms"].get("p50")} for lvl in data["levels"]]
+             "ttft p50 (ms)": lvl["ttft_ms"].get("p50")} for lvl in bench["levels"]]
     table = pd.DataFrame(rows)
     long = table.melt(id_vars=["concurrency", "throughput (req/s)"],
                       value_vars=["e2e p50 (ms)", "e2e p99 (ms)", "ttft p50 (ms)"], var_name="latency", value_name="ms")

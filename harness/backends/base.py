@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,7 +47,7 @@ class LoadBackend(Backend, Protocol):
 
     concurrency: int
 
-    def generate(self, requests: list[Request], candidate: str, task: str,  # type: ignore[override]
+    def generate(self, requests: list[Request], candidate: str, task: str,
                  arrivals_s: list[float] | None = None) -> Iterator[Completion]: ...
 
 
@@ -106,9 +106,9 @@ class BackendEnv:
     def shared(self, key: str, make: Callable[[], R]) -> R:
         """One resource per key for the whole stage; entered as a context manager if it is one."""
         if key not in self._shared:
-            resource = make()
+            resource: Any = make()
             self._shared[key] = self._stack.enter_context(resource) if hasattr(resource, "__exit__") else resource
-        return self._shared[key]  # type: ignore[no-any-return]
+        return cast(R, self._shared[key])
 
     def close(self) -> None:
         self._stack.close()
@@ -122,10 +122,10 @@ class BackendEnv:
 
 BACKENDS: Registry[type[BackendOptions]] = Registry("backend")
 
-OptionsT = TypeVar("O", bound=type[BackendOptions])
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 
-def register(cls: OptionsT) -> OptionsT:
+def register(cls: type[OptionsT]) -> type[OptionsT]:
     """Class decorator on a backend's options model; its `backend` literal is the name suites use."""
     BACKENDS.add(cls.model_fields["backend"].default, cls)
     return cls

@@ -82,10 +82,10 @@ def model_problem(model: str) -> str | None:
 
 DETECTORS: Registry[type[DetectorOptions]] = Registry("detector")
 
-OptionsT = TypeVar("O", bound=type[DetectorOptions])
+OptionsT = TypeVar("OptionsT", bound=DetectorOptions)
 
 
-def register(cls: OptionsT) -> OptionsT:
+def register(cls: type[OptionsT]) -> type[OptionsT]:
     """Class decorator on a detector's options model; its `name` literal is the name suites use."""
     DETECTORS.add(cls.model_fields["name"].default, cls)
     return cls

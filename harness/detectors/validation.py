@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -193,7 +194,9 @@ def validate(detector: Detector, folder: Path, resamples: int = 2000, confidence
         subsets = {k: [v[i] for i in sorted(rng.choice(len(v), min(limit, len(v)), replace=False))]
                    for k, v in subsets.items()}
     name = f"{detector.name} v{detector.version}"
-    scores, diffs, rules = [], [], {}
+    scores: list[Score] = []
+    diffs: list[Difference] = []
+    rules: dict[str, Any] = {}
     # The length rule is fitted on the whole QA set and carried to its matched subset, as a user would.
     fitted_on = {"qa": "qa", "qa length-matched": "qa", "general": "general"}
     # The matched pairs are part of the whole QA set: each claim is judged once (a model detector is slow).
