@@ -12,6 +12,7 @@ from dashboard.context import Context
 from dashboard.data import RunView, list_runs, load_run
 from dashboard.views import agreement, examples, latency, review, runs, scorecard
 from harness.errors import HarnessError
+from harness.store import ResultsDir
 
 PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,
          "Latency": latency.render, "Review": review.render, "Agreement": agreement.render}
@@ -37,9 +38,9 @@ def main() -> None:
     chosen = st.session_state.get("chosen_runs") or [r.run_id for r in readable[:1]]
     views = []
     for run_id in chosen:
-        path = results / run_id
+        run = ResultsDir(results).run(run_id)
         try:
-            views.append(_load(str(path), (path / "run.json").stat().st_mtime))
+            views.append(_load(str(run.path), run.run_json.stat().st_mtime))
         except (HarnessError, OSError) as exc:
             st.error(f"Run {run_id} cannot be shown: {exc}")
     PAGES[page](Context(results, all_runs, views))

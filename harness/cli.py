@@ -199,9 +199,9 @@ def validate_detector(
     import json
 
     from harness import report
-    from harness.config import validate as validate_config
     from harness.detectors import DETECTORS
     from harness.detectors.validation import validate
+    from harness.loading import validate as validate_config
 
     if detector not in DETECTORS:
         raise HarnessError(f"--detector: unknown detector {detector!r}; known: {', '.join(DETECTORS.names())}")

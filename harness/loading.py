@@ -1,0 +1,78 @@
+"""YAML in, validated models out: every problem is one ConfigError naming the file and the field as the
+user wrote it (a backend's settings sit beside a candidate's common fields; pydantic's union tags are
+taken out of the location)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.backends import BACKENDS
+from harness.detectors import DETECTORS
+from harness.errors import ConfigError
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; any problem is a ConfigError naming the file (and line)."""
+    if not path.is_file():
+        raise ConfigError(path, None, "file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "not a UTF-8 text file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        raise ConfigError(path, where, f"malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, "expected a mapping at the top level")
+    return data
+
+
+# Registered option models, by the field that picks them: pydantic puts the chosen tag into an error's location.
+_UNIONS: dict[str, tuple[str, dict[str, type[BaseModel]]]] = {
+    "options": ("backend", dict(BACKENDS.items())),
+    "detector": ("name", dict(DETECTORS.items())),
+}
+
+
+def _where_and_why(err: Any) -> tuple[str | None, str]:
+    """The field path a user wrote (backend options sit beside the common fields) and a readable message."""
+    loc = [str(p) for p in err["loc"]]
+    msg = err["msg"].removeprefix("Value error, ")
+    out: list[str] = []
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        if part in _UNIONS:
+            tag_field, models = _UNIONS[part]
+            if part != "options":
+                out.append(part)
+            tag = loc[i + 1] if i + 1 < len(loc) else None
+            if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+                out.append(tag_field)
+                kind = "backend" if part == "options" else "detector"
+                given = err.get("ctx", {}).get("tag")
+                msg = f"unknown {kind}{f' {given!r}' if given else ''}; known: {', '.join(sorted(models))}"
+                break
+            if tag in models:
+                i += 2
+                if err["type"] == "extra_forbidden" and i == len(loc) - 1:
+                    settings = sorted(f for f in models[tag].model_fields if f != tag_field)
+                    msg = f"not a setting of {tag_field} {tag} (its settings: {', '.join(settings)})"
+                continue
+        out.append(part)
+        i += 1
+    return ".".join(out) or None, msg
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], path: Path | str, **extra: Any) -> Any:
+    """The model validated from data; the first error as a ConfigError naming the file and the field."""
+    try:
+        return model.model_validate({**data, **extra})
+    except ValidationError as exc:
+        field, msg = _where_and_why(exc.errors()[0])
+        raise ConfigError(path, field, msg) from None

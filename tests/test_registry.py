@@ -1,0 +1,114 @@
+"""One registration per extension point: registries refuse duplicates and name what exists; a metric is
+one class that the planner, scorer, gate and reports pick up from its declaration alone."""
+
+import numpy as np
+import pytest
+
+from harness import report
+from harness.backends import BACKENDS
+from harness.config import Candidate, load_task
+from harness.detectors import DETECTORS
+from harness.errors import ConfigError
+from harness.evaluate import latency_summary
+from harness.manifest import check_against
+from harness.metrics import METRICS, with_automatic
+from harness.metrics.base import MeanMetric, ScoringInput
+from harness.plan import _check_task
+from harness.records import Completion, Example
+from harness.registry import Registry, UnknownName
+from harness.scoring import TaskEvidence
+from tests.conftest import write_yaml
+
+
+def test_a_registry_refuses_a_second_entry_and_names_the_known_ones():
+    reg: Registry[int] = Registry("widget")
+    reg.add("a", 1)
+    with pytest.raises(ValueError, match="widget 'a' registered twice"):
+        reg.add("a", 2)
+    with pytest.raises(UnknownName, match="unknown widget 'b'; known: a"):
+        reg["b"]
+
+
+def test_every_metric_declares_what_it_is_and_needs():
+    vocabulary = {"labels", "reference", "source", "detector", "latency", "ratings"}
+    for name, metric in METRICS.items():
+        assert metric.name == name and metric.family, name
+        assert set(metric.needs) <= vocabulary, name
+    automatic = [n for n, m in METRICS.items() if m.automatic]
+    assert automatic == [n for n, m in METRICS.items() if m.family == "latency"]
+    assert {"ttft_ms_p50", "itl_ms_p99", "e2e_ms_p95", "output_tokens_per_s", "error_rate"} <= set(automatic)
+    assert {n for n, m in METRICS.items() if "ratings" in m.needs} == {"human_rating", "human_win_rate"}
+    assert {n for n, m in METRICS.items() if "detector" in m.needs} == {"hallucination_rate", "abstention_rate"}
+
+
+def test_backends_and_detectors_register_their_options():
+    assert BACKENDS.names() == ["hf", "openai", "vllm"]
+    assert DETECTORS.names() == ["grounding", "judge", "nli"]
+    for name, options in BACKENDS.items():
+        fields = {"backend": name, **({"url": "http://127.0.0.1:9"} if name == "openai" else {})}
+        cand = Candidate.model_validate({"name": "c", "model": "m", **fields})
+        assert type(cand.options) is options and cand.backend == name
+        assert Candidate.model_validate(cand.model_dump(mode="json")) == cand
+    assert BACKENDS["hf"].local_weights and BACKENDS["vllm"].local_weights and not BACKENDS["openai"].local_weights
+    assert BACKENDS["openai"].served and BACKENDS["vllm"].served and not BACKENDS["hf"].served
+
+
+class AnswerWords(MeanMetric):
+    """A team's own metric: the answer's length in words (one class, registered)."""
+
+    name = "answer_words"
+    family = "text"
+    higher_is_better = False
+    decimals = 1
+    needs = frozenset({"reference"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([len(t.split()) for t in data.texts], float)
+
+
+@pytest.fixture
+def answer_words(monkeypatch):
+    monkeypatch.setitem(METRICS._entries, AnswerWords.name, AnswerWords())
+    return METRICS[AnswerWords.name]
+
+
+def test_a_new_metric_is_one_class(tmp_path, answer_words):
+    task = load_task(str(write_yaml(tmp_path / "qa" / "task.yaml", {
+        "name": "qa", "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
+        "prompt": {"template": "{q}"}, "metrics": ["exact_match", "answer_words"]})))
+    _check_task(task)  # the planner accepts it: the task has the reference it needs
+    examples = [Example(f"e{i}", {"q": str(i)}, "yes") for i in range(40)]
+    completions = {cand: [Completion(f"e{i}", cand, "qa", " ".join(["word"] * (words + i % 3)), e2e_s=0.1,
+                                     ttft_s=0.01, completion_tokens=3) for i in range(40)]
+                   for cand, words in (("short", 1), ("long", 4))}
+    evidence = TaskEvidence(task, examples, None, completions, resamples=500, seed=0)
+    results = {(r.candidate, r.metric): r for r in evidence.results(0.95)}
+    assert results[("short", "answer_words")].value == pytest.approx(np.mean([1 + i % 3 for i in range(40)]))
+    assert not results[("short", "answer_words")].higher_is_better
+    diff = next(c for c in evidence.comparisons(0.95) if c.metric == "answer_words")
+    assert diff.delta == pytest.approx(3.0) and diff.ci_low == pytest.approx(3.0)
+    assert report.fmt(results[("long", "answer_words")].value, "answer_words") == "5.0"
+    # the manifest can name it, and it stays out of latency.json
+    assert "answer_words" in with_automatic(task.metrics)
+    assert all("answer_words" not in tasks["qa"] for tasks in latency_summary(list(results.values())).values())
+
+
+def test_a_new_metric_that_needs_labels_is_refused_on_a_generation_task(tmp_path, answer_words, monkeypatch):
+    monkeypatch.setattr(AnswerWords, "needs", frozenset({"labels"}))
+    task = load_task(str(write_yaml(tmp_path / "qa" / "task.yaml", {
+        "name": "qa", "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
+        "prompt": {"template": "{q}"}, "metrics": ["answer_words"]})))
+    with pytest.raises(ConfigError, match="metric 'answer_words' needs the task to define labels"):
+        _check_task(task)
+
+
+def test_a_human_metric_in_a_criterion_needs_no_task_listing_but_refuses_a_baseline():
+    from harness.config import Manifest
+
+    ok = Manifest.model_validate({"criteria": [{"task": "qa", "metric": "human_rating", "candidate": "a",
+                                                "at_least": 3}]})
+    check_against(ok, "m.yaml", {"qa": ["a", "b"]}, {"qa": ["exact_match"]})
+    relative = Manifest.model_validate({"criteria": [{"task": "qa", "metric": "human_win_rate", "candidate": "a",
+                                                      "better_than": "b"}]})
+    with pytest.raises(ConfigError, match="human_win_rate takes at_least or at_most"):
+        check_against(relative, "m.yaml", {"qa": ["a", "b"]}, {"qa": ["exact_match"]})

@@ -1,0 +1,61 @@
+"""The run directory owns its files: names are spelled only in harness/store.py, and readers refuse files
+that are not what they claim to be."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.records import Completion, MetricResult
+from harness.store import ResultsDir, RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+FILE_NAMES = re.compile(r"""["'](run\.json|metrics\.json|comparisons\.json|scores\.jsonl|latency\.json|"""
+                        r"""verdict\.json|report\.md|ratings\.sqlite|lineage\.json|latency\.png)["']""")
+
+
+def test_no_module_but_the_store_spells_a_run_file_name():
+    offenders = []
+    for path in [*ROOT.glob("harness/**/*.py"), *ROOT.glob("dashboard/**/*.py")]:
+        if path.name == "store.py" and path.parent.name == "harness":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if FILE_NAMES.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}")
+    assert offenders == []
+
+
+def test_a_run_directory_writes_and_reads_its_files(tmp_path):
+    run = ResultsDir(tmp_path).run("r1")
+    run.write_run({"status": "running"})
+    run.write_metrics([MetricResult("t", "c", "accuracy", 0.5, 0.4, 0.6, 10, True)])
+    run.write_scores([{"task": "t", "candidate": "c", "example_id": "e", "accuracy": 1.0}])
+    with run.prediction_writer("c", "t") as writer:
+        writer.append(Completion("e", "c", "t", "yes"))
+    assert run.exists() and not run.is_complete()
+    assert run.read_metrics()[0]["value"] == 0.5 and run.read_scores()[0]["accuracy"] == 1.0
+    assert [c.text for c in run.read_predictions("c", "t")] == ["yes"]
+    assert [r.run_id for r in ResultsDir(tmp_path).runs()] == ["r1"]
+    assert run.read_verdict() is None
+
+
+@pytest.mark.parametrize(("name", "content", "reader"), [
+    ("run.json", "[1, 2]", RunDir.read_run),
+    ("metrics.json", '{"value": 1}', RunDir.read_metrics),
+    ("verdict.json", '"passed"', RunDir.read_verdict),
+    ("run.json", "{not json", RunDir.read_run),
+])
+def test_files_of_the_wrong_shape_are_refused_with_their_path(tmp_path, name, content, reader):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(HarnessError, match=re.escape(str(tmp_path / name))):
+        reader(RunDir(tmp_path))
+
+
+def test_a_damaged_detections_file_is_recomputed_not_trusted(tmp_path):
+    run = RunDir(tmp_path)
+    run.write_detections("c", "t", [{"example_id": "e", "answer": "a", "detector": "{}", "finding": {}}])
+    assert set(run.read_detections("c", "t")) == {"e"}
+    run.detections_file("c", "t").write_text(json.dumps({"example_id": "e"})[:-3] + "\n")
+    assert run.read_detections("c", "t") == {}
