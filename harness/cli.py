@@ -199,17 +199,18 @@ def validate_detector(
     import json
 
     from harness import report
+    from harness.config import TaskRef
     from harness.detectors import DETECTORS
     from harness.detectors.validation import validate
     from harness.loading import validate as validate_config
 
-    if detector not in DETECTORS:
-        raise HarnessError(f"--detector: unknown detector {detector!r}; known: {', '.join(DETECTORS.names())}")
-    options = DETECTORS[detector]
-    given = {"model": model, "url": url, "tolerance": tolerance, "threshold": threshold}
-    spec = validate_config(options, {"name": detector, **{k: v for k, v in given.items()
-                                                           if v is not None and k in options.model_fields}},
-                           "validate-detector")
+    # --model and --url as given (a detector that takes neither says so); the numeric options have defaults,
+    # so only the chosen detector's own are passed.
+    takes = DETECTORS[detector].model_fields if detector in DETECTORS else {}
+    numbers = {k: v for k, v in {"tolerance": tolerance, "threshold": threshold}.items() if k in takes}
+    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
+    settings = {"name": detector, **named, **numbers}
+    spec = validate_config(TaskRef, {"task": "-", "detector": settings}, "validate-detector").detector
     problem = spec.problem()
     if problem:
         raise HarnessError(problem)

@@ -60,9 +60,12 @@ def _where_and_why(err: Any) -> tuple[str | None, str]:
                 break
             if tag in models:
                 i += 2
+                kind = "backend" if part == "options" else "detector"
                 if err["type"] == "extra_forbidden" and i == len(loc) - 1:
                     settings = sorted(f for f in models[tag].model_fields if f != tag_field)
-                    msg = f"not a setting of {tag_field} {tag} (its settings: {', '.join(settings)})"
+                    msg = f"not a setting of {kind} {tag} (its settings: {', '.join(settings)})"
+                elif err["type"] == "missing" and i == len(loc) - 1:
+                    msg = f"{kind} `{tag}` needs `{loc[i]}`"
                 continue
         out.append(part)
         i += 1

@@ -72,6 +72,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _entry(name: str) -> Any:
+    """A file or folder of a results, run or bench directory, by the one name this module gives it."""
+    return property(lambda self: self.path / name, doc=f"{name} in this directory")
+
+
 class RunDir:
     """One run: run.json (the record and status), predictions/ and detections/ per candidate and task,
     metrics.json, comparisons.json, scores.jsonl, latency.json, verdict.json, report.md and logs/."""
@@ -83,37 +88,14 @@ class RunDir:
     def run_id(self) -> str:
         return self.path.name
 
-    @property
-    def run_json(self) -> Path:
-        return self.path / "run.json"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def comparisons_json(self) -> Path:
-        return self.path / "comparisons.json"
-
-    @property
-    def scores_jsonl(self) -> Path:
-        return self.path / "scores.jsonl"
-
-    @property
-    def latency_json(self) -> Path:
-        return self.path / "latency.json"
-
-    @property
-    def verdict_json(self) -> Path:
-        return self.path / "verdict.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.path / "report.md"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.path / "logs"
+    run_json = _entry("run.json")
+    metrics_json = _entry("metrics.json")
+    comparisons_json = _entry("comparisons.json")
+    scores_jsonl = _entry("scores.jsonl")
+    latency_json = _entry("latency.json")
+    verdict_json = _entry("verdict.json")
+    report_md = _entry("report.md")
+    logs_dir = _entry("logs")
 
     def predictions_file(self, candidate: str, task: str) -> Path:
         return self.path / "predictions" / candidate / f"{task}.jsonl"
@@ -247,21 +229,10 @@ class BenchDir:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @property
-    def latency_json(self) -> Path:
-        return self.path / "latency.json"
-
-    @property
-    def plot_png(self) -> Path:
-        return self.path / "latency.png"
-
-    @property
-    def report_md(self) -> Path:
-        return self.path / "report.md"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.path / "logs"
+    latency_json = _entry("latency.json")
+    plot_png = _entry("latency.png")
+    report_md = _entry("report.md")
+    logs_dir = _entry("logs")
 
 
 class ResultsDir:
@@ -270,13 +241,8 @@ class ResultsDir:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @property
-    def ratings_db(self) -> Path:
-        return self.path / "ratings.sqlite"
-
-    @property
-    def adapters(self) -> Path:
-        return self.path / "adapters"
+    ratings_db = _entry("ratings.sqlite")
+    adapters = _entry("adapters")
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.path / run_id)

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.pipeline import run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, require_vllm, write_yaml
-from tests.test_runner import check_run_dir
+from tests.test_pipeline import check_run_dir
 
 require_vllm()
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -105,10 +105,23 @@ def test_examples_page_filters(results, monkeypatch, how):
     assert not at.exception, at.exception
     shown = texts(at)
     if how == "all":
-        assert "8 of 8 examples" in shown and all(f"#### {c}" in shown for c in CANDIDATES)
+        assert "8 of 8 examples" in shown and set(CANDIDATES) <= {h.value for h in at.subheader}
         assert at.get("vega_lite_chart"), "the confusion matrix"
     if how == "by label":
         assert " of 8 examples" in shown
+
+
+def test_examples_are_picked_by_their_text_and_shown_as_text(results, monkeypatch):
+    at = app(results, monkeypatch, "Examples")
+    rows = [json.loads(line) for line in (results.parent / "kw" / "test.jsonl").read_text().splitlines()]
+    picker = at.selectbox(key="ex_id")
+    assert sorted(picker.options) == sorted(r["text"] for r in rows)  # the message, not a hash id
+    shown = next(r for r in rows if r["id"] == picker.value)
+    plain = [t.value for t in at.text]
+    assert shown["text"] in plain and shown["label"] in plain  # input and reference as plain text
+    assert not any(shown["text"] in m.value for m in at.markdown)
+    tables = [df.value for df in at.dataframe if list(df.value.columns) == ["metric", "value"]]
+    assert len(tables) == len(CANDIDATES) and "accuracy" in set(tables[0].metric)
 
 
 def test_examples_page_shows_hallucination_evidence(results, monkeypatch):

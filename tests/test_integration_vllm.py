@@ -14,7 +14,7 @@ from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
 from harness.pipeline import run_suite
 from harness.store import RunDir
 from tests.conftest import classification_task, require_vllm, write_yaml
-from tests.test_runner import check_run_dir
+from tests.test_pipeline import check_run_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

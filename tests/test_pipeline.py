@@ -15,7 +15,8 @@ from harness.config import load_suite
 from harness.metrics import METRICS
 from harness.pipeline import Runner, run_suite
 from harness.plan import plan, plan_tasks
-from harness.store import SCHEMA_VERSION, RunDir, write_json
+from harness.runner import open_run
+from harness.store import SCHEMA_VERSION, ResultsDir, RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
 
@@ -203,7 +204,7 @@ def test_manifest_file_named_in_the_suite_and_a_run_without_predictions(small_su
 
     # A run directory whose generation never produced a prediction cannot be gated.
     results = tmp_path / "results"
-    run_dir = Runner(the_plan, results).open_run("empty", resume=False)
-    write_json(run_dir.run_json, Runner(the_plan, results)._run_record(run_dir, "running", "now", {}))
+    run_dir = open_run(ResultsDir(results), the_plan, "empty", resume=False)
+    run_dir.write_run(Runner(the_plan, results)._record(run_dir, "running", "now", {}))
     code, err = run_cli(monkeypatch, capsys, "gate", str(run_dir.path))
     assert code == 2 and "the run has no predictions" in err

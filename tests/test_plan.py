@@ -76,7 +76,7 @@ def test_a_schema_1_snapshot_keeps_only_its_own_backend_and_detector_settings():
 @pytest.mark.parametrize(("candidate", "field", "message"), [
     ({"backend": "tgi"}, "candidates.0.backend", "unknown backend 'tgi'; known: hf, openai, vllm"),
     ({"url": "http://x"}, "candidates.0.url", "not a setting of backend hf"),
-    ({"backend": "openai"}, "candidates.0.url", "Field required"),
+    ({"backend": "openai"}, "candidates.0.url", "backend `openai` needs `url`"),
     ({"backend": "vllm", "batch_size": 4}, "candidates.0.batch_size", "not a setting of backend vllm"),
     ({"backend": "vllm", "serve": {"replicas": 0}}, "candidates.0.serve.replicas", "greater than or equal to 1"),
 ])
@@ -90,8 +90,8 @@ def test_backend_settings_are_checked_against_the_chosen_backend(tmp_path, candi
 
 @pytest.mark.parametrize(("detector", "field", "message"), [
     ({"name": "oracle"}, "tasks.0.detector.name", "unknown detector 'oracle'"),
-    ({"name": "nli"}, "tasks.0.detector.model", "Field required"),
-    ({"name": "grounding", "threshold": 0.3}, "tasks.0.detector.threshold", "not a setting of name grounding"),
+    ({"name": "nli"}, "tasks.0.detector.model", "detector `nli` needs `model`"),
+    ({"name": "grounding", "threshold": 0.3}, "tasks.0.detector.threshold", "not a setting of detector grounding"),
 ])
 def test_detector_settings_are_checked_against_the_chosen_detector(tmp_path, detector, field, message):
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [{"task": "banking77", "detector": detector}],
