@@ -95,13 +95,9 @@ def training_dtype(precision: str) -> Any:
     roughly doubles the speed; the LoRA weights themselves stay float32 (peft upcasts them)."""
     import torch
 
-    if precision == "float32":
-        return torch.float32
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    from harness.models import native_dtype
+
+    return getattr(torch, native_dtype() if precision == "auto" else precision)
 
 
 def encode_example(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str] | None, chat: bool,

@@ -20,6 +20,7 @@ from harness.data_check import TaskDataReport
 from harness.errors import HarnessError
 from harness.evaluate import score_run, write_scored
 from harness.finetune import finetune_all
+from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, plan
 from harness.records import Comparison, MetricResult, Verdict
 from harness.runner import generate, open_run
@@ -90,6 +91,7 @@ class Runner:
             "seed": p.suite.seed,
             "bootstrap": p.suite.bootstrap.model_dump(),
             "versions": _versions(),
+            "machine": {"native_dtype": native_dtype()},
             "git_revision": _git_revision(),
             "started_at": started,
             "finished_at": now_iso() if status != "running" else None,

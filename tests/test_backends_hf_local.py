@@ -67,3 +67,20 @@ def test_bad_adapter_and_model_are_clear_errors(tiny_model, tmp_path):
         HFLocalBackend(str(tiny_model), adapter=str(tmp_path))
     with pytest.raises(HarnessError, match="cannot load model"):
         HFLocalBackend(str(tmp_path))
+
+
+@pytest.mark.parametrize(("native_bf16", "expected"), [(False, "float32"), (True, "bfloat16")])
+def test_auto_dtype_follows_what_the_machine_computes_natively(tiny_model, monkeypatch, native_bf16, expected):
+    """Not the dtype the weights were saved in: an AVX2-only CPU emulates bfloat16 about five times slower."""
+    import torch
+
+    from harness.finetune import training_dtype
+    from harness.models import native_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
+    assert native_dtype() == expected
+    loaded = HFLocalBackend(str(tiny_model), dtype="auto")
+    assert loaded.dtype == expected and next(loaded.model.parameters()).dtype == getattr(torch, expected)
+    assert training_dtype("auto") == getattr(torch, expected)  # one rule for generation and training
+    assert HFLocalBackend(str(tiny_model), dtype="float32").model.dtype == torch.float32  # an explicit choice stays

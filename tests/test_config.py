@@ -41,3 +41,16 @@ def test_serve_options_only_for_vllm(tmp_path):
     with pytest.raises(ConfigError, match=r"candidates\.0\.serve: not a setting of backend hf "
                        r"\(its settings: batch_size, chat, dtype\)"):
         load_suite(path)
+
+
+@pytest.mark.parametrize(("asked", "native", "cuda", "passed"), [
+    ("auto", "float32", False, "float32"), ("auto", "bfloat16", False, "bfloat16"),
+    ("auto", "float32", True, "auto"), ("float16", "float32", False, "float16")])
+def test_a_vllm_server_gets_the_native_dtype_on_a_cpu(tmp_path, monkeypatch, asked, native, cuda, passed):
+    from harness.backends import vllm_server
+
+    monkeypatch.setattr(vllm_server.models, "native_dtype", lambda: native)
+    monkeypatch.setattr(vllm_server, "_has_cuda", lambda: cuda)
+    server = vllm_server.VllmServer(vllm_server.ServerGroup("m", "m", ServeSpec(dtype=asked)), tmp_path)
+    command = server.command()
+    assert command[command.index("--dtype") + 1] == passed

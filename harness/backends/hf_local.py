@@ -68,8 +68,10 @@ class HFLocalBackend:
 
         if threads:
             torch.set_num_threads(threads)
-        # "auto" keeps the dtype the weights were saved in (bf16 for the embedded models: 2x faster on CPU).
-        torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
+        # "auto" is what this machine computes natively, not the dtype the weights were saved in (bfloat16
+        # for the embedded models, which an AVX2-only CPU would emulate).
+        self.dtype = models.native_dtype() if dtype == "auto" else dtype
+        torch_dtype = getattr(torch, self.dtype)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)

@@ -131,7 +131,7 @@ class VllmServer:
         g, s = self.group, self.group.serve
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", g.model,
                "--served-model-name", g.served_name, "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", s.dtype, "--tensor-parallel-size", str(s.tensor_parallel_size),
+               "--dtype", self.dtype(), "--tensor-parallel-size", str(s.tensor_parallel_size),
                "--pipeline-parallel-size", str(s.pipeline_parallel_size)]
         if s.max_model_len:
             cmd += ["--max-model-len", str(s.max_model_len)]
@@ -145,6 +145,12 @@ class VllmServer:
             # and streams tokens in bursts, which ruins TTFT and inter-token figures.
             cmd += ["--distributed-executor-backend", "uni"]
         return cmd + list(s.extra_args)
+
+    def dtype(self) -> str:
+        """On GPUs vLLM's own "auto"; on a CPU the native-or-float32 rule (vLLM's CPU build falls back to
+        plain torch for bfloat16 on a CPU without native support, many times slower)."""
+        s = self.group.serve
+        return s.dtype if s.dtype != "auto" or _has_cuda() else models.native_dtype()
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
