@@ -186,6 +186,10 @@ class FinetuneSpec(Strict):
     seed: int = 0
 
 
+# A name that becomes part of a path (run directories, prediction files): no separators, no "..".
+SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+
+
 class Candidate(Strict):
     """A model to score: the fields every candidate has, plus its backend's own settings (`options`).
 
@@ -193,7 +197,7 @@ class Candidate(Strict):
     gathered into `options` and validated by the backend's registered model, and written back flat.
     """
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    name: SafeName
     model: str = Field(description="embedded model name, local directory, hub id, or served model name")
     adapter: str | None = Field(None, description="directory of a peft LoRA adapter")
     few_shot: Annotated[int, Field(ge=0)] = 0
@@ -294,7 +298,7 @@ class Manifest(Strict):
 
 
 class Suite(Strict):
-    name: str
+    name: SafeName
     description: str = ""
     seed: int = 0
     tasks: list[TaskRef]

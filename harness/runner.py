@@ -3,6 +3,7 @@ as they finish; on resume only the examples without a successful answer are aske
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,19 @@ from harness.plan import PlannedTask, RunPlan
 from harness.records import Request
 from harness.store import ResultsDir, RunDir, new_run_id
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_run_id(run_id: str | None, results: ResultsDir) -> None:
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise HarnessError(f"--run-id {run_id!r}: a run id is a plain folder name (letters, digits, '.', '_', '-'), "
+                           f"so the run stays inside {results.path}")
+
 
 def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume: bool) -> RunDir:
     """A new run directory, or the unfinished one to resume (whose suite must not have changed)."""
     suite = the_plan.suite
+    check_run_id(run_id, results)
     if resume:
         run = results.run(run_id) if run_id else results.find_resumable(suite.name)
         if run is None or not run.exists():

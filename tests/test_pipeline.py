@@ -208,3 +208,34 @@ def test_manifest_file_named_in_the_suite_and_a_run_without_predictions(small_su
     run_dir.write_run(Runner(the_plan, results)._record(run_dir, "running", "now", {}))
     code, err = run_cli(monkeypatch, capsys, "gate", str(run_dir.path))
     assert code == 2 and "the run has no predictions" in err
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "/tmp/elsewhere", "a/b", ".hidden"])
+def test_a_run_id_that_would_leave_the_results_folder_is_refused(small_suite, tmp_path, monkeypatch, capsys, run_id):
+    from tests.test_cli import run_cli
+
+    code, err = run_cli(monkeypatch, capsys, "run", str(small_suite), "--results", str(tmp_path / "results"),
+                        "--run-id", run_id)
+    assert code == 2 and "a run id is a plain folder name" in err
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "results").exists()
+
+
+def test_gate_refuses_a_run_that_has_not_finished(small_suite, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    result = run_suite(small_suite, tmp_path / "results", run_id="r")
+    run = RunDir(result.run_dir)
+    record = run.read_run()
+    run.write_run({**record, "status": "running"})
+    verdict_before = run.verdict_json.read_bytes() if run.verdict_json.is_file() else None
+    code, err = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(_criteria(tmp_path)))
+    assert code == 2 and "has not finished (status 'running')" in err
+    assert (run.verdict_json.read_bytes() if run.verdict_json.is_file() else None) == verdict_before
+    run.write_run(record)
+    code, _ = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(_criteria(tmp_path)))
+    assert code in (0, 1) and run.verdict_json.is_file()
+
+
+def _criteria(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "criteria.yaml", {"criteria": [
+        {"task": "keywords", "metric": "error_rate", "candidate": "tiny-zero", "at_most": 0.5}]})

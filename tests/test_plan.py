@@ -107,3 +107,12 @@ def test_a_human_metric_listed_in_a_task_is_refused(tmp_path, tiny_model):
                                                  "candidates": [{"name": "a", "model": str(tiny_model)}]})
     with pytest.raises(ConfigError, match="human_rating comes from reviewers' ratings"):
         plan(suite)
+
+
+@pytest.mark.parametrize("name", ["../up", "/abs", "a/b", ""])
+def test_a_suite_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
+    suite = write_yaml(tmp_path / "suite.yaml", {"name": name, "tasks": ["banking77"],
+                                                 "candidates": [{"name": "a", "model": "m"}]})
+    with pytest.raises(ConfigError) as info:
+        plan(suite)
+    assert info.value.field == "name"
