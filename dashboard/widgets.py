@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 import streamlit as st
 
@@ -34,9 +36,7 @@ def example_labels(view: RunView, task: str) -> dict[str, str]:
     for ex_id, text in zip(frame.example_id, texts, strict=True):
         flat = " ".join(str(text).split())
         labels[str(ex_id)] = (flat if len(flat) <= LABEL_CHARS else flat[: LABEL_CHARS - 1] + "…") or str(ex_id)
-    counts: dict[str, int] = {}
-    for text in labels.values():
-        counts[text] = counts.get(text, 0) + 1
+    counts = Counter(labels.values())
     return {ex_id: (f"{text} ({ex_id[:8]})" if counts[text] > 1 else text) for ex_id, text in labels.items()}
 
 

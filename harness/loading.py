@@ -32,10 +32,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-# Registered option models, by the field that picks them: pydantic puts the chosen tag into an error's location.
-_UNIONS: dict[str, tuple[str, dict[str, type[BaseModel]]]] = {
-    "options": ("backend", dict(BACKENDS.items())),
-    "detector": ("name", dict(DETECTORS.items())),
+# Registered option models by where they sit: (what users call one, the field that picks it, the models).
+# pydantic puts the chosen tag into an error's location.
+_UNIONS: dict[str, tuple[str, str, dict[str, type[BaseModel]]]] = {
+    "options": ("backend", "backend", dict(BACKENDS.items())),
+    "detector": ("detector", "name", dict(DETECTORS.items())),
 }
 
 
@@ -48,19 +49,17 @@ def _where_and_why(err: Any) -> tuple[str | None, str]:
     while i < len(loc):
         part = loc[i]
         if part in _UNIONS:
-            tag_field, models = _UNIONS[part]
+            kind, tag_field, models = _UNIONS[part]
             if part != "options":
                 out.append(part)
             tag = loc[i + 1] if i + 1 < len(loc) else None
             if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
                 out.append(tag_field)
-                kind = "backend" if part == "options" else "detector"
                 given = err.get("ctx", {}).get("tag")
                 msg = f"unknown {kind}{f' {given!r}' if given else ''}; known: {', '.join(sorted(models))}"
                 break
             if tag in models:
                 i += 2
-                kind = "backend" if part == "options" else "detector"
                 if err["type"] == "extra_forbidden" and i == len(loc) - 1:
                     settings = sorted(f for f in models[tag].model_fields if f != tag_field)
                     msg = f"not a setting of {kind} {tag} (its settings: {', '.join(settings)})"

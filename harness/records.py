@@ -119,8 +119,15 @@ class Resample:
         return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
+class _Row:
+    """A record written as one JSON object (NaN as null)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return nan_to_none(asdict(self))  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class MetricResult:
+class MetricResult(_Row):
     task: str
     candidate: str
     metric: str
@@ -130,12 +137,9 @@ class MetricResult:
     n: int
     higher_is_better: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))
-
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Row):
     task: str
     metric: str
     candidate: str
@@ -148,16 +152,13 @@ class Comparison:
     n: int
     higher_is_better: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))
-
 
 Status = Literal["pass", "fail", "insufficient"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "insufficient")
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(_Row):
     criterion: str
     task: str
     metric: str
@@ -172,6 +173,3 @@ class Verdict:
     evidence: str
     p_value: float | None = None
     examples_needed: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))

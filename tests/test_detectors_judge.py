@@ -3,7 +3,7 @@ model, whose replies are noise) whose raw replies are kept and never guessed int
 
 import pytest
 
-from harness.detectors import Claim, make_detector
+from harness.detectors import Claim
 from harness.detectors.judge import PROMPT_VERSION, JudgeOptions, parse
 
 
@@ -19,7 +19,7 @@ def test_verdicts_are_parsed(raw, expected):
 
 @pytest.mark.slow
 def test_in_process_judge_keeps_raw_replies(tiny_model):
-    detector = make_detector(JudgeOptions(model=str(tiny_model)))
+    detector = JudgeOptions(model=str(tiny_model)).open(print)
     try:
         claims = [Claim("Friday", "It arrived on Wednesday.", "When did it arrive?"),
                   Claim("I don't know.", "It arrived on Wednesday.", "Who sent it?")]

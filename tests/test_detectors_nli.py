@@ -3,7 +3,7 @@ threshold, spans, abstentions), checked against the classifier's own probabiliti
 
 import pytest
 
-from harness.detectors import Claim, make_detector
+from harness.detectors import Claim
 from harness.detectors.nli import NLIDetector, NLIOptions, hypotheses
 from harness.errors import HarnessError
 
@@ -21,7 +21,7 @@ def test_findings_follow_the_entailment_probabilities(tiny_nli_model):
     claims = [Claim("It left on Monday. It arrived in Leeds on Friday.", SOURCE, "When?"),
               Claim("It left the depot on Monday and went to Leeds.", SOURCE, "When?"),
               Claim("The passage does not say.", SOURCE, "Who sent it?")]
-    detector = make_detector(NLIOptions(model=str(tiny_nli_model), threshold=0.5))
+    detector = NLIOptions(model=str(tiny_nli_model), threshold=0.5).open(print)
     probs = detector.entailment([(SOURCE, h) for c in claims[:2] for h in hypotheses(c)])
     assert all(0 < p < 1 for p in probs)
     found = detector.detect(claims)

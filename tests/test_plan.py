@@ -116,3 +116,12 @@ def test_a_suite_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
     with pytest.raises(ConfigError) as info:
         plan(suite)
     assert info.value.field == "name"
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_a_backend_with_local_weights_needs_them_found(tmp_path, backend):
+    suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": ["banking77"], "candidates": [
+        {"name": "a", "model": str(tmp_path / "nowhere"), "backend": backend}]})
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        plan(suite)
+    assert info.value.field == "candidates.0.model"

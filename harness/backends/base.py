@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from harness import models
 from harness.records import Completion, Request
 from harness.registry import Registry
 
@@ -63,8 +64,11 @@ class BackendOptions(BaseModel):
     served: ClassVar[bool] = False
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
-        """(field, message) for what stops this candidate from running, found before any work."""
-        return iter(())
+        """(field, message) for what stops this candidate from running, found before any work: weights that
+        live here must be found (embedded, a folder, or in the Hugging Face cache)."""
+        problem = models.check_model_ref(target.model) if self.local_weights else None
+        if problem:
+            yield "model", problem
 
     def chat_template(self) -> bool | None:
         """Whether prompts go through the model's chat template (None: when it has one); a fine-tune trains

@@ -31,11 +31,6 @@ class HFOptions(BackendOptions):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     local_weights = True
 
-    def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
-        problem = models.check_model_ref(target.model)
-        if problem:
-            yield "model", problem
-
     def chat_template(self) -> bool | None:
         return self.chat
 

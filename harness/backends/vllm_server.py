@@ -71,9 +71,7 @@ class VllmOptions(ClientOptions):
     local_weights = True
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
-        problem = models.check_model_ref(target.model)
-        if problem:
-            yield "model", problem
+        yield from super().problems(target)
         if target.lora_rank and target.lora_rank > self.serve.max_lora_rank:
             yield "serve.max_lora_rank", (f"the adapter's LoRA rank {target.lora_rank} exceeds max_lora_rank "
                                           f"{self.serve.max_lora_rank}; vLLM would refuse it")
