@@ -92,6 +92,7 @@ def test_backend_settings_are_checked_against_the_chosen_backend(tmp_path, candi
     ({"name": "oracle"}, "tasks.0.detector.name", "unknown detector 'oracle'"),
     ({"name": "nli"}, "tasks.0.detector.model", "detector `nli` needs `model`"),
     ({"name": "grounding", "threshold": 0.3}, "tasks.0.detector.threshold", "not a setting of detector grounding"),
+    ({"tolerance": 2}, "tasks.0.detector.tolerance", "less than 1"),  # no name: the default, grounding
 ])
 def test_detector_settings_are_checked_against_the_chosen_detector(tmp_path, detector, field, message):
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [{"task": "banking77", "detector": detector}],
