@@ -284,11 +284,51 @@ class Criterion(Strict):
         return f"{self.task} {self.metric} of {self.candidate} {rule}"
 
 
+class MonitorRule(Strict):
+    """When a monitored signal (a drift signal, or a task metric on the traffic) raises an alert."""
+
+    signal: str = Field(description="a drift signal (domain_auc, new_term_rate, …) or a metric of the task")
+    at_most: float | None = None
+    at_least: float | None = None
+    p_below: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="for a test signal (label_shift): alert when its p-value is below this")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MonitorRule:
+        rules = [r for r in ("at_most", "at_least", "p_below") if getattr(self, r) is not None]
+        if len(rules) != 1:
+            raise ValueError("give exactly one of at_most, at_least, p_below"
+                             + (f" (got {' and '.join(rules)})" if rules else ""))
+        return self
+
+    def describe(self) -> str:
+        if self.at_most is not None:
+            return f"{self.signal} <= {self.at_most:g}"
+        if self.at_least is not None:
+            return f"{self.signal} >= {self.at_least:g}"
+        return f"{self.signal} p >= {self.p_below:g}"
+
+
+class MonitorSpec(Strict):
+    """How production traffic is watched: windows, the reference it is compared with, and alert rules."""
+
+    window: Literal["day", "week", "month", "all"] = "day"
+    reference: Literal["train", "test"] = Field(
+        "train", description="the task's training split (test when it has none), or the test split that was gated")
+    min_rows: Annotated[int, Field(ge=1)] = Field(30, description="a smaller window is `insufficient`")
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    resamples: Annotated[int, Field(ge=100)] = 1000
+    rules: list[MonitorRule] | None = Field(
+        None, description="alert rules; default: each drift signal's own (see `harness monitor --help`)")
+    seed: int = 0
+
+
 class Manifest(Strict):
     min_examples: Annotated[int, Field(ge=1)] = 1
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     holm: bool = Field(False, description="Holm-correct the passing decisions across all criteria")
     criteria: list[Criterion]
+    monitor: MonitorSpec | None = Field(None, description="how deployed traffic is watched (harness monitor)")
 
     @model_validator(mode="after")
     def _not_empty(self) -> Manifest:

@@ -173,3 +173,23 @@ class Verdict(_Row):
     evidence: str
     p_value: float | None = None
     examples_needed: int | None = None
+
+
+Alarm = Literal["ok", "alert", "insufficient", "info"]
+ALARMS: tuple[Alarm, ...] = ("ok", "alert", "insufficient", "info")
+
+
+@dataclass(frozen=True)
+class Reading(_Row):
+    """One monitored signal on one window of traffic, and what its rule makes of it (`info`: no rule)."""
+
+    window: str
+    signal: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n: int
+    status: Alarm
+    rule: str | None
+    evidence: str

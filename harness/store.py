@@ -235,6 +235,26 @@ class BenchDir:
     logs_dir = _entry("logs")
 
 
+class MonitorDir:
+    """One `harness monitor` report: monitor.json (every window's readings) and report.md."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    monitor_json = _entry("monitor.json")
+    report_md = _entry("report.md")
+
+    def write(self, record: dict[str, Any], markdown: str) -> None:
+        write_json(self.monitor_json, record)
+        write_atomic(self.report_md, [markdown])
+
+    def read(self) -> dict[str, Any]:
+        record = read_json(self.monitor_json)
+        if not isinstance(record, dict) or not isinstance(record.get("windows"), list):
+            raise HarnessError(f"{self.monitor_json}: not a monitor report")
+        return record
+
+
 class ResultsDir:
     """The results folder: run directories, bench directories, cached adapters and the ratings database."""
 
@@ -263,6 +283,20 @@ class ResultsDir:
         if not self.path.is_dir():
             return []
         return [BenchDir(p.parent) for p in sorted(self.path.glob("*-bench-*/latency.json"), reverse=True)]
+
+    def new_monitor(self, task: str) -> MonitorDir:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        path = self.path / "monitors" / f"{stamp}-{task}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = self.path / "monitors" / f"{stamp}-{task}-{n}"
+        path.mkdir(parents=True)
+        return MonitorDir(path)
+
+    def monitors(self) -> list[MonitorDir]:
+        """`harness monitor` reports, newest first."""
+        return [MonitorDir(p.parent) for p in sorted((self.path / "monitors").glob("*/monitor.json"), reverse=True)]
 
     def find_resumable(self, suite_name: str) -> RunDir | None:
         """The newest unfinished run of this suite."""

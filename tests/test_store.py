@@ -13,7 +13,7 @@ from harness.store import ResultsDir, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_NAMES = re.compile(r"""["'](run\.json|metrics\.json|comparisons\.json|scores\.jsonl|latency\.json|"""
-                        r"""verdict\.json|report\.md|ratings\.sqlite|lineage\.json|latency\.png)["']""")
+                        r"""verdict\.json|report\.md|ratings\.sqlite|lineage\.json|latency\.png|monitor\.json)["']""")
 
 
 def test_no_module_but_the_store_spells_a_run_file_name():

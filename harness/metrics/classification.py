@@ -48,7 +48,7 @@ def predictions(data: ScoringInput) -> list[str | None]:
 class Accuracy(MeanMetric):
     name = "accuracy"
     family = "classification"
-    needs = frozenset({"labels"})
+    needs = frozenset({"labels", "reference"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([p == e.reference for p, e in zip(predictions(data), data.examples, strict=True)], float)
@@ -92,7 +92,7 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
 class MacroF1(SumStatsMetric):
     name = "macro_f1"
     family = "classification"
-    needs = frozenset({"labels"})
+    needs = frozenset({"labels", "reference"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)
@@ -108,7 +108,7 @@ class MacroF1(SumStatsMetric):
 class MicroF1(SumStatsMetric):
     name = "micro_f1"
     family = "classification"
-    needs = frozenset({"labels"})
+    needs = frozenset({"labels", "reference"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)

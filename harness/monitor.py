@@ -1,0 +1,294 @@
+"""Monitoring after deployment: a traffic log against the task's reference data, window by window.
+
+Every registered drift signal that applies (inputs: lengths, new words, a domain classifier; outputs:
+answer lengths, predicted labels) and every task metric the rows can feed (invalid-label and error
+rates on all rows, accuracy or ROUGE on rows with a reference from feedback, the hallucination rate
+through the task's detector, latency where logged) is measured with an interval or a p-value. The
+manifest's `monitor.rules` (or each signal's default) turn a reading into ok, alert or insufficient,
+exactly as the gate does: ok when the whole interval is on the good side, alert when it is wholly on the
+bad side, insufficient in between or when the window has fewer than `min_rows` rows.
+
+Against a run, the reference is the run's own data and the candidate's gated predictions; against a
+suite, the task's data (true labels and reference answers stand in for predictions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import Manifest, MonitorRule, MonitorSpec, load_suite
+from harness.detection import Detectors
+from harness.drift import DRIFT_SIGNALS, DriftInput, Side
+from harness.errors import ConfigError, HarnessError
+from harness.manifest import load_manifest
+from harness.metrics import METRICS, ScoringInput, with_automatic
+from harness.metrics.classification import parse_label
+from harness.metrics.hallucination import claims_of
+from harness.plan import FINISHED, PlannedTask, load_suite_manifest, plan_tasks, tasks_of_run
+from harness.records import ALARMS, Completion, Example, Reading
+from harness.scoring import TaskEvidence
+from harness.store import RunDir
+from harness.traffic import LoggedRow, Traffic, read_traffic
+
+TRAFFIC = "traffic"
+
+
+@dataclass
+class Reference:
+    """What traffic is compared with: the task (with its data) and, against a run, a candidate's answers."""
+
+    task: PlannedTask
+    spec: MonitorSpec
+    against: str
+    candidate: str | None
+    side: Side
+    rules_file: str
+
+
+@dataclass
+class WindowReport:
+    window: str
+    start: str
+    end: str
+    n: int
+    readings: list[Reading]
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    examples: dict[str, list[int]] = field(default_factory=dict)  # signal -> log lines behind an alert
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window, "start": self.start, "end": self.end, "n": self.n,
+                "readings": [r.to_dict() for r in self.readings], "details": self.details,
+                "examples": self.examples}
+
+
+@dataclass
+class MonitorReport:
+    log: str
+    task: str
+    against: str
+    candidate: str | None
+    spec: MonitorSpec
+    lines: int
+    other_tasks: int
+    broken: list[str]
+    windows: list[WindowReport]
+
+    @property
+    def readings(self) -> list[Reading]:
+        return [r for w in self.windows for r in w.readings]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r.status == s for r in self.readings) for s in ALARMS}
+
+    @property
+    def alerting(self) -> bool:
+        """Exit 1, as the gate: an alert, or a rule the evidence cannot settle."""
+        return any(r.status in ("alert", "insufficient") for r in self.readings) or bool(self.broken)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log": self.log, "task": self.task, "against": self.against, "candidate": self.candidate,
+                "monitor": self.spec.model_dump(mode="json"), "lines": self.lines, "other_tasks": self.other_tasks,
+                "broken_lines": self.broken, "counts": self.counts,
+                "windows": [w.to_dict() for w in self.windows]}
+
+
+def signals_of(task: PlannedTask) -> list[str]:
+    """Every name a monitor rule may use for this task: the drift signals and the task's metrics."""
+    metrics = [m for m in with_automatic(task.spec.metrics) if "ratings" not in METRICS[m].needs]
+    return DRIFT_SIGNALS.names() + metrics
+
+
+def check_rules(spec: MonitorSpec, task: PlannedTask, where: str) -> None:
+    known = signals_of(task)
+    for i, rule in enumerate(spec.rules or []):
+        if rule.signal not in known:
+            raise ConfigError(where, f"monitor.rules.{i}.signal",
+                              f"no signal {rule.signal!r} for task {task.name} (known: {', '.join(known)})")
+        is_test = rule.signal in DRIFT_SIGNALS and DRIFT_SIGNALS[rule.signal].kind == "test"
+        if is_test != (rule.p_below is not None):
+            raise ConfigError(where, f"monitor.rules.{i}",
+                              f"{rule.signal} takes p_below" if is_test else f"{rule.signal} takes at_most or at_least")
+
+
+def rules_for(spec: MonitorSpec) -> dict[str, list[MonitorRule]]:
+    """The manifest's rules by signal, else every drift signal's defaults."""
+    if spec.rules is not None:
+        out: dict[str, list[MonitorRule]] = {}
+        for rule in spec.rules:
+            out.setdefault(rule.signal, []).append(rule)
+        return out
+    return {name: [MonitorRule(signal=name, **r) for r in s.default_rules] for name, s in DRIFT_SIGNALS.items()}
+
+
+def _pick(names: list[str], chosen: str | None, what: str, where: str) -> str:
+    if chosen is not None:
+        if chosen not in names:
+            raise HarnessError(f"{where}: no {what} {chosen!r} (has {', '.join(names)})")
+        return chosen
+    if len(names) == 1:
+        return names[0]
+    raise HarnessError(f"{where}: has {len(names)} {what}s ({', '.join(names)}); choose one with --{what}")
+
+
+def _joined(task: PlannedTask, ex: Example) -> str:
+    return "\n".join(ex.inputs.get(k, "") for k in task.spec.data.inputs)
+
+
+def reference_of(against: Path, task_name: str | None, candidate: str | None,
+                 manifest_file: Path | None) -> Reference:
+    """The task, its monitor settings and the reference side, from a finished run or a suite file."""
+    run = RunDir(against)
+    if against.is_dir():
+        record, suite, tasks = tasks_of_run(run)
+        if record.get("status") not in FINISHED:
+            raise HarnessError(f"{against}: the run has not finished (status {record.get('status')!r})")
+        manifest = Manifest.model_validate(record["manifest"]) if record.get("manifest") else None
+        rules_file = str(run.run_json)
+    else:
+        suite = load_suite(against)
+        tasks = plan_tasks(suite, against)
+        manifest = load_suite_manifest(suite, against)
+        rules_file = str(suite.manifest if isinstance(suite.manifest, str) else against)
+    if manifest_file is not None:
+        manifest = load_manifest(manifest_file)
+        rules_file = str(manifest_file)
+    task = {t.name: t for t in tasks}[_pick([t.name for t in tasks], task_name, "task", str(against))]
+    spec = manifest.monitor if manifest is not None and manifest.monitor is not None else MonitorSpec()
+    check_rules(spec, task, rules_file)
+    ref_rows = task.data.train if spec.reference == "train" and task.data.train else task.data.test
+    texts = [_joined(task, ex) for ex in ref_rows]
+    labels = task.data.labels
+    if against.is_dir():
+        cand = _pick([c.name for c in suite.candidates_of(task.name)], candidate, "candidate", str(against))
+        answers = run.finished(cand, task.name)
+        outputs = [answers[ex.id].text for ex in task.data.test if ex.id in answers]
+        side = Side(texts, outputs, [parse_label(o, labels) for o in outputs] if labels else None)
+        return Reference(task, spec, str(against), cand, side, rules_file)
+    if candidate is not None:
+        _pick([c.name for c in suite.candidates_of(task.name)], candidate, "candidate", str(against))
+    references = [ex.references[0] if ex.references else "" for ex in task.data.test]
+    side = Side(texts, None if labels else references, [str(ex.reference) for ex in ref_rows] if labels else None)
+    return Reference(task, spec, str(against), candidate, side, rules_file)
+
+
+def _status(rules: list[MonitorRule], value: float, low: float | None, high: float | None,
+            p: float | None, n: int, spec: MonitorSpec) -> tuple[str, str]:
+    """(status, why) of one reading under its rules: alert if any rule is broken, ok if all hold."""
+    if not rules:
+        return "info", "no rule"
+    if n < spec.min_rows:
+        return "insufficient", f"{n} rows, fewer than min_rows {spec.min_rows}"
+    if math.isnan(value):
+        return "insufficient", "no value"
+    states = []
+    for rule in rules:
+        if rule.p_below is not None:
+            states.append("alert" if p is not None and p < rule.p_below else "ok")
+            continue
+        lo, hi = (value, value) if low is None or high is None or math.isnan(low) else (low, high)
+        if rule.at_most is not None:
+            states.append("ok" if hi <= rule.at_most else "alert" if lo > rule.at_most else "insufficient")
+        elif rule.at_least is not None:
+            states.append("ok" if lo >= rule.at_least else "alert" if hi < rule.at_least else "insufficient")
+    status = "alert" if "alert" in states else "insufficient" if "insufficient" in states else "ok"
+    why = {"ok": "within", "alert": "breaks", "insufficient": "the interval straddles"}[status]
+    return status, f"{why} {' and '.join(r.describe() for r in rules)}"
+
+
+def _traffic_side(task: PlannedTask, rows: list[LoggedRow]) -> Side:
+    outputs = [r.row.output or "" for r in rows]
+    labels = task.data.labels
+    return Side([_joined(task, r.example()) for r in rows], outputs,
+                [parse_label(o, labels) for o in outputs] if labels else None)
+
+
+def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, list[MonitorRule]],
+                     detectors: Detectors) -> tuple[list[Reading], dict[str, list[int]]]:
+    """The task's metrics on the window: on every row, or (needing a reference) on the rows with feedback."""
+    task, spec = ref.task, ref.spec
+    out, behind = [], {}
+    for metric_name in signals_of(task):
+        if metric_name not in METRICS:
+            continue
+        metric = METRICS[metric_name]
+        used = [r for r in rows if r.row.reference is not None] if "reference" in metric.needs else rows
+        if not used:
+            continue
+        examples = [r.example() for r in used]
+        comps: list[Completion] = [r.completion(task.name) for r in used]
+        findings = {}
+        if "detector" in metric.needs:
+            claims = claims_of(ScoringInput(task.spec, examples, comps, None))
+            findings = {TRAFFIC: detectors.get(task.ref.detector).detect(claims)}
+        ev = TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps}, spec.resamples, spec.seed, findings)
+        iv = ev.interval(metric_name, TRAFFIC, spec.confidence)
+        if math.isnan(iv.value) and metric_name not in rules:
+            continue
+        status, why = _status(rules.get(metric_name, []), iv.value, iv.low, iv.high, None, len(used), spec)
+        scope = "rows with a reference" if "reference" in metric.needs else "rows"
+        out.append(Reading(name, metric_name, iv.value, iv.low, iv.high, None, len(used), status,  # type: ignore[arg-type]
+                           _describe(rules.get(metric_name)), f"{len(used)} {scope}; {why}"))
+        per = metric.per_example(ev.stats(metric_name)[TRAFFIC])
+        if status == "alert" and per is not None:
+            bad = [r.line for r, v in zip(used, per, strict=True)
+                   if not math.isnan(v) and (v < 0.5 if metric.higher_is_better else v > 0.5)]
+            behind[metric_name] = bad[:50]
+    return out, behind
+
+
+def _describe(rules: list[MonitorRule] | None) -> str | None:
+    return " and ".join(r.describe() for r in rules) if rules else None
+
+
+def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, list[MonitorRule]],
+            detectors: Detectors) -> WindowReport:
+    spec = ref.spec
+    inp = DriftInput(ref.task.spec, ref.side, _traffic_side(ref.task, rows), spec.resamples, spec.confidence,
+                     spec.seed)
+    readings, details = [], {}
+    for signal_name, signal in DRIFT_SIGNALS.items():
+        if not signal.applies(inp):
+            continue
+        m = signal.measure(inp)
+        status, why = _status(rules.get(signal_name, []), m.value, m.ci_low, m.ci_high, m.p_value, len(rows), spec)
+        readings.append(Reading(name, signal_name, m.value, m.ci_low, m.ci_high, m.p_value, len(rows),
+                                status, _describe(rules.get(signal_name)), f"{m.evidence}; {why}"))  # type: ignore[arg-type]
+        if m.detail:
+            details[signal_name] = m.detail
+    metric_readings, behind = _metric_readings(ref, name, rows, rules, detectors)
+    readings += metric_readings
+    new_terms = {t["term"] for t in details.get("new_term_rate", {}).get("new_terms", [])}
+    alerted = {r.signal for r in readings if r.status == "alert"}
+    if alerted & {"new_term_rate", "domain_auc"} and new_terms:
+        from harness.drift.inputs import words
+
+        behind["new_term_rate"] = [r.line for r in rows if set(words(_joined(ref.task, r.example()))) & new_terms][:50]
+    times = [r.row.utc for r in rows]
+    return WindowReport(name, min(times).isoformat(), max(times).isoformat(), len(rows), readings, details, behind)
+
+
+def monitor(log: Path, against: Path, task: str | None = None, candidate: str | None = None,
+            manifest_file: Path | None = None, skip_bad: bool = False,
+            say: Callable[[str], None] = print) -> MonitorReport:
+    """Read the log, compare each window (and all of it) with the reference, and resolve the rules."""
+    ref = reference_of(against, task, candidate, manifest_file)
+    traffic: Traffic = read_traffic(log, ref.task.spec, ref.task.data.labels, skip_bad)
+    rules = rules_for(ref.spec)
+    windows = traffic.windows(ref.spec.window)
+    names = list(windows) + (["all"] if ref.spec.window != "all" and len(windows) > 1 else [])
+    reports = []
+    detectors = Detectors(say)
+    try:
+        for i, name in enumerate(names, 1):
+            rows = windows.get(name, traffic.rows)
+            say(f"window {name} ({i}/{len(names)}): {len(rows)} rows")
+            reports.append(_window(ref, name, rows, rules, detectors))
+    finally:
+        detectors.close()
+    return MonitorReport(str(log), ref.task.name, ref.against, ref.candidate, ref.spec, traffic.lines,
+                         traffic.other_tasks, traffic.broken, reports)
