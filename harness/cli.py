@@ -182,6 +182,41 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command("monitor")
+def monitor(
+    logs: Path = typer.Argument(..., help="production traffic, JSONL (README: Monitoring)"),
+    against: Path = typer.Option(..., "--against", help="a finished run directory, or a suite YAML file"),
+    task: str = typer.Option(None, "--task", help="the task the traffic is for (default: the only one)"),
+    candidate: str = typer.Option(None, "--candidate", help="the deployed candidate (a run's predictions)"),
+    manifest: Path = typer.Option(None, "--manifest", help="`monitor:` rules (default: the run's or suite's)"),
+    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="count bad lines instead of stopping"),
+    export_labelled: Path = typer.Option(None, "--export-labelled",
+                                         help="write rows with a reference (feedback) as task data, CSV or JSONL"),
+    results: Path = typer.Option(Path("results"), "--results", help="the report goes to RESULTS/monitors/"),
+) -> None:
+    """Drift and quality of deployed traffic per window, against the reference data.
+
+    Exit code 0: every rule holds; 1: an alert, a rule the evidence cannot settle, or skipped lines; 2: bad input."""
+    from harness import report
+    from harness.monitor import monitor as run_monitor
+    from harness.monitor import write_labelled
+    from harness.store import ResultsDir
+
+    result = run_monitor(logs, against, task, candidate, manifest, skip_bad_lines, lambda msg: err.print(msg))
+    for table in report.monitor_tables(result):
+        out.print(table)
+    folder = ResultsDir(results).new_monitor(result.task)
+    folder.write(result.to_dict(), report.monitor_markdown(result))
+    out.print(f"monitor report: {folder.path}")
+    if export_labelled is not None:
+        n = write_labelled(result, export_labelled)
+        out.print(f"{n} labelled rows written to {export_labelled}")
+    if result.broken:
+        err.print(f"[red]{len(result.broken)} broken lines skipped[/] (first: {result.broken[0]})")
+    if result.alerting:
+        raise typer.Exit(1)
+
+
 @app.command("validate-detector")
 def validate_detector(
     data: Path = typer.Argument(..., help="a HaluEval folder (qa_*_data.jsonl, general_data.jsonl)"),

@@ -302,11 +302,12 @@ class MonitorRule(Strict):
         return self
 
     def describe(self) -> str:
+        """What holds while all is well: `<= 0.7`, `>= -0.33`, `p >= 0.01`."""
         if self.at_most is not None:
-            return f"{self.signal} <= {self.at_most:g}"
+            return f"<= {self.at_most:g}"
         if self.at_least is not None:
-            return f"{self.signal} >= {self.at_least:g}"
-        return f"{self.signal} p >= {self.p_below:g}"
+            return f">= {self.at_least:g}"
+        return f"p >= {self.p_below:g}"
 
 
 class MonitorSpec(Strict):

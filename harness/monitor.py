@@ -14,13 +14,16 @@ suite, the task's data (true labels and reference answers stand in for predictio
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import Manifest, MonitorRule, MonitorSpec, load_suite
+import pandas as pd
+
+from harness.config import DataSpec, Manifest, MonitorRule, MonitorSpec, load_suite
 from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
 from harness.errors import ConfigError, HarnessError
@@ -29,7 +32,7 @@ from harness.metrics import METRICS, ScoringInput, with_automatic
 from harness.metrics.classification import parse_label
 from harness.metrics.hallucination import claims_of
 from harness.plan import FINISHED, PlannedTask, load_suite_manifest, plan_tasks, tasks_of_run
-from harness.records import ALARMS, Completion, Example, Reading
+from harness.records import ALARMS, Alarm, Completion, Example, Reading
 from harness.scoring import TaskEvidence
 from harness.store import RunDir
 from harness.traffic import LoggedRow, Traffic, read_traffic
@@ -76,6 +79,8 @@ class MonitorReport:
     other_tasks: int
     broken: list[str]
     windows: list[WindowReport]
+    labelled: list[LoggedRow] = field(default_factory=list)  # rows with a reference from feedback
+    data: DataSpec | None = None
 
     @property
     def readings(self) -> list[Reading]:
@@ -177,7 +182,7 @@ def reference_of(against: Path, task_name: str | None, candidate: str | None,
 
 
 def _status(rules: list[MonitorRule], value: float, low: float | None, high: float | None,
-            p: float | None, n: int, spec: MonitorSpec) -> tuple[str, str]:
+            p: float | None, n: int, spec: MonitorSpec) -> tuple[Alarm, str]:
     """(status, why) of one reading under its rules: alert if any rule is broken, ok if all hold."""
     if not rules:
         return "info", "no rule"
@@ -185,7 +190,7 @@ def _status(rules: list[MonitorRule], value: float, low: float | None, high: flo
         return "insufficient", f"{n} rows, fewer than min_rows {spec.min_rows}"
     if math.isnan(value):
         return "insufficient", "no value"
-    states = []
+    states: list[Alarm] = []
     for rule in rules:
         if rule.p_below is not None:
             states.append("alert" if p is not None and p < rule.p_below else "ok")
@@ -195,9 +200,9 @@ def _status(rules: list[MonitorRule], value: float, low: float | None, high: flo
             states.append("ok" if hi <= rule.at_most else "alert" if lo > rule.at_most else "insufficient")
         elif rule.at_least is not None:
             states.append("ok" if lo >= rule.at_least else "alert" if hi < rule.at_least else "insufficient")
-    status = "alert" if "alert" in states else "insufficient" if "insufficient" in states else "ok"
-    why = {"ok": "within", "alert": "breaks", "insufficient": "the interval straddles"}[status]
-    return status, f"{why} {' and '.join(r.describe() for r in rules)}"
+    status: Alarm = "alert" if "alert" in states else "insufficient" if "insufficient" in states else "ok"
+    why = {"ok": "holds", "alert": "broken", "insufficient": "the interval straddles a threshold"}[status]
+    return status, why
 
 
 def _traffic_side(task: PlannedTask, rows: list[LoggedRow]) -> Side:
@@ -231,14 +236,19 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
             continue
         status, why = _status(rules.get(metric_name, []), iv.value, iv.low, iv.high, None, len(used), spec)
         scope = "rows with a reference" if "reference" in metric.needs else "rows"
-        out.append(Reading(name, metric_name, iv.value, iv.low, iv.high, None, len(used), status,  # type: ignore[arg-type]
-                           _describe(rules.get(metric_name)), f"{len(used)} {scope}; {why}"))
+        out.append(Reading(name, metric_name, iv.value, iv.low, iv.high, None, len(used), status,
+                           _describe(rules.get(metric_name)), _because(f"{len(used)} {scope}", status, why)))
         per = metric.per_example(ev.stats(metric_name)[TRAFFIC])
         if status == "alert" and per is not None:
             bad = [r.line for r, v in zip(used, per, strict=True)
                    if not math.isnan(v) and (v < 0.5 if metric.higher_is_better else v > 0.5)]
             behind[metric_name] = bad[:50]
     return out, behind
+
+
+def _because(evidence: str, status: Alarm, why: str) -> str:
+    """The evidence, with the reason when the rule could not be settled."""
+    return f"{evidence}; {why}" if status == "insufficient" else evidence
 
 
 def _describe(rules: list[MonitorRule] | None) -> str | None:
@@ -257,7 +267,7 @@ def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, l
         m = signal.measure(inp)
         status, why = _status(rules.get(signal_name, []), m.value, m.ci_low, m.ci_high, m.p_value, len(rows), spec)
         readings.append(Reading(name, signal_name, m.value, m.ci_low, m.ci_high, m.p_value, len(rows),
-                                status, _describe(rules.get(signal_name)), f"{m.evidence}; {why}"))  # type: ignore[arg-type]
+                                status, _describe(rules.get(signal_name)), _because(m.evidence, status, why)))
         if m.detail:
             details[signal_name] = m.detail
     metric_readings, behind = _metric_readings(ref, name, rows, rules, detectors)
@@ -291,4 +301,31 @@ def monitor(log: Path, against: Path, task: str | None = None, candidate: str | 
     finally:
         detectors.close()
     return MonitorReport(str(log), ref.task.name, ref.against, ref.candidate, ref.spec, traffic.lines,
-                         traffic.other_tasks, traffic.broken, reports)
+                         traffic.other_tasks, traffic.broken, reports,
+                         [r for r in traffic.rows if r.row.reference is not None], ref.task.spec.data)
+
+
+def write_labelled(report: MonitorReport, path: Path) -> int:
+    """The traffic rows that carry a reference (feedback, reviewed labels), once each, in the task's own
+    columns: a file a fine-tune's `extra_train` reads through the same data checks as the task's data."""
+    spec = report.data
+    if spec is None or not isinstance(spec.reference, str):
+        raise HarnessError(f"{path}: task {report.task} has no single reference column to write labels into")
+    records, seen = [], set()
+    for r in report.labelled:
+        record = {spec.inputs[k]: r.row.inputs[k] for k in spec.inputs}
+        ref = r.row.reference
+        record[spec.reference] = ref if isinstance(ref, str) else (ref or [""])[0]
+        key = json.dumps(record, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            records.append(record)
+    frame = pd.DataFrame(records, columns=[*spec.inputs.values(), spec.reference])
+    try:
+        if path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write the labelled rows ({exc.strerror})") from None
+    return len(records)

@@ -13,7 +13,8 @@ from harness.data_check import TaskDataReport
 from harness.detectors.validation import MEASURES, ValidationReport
 from harness.manifest import short
 from harness.metrics import METRICS
-from harness.records import STATUSES, MetricResult, Verdict
+from harness.monitor import MonitorReport
+from harness.records import STATUSES, MetricResult, Reading, Verdict
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
 TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
@@ -58,7 +59,8 @@ def terminal_tables(results: list[MetricResult], task_metrics: dict[str, list[st
     return tables
 
 
-STATUS_STYLE = {"pass": "green", "fail": "red", "insufficient": "yellow"}
+STATUS_STYLE = {"pass": "green", "fail": "red", "insufficient": "yellow", "ok": "green", "alert": "red",
+                "info": "dim"}
 
 
 def verdict_table(verdicts: list[Verdict]) -> Table:
@@ -189,3 +191,70 @@ def validation_tables(result: ValidationReport) -> list[Table]:
                                  f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
         tables.append(table)
     return tables
+
+
+def reading_text(r: Reading) -> str:
+    """A monitored value for people: with its interval, or with its test's p-value."""
+    value = fmt(r.value, r.signal)
+    if r.ci_low is not None and r.ci_high is not None:
+        return f"{value} [{fmt(r.ci_low, r.signal)}, {fmt(r.ci_high, r.signal)}]"
+    return f"{value} (p={r.p_value:.2g})" if r.p_value is not None else value
+
+
+def _ruled(report: MonitorReport) -> list[str]:
+    """The signals with a rule, in the order they were read."""
+    return list(dict.fromkeys(r.signal for r in report.readings if r.status != "info"))
+
+
+def monitor_tables(report: MonitorReport) -> list[Table]:
+    """Windows × ruled signals (each cell coloured by its status), then every reading of the last window."""
+    signals = _ruled(report)
+    summary = Table(title=f"Monitor {report.task} against {report.against}: {report.counts['alert']} alerts, "
+                          f"{report.counts['insufficient']} insufficient", title_justify="left")
+    summary.add_column("window")
+    summary.add_column("rows", justify="right")
+    for name in signals:
+        summary.add_column(name, justify="right")
+    for w in report.windows:
+        by = {r.signal: r for r in w.readings}
+        summary.add_row(w.window, str(w.n), *[f"[{STATUS_STYLE[by[s].status]}]{reading_text(by[s])}[/]" if s in by
+                                              else "–" for s in signals])
+    last = report.windows[-1]
+    detail = Table(title=f"Window {last.window} ({last.n} rows)", title_justify="left")
+    for col in ("signal", "status", "value", "rule", "evidence"):
+        detail.add_column(col)
+    for r in last.readings:
+        detail.add_row(r.signal, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", reading_text(r), r.rule or "–",
+                       r.evidence)
+    return [summary, detail]
+
+
+def monitor_markdown(report: MonitorReport) -> str:
+    counts = report.counts
+    lines = [f"# Monitor: {report.task}", "",
+             f"Traffic `{report.log}` ({report.lines} lines; {report.other_tasks} of other tasks) against "
+             f"`{report.against}`" + (f", candidate **{report.candidate}**" if report.candidate else "") + ".",
+             f"Windows: {report.spec.window}; reference: {report.spec.reference} split; "
+             f"{report.spec.confidence:.0%} intervals; windows under {report.spec.min_rows} rows are insufficient.", "",
+             f"**{counts['alert']} alerts**, {counts['insufficient']} insufficient, {counts['ok']} ok.", ""]
+    if report.broken:
+        lines += [f"**{len(report.broken)} broken lines skipped** (first: {report.broken[0]}).", ""]
+    signals = _ruled(report)
+    lines += ["| window | rows | " + " | ".join(signals) + " |", "|---|---:|" + "---:|" * len(signals)]
+    for w in report.windows:
+        by = {r.signal: r for r in w.readings}
+        cells = [f"{reading_text(by[s])} **{by[s].status}**" if s in by else "–" for s in signals]
+        lines.append(f"| {w.window} | {w.n} | " + " | ".join(cells) + " |")
+    last = report.windows[-1]
+    lines += ["", f"## Window {last.window}", "", "| signal | status | value | rule | evidence |",
+              "|---|---|---:|---|---|"]
+    lines += [f"| {r.signal} | {r.status} | {reading_text(r)} | {r.rule or '–'} | {r.evidence} |"
+              for r in last.readings]
+    terms = last.details.get("new_term_rate", {})
+    if terms.get("new_terms"):
+        lines += ["", "New words (not in the reference), by messages using them: "
+                  + ", ".join(f"{t['term']} ({t['rows']})" for t in terms["new_terms"]) + "."]
+    if terms.get("rising_terms"):
+        lines += ["", "Words much more frequent than in the reference (log-odds z): "
+                  + ", ".join(f"{t['term']} ({t['z']})" for t in terms["rising_terms"]) + "."]
+    return "\n".join([*lines, ""])

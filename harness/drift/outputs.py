@@ -38,7 +38,7 @@ class LabelShift(DriftSignal):
     kind = "test"
     needs = frozenset({"labels"})
     description = "total variation distance of predicted-label shares; permutation-test p-value"
-    default_rules = ({"p_below": 0.001},)
+    default_rules = ({"p_below": 0.01},)
 
     def measure(self, inp: DriftInput) -> Measurement:
         assert inp.reference.labels is not None and inp.traffic.labels is not None
