@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.config import TaskSpec
+from harness.data import load_labels
 from harness.errors import HarnessError
 from harness.records import Completion, Example
 
@@ -114,20 +115,19 @@ def window_of(when: datetime, window: Window) -> str:
     return "all"
 
 
-def _problems(row: TrafficRow, task: TaskSpec) -> Iterator[str]:
+def _problems(row: TrafficRow, task: TaskSpec, labels: list[str] | None) -> Iterator[str]:
     for name in task.data.inputs:
         if name not in row.inputs:
             yield f"inputs.{name}: missing (task {task.name} reads {', '.join(task.data.inputs)})"
-    labels = task.labels if isinstance(task.labels, list) else None
     if labels is not None and isinstance(row.reference, str) and row.reference not in labels:
         yield f"reference: {row.reference!r} is not a label of task {task.name}"
 
 
 def read_traffic(path: Path, task: TaskSpec, labels: list[str] | None = None, skip_bad: bool = False) -> Traffic:
-    """The rows of `task` in a traffic log. Bad lines raise HarnessError naming file, line and field, or with
+    """The rows of `task` in a traffic log (a true label must be one of the task's `labels`, read from the
+    task when not given). Bad lines raise HarnessError naming file, line and field, or with
     `skip_bad` are counted in `Traffic.broken`."""
-    if labels is not None:
-        task = task.model_copy(update={"labels": labels})
+    labels = load_labels(task, task.file) if labels is None else labels
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -155,7 +155,7 @@ def read_traffic(path: Path, task: TaskSpec, labels: list[str] | None = None, sk
             other += 1
             continue
         if problem is None:
-            problem = next(_problems(row, task), None)
+            problem = next(_problems(row, task, labels), None)
         if problem is not None:
             if not skip_bad:
                 raise HarnessError(f"{path}: line {number}: {problem}")

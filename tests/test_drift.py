@@ -1,0 +1,113 @@
+"""Drift signals on real data: Banking77 messages against other Banking77 messages (no drift), and
+CLINC150's banking queries (same needs, other people and banks) against Banking77 (drift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from harness.config import load_task
+from harness.drift import DRIFT_SIGNALS, DriftInput, Side
+from harness.drift.inputs import _auc, rising_terms, words
+
+ROOT = Path(__file__).resolve().parents[1]
+BANKING = load_task("banking77")
+TRAIN = pd.read_csv(ROOT / "tasks" / "banking77" / "train.csv")
+CLINC = pd.read_csv(ROOT / "examples" / "traffic" / "clinc150_banking.csv")
+
+
+def split_banking(seed: int, n: int) -> tuple[Side, Side]:
+    order = np.random.default_rng(seed).permutation(len(TRAIN))
+    ref, new = TRAIN.iloc[order[:6000]], TRAIN.iloc[order[6000:6000 + n]]
+    return (Side(ref.text.tolist(), labels=ref.category.tolist()),
+            Side(new.text.tolist(), labels=new.category.tolist()))
+
+
+def measure(name: str, reference: Side, traffic: Side, seed: int = 0):
+    return DRIFT_SIGNALS[name].measure(DriftInput(BANKING, reference, traffic, resamples=500, seed=seed))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_no_drift_within_banking77(seed):
+    reference, traffic = split_banking(seed, 150)
+    auc = measure("domain_auc", reference, traffic, seed)
+    assert auc.ci_low < 0.5 < auc.ci_high or abs(auc.value - 0.5) < 0.1
+    rate = measure("new_term_rate", reference, traffic, seed)
+    assert rate.ci_low < 0 < rate.ci_high
+    length = measure("input_length_change", reference, traffic, seed)
+    assert length.ci_low < 0 < length.ci_high
+    shift = measure("label_shift", reference, traffic, seed)
+    assert shift.p_value > 0.01
+
+
+def test_clinc_banking_queries_are_drift_with_their_new_words():
+    reference, _ = split_banking(0, 0)
+    sample = CLINC.sample(150, random_state=0)
+    traffic = Side(sample.text.tolist())
+    auc = measure("domain_auc", reference, traffic)
+    assert auc.ci_low > 0.8
+    rate = measure("new_term_rate", reference, traffic)
+    assert rate.ci_low > 0.2
+    new = [t["term"] for t in rate.detail["new_terms"]]
+    # CLINC's own intents and bank names, words Banking77's customers never wrote.
+    assert {"routing", "chase"} <= set(new[:10])
+    for term in new:
+        assert not any(term in words(text) for text in reference.texts)
+
+
+def test_label_shift_finds_a_moved_label_and_names_it():
+    reference = Side(["x"] * 400, labels=["a"] * 200 + ["b"] * 200)
+    same = Side(["x"] * 200, labels=["a"] * 100 + ["b"] * 100)
+    moved = Side(["x"] * 200, labels=["a"] * 140 + ["b"] * 40 + [None] * 20)
+    assert measure("label_shift", reference, same).value == 0.0
+    result = measure("label_shift", reference, moved)
+    assert result.value == pytest.approx(0.3)  # half of |0.7-0.5| + |0.2-0.5| + |0.1-0| (invalid answers)
+    assert result.p_value < 0.01
+    assert result.detail["label_changes"][0] == {"label": "b", "traffic": 0.2, "reference": 0.5}
+
+
+def test_permutation_p_values_are_uniform_without_shift():
+    rng = np.random.default_rng(7)
+    labels = list("abcdefghij")
+    ps = []
+    for seed in range(60):
+        ref = Side(["x"] * 300, labels=list(rng.choice(labels, 300)))
+        new = Side(["x"] * 100, labels=list(rng.choice(labels, 100)))
+        ps.append(DRIFT_SIGNALS["label_shift"].measure(DriftInput(BANKING, ref, new, resamples=200, seed=seed)).p_value)
+    assert 0.3 < np.mean(ps) < 0.7
+    assert np.mean(np.array(ps) < 0.1) < 0.25
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 60).astype(float)
+    expected = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[pos, neg])
+    assert _auc(pos[None, :], neg[None, :])[0] == pytest.approx(expected)
+
+
+def test_length_change_is_the_relative_change_of_mean_words():
+    reference = Side(["one two three four"] * 50)
+    traffic = Side(["one two three four five six"] * 50)
+    result = measure("input_length_change", reference, traffic)
+    assert result.value == pytest.approx(0.5)
+    outputs = DRIFT_SIGNALS["answer_length_change"].measure(DriftInput(
+        BANKING, Side(["q"] * 10, outputs=["a b"] * 10), Side(["q"] * 10, outputs=["a"] * 10), resamples=200))
+    assert outputs.value == pytest.approx(-0.5)
+
+
+def test_rising_terms_surface_a_word_that_became_frequent():
+    reference = [set(words(f"my card number {i} is lost")) for i in range(300)]
+    traffic = [set(words(f"my revolut card {i} is lost" if i % 2 else f"card {i} lost")) for i in range(100)]
+    rising = rising_terms(reference, traffic)
+    assert rising[0]["term"] == "revolut"
+    assert "card" not in [t["term"] for t in rising]
+
+
+def test_signals_that_need_outputs_or_labels_do_not_apply_without_them():
+    inp = DriftInput(BANKING, Side(["a"]), Side(["b"]))
+    applicable = {name for name, s in DRIFT_SIGNALS.items() if s.applies(inp)}
+    assert applicable == {"input_length_change", "new_term_rate", "domain_auc"}
