@@ -25,7 +25,7 @@ def scoring_input(texts: list[str], references: list, labels: list[str] | None =
     return ScoringInput(task=TASK, examples=examples, completions=completions, labels=labels)
 
 
-def traffic_log(path, texts, outputs, start="2026-11-02T08:00:00+00:00", per_day=100, references=None,
+def traffic_log(path, texts, outputs, start="2026-11-02T00:00:00+00:00", per_day=100, references=None,
                 field="text", **extra):
     """A traffic log in the documented format: `per_day` rows a day from `start`, one JSON object per line."""
     import json

@@ -1,0 +1,166 @@
+"""`harness monitor` end to end on real data: Banking77 messages raise no alert across windows, CLINC150's
+banking queries are flagged with the words that are new; rules from the manifest; feedback rows scored;
+bad input one line and exit 2; labelled rows exported as task data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.errors import ConfigError
+from harness.monitor import monitor
+from harness.store import ResultsDir
+from tests.conftest import write_yaml
+from tests.helpers import traffic_log
+from tests.test_cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST = pd.read_csv(ROOT / "tasks" / "banking77" / "test.csv").sample(frac=1.0, random_state=0)
+CLINC = pd.read_csv(ROOT / "examples" / "traffic" / "clinc150_banking.csv").sample(frac=1.0, random_state=0)
+DRIFT_RULES = [{"signal": "domain_auc", "at_most": 0.7}, {"signal": "new_term_rate", "at_most": 0.1},
+               {"signal": "input_length_change", "at_least": -0.33}, {"signal": "input_length_change", "at_most": 0.5}]
+
+
+def suite(tmp_path, rules=DRIFT_RULES, **monitor_spec):
+    manifest = {"criteria": [{"task": "banking77", "metric": "accuracy", "candidate": "deployed", "at_least": 0.5}],
+                "monitor": {"window": "day", "min_rows": 50, "resamples": 300, "rules": rules, **monitor_spec}}
+    return write_yaml(tmp_path / "suite.yaml", {
+        "name": "watch", "tasks": ["banking77"], "manifest": manifest,
+        "candidates": [{"name": "deployed", "model": "smollm2-135m-instruct"}]})
+
+
+def test_banking77_traffic_raises_no_alert_across_windows(tmp_path):
+    rows = TEST.iloc[:400]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), rows.category.tolist(), per_day=100)
+    report = monitor(log, suite(tmp_path), say=lambda _: None)
+    assert [w.window for w in report.windows] == ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "all"]
+    ruled = [r for r in report.readings if r.rule is not None]
+    assert {r.signal for r in ruled} == {"domain_auc", "new_term_rate", "input_length_change"}
+    assert all(r.status == "ok" for r in ruled), [(r.window, r.signal, r.value) for r in ruled if r.status != "ok"]
+    assert not report.alerting
+
+
+def test_clinc_traffic_is_flagged_with_its_new_words_and_the_rows_behind(tmp_path, monkeypatch, capsys):
+    rows = CLINC.iloc[:300]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), ["card_arrival"] * 300, per_day=100)
+    code, _ = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(suite(tmp_path)),
+                      "--results", str(tmp_path / "results"))
+    assert code == 1
+    [folder] = ResultsDir(tmp_path / "results").monitors()
+    record = folder.read()
+    for window in record["windows"]:
+        status = {r["signal"]: r["status"] for r in window["readings"]}
+        assert status["domain_auc"] == status["new_term_rate"] == "alert"
+        terms = [t["term"] for t in window["details"]["new_term_rate"]["new_terms"]]
+        assert "routing" in terms[:10]
+        behind = window["examples"]["new_term_rate"]
+        texts = [rows.text.iloc[line - 1] for line in behind]
+        assert behind and all(set(t.lower().split()) & set(terms) for t in texts)
+    markdown = folder.report_md.read_text()
+    assert "New words (not in the reference)" in markdown and "routing" in markdown
+
+
+def test_feedback_rows_are_scored_by_the_tasks_metrics_under_the_manifests_rules(tmp_path):
+    rows = TEST.iloc[:120]
+    right = rows.category.tolist()
+    # The model answers right on even rows only; every third row carries a reviewer's true label.
+    outputs = [label if i % 2 == 0 else "card_arrival" if label != "card_arrival" else "atm_support"
+               for i, label in enumerate(right)]
+    references = [label if i % 3 == 0 else None for i, label in enumerate(right)]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), outputs, per_day=200, references=references)
+    rules = [{"signal": "accuracy", "at_least": 0.9}, {"signal": "invalid_label_rate", "at_most": 0.05}]
+    report = monitor(log, suite(tmp_path, rules=rules, min_rows=30), say=lambda _: None)
+    [window] = report.windows
+    by = {r.signal: r for r in window.readings}
+    labelled = [i for i in range(120) if i % 3 == 0]
+    assert by["accuracy"].n == len(labelled)
+    assert by["accuracy"].value == pytest.approx(sum(i % 2 == 0 for i in labelled) / len(labelled))
+    assert by["accuracy"].status == "alert" and by["invalid_label_rate"].status == "ok"
+    assert by["domain_auc"].status == "info"  # no rule names it
+    assert report.alerting
+
+
+def test_a_small_window_is_insufficient(tmp_path):
+    rows = TEST.iloc[:140]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), rows.category.tolist(), per_day=100)
+    report = monitor(log, suite(tmp_path), say=lambda _: None)
+    last_day = report.windows[1]
+    assert last_day.n == 40
+    assert {r.status for r in last_day.readings if r.rule} == {"insufficient"}
+    assert report.alerting
+
+
+@pytest.mark.parametrize(("rule", "field", "message"), [
+    ({"signal": "bleu", "at_least": 1}, "monitor.rules.0.signal", "no signal 'bleu' for task banking77"),
+    ({"signal": "label_shift", "at_most": 0.2}, "monitor.rules.0", "label_shift takes p_below"),
+    ({"signal": "domain_auc", "p_below": 0.01}, "monitor.rules.0", "domain_auc takes at_most or at_least"),
+])
+def test_a_rule_the_task_cannot_have_is_refused_naming_the_field(tmp_path, rule, field, message):
+    log = traffic_log(tmp_path / "t.jsonl", ["hi"], ["card_arrival"])
+    with pytest.raises(ConfigError) as caught:
+        monitor(log, suite(tmp_path, rules=[rule]), say=lambda _: None)
+    assert caught.value.field == field and message in caught.value.message
+
+
+def test_bad_input_is_one_line_and_exit_2_and_skipping_counts(tmp_path, monkeypatch, capsys):
+    rows = TEST.iloc[:60]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), rows.category.tolist())
+    with log.open("a") as handle:
+        handle.write('{"time": "not a time", "inputs": {"text": "x"}, "output": "card_arrival"}\n')
+    the_suite = suite(tmp_path, min_rows=10)
+    code, err = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(the_suite),
+                        "--results", str(tmp_path / "results"))
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {log}: line 61: time: Input should be a valid datetime or date, "
+                                        "invalid character in year"]
+    assert not (tmp_path / "results").exists()
+    code, err = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(the_suite), "--skip-bad-lines",
+                        "--results", str(tmp_path / "results"))
+    assert code == 1 and "1 broken lines skipped" in err
+    assert ResultsDir(tmp_path / "results").monitors()[0].read()["broken_lines"][0].startswith("line 61: time")
+    code, err = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml: file not found" in err
+
+
+def test_labelled_rows_are_exported_once_each_in_the_tasks_columns(tmp_path, monkeypatch, capsys):
+    texts = ["what is my routing number", "freeze my card please", "what is my routing number", "hello"]
+    log = traffic_log(tmp_path / "t.jsonl", texts, ["card_arrival"] * 4,
+                      references=["transfer_into_account", "lost_or_stolen_card", "transfer_into_account", None])
+    out = tmp_path / "new_rows.csv"
+    code, _ = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(suite(tmp_path, min_rows=1)),
+                      "--export-labelled", str(out), "--results", str(tmp_path / "results"))
+    assert code in (0, 1)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["text", "category"]
+    assert frame.values.tolist() == [["what is my routing number", "transfer_into_account"],
+                                     ["freeze my card please", "lost_or_stolen_card"]]
+    assert json.loads((ResultsDir(tmp_path / "results").monitors()[0].monitor_json).read_text())["task"] == "banking77"
+
+
+@pytest.mark.slow
+def test_against_a_run_the_reference_is_the_candidates_gated_answers(small_suite, tmp_path):
+    from harness.errors import HarnessError
+    from harness.monitor import reference_of
+    from harness.pipeline import run_suite
+    from harness.store import RunDir
+
+    run_dir = run_suite(small_suite, tmp_path / "results", run_id="r1").run_dir
+    with pytest.raises(HarnessError, match="has 2 candidates \\(tiny-zero, tiny-fewshot\\); choose one"):
+        reference_of(run_dir, "keywords", None, None)
+    ref = reference_of(run_dir, "keywords", "tiny-fewshot", None)
+    answers = RunDir(run_dir).finished("tiny-fewshot", "keywords")
+    assert ref.side.outputs == [answers[ex.id].text for ex in ref.task.data.test]
+    assert ref.side.texts == [ex.inputs["text"] for ex in ref.task.data.train]
+    texts = [ex.inputs["text"] for ex in ref.task.data.test] * 3
+    same = traffic_log(tmp_path / "same.jsonl", texts, ref.side.outputs * 3)
+    other = traffic_log(tmp_path / "other.jsonl", texts, ["billing", "delivery", "password"] * 12)
+    quiet = monitor(same, run_dir, "keywords", "tiny-fewshot", say=lambda _: None)
+    loud = monitor(other, run_dir, "keywords", "tiny-fewshot", say=lambda _: None)
+    shift = {r.window: r for r in quiet.readings if r.signal == "label_shift"}
+    assert [r.value for r in shift.values()] == [0.0]
+    [moved] = [r for r in loud.readings if r.signal == "label_shift"]
+    assert moved.value > 0.5 and moved.p_value < 0.01
+    assert quiet.candidate == "tiny-fewshot" and quiet.against == str(run_dir)
