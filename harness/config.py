@@ -184,6 +184,12 @@ class FinetuneSpec(Strict):
         "auto", description="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
     distributed: DistributedSpec = DistributedSpec()
     seed: int = 0
+    extra_train: list[str] = Field(
+        default_factory=list, description="more training rows in the task's own columns (CSV, JSONL or Parquet, "
+        "paths relative to the suite), e.g. reviewed traffic from `harness monitor --export-labelled`")
+    parent: str | None = Field(
+        None, description="continue training this adapter (a suite candidate's name, or an adapter folder read "
+        "as `adapter:` is); the successor's lineage names it")
 
 
 # A name that becomes part of a path (run directories, prediction files): no separators, no "..".

@@ -182,3 +182,19 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
     if not test:
         raise HarnessError(f"{task_file}: data.test: no test examples left")
     return TaskData(test=test, train=train, labels=labels, files=files)
+
+
+def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where: Path,
+                    field_name: str) -> list[Example]:
+    """More rows in the task's own columns (no id column needed), checked against its label set; errors name
+    the file that asked for them (`where`) and its field."""
+    spec = task.data.model_copy(update={"id": None})
+    try:
+        rows = _to_examples(_read_table(path, spec.format, where, field_name), spec, where, field_name)
+    except ConfigError as exc:
+        raise ConfigError(where, field_name, exc.message) from None
+    if labels is not None:
+        outside = sorted({str(e.reference) for e in rows} - set(labels))
+        if outside:
+            raise ConfigError(where, field_name, f"{path}: labels not in task {task.name}: {', '.join(outside[:5])}")
+    return rows

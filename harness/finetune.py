@@ -25,12 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.config import Candidate, FinetuneSpec, TaskSpec
+from harness.config import Candidate, FinetuneSpec, Suite, TaskSpec
 from harness.data import stratified_sample
 from harness.data_check import TaskDataReport, without_overlap
 from harness.errors import HarnessError
 from harness.models import check_adapter_dir
-from harness.plan import RunPlan
+from harness.plan import RunPlan, extra_rows, parent_of
 from harness.prompts import answer_of, render
 from harness.records import Example
 from harness.store import LINEAGE_FILE
@@ -68,9 +68,11 @@ def _examples_digest(examples: list[Example]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: bool) -> tuple[str, dict[str, Any]]:
-    """The content hash naming an adapter, and what went into it."""
+def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: bool,
+                parent: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The content hash naming an adapter, and what went into it (the parent adapter's identity included)."""
     inputs = {
+        "parent": parent,
         "base_sha256": base_digest,
         "train_sha256": _examples_digest(data.train),
         "validation_sha256": _examples_digest(data.validation),
@@ -81,6 +83,16 @@ def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: b
         "versions": {p: _version(p) for p in ("torch", "transformers", "peft")},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
+
+
+def parent_record(adapter: Path) -> dict[str, Any]:
+    """What names a parent adapter in its successor's lineage: its folder, content key, candidate and generation
+    (1 for an adapter trained from the base), or its weights' hash when it was not trained here."""
+    lineage_file = adapter / LINEAGE_FILE
+    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    weights = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+    return {"adapter": str(adapter), "adapter_key": lineage.get("adapter_key"), "weights_sha256": weights,
+            "candidate": lineage.get("candidate"), "generation": int(lineage.get("generation", 1))}
 
 
 def _version(package: str) -> str | None:
@@ -120,11 +132,13 @@ def encode_example(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str
 
 
 def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str,
-                  chat: bool | None = None, say: Any = print, base_digest: str | None = None) -> Path:
+                  chat: bool | None = None, say: Any = print, base_digest: str | None = None,
+                  parent: Path | None = None) -> Path:
     """Train (or reuse) the LoRA adapter; returns its folder under out_root. `base_digest` is the base
-    weights' hash when already known (torchrun workers get it from the launcher, not hashing again)."""
+    weights' hash when already known (torchrun workers get it from the launcher, not hashing again).
+    With a `parent` adapter, training continues from its weights and LoRA settings (a successor)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -141,7 +155,8 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         tokenizer.pad_token = tokenizer.eos_token
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
     base_digest = base_digest or _weights_digest(base_dir)
-    key, inputs = adapter_key(base_digest, data, spec, use_chat)
+    parent_info = parent_record(parent) if parent is not None else None
+    key, inputs = adapter_key(base_digest, data, spec, use_chat, parent_info)
     target = out_root / f"{name}-{key}"
     if (target / LINEAGE_FILE).is_file():
         problem = check_adapter_dir(target)
@@ -151,7 +166,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         say(f"training again: the cached adapter is damaged ({problem})")
 
     if spec.distributed.processes > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch(base_dir, data, spec, out_root, name, use_chat, base_digest, target, say)
+        return _launch(base_dir, data, spec, out_root, name, use_chat, base_digest, target, say, parent)
 
     dtype = training_dtype(spec.precision)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
@@ -162,9 +177,15 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
     missing = [m for m in spec.target_modules if m not in modules]
     if missing:
         raise HarnessError(f"finetune {name}: target module(s) {missing} not in the model")
-    lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    if parent is not None:
+        model = PeftModel.from_pretrained(model, parent, is_trainable=True)
+        config = model.peft_config["default"]
+        say(f"{name} continues {parent} (LoRA r={config.r} on {', '.join(sorted(config.target_modules))}; "
+            "the parent's LoRA settings apply)")
+    else:
+        lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                          target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
     if spec.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -214,6 +235,7 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         history = trainer.state.log_history
         lineage = {
             "candidate": name, "adapter_key": key, "base_model": str(base_dir), **inputs,
+            "generation": parent_info["generation"] + 1 if parent_info else 1,
             "task": data.task.name, "n_train": len(encode), "n_validation": len(val),
             "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
             "train_loss": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
@@ -247,13 +269,13 @@ def _distributed_args(spec: FinetuneSpec) -> dict[str, Any]:
 
 
 def _launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str, chat: bool,
-            base_digest: str, target: Path, say: Any) -> Path:
+            base_digest: str, target: Path, say: Any, parent: Path | None) -> Path:
     """Train with one process per GPU under torchrun (PyTorch's own launcher); rank 0 writes the adapter."""
     out_root.mkdir(parents=True, exist_ok=True)
     job = {"base_dir": str(base_dir), "task": data.task.model_dump(mode="json"), "labels": data.labels,
            "train": [asdict(e) for e in data.train], "validation": [asdict(e) for e in data.validation],
            "spec": spec.model_dump(mode="json"), "out_root": str(out_root), "name": name, "chat": chat,
-           "base_sha256": base_digest}
+           "base_sha256": base_digest, "parent": str(parent) if parent else None}
     with tempfile.NamedTemporaryFile("w", dir=out_root, prefix=f".{name}-job-", suffix=".json",
                                      delete=False) as handle:
         json.dump(job, handle)
@@ -282,11 +304,15 @@ def _worker(job_file: str) -> None:
     data = TrainingSet(task, [Example(**e) for e in job["train"]], [Example(**e) for e in job["validation"]],
                        job["labels"])
     train_adapter(Path(job["base_dir"]), data, FinetuneSpec.model_validate(job["spec"]), Path(job["out_root"]),
-                  job["name"], job["chat"], base_digest=job["base_sha256"])
+                  job["name"], job["chat"], base_digest=job["base_sha256"],
+                  parent=Path(job["parent"]) if job.get("parent") else None)
 
 
 def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example], labels: list[str] | None,
-                       base_dir: Path, out_root: Path, say: Any = print, test: list[Example] | None = None) -> Path:
+                       base_dir: Path, out_root: Path, say: Any = print, test: list[Example] | None = None,
+                       extra: list[Example] | None = None, parent: Path | None = None) -> Path:
+    """The candidate's training rows (`limit` samples the task's own split; `extra` rows are all kept, less
+    those already in it), decontaminated where asked, then trained from the base or from `parent`."""
     spec = candidate.finetune
     assert spec is not None
     if spec.decontaminate and test:
@@ -295,30 +321,58 @@ def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example
             say(f"{candidate.name}: dropped {len(train) - len(kept)} training rows that occur in the test split")
         train = kept
     rows = stratified_sample(train, spec.limit, spec.seed, stratify=labels is not None) if spec.limit else train
+    if extra:
+        new = without_overlap(extra, train)
+        clean = without_overlap(new, test or [])
+        if len(clean) < len(new) and not spec.decontaminate:
+            raise HarnessError(f"finetune {candidate.name}: {len(new) - len(clean)} extra_train rows occur in the "
+                               f"test split of {task.name}; set `decontaminate: true` in the fine-tune to drop them")
+        say(f"{candidate.name}: {len(clean)} extra training rows ({len(extra) - len(new)} already in the training "
+            f"split and {len(new) - len(clean)} in the test split, left out)")
+        rows = rows + clean
     fit, validation = split_validation(rows, spec.validation_fraction, spec.seed)
     return train_adapter(base_dir, TrainingSet(task, fit, validation, labels), spec, out_root, candidate.name,
-                         candidate.options.chat_template(), say)
+                         candidate.options.chat_template(), say, parent=parent)
+
+
+def _with_parents(suite: Suite, only: str | None) -> set[str]:
+    """The candidates to fine-tune: `only` and the suite candidates it continues, or all."""
+    if only is None:
+        return {c.name for c in suite.candidates}
+    wanted: set[str] = set()
+    name: str | None = only
+    while name is not None and name not in wanted and any(c.name == name for c in suite.candidates):
+        wanted.add(name)
+        spec = suite.candidate(name).finetune
+        name = spec.parent if spec else None
+    return wanted
 
 
 def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
                  only: str | None = None) -> dict[str, Path]:
-    """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block."""
+    """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block, parents
+    before their successors."""
     from harness import models
 
     tasks = {t.name: t for t in the_plan.tasks}
     blocked = {r.task: r.blocking[0] for r in reports if r.blocking}
-    adapters = {}
-    for cand in the_plan.suite.candidates:
-        if cand.finetune is None or (only is not None and cand.name != only):
+    wanted = _with_parents(the_plan.suite, only)
+    adapters: dict[str, Path] = {}
+    for i, cand in enumerate(the_plan.suite.candidates):
+        if cand.finetune is None or cand.name not in wanted:
             continue
         task = tasks[cand.finetune.task]
         if task.name in blocked and not cand.finetune.decontaminate:
             raise HarnessError(f"finetune {cand.name}: the data check of {task.name} blocks training: "
                                f"{blocked[task.name]}; set `decontaminate: true` in the fine-tune to drop "
                                "those rows, or `allow_overlap: true` in the suite to accept them")
+        parent_name, parent = parent_of(cand, the_plan.suite)
+        if parent_name is not None and parent is None:
+            parent = adapters[parent_name]  # trained just before, in suite order (checked by the planner)
         base = Path(models.resolve(cand.model, say))
-        adapters[cand.name] = finetune_candidate(cand, task.spec_for(cand), task.data.train, task.data.labels, base,
-                                                 root, say, test=task.data.test)
+        adapters[cand.name] = finetune_candidate(
+            cand, task.spec_for(cand), task.data.train, task.data.labels, base, root, say, test=task.data.test,
+            extra=extra_rows(cand, task, the_plan.suite_file, i), parent=parent)
     return adapters
 
 

@@ -21,13 +21,13 @@ from harness.config import (
     load_suite,
     load_task,
 )
-from harness.data import TaskData, load_task_data
+from harness.data import TaskData, load_extra_rows, load_task_data
 from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import check_against, load_manifest
 from harness.metrics import METRICS, with_automatic
 from harness.prompts import check_template, choose_few_shot, render
-from harness.records import Request
+from harness.records import Example, Request
 from harness.store import RunDir
 
 # A run that reached scoring: complete, or with failed requests scored as empty answers.
@@ -196,6 +196,56 @@ def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) 
     for i, cand in enumerate(suite.candidates):
         for field, message in _candidate_problems(cand, names, tasks):
             raise ConfigError(suite_file, f"candidates.{i}.{field}", message)
+        if cand.finetune is not None:
+            by_name = {t.name: t for t in tasks}
+            extra_rows(cand, by_name[cand.finetune.task], suite_file, i)
+            problem = _parent_problem(cand, suite)
+            if problem:
+                raise ConfigError(suite_file, f"candidates.{i}.finetune.parent", problem)
+
+
+def _relative(path: str, suite_file: Path) -> Path:
+    as_path = Path(path).expanduser()
+    return as_path if as_path.is_absolute() else suite_file.parent / as_path
+
+
+def extra_rows(cand: Candidate, task: PlannedTask, suite_file: Path, index: int) -> list[Example]:
+    """A fine-tune's `extra_train` rows, read in the task's columns and checked against its labels."""
+    assert cand.finetune is not None
+    rows: list[Example] = []
+    for j, rel in enumerate(cand.finetune.extra_train):
+        rows += load_extra_rows(task.spec, _relative(rel, suite_file), task.data.labels, suite_file,
+                                f"candidates.{index}.finetune.extra_train.{j}")
+    return rows
+
+
+def parent_of(cand: Candidate, suite: Suite) -> tuple[str | None, Path | None]:
+    """(the suite candidate it continues, if one; that candidate's adapter folder, or the folder named)."""
+    name = cand.finetune.parent if cand.finetune else None
+    if name is None:
+        return None, None
+    for other in suite.candidates:
+        if other.name == name:
+            return name, Path(other.adapter).expanduser() if other.adapter else None
+    return None, Path(name).expanduser()  # a folder, read as `adapter:` is
+
+
+def _parent_problem(cand: Candidate, suite: Suite) -> str | None:
+    name, adapter = parent_of(cand, suite)
+    if name is not None:
+        names = [c.name for c in suite.candidates]
+        parent = suite.candidate(name)
+        if name == cand.name:
+            return "a fine-tune cannot continue itself"
+        if parent.model != cand.model:
+            return f"{name} is built on {parent.model}, this candidate on {cand.model}"
+        if adapter is None and parent.finetune is None:
+            return f"candidate {name} has no adapter to continue"
+        if parent.finetune is not None and names.index(name) > names.index(cand.name):
+            return f"candidate {name} is trained after this one; list it first"
+    if adapter is not None:
+        return models.check_adapter_dir(adapter)
+    return None
 
 
 def check_data(the_plan: RunPlan) -> list[TaskDataReport]:

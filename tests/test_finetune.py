@@ -118,3 +118,85 @@ def test_failed_distributed_training_is_one_clear_error(tmp_path, tiny_model):
     cand = Candidate(name="bad", model=str(tiny_model), finetune=spec)
     with pytest.raises(HarnessError, match=r"distributed training failed \(exit [1-9].*not in the model"):
         finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters", say=print)
+
+
+def _lora_b(adapter):
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    return {k: v for k, v in weights.items() if "lora_B" in k}
+
+
+def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_path, tiny_model, monkeypatch, capsys):
+    """Labelled traffic exported by `harness monitor` joins the training data of a successor that continues
+    the deployed adapter; its lineage names the parent; the suite gates successor against deployed."""
+    import torch
+
+    from tests.helpers import traffic_log
+    from tests.test_cli import run_cli
+
+    task = classification_task(tmp_path / "task", n_test=9, n_train=120)
+    texts = [f"my parcel tracking code {i} is wrong" for i in range(30)] + ["question 1 about my parcel"]
+    log = traffic_log(tmp_path / "traffic.jsonl", texts, ["billing"] * 31, references=["delivery"] * 31)
+    deployed = {**SPEC, "max_steps": 20}
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "loop", "allow_overlap": True, "tasks": [str(task)],
+        "candidates": [{"name": "deployed", "model": str(tiny_model), "finetune": deployed},
+                       {"name": "successor", "model": str(tiny_model),
+                        "finetune": {**SPEC, "max_steps": 1, "learning_rate": 1e-7, "parent": "deployed",
+                                     "extra_train": ["new_rows.csv"], "decontaminate": True}}],
+        "manifest": {"criteria": [{"task": "keywords", "metric": "invalid_label_rate", "candidate": "successor",
+                                   "not_worse_than": "deployed", "margin": 0.5}],
+                     "monitor": {"min_rows": 1, "resamples": 200}},
+        "bootstrap": {"resamples": 100}})
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and "candidates.1.finetune.extra_train.0: data file not found" in err
+    code, _ = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(suite), "--export-labelled",
+                      str(tmp_path / "new_rows.csv"), "--results", str(tmp_path / "r"))
+    assert code in (0, 1)
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--candidate", "successor",
+                        "--results", str(tmp_path / "r"))
+    assert code == 0, err
+    # The one exported row that is also a test message is dropped (decontaminate), the thirty others kept.
+    said = " ".join(err.split())
+    dropped = int(said.split("successor: dropped ")[1].split()[0])  # task rows that are also test rows
+    assert "successor: 30 extra training rows (0 already in the training split and 1 in the test split" in said
+    adapters = {p.name.split("-")[0]: p for p in (tmp_path / "r" / "adapters").iterdir()}
+    parent, child = adapters["deployed"], adapters["successor"]
+    lineage = json.loads((child / LINEAGE).read_text())
+    assert lineage["parent"]["adapter"] == str(parent) and lineage["generation"] == 2
+    assert lineage["parent"]["adapter_key"] == json.loads((parent / LINEAGE).read_text())["adapter_key"]
+    assert lineage["n_train"] + lineage["n_validation"] == 120 - dropped + 30
+    # It continued the parent's weights (one step at a tiny rate), not a fresh LoRA (B = 0 at the start).
+    before, after = _lora_b(parent), _lora_b(child)
+    assert before.keys() == after.keys()
+    assert all(before[k].abs().max() > 1e-3 and torch.allclose(before[k], after[k], atol=1e-4) for k in before)
+    code, _ = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "gate")
+    verdict = json.loads((tmp_path / "r" / "gate" / "verdict.json").read_text())
+    assert verdict["criteria"][0]["criterion"] == ("keywords invalid_label_rate of successor not worse than "
+                                                   "deployed by more than 0.5")
+    assert verdict["criteria"][0]["status"] in ("pass", "fail", "insufficient") and code in (0, 1)
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"parent": "successor"}, "candidates.1.finetune.parent", "a fine-tune cannot continue itself"),
+    ({"parent": "later"}, "candidates.1.finetune.parent", "candidate later is trained after this one"),
+    ({"parent": "no/such/folder"}, "candidates.1.finetune.parent", "not a LoRA adapter directory"),
+    ({"extra_train": ["bad_labels.csv"]}, "candidates.1.finetune.extra_train.0", "labels not in task keywords: refund"),
+    ({"extra_train": ["wrong_columns.csv"]}, "candidates.1.finetune.extra_train.0", "column 'text' not in"),
+])
+def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path, tiny_model, change, field, message):
+    from harness.errors import ConfigError
+    from harness.plan import plan
+
+    task = classification_task(tmp_path / "task", n_test=9, n_train=30)
+    (tmp_path / "bad_labels.csv").write_text("text,label\nmy money back,refund\n")
+    (tmp_path / "wrong_columns.csv").write_text("message,label\nmy money back,billing\n")
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "loop", "allow_overlap": True, "tasks": [str(task)],
+        "candidates": [{"name": "deployed", "model": str(tiny_model), "finetune": SPEC},
+                       {"name": "successor", "model": str(tiny_model), "finetune": {**SPEC, **change}},
+                       {"name": "later", "model": str(tiny_model), "finetune": SPEC}]})
+    with pytest.raises(ConfigError) as caught:
+        plan(suite)
+    assert caught.value.field == field and message in caught.value.message
