@@ -10,12 +10,15 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView, list_runs, load_run
-from dashboard.views import agreement, examples, latency, review, runs, scorecard
+from dashboard.views import agreement, examples, latency, monitoring, review, runs, scorecard
 from harness.errors import HarnessError
 from harness.store import ResultsDir
 
 PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,
-         "Latency": latency.render, "Review": review.render, "Agreement": agreement.render}
+         "Latency": latency.render, "Review": review.render, "Agreement": agreement.render,
+         "Monitoring": monitoring.render}
+# Pages that read no run: they show something before any `harness run`.
+WITHOUT_RUNS = {"Runs", "Monitoring"}
 
 
 @st.cache_data(show_spinner=False)
@@ -32,7 +35,7 @@ def main() -> None:
                             key="page")
     all_runs = list_runs(results)
     readable = [r for r in all_runs if r.problem is None]
-    if not readable and page != "Runs":
+    if not readable and page not in WITHOUT_RUNS:
         st.info(f"No readable runs under {results}. Run `harness run SUITE --results {results}` first.")
         return
     chosen = st.session_state.get("chosen_runs") or [r.run_id for r in readable[:1]]

@@ -3,6 +3,7 @@ planner's rebuild of a finished run, turned into pandas tables; problems become 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,45 @@ def bench_runs(results: Path) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(data, dict) and "levels" in data:
             out.append((bench.path.name, data))
     return out
+
+
+@dataclass
+class MonitorView:
+    """One `harness monitor` report: readings as a table (window, signal, value, interval, status, …)."""
+
+    name: str
+    record: dict[str, Any]
+    readings: pd.DataFrame
+
+    def details(self, window: str) -> dict[str, Any]:
+        return next(w.get("details", {}) for w in self.record["windows"] if w["window"] == window)
+
+    def examples(self, window: str) -> dict[str, list[int]]:
+        return next(w.get("examples", {}) for w in self.record["windows"] if w["window"] == window)
+
+
+def list_monitors(results: Path) -> list[str]:
+    return [m.path.name for m in ResultsDir(results).monitors()]
+
+
+def load_monitor(results: Path, name: str) -> MonitorView:
+    folder = next(m for m in ResultsDir(results).monitors() if m.path.name == name)
+    record = folder.read()
+    rows = [r for w in record["windows"] for r in w["readings"]]
+    return MonitorView(name, record, pd.DataFrame(rows))
+
+
+def log_lines(path: str, lines: list[int]) -> pd.DataFrame:
+    """The traffic rows at these line numbers of a log (time, inputs, output, reference), if it is still there."""
+    wanted, out = set(lines), []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if number in wanted:
+                    row = json.loads(line)
+                    out.append({"line": number, "time": row.get("time"),
+                                "input": " | ".join(str(v) for v in row.get("inputs", {}).values()),
+                                "output": row.get("output"), "reference": row.get("reference")})
+    except (OSError, json.JSONDecodeError):
+        return pd.DataFrame(columns=["line", "time", "input", "output", "reference"])
+    return pd.DataFrame(out, columns=["line", "time", "input", "output", "reference"])

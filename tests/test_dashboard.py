@@ -208,3 +208,37 @@ def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
     human = next(v for v in verdicts if v.metric == "human_rating")
     assert human.n == 6 and human.observed == pytest.approx((sum(a) + sum(b)) / 12)
     assert human.status == "pass"
+
+
+def test_monitoring_page_shows_alerts_new_words_and_the_rows_behind(tmp_path, monkeypatch):
+    """A real `harness monitor` report of CLINC150 banking queries against Banking77, with no run at all."""
+    import pandas as pd
+
+    from harness import report
+    from harness.monitor import monitor
+    from harness.store import ResultsDir
+    from tests.helpers import traffic_log
+
+    clinc = pd.read_csv(APP.parents[1] / "examples" / "traffic" / "clinc150_banking.csv").sample(160, random_state=1)
+    log = traffic_log(tmp_path / "t.jsonl", clinc.text.tolist(), ["card_arrival"] * 160, per_day=80)
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "watch", "tasks": ["banking77"], "candidates": [{"name": "c", "model": "smollm2-135m-instruct"}],
+        "manifest": {"criteria": [{"task": "banking77", "metric": "accuracy", "candidate": "c", "at_least": 0.5}],
+                     "monitor": {"resamples": 200}}})
+    result = monitor(log, suite, say=lambda _: None)
+    ResultsDir(tmp_path / "results").new_monitor("banking77").write(result.to_dict(), report.monitor_markdown(result))
+
+    at = app(tmp_path / "results", monkeypatch, "Monitoring")
+    shown = texts(at)
+    alerts = [e.value for e in at.error]
+    assert len(alerts) == result.counts["alert"] > 0
+    assert any("domain_auc" in a and "breaks <= 0.7" in a for a in alerts)
+    windows = at.dataframe[0].value
+    assert list(windows.index) == ["2026-11-02", "2026-11-03", "all"] and list(windows["rows"]) == [80, 80, 160]
+    assert windows.loc["all", "domain_auc"].startswith("🔴")
+    new_words = at.dataframe[1].value
+    assert "routing" in set(new_words.term)
+    behind = at.dataframe[3].value
+    assert len(behind) > 0 and set(behind.input) <= set(clinc.text)
+    assert len(at.get("vega_lite_chart")) == 1
+    assert "Monitoring" in shown
