@@ -128,6 +128,12 @@ def stratified_sample(examples: list[Example], n: int, seed: int, stratify: bool
     return [e for i, e in enumerate(examples) if i in keep]
 
 
+def _outside(rows: list[Example], labels: list[str]) -> str | None:
+    """The references that are not labels (the first five, for a message), or None."""
+    outside = sorted({str(e.reference) for e in rows} - set(labels))
+    return ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "") if outside else None
+
+
 def load_labels(task: TaskSpec, task_file: Path) -> list[str] | None:
     if task.labels is None:
         return None
@@ -168,13 +174,10 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
 
     labels = load_labels(task, task_file)
     if labels is not None:
-        label_set = set(labels)
         for split_name, rows in (("test", test), ("train", train)):
-            outside = sorted({str(e.reference) for e in rows} - label_set)
+            outside = _outside(rows, labels)
             if outside:
-                shown = ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "")
-                raise ConfigError(task_file, "labels",
-                                  f"label set does not cover the {split_name} data: {shown}")
+                raise ConfigError(task_file, "labels", f"label set does not cover the {split_name} data: {outside}")
     if sample is not None:
         test = stratified_sample(test, sample, seed, stratify=labels is not None)
     if limit is not None:
@@ -193,8 +196,7 @@ def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where:
         rows = _to_examples(_read_table(path, spec.format, where, field_name), spec, where, field_name)
     except ConfigError as exc:
         raise ConfigError(where, field_name, exc.message) from None
-    if labels is not None:
-        outside = sorted({str(e.reference) for e in rows} - set(labels))
-        if outside:
-            raise ConfigError(where, field_name, f"{path}: labels not in task {task.name}: {', '.join(outside[:5])}")
+    outside = _outside(rows, labels) if labels is not None else None
+    if outside:
+        raise ConfigError(where, field_name, f"{path}: labels not in task {task.name}: {outside}")
     return rows

@@ -30,7 +30,7 @@ from harness.data import stratified_sample
 from harness.data_check import TaskDataReport, without_overlap
 from harness.errors import HarnessError
 from harness.models import check_adapter_dir
-from harness.plan import RunPlan, extra_rows, parent_of
+from harness.plan import RunPlan, parent_of
 from harness.prompts import answer_of, render
 from harness.records import Example
 from harness.store import LINEAGE_FILE
@@ -358,7 +358,7 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
     blocked = {r.task: r.blocking[0] for r in reports if r.blocking}
     wanted = _with_parents(the_plan.suite, only)
     adapters: dict[str, Path] = {}
-    for i, cand in enumerate(the_plan.suite.candidates):
+    for cand in the_plan.suite.candidates:
         if cand.finetune is None or cand.name not in wanted:
             continue
         task = tasks[cand.finetune.task]
@@ -372,7 +372,7 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
         base = Path(models.resolve(cand.model, say))
         adapters[cand.name] = finetune_candidate(
             cand, task.spec_for(cand), task.data.train, task.data.labels, base, root, say, test=task.data.test,
-            extra=extra_rows(cand, task, the_plan.suite_file, i), parent=parent)
+            extra=the_plan.extra_train.get(cand.name, []), parent=parent)
     return adapters
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 from harness.config import DataSpec, Manifest, MonitorRule, MonitorSpec, load_suite
 from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
+from harness.drift.inputs import words
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import load_manifest
 from harness.metrics import METRICS, ScoringInput, with_automatic
@@ -214,35 +215,42 @@ def _traffic_side(task: PlannedTask, rows: list[LoggedRow]) -> Side:
 
 def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, list[MonitorRule]],
                      detectors: Detectors) -> tuple[list[Reading], dict[str, list[int]]]:
-    """The task's metrics on the window: on every row, or (needing a reference) on the rows with feedback."""
+    """The task's metrics on the window: on every row, or (needing a reference) on the rows with feedback.
+    Each of the two row sets is scored once (one evidence, one detector pass) for all its metrics."""
     task, spec = ref.task, ref.spec
-    out, behind = [], {}
-    for metric_name in signals_of(task):
-        if metric_name not in METRICS:
-            continue
-        metric = METRICS[metric_name]
-        used = [r for r in rows if r.row.reference is not None] if "reference" in metric.needs else rows
-        if not used:
+    metrics = [METRICS[m] for m in signals_of(task) if m in METRICS]
+    scored: dict[bool, tuple[list[LoggedRow], TaskEvidence]] = {}
+    for labelled in (False, True):
+        used = [r for r in rows if r.row.reference is not None] if labelled else rows
+        wanted = [m for m in metrics if ("reference" in m.needs) == labelled]
+        if not used or not wanted:
             continue
         examples = [r.example() for r in used]
         comps: list[Completion] = [r.completion(task.name) for r in used]
         findings = {}
-        if "detector" in metric.needs:
+        if any("detector" in m.needs for m in wanted):
             claims = claims_of(ScoringInput(task.spec, examples, comps, None))
             findings = {TRAFFIC: detectors.get(task.ref.detector).detect(claims)}
-        ev = TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps}, spec.resamples, spec.seed, findings)
-        iv = ev.interval(metric_name, TRAFFIC, spec.confidence)
-        if math.isnan(iv.value) and metric_name not in rules:
+        scored[labelled] = used, TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps},
+                                              spec.resamples, spec.seed, findings)
+    out, behind = [], {}
+    for metric in metrics:
+        labelled = "reference" in metric.needs
+        if labelled not in scored:
             continue
-        status, why = _status(rules.get(metric_name, []), iv.value, iv.low, iv.high, None, len(used), spec)
-        scope = "rows with a reference" if "reference" in metric.needs else "rows"
-        out.append(Reading(name, metric_name, iv.value, iv.low, iv.high, None, len(used), status,
-                           _describe(rules.get(metric_name)), _because(f"{len(used)} {scope}", status, why)))
-        per = metric.per_example(ev.stats(metric_name)[TRAFFIC])
+        used, ev = scored[labelled]
+        iv = ev.interval(metric.name, TRAFFIC, spec.confidence)
+        if math.isnan(iv.value) and metric.name not in rules:
+            continue
+        status, why = _status(rules.get(metric.name, []), iv.value, iv.low, iv.high, None, len(used), spec)
+        scope = "rows with a reference" if labelled else "rows"
+        out.append(Reading(name, metric.name, iv.value, iv.low, iv.high, None, len(used), status,
+                           _describe(rules.get(metric.name)), _because(f"{len(used)} {scope}", status, why)))
+        per = metric.per_example(ev.stats(metric.name)[TRAFFIC])
         if status == "alert" and per is not None:
             bad = [r.line for r, v in zip(used, per, strict=True)
                    if not math.isnan(v) and (v < 0.5 if metric.higher_is_better else v > 0.5)]
-            behind[metric_name] = bad[:50]
+            behind[metric.name] = bad[:50]
     return out, behind
 
 
@@ -275,9 +283,8 @@ def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, l
     new_terms = {t["term"] for t in details.get("new_term_rate", {}).get("new_terms", [])}
     alerted = {r.signal for r in readings if r.status == "alert"}
     if alerted & {"new_term_rate", "domain_auc"} and new_terms:
-        from harness.drift.inputs import words
-
-        behind["new_term_rate"] = [r.line for r in rows if set(words(_joined(ref.task, r.example()))) & new_terms][:50]
+        behind["new_term_rate"] = [r.line for r, text in zip(rows, inp.traffic.texts, strict=True)
+                                   if set(words(text)) & new_terms][:50]
     times = [r.row.utc for r in rows]
     return WindowReport(name, min(times).isoformat(), max(times).isoformat(), len(rows), readings, details, behind)
 

@@ -6,7 +6,7 @@ already on disk from its run.json, for `harness gate`, re-scoring and the dashbo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class RunPlan:
     tasks: list[PlannedTask]
     suite_sha256: str = ""
     manifest: Manifest | None = None
+    # Per fine-tuned candidate: its `extra_train` rows, read and checked once at plan time.
+    extra_train: dict[str, list[Example]] = field(default_factory=dict)
 
     def requests(self, task: PlannedTask, candidate: Candidate) -> list[Request]:
         shots = choose_few_shot(task.data.train, candidate.few_shot, self.suite.seed,
@@ -140,13 +142,13 @@ def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
     suite_file = Path(suite_file)
     suite = load_suite(suite_file)
     tasks = plan_tasks(suite, suite_file)
-    _check_candidates(suite, suite_file, tasks)
+    extra_train = _check_candidates(suite, suite_file, tasks)
     _check_detectors(suite_file, tasks)
     manifest = load_suite_manifest(suite, suite_file, manifest_file)
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
         check_manifest(manifest, Path(where), suite, tasks)
-    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest)
+    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train)
 
 
 def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:
@@ -191,17 +193,20 @@ def _candidate_problems(cand: Candidate, names: list[str], tasks: list[PlannedTa
                                "examples")
 
 
-def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> None:
+def _check_candidates(suite: Suite, suite_file: Path, tasks: list[PlannedTask]) -> dict[str, list[Example]]:
+    """Every candidate's problems, as ConfigErrors; returns the fine-tunes' extra training rows."""
     names = [t.name for t in tasks]
+    by_name = {t.name: t for t in tasks}
+    extra: dict[str, list[Example]] = {}
     for i, cand in enumerate(suite.candidates):
-        for field, message in _candidate_problems(cand, names, tasks):
-            raise ConfigError(suite_file, f"candidates.{i}.{field}", message)
+        for key, message in _candidate_problems(cand, names, tasks):
+            raise ConfigError(suite_file, f"candidates.{i}.{key}", message)
         if cand.finetune is not None:
-            by_name = {t.name: t for t in tasks}
-            extra_rows(cand, by_name[cand.finetune.task], suite_file, i)
+            extra[cand.name] = _extra_rows(cand, by_name[cand.finetune.task], suite_file, i)
             problem = _parent_problem(cand, suite)
             if problem:
                 raise ConfigError(suite_file, f"candidates.{i}.finetune.parent", problem)
+    return extra
 
 
 def _relative(path: str, suite_file: Path) -> Path:
@@ -209,7 +214,7 @@ def _relative(path: str, suite_file: Path) -> Path:
     return as_path if as_path.is_absolute() else suite_file.parent / as_path
 
 
-def extra_rows(cand: Candidate, task: PlannedTask, suite_file: Path, index: int) -> list[Example]:
+def _extra_rows(cand: Candidate, task: PlannedTask, suite_file: Path, index: int) -> list[Example]:
     """A fine-tune's `extra_train` rows, read in the task's columns and checked against its labels."""
     assert cand.finetune is not None
     rows: list[Example] = []

@@ -3,24 +3,26 @@ words traffic uses that the reference never did, and the log rows behind an aler
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import MonitorView, list_monitors, load_monitor, log_lines
+from harness.records import Reading
+from harness.report import reading_text
 
 STATUS_ICON = {"ok": "🟢 ok", "alert": "🔴 alert", "insufficient": "🟡 insufficient", "info": "⚪ no rule"}
 
 
 def _cell(r: pd.Series) -> str:
-    if pd.notna(r.ci_low) and pd.notna(r.ci_high):
-        text = f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-    elif pd.notna(r.p_value):
-        text = f"{r.value:.3f} (p={r.p_value:.2g})"
-    else:
-        text = "–" if pd.isna(r.value) else f"{r.value:.3f}"
-    return f"{STATUS_ICON[r.status].split()[0]} {text}"
+    """A status mark and the reading as the terminal report writes it (value, interval or p-value)."""
+    # JSON's nulls are NaN in the table; a reading's absent interval or p-value is None.
+    fields: dict[str, Any] = {k: None if k != "value" and pd.isna(v) else v for k, v in r.items()
+                              if k in Reading.__dataclass_fields__}
+    return f"{STATUS_ICON[r.status].split()[0]} {reading_text(Reading(**fields))}"
 
 
 def window_table(view: MonitorView) -> pd.DataFrame:
