@@ -72,14 +72,16 @@ def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: b
                 parent: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The content hash naming an adapter, and what went into it (the parent adapter's identity included)."""
     inputs = {
-        "parent": parent,
+        # Only successors carry a parent, so adapters trained before `parent` existed keep their keys.
+        **({"parent": parent} if parent is not None else {}),
         "base_sha256": base_digest,
         "train_sha256": _examples_digest(data.train),
         "validation_sha256": _examples_digest(data.validation),
         "prompt": data.task.prompt.model_dump(),
         "labels": data.labels,
         "chat": chat,
-        "config": spec.model_dump(mode="json"),
+        # The extra rows and the parent count by content (train_sha256, the parent record), not by path.
+        "config": spec.model_dump(mode="json", exclude={"extra_train", "parent"}),
         "versions": {p: _version(p) for p in ("torch", "transformers", "peft")},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16], inputs
