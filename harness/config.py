@@ -45,7 +45,32 @@ class SplitSpec(Strict):
     seed: int = 0
 
 
+class DatasetSplits(Strict):
+    test: str = "test"
+    train: str | None = Field("train", description="optional unless named: a dataset without it has no train rows")
+
+
+class DatasetSpec(Strict):
+    """Rows from Hugging Face `datasets`: a hub id or local dataset folder, or a folder written by save_to_disk."""
+
+    id: str | None = Field(None, description="hub id (e.g. PolyAI/banking77; offline it must be in the datasets "
+                           "cache), or a local folder of data files relative to the task")
+    saved: str | None = Field(None, description="a folder written by Dataset(Dict).save_to_disk, relative to the task")
+    config: str | None = Field(None, description="the dataset's configuration (subset) name")
+    revision: str | None = Field(None, description="commit, tag or branch on the hub; pin it for repeatable runs")
+    splits: DatasetSplits = DatasetSplits()
+
+    @model_validator(mode="after")
+    def _one_place(self) -> DatasetSpec:
+        if (self.id is None) == (self.saved is None):
+            raise ValueError("give either `id` or `saved`")
+        if self.saved is not None and (self.config or self.revision):
+            raise ValueError("`config` and `revision` go with `id`, not with `saved`")
+        return self
+
+
 class DataSpec(Strict):
+    dataset: DatasetSpec | None = Field(None, description="rows from Hugging Face datasets instead of files")
     test: str | None = None
     train: str | None = None
     path: str | None = Field(None, description="one file to split into train and test with `split`")
@@ -57,10 +82,12 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
+        if self.dataset is not None and (self.path or self.test or self.train or self.split):
+            raise ValueError("give either `dataset` or files (`test`/`train`, or `path` with `split`), not both")
         if self.path and (self.test or self.train):
             raise ValueError("give either `path` (with `split`) or `test`/`train`, not both")
-        if not self.path and not self.test:
-            raise ValueError("`test` (or `path` with `split`) is required")
+        if not self.path and not self.test and self.dataset is None:
+            raise ValueError("`test` (or `path` with `split`, or `dataset`) is required")
         if not self.inputs:
             raise ValueError("`inputs` must map at least one prompt variable to a column")
         return self

@@ -1,4 +1,5 @@
-"""Examples and their loaders: JSONL, CSV or Parquet with a field mapping, stable ids, splits, samples."""
+"""Examples from a task's data source (files or Hugging Face datasets) with its field mapping: stable ids, splits,
+samples, the label-set check."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pandas as pd
 from harness.config import DataSpec, SplitSpec, TaskSpec
 from harness.errors import ConfigError, HarnessError
 from harness.records import Example
+from harness.sources import source_of
+from harness.sources.base import Role
+from harness.sources.files import read_table
 
 
 @dataclass(frozen=True)
@@ -20,27 +24,7 @@ class TaskData:
     test: list[Example]
     train: list[Example]
     labels: list[str] | None
-    files: dict[str, str]  # file path -> sha256, for run.json
-
-
-def _read_table(path: Path, fmt: str, task_file: Path, field_name: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise ConfigError(task_file, field_name, f"data file not found: {path}")
-    kind = fmt if fmt != "auto" else {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
-    try:
-        if kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif kind == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise ConfigError(task_file, f"{field_name}", f"cannot tell the format of {path}; set data.format")
-    except (ValueError, OSError) as exc:
-        raise ConfigError(task_file, field_name, f"cannot read {path}: {exc}") from None
-    if frame.empty:
-        raise ConfigError(task_file, field_name, f"data set is empty: {path}")
-    return frame
+    files: dict[str, str]  # file path -> sha256, or dataset@revision:split -> fingerprint, for run.json
 
 
 def _example_id(inputs: dict[str, str]) -> str:
@@ -155,22 +139,18 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
                    seed: int = 0) -> TaskData:
     """Load, split and cut down a task's examples; checks columns, emptiness and the label set."""
     task_file = task.file
-    spec = task.data
-    files: dict[str, str] = {}
+    tables = {t.role: t for t in source_of(task.data).tables(task)}
+    files = {t.identity: t.digest for t in tables.values()}
 
-    def read(rel: str, field_name: str) -> list[Example]:
-        path = (task.base_dir / rel).resolve()
-        frame = _read_table(path, spec.format, task_file, field_name)
-        files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-        return _to_examples(frame, spec, task_file, field_name)
+    def examples(role: Role) -> list[Example]:
+        table = tables.get(role)
+        return _to_examples(table.frame, task.data, task_file, table.field) if table else []
 
-    if spec.path:
-        everything = read(spec.path, "data.path")
-        split = spec.split or SplitSpec()
-        train, test = _seeded_split(everything, split.test_size, split.seed)
+    if "all" in tables:
+        split = task.data.split or SplitSpec()
+        train, test = _seeded_split(examples("all"), split.test_size, split.seed)
     else:
-        test = read(spec.test, "data.test")  # type: ignore[arg-type]
-        train = read(spec.train, "data.train") if spec.train else []
+        test, train = examples("test"), examples("train")
 
     labels = load_labels(task, task_file)
     if labels is not None:
@@ -193,7 +173,7 @@ def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where:
     the file that asked for them (`where`) and its field."""
     spec = task.data.model_copy(update={"id": None})
     try:
-        rows = _to_examples(_read_table(path, spec.format, where, field_name), spec, where, field_name)
+        rows = _to_examples(read_table(path, spec.format, where, field_name), spec, where, field_name)
     except ConfigError as exc:
         raise ConfigError(where, field_name, exc.message) from None
     outside = _outside(rows, labels) if labels is not None else None

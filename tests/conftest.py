@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Datasets the tests build are cached here, never in the user's own cache.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="harness-tests-datasets-"))
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="harness-tests-modules-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LABELS = ["billing", "delivery", "password"]
