@@ -115,7 +115,7 @@ def run(
         if problem:
             raise HarnessError(f"--tracking-uri: {problem}" if tracking_uri else f"{suite}: tracking.uri: {problem}")
     result = Runner(the_plan, results, err).execute(run_id, resume)
-    for table in report.terminal_tables(result.results, {t.name: t.spec.metrics for t in the_plan.tasks}):
+    for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in the_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
         out.print(report.verdict_table(result.verdicts))

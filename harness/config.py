@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     field_validator,
     model_serializer,
     model_validator,
@@ -117,6 +119,62 @@ class GenerationSpec(Strict):
     stop: list[str] = Field(default_factory=list)
 
 
+class EvaluateMetricSpec(Strict):
+    """A metric from a Hugging Face `evaluate` module, scored with the same intervals and paired tests as ours."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = Field(
+        description="the metric's name in reports and manifest criteria")
+    evaluate: str = Field(description="a module: a local .py file or folder (relative to the task), or a hub id "
+                          "such as `exact_match` (offline it must be in the evaluate cache)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for compute()")
+    key: str | None = Field(None, description="the result to use when compute() returns several")
+    per_example: bool = Field(True, description="true: the module scores each answer alone and the metric is their "
+                              "mean; false: corpus-level, recomputed on each bootstrap resample (up to max_resamples)")
+    max_resamples: Annotated[int, Field(ge=50)] = 200
+    predictions: Literal["text", "label"] = Field("text", description="label: the parsed label (classification)")
+    references: Literal["first", "all"] = Field("first", description="all: a list of references per answer")
+    higher_is_better: bool = True
+
+
+class JudgeMetricSpec(Strict):
+    """An LLM judge scoring answers with a versioned rubric: 1–5 or pass/fail per answer, or pairwise against a
+    candidate (judged in both orders)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = Field(
+        description="the metric's name; `<name>_unparsed` (share of replies with no verdict) comes with it")
+    judge: str = Field(description="the judging model: embedded name or local folder, the served model's name "
+                       "with `url`, or a suite candidate's name with `candidate: true`")
+    url: str | None = Field(None, description="base URL of an OpenAI-compatible server (vLLM)")
+    api_key_env: str | None = None
+    candidate: bool = Field(False, description="`judge` names a suite candidate, judged on its own backend")
+    rubric: str = Field(description="the criteria the judge applies, inline or a .txt/.md file beside the task")
+    rubric_version: str = Field("1", description="bump when the rubric changes: kept judgements are keyed by it")
+    scale: Literal["1-5", "pass_fail"] = "1-5"
+    against: str | None = Field(None, description="pairwise: win rate of each candidate against this one, each "
+                                "pair judged in both orders (a win must hold in both, else it counts as a tie)")
+    max_new_tokens: Annotated[int, Field(gt=0)] = 64
+
+
+DefinedMetric = EvaluateMetricSpec | JudgeMetricSpec
+
+
+def _metric_kind(entry: Any) -> str | None:
+    # Told apart by their own key, so that an error names the fields of the kind the user meant.
+    if isinstance(entry, str | EvaluateMetricSpec | JudgeMetricSpec):
+        return {str: "name", EvaluateMetricSpec: "evaluate", JudgeMetricSpec: "judge"}[type(entry)]
+    if isinstance(entry, dict):
+        return "judge" if "judge" in entry else "evaluate" if "evaluate" in entry else None
+    return None
+
+
+MetricEntry = Annotated[
+    Annotated[str, Tag("name")] | Annotated[EvaluateMetricSpec, Tag("evaluate")]
+    | Annotated[JudgeMetricSpec, Tag("judge")],
+    Discriminator(_metric_kind, custom_error_type="metric_entry",
+                  custom_error_message="a metric is a name, or a mapping with `evaluate:` or `judge:`"),
+]
+
+
 class TaskSpec(Strict):
     name: str
     version: int = 1
@@ -126,7 +184,8 @@ class TaskSpec(Strict):
     prompt: PromptSpec
     labels: list[str] | str | None = Field(None, description="label list, or a JSON file holding one")
     source: str | None = Field(None, description="input variable holding the grounding passage")
-    metrics: list[str]
+    metrics: list[MetricEntry] = Field(description="registered metric names, or definitions: "
+                                               "{evaluate: module, name: …} or {judge: model, rubric: …, name: …}")
     generation: GenerationSpec = GenerationSpec()
     licence: str | None = None
     # The YAML file itself: data paths are relative to its folder, errors name it.
@@ -135,6 +194,21 @@ class TaskSpec(Strict):
     @property
     def base_dir(self) -> Path:
         return self.file.parent
+
+    @property
+    def defined_metrics(self) -> list[DefinedMetric]:
+        return [m for m in self.metrics if not isinstance(m, str)]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric the task scores, by name (a judge brings its unparsed-reply share)."""
+        out: list[str] = []
+        for m in self.metrics:
+            if isinstance(m, str):
+                out.append(m)
+            else:
+                out += [m.name, f"{m.name}_unparsed"] if isinstance(m, JudgeMetricSpec) else [m.name]
+        return out
 
     @model_validator(mode="after")
     def _kind_needs(self) -> TaskSpec:

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.config import Candidate
 from harness.detection import Detectors, task_findings
+from harness.judging import Judges, task_judgements
 from harness.manifest import resolve, verdict_record
 from harness.metrics import get_metric
 from harness.plan import PlannedTask, RunPlan, plan_from_run
@@ -37,6 +38,7 @@ def score_run(the_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
     evidence: dict[str, TaskEvidence] = {}
     failed = 0
     detectors = Detectors(say)
+    judges = Judges(the_plan.suite, say)
     try:
         for task in the_plan.tasks:
             completions = {}
@@ -47,10 +49,16 @@ def score_run(the_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
                 completions[cand.name] = aligned
             findings = (task_findings(run, task.spec, task.ref.detector, task.data.test, completions, detectors)
                         if task.needs_detector else {})
+            judgements = task_judgements(run, task.spec, task.data.test, completions, judges, say)
+            for name in task.metric_names:
+                note = getattr(get_metric(name), "note", None)
+                if note:
+                    say(note)
             evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions,
-                                               boot.resamples, the_plan.suite.seed, findings)
+                                               boot.resamples, the_plan.suite.seed, findings, judgements)
     finally:
         detectors.close()
+        judges.close()
     results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     verdicts = None

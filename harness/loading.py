@@ -40,6 +40,9 @@ _UNIONS: dict[str, tuple[str, str, dict[str, type[BaseModel]]]] = {
 }
 
 
+_METRIC_KINDS = ("name", "evaluate", "judge")
+
+
 def _where_and_why(err: Any) -> tuple[str | None, str]:
     """The field path a user wrote (backend options sit beside the common fields) and a readable message."""
     loc = [str(p) for p in err["loc"]]
@@ -48,6 +51,9 @@ def _where_and_why(err: Any) -> tuple[str | None, str]:
     i = 0
     while i < len(loc):
         part = loc[i]
+        if i >= 2 and loc[i - 2] == "metrics" and loc[i - 1].isdigit() and part in _METRIC_KINDS:
+            i += 1  # the kind of a task's metric entry is told by its own key, not written by the user
+            continue
         if part in _UNIONS:
             kind, tag_field, models = _UNIONS[part]
             if part != "options":

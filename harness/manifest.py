@@ -78,13 +78,20 @@ def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
     return float((wrong + 1) / (len(d) + 1))
 
 
-def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | None) -> np.ndarray | None:
-    """Per rated example: the rating metric's value (mean 1–5 rating, or win share in blind comparisons)."""
+def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | None,
+                  ev: TaskEvidence) -> np.ndarray | None:
+    """Per rated example: the rating metric's value (mean 1–5 rating, win share in blind comparisons, or a
+    judge's agreement with the reviewers, which reads the judge's per-example scores)."""
     if human is None:
         return None
     rater = get_metric(metric)
     assert isinstance(rater, RatingMetric)
-    return rater.rated_values(human, task, candidate)
+    judged = None
+    if rater.reads is not None:
+        per = get_metric(rater.reads).per_example(ev.stats(rater.reads)[candidate])
+        judged = {ex.id: float(v) for ex, v in zip(ev.examples, per, strict=True)
+                  if not np.isnan(v)} if per is not None else {}
+    return rater.rated_values(human, task, candidate, judged)
 
 
 def _absolute(c: Criterion) -> tuple[bool, float]:
@@ -101,7 +108,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
     conf = manifest.confidence
     n = ev.n
     if _rated(c.metric):
-        values = _human_values(c.metric, c.candidate, task, human)
+        values = _human_values(c.metric, c.candidate, task, human, ev)
         if values is None or len(values) == 0:
             return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
                            ci_low=None, ci_high=None, n=n, status="insufficient",

@@ -105,7 +105,7 @@ class MonitorReport:
 
 def signals_of(task: PlannedTask) -> list[str]:
     """Every name a monitor rule may use for this task: the drift signals and the task's metrics."""
-    metrics = [m for m in with_automatic(task.spec.metrics) if "ratings" not in METRICS[m].needs]
+    metrics = [m for m in with_automatic(task.spec.metric_names) if "ratings" not in METRICS[m].needs]
     return DRIFT_SIGNALS.names() + metrics
 
 

@@ -84,7 +84,7 @@ class Runner:
                     "version": t.spec.version, "kind": t.spec.kind, "file": str(t.spec.file),
                     "task_sha256": file_sha256(t.spec.file), "data_sha256": t.data.files,
                     "n_test": len(t.data.test), "n_train": len(t.data.train), "limit": t.ref.limit,
-                    "sample": t.ref.sample, "metrics": t.spec.metrics,
+                    "sample": t.ref.sample, "metrics": t.spec.metric_names,
                     "detector": t.ref.detector.describe() if t.needs_detector else None,
                 } for t in p.tasks
             },

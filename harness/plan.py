@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import models
+from harness.backends.openai_compat import unreachable
 from harness.config import (
     Candidate,
+    EvaluateMetricSpec,
+    JudgeMetricSpec,
     Manifest,
     Suite,
     TaskRef,
@@ -26,6 +29,8 @@ from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import check_against, load_manifest
 from harness.metrics import METRICS, with_automatic
+from harness.metrics.hf_evaluate import define_evaluate
+from harness.metrics.judge import define_judge
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
 from harness.store import RunDir
@@ -47,12 +52,12 @@ class PlannedTask:
     @property
     def needs_detector(self) -> bool:
         """A detector runs when the task has a source passage and a metric that reads findings."""
-        return self.spec.source is not None and any("detector" in METRICS[m].needs for m in self.spec.metrics)
+        return self.spec.source is not None and any("detector" in METRICS[m].needs for m in self.spec.metric_names)
 
     @property
     def metric_names(self) -> list[str]:
         """The task's own metrics, then the ones every task gets (latency, errors)."""
-        return with_automatic(self.spec.metrics)
+        return with_automatic(self.spec.metric_names)
 
     def spec_for(self, candidate: Candidate) -> TaskSpec:
         """The task as this candidate sees it: with the candidate's prompt changes, if any."""
@@ -88,11 +93,43 @@ class RunPlan:
         return {t.name: t.metric_names for t in self.tasks}
 
 
+def _define_metrics(spec: TaskSpec) -> None:
+    """Register the metrics the task defines itself (evaluate modules, judges), checked before any work."""
+    for i, metric in enumerate(spec.metrics):
+        if isinstance(metric, EvaluateMetricSpec):
+            define_evaluate(metric, spec, f"metrics.{i}")
+        elif isinstance(metric, JudgeMetricSpec):
+            define_judge(metric, spec, f"metrics.{i}")
+
+
+def _check_judges(spec: TaskSpec, suite: Suite, suite_file: Path) -> None:
+    """Judges name candidates the suite has, and their models or servers are there."""
+    scored = [c.name for c in suite.candidates_of(spec.name)]
+    for i, metric in enumerate(spec.metrics):
+        if not isinstance(metric, JudgeMetricSpec):
+            continue
+        if metric.against is not None and metric.against not in scored:
+            raise ConfigError(spec.file, f"metrics.{i}.against", f"no candidate {metric.against!r} is scored on "
+                              f"{spec.name} in {suite_file} (scored: {', '.join(scored)})")
+        if metric.candidate:
+            names = [c.name for c in suite.candidates]
+            if metric.judge not in names:
+                raise ConfigError(spec.file, f"metrics.{i}.judge", f"no candidate {metric.judge!r} in {suite_file}")
+            if suite.candidate(metric.judge).finetune is not None:
+                raise ConfigError(spec.file, f"metrics.{i}.judge", "a judge cannot be a candidate fine-tuned in "
+                                  "the same run; name its adapter folder as a candidate instead")
+            continue
+        problem = unreachable(metric.url) if metric.url else models.check_model_ref(metric.judge)
+        if problem:
+            raise ConfigError(spec.file, f"metrics.{i}.judge", problem)
+
+
 def _check_task(spec: TaskSpec) -> None:
+    _define_metrics(spec)
     have = {"labels": spec.labels is not None, "reference": spec.data.reference is not None,
             "source": spec.source is not None, "detector": spec.source is not None, "latency": True,
-            "ratings": False}
-    for name in spec.metrics:
+            "ratings": False, "judge": True}
+    for name in spec.metric_names:
         if name not in METRICS:
             raise ConfigError(spec.file, "metrics", f"unknown metric {name!r}; known: {', '.join(METRICS.names())}")
         needs = METRICS[name].needs
@@ -115,6 +152,7 @@ def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
                 raise ConfigError(suite_file, f"tasks.{i}.task", f"unknown task {ref.task!r}") from None
             raise
         _check_task(spec)
+        _check_judges(spec, suite, suite_file)
         tasks.append(PlannedTask(ref, spec, load_task_data(spec, ref.limit, ref.sample, suite.seed)))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

@@ -97,6 +97,23 @@ class Finding:
         return cls(**{**data, "spans": tuple(data.get("spans", ()))})
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """An LLM judge's reading of one answer: a 1–5 score, 1/0 for pass/fail, or a pairwise outcome (1 win,
+    0.5 tie or orders disagreeing, 0 loss). `score` is None when a reply had no verdict: counted, never guessed."""
+
+    score: float | None
+    raw: tuple[str, ...] = ()  # every reply the judge gave for it (two for pairwise: both orders)
+    judged: bool = True  # False where nothing was asked (a candidate against itself)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Judgement:
+        return cls(**{**data, "raw": tuple(data.get("raw", ()))})
+
+
 class Resample:
     """A block of b bootstrap resamples of n examples, as indices (b, n); the counts view (how often each
     example occurs in each resample) is computed once and shared by every metric and candidate."""

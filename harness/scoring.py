@@ -13,7 +13,7 @@ import numpy as np
 from harness.config import TaskSpec
 from harness.metrics import ScoringInput, get_metric, with_automatic
 from harness.metrics.classification import parse_label
-from harness.records import Comparison, Completion, Example, Finding, MetricResult
+from harness.records import Comparison, Completion, Example, Finding, Judgement, MetricResult
 from harness.stats import Interval, PairedDifference, paired_difference, task_seed
 from harness.stats import draws as bootstrap_draws
 from harness.stats import interval as interval_of
@@ -30,6 +30,7 @@ class TaskEvidence:
     resamples: int
     seed: int
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # candidate -> hallucination findings
+    judgements: dict[str, dict[str, list[Judgement]]] = field(default_factory=dict)  # candidate -> judge metric ->
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -45,7 +46,8 @@ class TaskEvidence:
         if metric not in self._stats:
             m = get_metric(metric)
             self._stats[metric] = {
-                cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels, self.findings.get(cand)))
+                cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels, self.findings.get(cand),
+                                           self.judgements.get(cand)))
                 for cand, comps in self.completions.items()
             }
         return self._stats[metric]
@@ -68,7 +70,7 @@ class TaskEvidence:
 
     def results(self, confidence: float) -> list[MetricResult]:
         out = []
-        for metric in with_automatic(self.task.metrics):
+        for metric in with_automatic(self.task.metric_names):
             higher = get_metric(metric).higher_is_better
             for cand in self.candidates:
                 iv = self.interval(metric, cand, confidence)
@@ -79,7 +81,7 @@ class TaskEvidence:
         """Every pair of candidates (later one against earlier one) on the task's own metrics."""
         out = []
         for baseline, cand in combinations(self.candidates, 2):
-            for metric in self.task.metrics:
+            for metric in self.task.metric_names:
                 diff = self.paired(metric, cand, baseline, confidence)
                 out.append(Comparison(self.task.name, metric, cand, baseline, diff.delta, diff.low, diff.high,
                                       diff.p_value, diff.test, self.n, get_metric(metric).higher_is_better))
@@ -90,7 +92,7 @@ class TaskEvidence:
         out = []
         for cand, comps in self.completions.items():
             columns = {}
-            for metric in self.task.metrics:
+            for metric in self.task.metric_names:
                 per = get_metric(metric).per_example(self.stats(metric)[cand])
                 if per is not None:
                     columns[metric] = per

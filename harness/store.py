@@ -78,7 +78,7 @@ def _entry(name: str) -> Any:
 
 
 class RunDir:
-    """One run: run.json (the record and status), predictions/ and detections/ per candidate and task,
+    """One run: run.json (the record and status), predictions/, detections/ and judgements/ per candidate and task,
     metrics.json, comparisons.json, scores.jsonl, latency.json, verdict.json, report.md and logs/."""
 
     def __init__(self, path: Path) -> None:
@@ -102,6 +102,9 @@ class RunDir:
 
     def detections_file(self, candidate: str, task: str) -> Path:
         return self.path / "detections" / candidate / f"{task}.jsonl"
+
+    def judgements_file(self, candidate: str, task: str) -> Path:
+        return self.path / "judgements" / candidate / f"{task}.jsonl"
 
     def exists(self) -> bool:
         return self.run_json.is_file()
@@ -173,6 +176,19 @@ class RunDir:
 
     def write_detections(self, candidate: str, task: str, rows: Iterable[dict[str, Any]]) -> None:
         write_jsonl(self.detections_file(candidate, task), rows)
+
+    def read_judgements(self, candidate: str, task: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """Kept judgements by (metric, example id); a damaged file is judged again, not trusted."""
+        path = self.judgements_file(candidate, task)
+        if not path.is_file():
+            return {}
+        try:
+            return {(row["metric"], row["example_id"]): row for row in read_jsonl(path)}
+        except (HarnessError, KeyError, TypeError):
+            return {}
+
+    def write_judgements(self, candidate: str, task: str, rows: Iterable[dict[str, Any]]) -> None:
+        write_jsonl(self.judgements_file(candidate, task), rows)
 
     def all_detections(self) -> list[dict[str, Any]]:
         """Every kept finding, flattened with its candidate and task."""

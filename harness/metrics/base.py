@@ -15,12 +15,12 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from harness.config import TaskSpec
-from harness.records import Completion, Example, Finding, Resample
+from harness.records import Completion, Example, Finding, Judgement, Resample
 from harness.registry import Registry
 
 # What a metric can need: the task's labels, references or source passage; a hallucination detector's
 # findings; the requests' timing (computed for every task); reviewers' ratings (resolved at gate time).
-Need = Literal["labels", "reference", "source", "detector", "latency", "ratings"]
+Need = Literal["labels", "reference", "source", "detector", "latency", "ratings", "judge"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ScoringInput:
     completions: list[Completion]  # aligned with examples
     labels: list[str] | None
     findings: list[Finding] | None = None  # a hallucination detector's, aligned with examples
+    judgements: dict[str, list[Judgement]] | None = None  # judge metric name -> aligned with examples
 
     @property
     def texts(self) -> list[str]:
@@ -115,6 +116,16 @@ def register(cls: type[Metric]) -> type[Metric]:
     """Class decorator: one instance of each metric, found by its name."""
     METRICS.add(cls.name, cls())
     return cls
+
+
+def define(metric: Metric, definition: str) -> bool:
+    """Register a metric a task defines (an `evaluate` module, a judge). The same definition again (the task read
+    a second time) keeps the first; returns False when the name is taken by something else."""
+    if metric.name in METRICS:
+        return getattr(METRICS[metric.name], "definition", None) == definition
+    metric.definition = definition  # type: ignore[attr-defined]
+    METRICS.add(metric.name, metric)
+    return True
 
 
 def get_metric(name: str) -> Metric:

@@ -17,13 +17,16 @@ from harness.ratings import HumanRatings, item_means, item_wins
 class RatingMetric(MeanMetric):
     family = "human"
     needs = frozenset({"ratings"})
+    # A task metric whose per-example values the ratings are compared with (a judge's agreement), if any.
+    reads: str | None = None
 
     def values(self, data: ScoringInput) -> np.ndarray:
         raise TypeError(f"{self.name} comes from reviewers' ratings, not from answers")
 
     @abstractmethod
-    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
-        """One value per rated example of the candidate on the task."""
+    def rated_values(self, human: HumanRatings, task: str, candidate: str,
+                     judged: dict[str, float] | None = None) -> np.ndarray:
+        """One value per rated example of the candidate on the task (`judged`: the `reads` metric by example)."""
 
 
 @register
@@ -31,7 +34,8 @@ class HumanRating(RatingMetric):
     name = "human_rating"
     decimals = 2
 
-    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
+    def rated_values(self, human: HumanRatings, task: str, candidate: str,
+                     judged: dict[str, float] | None = None) -> np.ndarray:
         return item_means([s for s in human.scores if s.task == task], candidate)
 
 
@@ -39,5 +43,6 @@ class HumanRating(RatingMetric):
 class HumanWinRate(RatingMetric):
     name = "human_win_rate"
 
-    def rated_values(self, human: HumanRatings, task: str, candidate: str) -> np.ndarray:
+    def rated_values(self, human: HumanRatings, task: str, candidate: str,
+                     judged: dict[str, float] | None = None) -> np.ndarray:
         return item_wins([p for p in human.preferences if p.task == task], candidate)

@@ -1,0 +1,138 @@
+"""An LLM judge as a metric: a versioned rubric per task, a 1–5 or pass/fail score per answer, or a pairwise
+win rate against one candidate judged in both orders (position bias cancels: a win must hold both ways).
+
+The judging itself is a stage (harness.judging: replies kept in the run directory, judged once); these
+metrics read its judgements. `<name>_unparsed` is the share of answers whose reply had no verdict; they are
+left out of the score, never guessed. `<name>_agreement` (from reviewers' ratings, for the manifest) is the
+share of rated answers where the judge is within one point of the reviewers' mean (pass/fail: the same side of 3).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import JudgeMetricSpec, TaskSpec
+from harness.errors import ConfigError
+from harness.metrics.base import MeanMetric, ScoringInput, define
+from harness.metrics.human import RatingMetric
+from harness.ratings import HumanRatings, item_means
+
+PROMPT_VERSION = "rubric-v1"
+_FORMS = {
+    "1-5": ("SCORE: <a whole number from 1 (fails the criteria) to 5 (meets them fully)>",
+            re.compile(r"SCORE:\s*\**\s*([1-5])\b", re.IGNORECASE)),
+    "pass_fail": ("VERDICT: PASS or VERDICT: FAIL", re.compile(r"VERDICT:\s*\**\s*(PASS|FAIL)\b", re.IGNORECASE)),
+    "pairwise": ("WINNER: A, WINNER: B or WINNER: TIE", re.compile(r"WINNER:\s*\**\s*(A|B|TIE)\b", re.IGNORECASE)),
+}
+
+
+def form(spec: JudgeMetricSpec) -> str:
+    return "pairwise" if spec.against else spec.scale
+
+
+def system_prompt(spec: JudgeMetricSpec, rubric: str) -> str:
+    what = "two answers to the same input" if spec.against else "an answer"
+    return (f"You judge {what} against these criteria:\n{rubric.strip()}\n\nThink in one or two sentences, then "
+            f"end with one line in exactly this form: {_FORMS[form(spec)][0]}")
+
+
+def parse(kind: str, raw: str) -> str | None:
+    """The verdict in a reply (the last one given), or None when there is none."""
+    found = _FORMS[kind][1].findall(raw)
+    return found[-1].upper() if found else None
+
+
+def point_score(kind: str, raw: str) -> float | None:
+    verdict = parse(kind, raw)
+    if verdict is None:
+        return None
+    return float(verdict) if kind == "1-5" else float(verdict == "PASS")
+
+
+def pairwise_score(first: str, second: str) -> float | None:
+    """The candidate's outcome from two replies: candidate shown as A, then as B. Agreeing orders decide; a tie
+    or disagreeing orders (position bias) count half; a reply without a verdict makes it unparsed."""
+    a, b = parse("pairwise", first), parse("pairwise", second)
+    if a is None or b is None:
+        return None
+    as_a = {"A": 1.0, "B": 0.0, "TIE": 0.5}[a]
+    as_b = {"B": 1.0, "A": 0.0, "TIE": 0.5}[b]
+    return as_a if as_a == as_b else 0.5
+
+
+def rubric_text(spec: JudgeMetricSpec, task: TaskSpec) -> str:
+    path = task.base_dir / spec.rubric
+    if Path(spec.rubric).suffix in (".txt", ".md") and "\n" not in spec.rubric:
+        if not path.is_file():
+            raise ConfigError(task.file, "metrics.rubric", f"rubric file not found: {path}")
+        return path.read_text()
+    return spec.rubric
+
+
+class JudgeScore(MeanMetric):
+    family = "judge"
+    decimals = 2
+    needs = frozenset({"judge"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        found = (data.judgements or {}).get(self.name)
+        if found is None:
+            raise ValueError(f"{self.name}: no judgements were made for these answers")
+        return np.array([np.nan if j.score is None else j.score for j in found], float)
+
+
+class JudgeUnparsed(MeanMetric):
+    family = "judge"
+    higher_is_better = False
+    needs = frozenset({"judge"})
+    judge: str
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        found = (data.judgements or {}).get(self.judge)
+        if found is None:
+            raise ValueError(f"{self.judge}: no judgements were made for these answers")
+        return np.array([np.nan if not j.judged else float(j.score is None) for j in found], float)
+
+
+class JudgeAgreement(RatingMetric):
+    """Share of rated answers where the judge agrees with the reviewers (resolved at gate time)."""
+
+    family = "judge"
+    scale: str
+
+    def rated_values(self, human: HumanRatings, task: str, candidate: str,
+                     judged: dict[str, float] | None = None) -> np.ndarray:
+        scores = [s for s in human.scores if s.task == task and s.candidate == candidate]
+        ids = sorted({s.example_id for s in scores})
+        means = item_means(scores, candidate)
+        pairs = [(judged[i], m) for i, m in zip(ids, means, strict=True) if judged and i in judged]
+        return np.array([agrees(j, h, self.scale) for j, h in pairs], float)
+
+
+def agrees(judge: float, human_mean: float, scale: str) -> float:
+    if scale == "pass_fail":
+        return float((judge >= 0.5) == (human_mean >= 3))
+    return float(abs(judge - human_mean) <= 1.0)
+
+
+def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
+    """Register the judge's score, its unparsed share and its agreement with reviewers; checks the rubric."""
+    rubric = rubric_text(spec, task)
+    if not rubric.strip():
+        raise ConfigError(task.file, f"{where}.rubric", "the rubric is empty")
+    definition = json.dumps({"spec": spec.model_dump(mode="json"), "rubric": rubric}, sort_keys=True)
+    made = [
+        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name})(),
+        type(f"Judge_{spec.name}_unparsed", (JudgeUnparsed,), {"name": f"{spec.name}_unparsed",
+                                                                "judge": spec.name})(),
+    ]
+    if not spec.against:
+        made.append(type(f"Judge_{spec.name}_agreement", (JudgeAgreement,), {
+            "name": f"{spec.name}_agreement", "reads": spec.name, "scale": spec.scale})())
+    for metric in made:
+        if not define(metric, definition):
+            raise ConfigError(task.file, f"{where}.name", f"metric name {metric.name!r} is taken by another metric")
