@@ -144,6 +144,7 @@ def _check_task(spec: TaskSpec) -> None:
 
 def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
     tasks = []
+    defined: dict[str, tuple[Path, str]] = {}  # metrics the suite's tasks define: name -> (task file, definition)
     for i, ref in enumerate(suite.tasks):
         try:
             spec = load_task(ref.task, relative_to=suite_file.parent)
@@ -153,6 +154,11 @@ def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
             raise
         _check_task(spec)
         _check_judges(spec, suite, suite_file)
+        for metric in spec.defined_metrics:
+            earlier = defined.setdefault(metric.name, (spec.file, getattr(METRICS[metric.name], "definition", "")))
+            if earlier[1] != getattr(METRICS[metric.name], "definition", ""):
+                raise ConfigError(spec.file, "metrics", f"metric {metric.name!r} is defined differently in "
+                                  f"{earlier[0]}; give one of them another name")
         tasks.append(PlannedTask(ref, spec, load_task_data(spec, ref.limit, ref.sample, suite.seed)))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

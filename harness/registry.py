@@ -27,6 +27,11 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def replace(self, name: str, entry: T) -> T:
+        """Set an entry defined at run time (a task's own metric), over an earlier definition of it."""
+        self._entries[name] = entry
+        return entry
+
     def __getitem__(self, name: str) -> T:
         try:
             return self._entries[name]

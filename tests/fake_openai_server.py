@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeServer:
     def __init__(self, faults: list[int] | None = None, pieces: tuple[str, ...] = ("Hello", " there", "!"),
-                 delay_s: float = 0.0) -> None:
+                 delay_s: float = 0.0, reply: Callable[[dict], str] | None = None) -> None:
         self.faults = list(faults or [])  # status codes to answer, one per request, before succeeding
         self.pieces = pieces
+        # A scripted judge: the reply as a function of the request, so a test knows every right verdict.
+        self.reply = reply
         self.delay_s = delay_s
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -57,11 +60,12 @@ class FakeServer:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     chat = self.path.endswith("/chat/completions")
-                    for piece in server.pieces:
+                    pieces = (server.reply(body),) if server.reply else server.pieces
+                    for piece in pieces:
                         time.sleep(server.delay_s)
                         choice = {"delta": {"content": piece}} if chat else {"text": piece}
                         self._chunk({"choices": [choice]})
-                    self._chunk({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(server.pieces)}})
+                    self._chunk({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}})
                     self._raw(b"data: [DONE]\n\n")
                     self._raw(b"")
                 finally:

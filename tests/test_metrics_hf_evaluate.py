@@ -96,7 +96,7 @@ def test_paired_comparisons_and_intervals_cover_an_evaluate_metric(tmp_path):
     ({"evaluate": "surely-not-a-cached-hub-metric", "name": "x2"}, "metrics.1.evaluate", "evaluate cache"),
     ({"evaluate": "word_overlap.py", "name": "x3", "args": {"nonsense": 1}}, "metrics.1.args", "does not compute"),
     ({"evaluate": "length_ratio.py", "name": "x4"}, "metrics.1.key", "returns ratio, answers"),
-    ({"evaluate": "word_overlap.py", "name": "exact_match"}, "metrics.1.name", "taken by another metric"),
+    ({"evaluate": "word_overlap.py", "name": "exact_match"}, "metrics.1.name", "a built-in metric's"),
     ({"evaluate": "word_overlap.py"}, "metrics.1.name", "required"),
 ])
 def test_module_problems_name_the_task_field(tmp_path, entry, field, words):

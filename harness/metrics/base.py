@@ -120,11 +120,16 @@ def register(cls: type[Metric]) -> type[Metric]:
 
 def define(metric: Metric, definition: str) -> bool:
     """Register a metric a task defines (an `evaluate` module, a judge). The same definition again (the task read
-    a second time) keeps the first; returns False when the name is taken by something else."""
+    a second time) keeps the first; another definition replaces it (the run being planned is the one that counts:
+    a rubric changed since an older run); returns False when the name is a registered metric's own."""
     if metric.name in METRICS:
-        return getattr(METRICS[metric.name], "definition", None) == definition
+        known = getattr(METRICS[metric.name], "definition", None)
+        if known is None:
+            return False
+        if known == definition:
+            return True
     metric.definition = definition  # type: ignore[attr-defined]
-    METRICS.add(metric.name, metric)
+    METRICS.replace(metric.name, metric)
     return True
 
 

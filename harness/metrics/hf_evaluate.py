@@ -130,7 +130,7 @@ def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> Non
         "name": spec.name, "higher_is_better": spec.higher_is_better, "needs": frozenset({"reference"}),
     })(spec, module, key)
     if not define(metric, definition):
-        raise ConfigError(task.file, f"{where}.name", f"metric name {spec.name!r} is taken by another metric")
+        raise ConfigError(task.file, f"{where}.name", f"metric name {spec.name!r} is a built-in metric's")
 
 
 def _module_digest(path: Path) -> str:

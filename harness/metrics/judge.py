@@ -135,4 +135,4 @@ def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
             "name": f"{spec.name}_agreement", "reads": spec.name, "scale": spec.scale})())
     for metric in made:
         if not define(metric, definition):
-            raise ConfigError(task.file, f"{where}.name", f"metric name {metric.name!r} is taken by another metric")
+            raise ConfigError(task.file, f"{where}.name", f"metric name {metric.name!r} is a built-in metric's")

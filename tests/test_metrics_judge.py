@@ -1,0 +1,162 @@
+"""The LLM judge metric: its reply parsing, a run judged by a scripted OpenAI-compatible judge (so every right
+verdict is known: scores, replies with no verdict, a judge biased to the first position), kept replies reused on
+gating, agreement with real reviewers' ratings in SQLite, and the in-process backend on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from harness.metrics.judge import pairwise_score, parse, point_score
+from harness.ratings import RatingStore, Score
+from harness.store import ResultsDir, RunDir
+from tests.conftest import qa_task, write_yaml
+from tests.fake_openai_server import FakeServer
+from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_replies_are_read_strictly_and_never_guessed():
+    assert point_score("1-5", "Clear and right.\nSCORE: 4") == 4.0
+    assert point_score("1-5", "SCORE: 2 ... on reflection SCORE: **5**") == 5.0  # the last verdict stands
+    assert point_score("1-5", "I would give it a four out of five") is None
+    assert point_score("1-5", "SCORE: 7") is None
+    assert point_score("pass_fail", "VERDICT: fail") == 0.0
+    assert parse("pairwise", "WINNER: tie") == "TIE"
+    # The candidate is A in the first reply and B in the second: a win must hold in both orders.
+    assert pairwise_score("WINNER: A", "WINNER: B") == 1.0
+    assert pairwise_score("WINNER: B", "WINNER: A") == 0.0
+    assert pairwise_score("WINNER: A", "WINNER: A") == 0.5  # position bias: each order picked the first answer
+    assert pairwise_score("WINNER: A", "no idea") is None
+
+
+def _number(body: dict) -> int:
+    user = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+    return int(re.search(r"parcel number (\d+)", user).group(1))
+
+
+def scripted_judge(body: dict) -> str:
+    """Scores parcel i with (i % 5) + 1; no verdict for every fourth parcel; pairwise: always the first answer."""
+    system = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+    if "WINNER" in system:
+        return "Both read well. WINNER: A"
+    i = _number(body)
+    return "I cannot tell." if i % 4 == 0 else f"Fine.\nSCORE: {i % 5 + 1}"
+
+
+def _suite(tmp_path, tiny_model, url, **criteria):
+    task_file = qa_task(tmp_path / "task")
+    task = yaml.safe_load(task_file.read_text())
+    (task_file.parent / "rubric.md").write_text("The answer states when the parcel left, as the passage says.\n")
+    task["metrics"] = ["exact_match",
+                       {"judge": "judge-model", "url": url, "rubric": "rubric.md", "name": "quality"},
+                       {"judge": "judge-model", "url": url, "rubric": "Which answer is more accurate?",
+                        "name": "pref", "against": "a"}]
+    write_yaml(task_file, task)
+    return write_yaml(tmp_path / "suite.yaml", {
+        "name": "judged", "tasks": [{"task": str(task_file)}],
+        "candidates": [{"name": "a", "model": str(tiny_model)}, {"name": "b", "model": str(tiny_model), "few_shot": 1}],
+        "bootstrap": {"resamples": 200},
+        "manifest": {"criteria": [{"task": "qa", "metric": "quality", "candidate": "b", "at_least": 1.0},
+                                  *criteria.get("extra", [])]}})
+
+
+def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_path, tiny_model, monkeypatch,
+                                                                            capsys):
+    results = tmp_path / "results"
+    with FakeServer(reply=scripted_judge) as judge:
+        suite = _suite(tmp_path, tiny_model, judge.url)
+        code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(results), "--run-id", "j")
+        assert code in (0, 1), err
+        run = RunDir(results / "j")
+        examples = {row["example_id"]: row for row in run.read_scores() if row["candidate"] == "b"}
+        n = len(examples)
+        # One request per answer per candidate for the score; two (both orders) per answer of b for pairwise.
+        assert len(judge.requests) == 2 * n + 2 * n
+        asked = len(judge.requests)
+
+        metrics = {(r["candidate"], r["metric"]): r for r in run.read_metrics()}
+        kept = [json.loads(line) for line in run.judgements_file("b", "qa").read_text().splitlines()]
+        quality = {r["example_id"]: r for r in kept if r["metric"] == "quality"}
+        expected, unparsed = [], 0
+        for row in quality.values():
+            raw = row["judgement"]["raw"][0]
+            assert raw.startswith(("Fine.", "I cannot tell."))  # the judge's own words are kept
+            if raw == "I cannot tell.":
+                unparsed += 1
+                assert row["judgement"]["score"] is None
+            else:
+                expected.append(float(raw[-1]))
+        assert 0 < unparsed < n and len(set(expected)) > 1
+        assert metrics[("b", "quality")]["value"] == pytest.approx(np.mean(expected))
+        assert metrics[("b", "quality_unparsed")]["value"] == pytest.approx(unparsed / n)
+        assert metrics[("b", "quality")]["ci_low"] <= metrics[("b", "quality")]["value"]
+        # A judge that always picks the first position gives b ties, not wins; a is not judged against itself.
+        assert metrics[("b", "pref")]["value"] == pytest.approx(0.5)
+        assert metrics[("a", "pref")]["value"] is None
+        pref_rows = [r for r in kept if r["metric"] == "pref"]
+        assert all(len(r["judgement"]["raw"]) == 2 for r in pref_rows)
+
+        # Gating again reads the kept judgements: the judge is not asked twice.
+        code, _ = run_cli(monkeypatch, capsys, "gate", str(run.path))
+        assert len(judge.requests) == asked
+
+        # Reviewers rate some of b's answers; the judge's agreement with them is a manifest metric.
+        store = RatingStore(ResultsDir(results).ratings_db)
+        rated = sorted(quality)[:6]
+        agree = 0
+        for k, example_id in enumerate(rated):
+            judged = quality[example_id]["judgement"]["score"]
+            human = 5 if k % 2 else 1
+            store.save_score(Score("j", "qa", example_id, "b", "rev1", human, human, human))
+            agree += judged is not None and abs(judged - human) <= 1
+        usable = sum(quality[e]["judgement"]["score"] is not None for e in rated)
+        manifest = write_yaml(tmp_path / "agreement.yaml", {"criteria": [
+            {"task": "qa", "metric": "quality_agreement", "candidate": "b", "at_least": 0.0}]})
+        run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(manifest))
+        [verdict] = run.read_verdict()["criteria"]
+        assert verdict["n"] == usable
+        assert verdict["observed"] == pytest.approx(agree / usable)
+        assert len(judge.requests) == asked
+
+
+def test_a_judge_naming_a_candidate_the_task_lacks_is_refused_before_work(tmp_path, tiny_model, monkeypatch,
+                                                                          capsys):
+    suite = _suite(tmp_path, tiny_model, "http://127.0.0.1:9/v1")
+    task_file = tmp_path / "task" / "task.yaml"
+    task = yaml.safe_load(task_file.read_text())
+    task["metrics"][2]["against"] = "nobody"
+    task["metrics"][1] = {"judge": str(tiny_model), "rubric": "rubric.md", "name": "quality"}
+    write_yaml(task_file, task)
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and "metrics.2.against" in err and "nobody" in err
+    task["metrics"][2] = {"judge": "j", "url": "http://127.0.0.1:9/v1", "rubric": "x", "name": "pref"}
+    write_yaml(task_file, task)
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and "metrics.2.judge" in err and "cannot reach" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_in_process_judge_keeps_its_replies_and_counts_the_ones_without_a_verdict(tmp_path, tiny_model,
+                                                                                    monkeypatch, capsys):
+    task_file = qa_task(tmp_path / "task")
+    task = yaml.safe_load(task_file.read_text())
+    task["metrics"] = ["exact_match", {"judge": str(tiny_model), "rubric": "Is it right?", "name": "quality",
+                                       "max_new_tokens": 8}]
+    write_yaml(task_file, task)
+    suite = write_yaml(tmp_path / "suite.yaml", {"name": "local", "tasks": [{"task": str(task_file), "limit": 4}],
+                                                  "candidates": [{"name": "a", "model": str(tiny_model)}]})
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "x")
+    assert code in (0, None), err
+    run = RunDir(tmp_path / "r" / "x")
+    kept = [json.loads(line) for line in run.judgements_file("a", "qa").read_text().splitlines()]
+    assert len(kept) == 4 and all(len(r["judgement"]["raw"]) == 1 for r in kept)
+    # The random model never writes "SCORE: n": every reply is counted as unparsed, and no score is made up.
+    metrics = {r["metric"]: r for r in run.read_metrics()}
+    assert metrics["quality_unparsed"]["value"] == 1.0
+    assert metrics["quality"]["value"] is None
