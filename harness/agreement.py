@@ -129,3 +129,40 @@ def metric_correlations(scores: list[Score], automatic: dict[str, dict[tuple[str
         rho, p = spearmanr(x, y)
         out.append(MetricCorrelation(metric, len(keys), float(rho), float(p)))
     return out
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    """How far an LLM judge agrees with the reviewers on the same answers."""
+
+    judge: str
+    items: int
+    spearman: float  # rank correlation of the judge's score and the reviewers' mean rating
+    kappa: float  # Cohen's kappa: quadratic-weighted on the 1–5 scale (rounded mean rating); plain for pass/fail
+    agreement: float  # the manifest's `<judge>_agreement`: within one point (pass/fail: the same side of 3)
+
+
+def judge_agreement(judge: str, scale: str, scores: list[Score], judged: dict[tuple[str, str, str], float]
+                    ) -> JudgeAgreement | None:
+    """`judged` maps (task, example_id, candidate) to the judge's score; None below three shared items."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import cohen_kappa_score
+
+    from harness.metrics.judge import agrees
+
+    human: dict[tuple[str, str, str], list[float]] = {}
+    for s in scores:
+        human.setdefault((s.task, s.example_id, s.candidate), []).append(s.mean)
+    keys = [k for k in human if k in judged and not np.isnan(judged[k])]
+    if len(keys) < 3:
+        return None
+    x = np.array([judged[k] for k in keys])
+    y = np.array([float(np.mean(human[k])) for k in keys])
+    rho = float(spearmanr(x, y)[0]) if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
+    if scale == "pass_fail":
+        kappa = cohen_kappa_score(x >= 0.5, y >= 3)
+    else:
+        kappa = cohen_kappa_score(np.rint(x).astype(int), np.rint(y).astype(int), weights="quadratic",
+                                  labels=[1, 2, 3, 4, 5])
+    share = float(np.mean([agrees(a, b, scale) for a, b in zip(x, y, strict=True)]))
+    return JudgeAgreement(judge, len(keys), rho, float(kappa), share)

@@ -59,3 +59,24 @@ def test_metric_correlation_is_spearman_on_matching_outputs():
     (found,) = metric_correlations(scores, automatic)
     rho, p = spearmanr(metric, A)
     assert found.items == 7 and found.spearman == pytest.approx(rho) and found.p_value == pytest.approx(p)
+
+
+def test_judge_agreement_with_reviewers_on_the_same_answers():
+    from harness.agreement import judge_agreement
+    from harness.ratings import Score
+
+    human = [5, 4, 1, 2, 3, 5]
+    judge = [5.0, 3.0, 1.0, 4.0, 3.0, 4.0]
+    scores = [Score("r", "t", f"e{i}", "c", "rev", h, h, h) for i, h in enumerate(human)]
+    judged = {("t", f"e{i}", "c"): j for i, j in enumerate(judge)}
+    judged[("t", "e9", "c")] = 2.0  # judged but not rated: left out
+    found = judge_agreement("q", "1-5", scores, judged)
+    from scipy.stats import spearmanr
+    from sklearn.metrics import cohen_kappa_score
+
+    assert found.items == 6
+    assert found.spearman == pytest.approx(spearmanr(judge, human)[0])
+    assert found.kappa == pytest.approx(cohen_kappa_score([int(j) for j in judge], human, weights="quadratic",
+                                                          labels=[1, 2, 3, 4, 5]))
+    assert found.agreement == pytest.approx(5 / 6)  # e3: judge 4 against 2 is the one miss
+    assert judge_agreement("q", "1-5", scores[:2], judged) is None

@@ -10,8 +10,16 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.widgets import metric_columns
-from harness.agreement import metric_correlations, preference_agreement, score_agreement, win_rates
+from harness.agreement import (
+    judge_agreement,
+    metric_correlations,
+    preference_agreement,
+    score_agreement,
+    win_rates,
+)
 from harness.errors import HarnessError
+from harness.metrics import METRICS
+from harness.metrics.judge import JudgeAgreement
 from harness.ratings import RatingStore
 
 
@@ -59,3 +67,16 @@ def render(ctx: Context) -> None:
             st.dataframe(pd.DataFrame([asdict(c) for c in corr]), hide_index=True)
         else:
             st.caption("Too few rated outputs with metric values to correlate (needs three or more).")
+        judges = [m for m in METRICS.values() if isinstance(m, JudgeAgreement) and m.reads in automatic]
+        if judges:
+            st.subheader("LLM judges against the reviewers")
+            st.caption("A judge is trusted as far as it agrees with people: Spearman's rho with the mean rating, "
+                       "Cohen's kappa (quadratic-weighted on 1–5), and the share within one point (the manifest's "
+                       "`<judge>_agreement`).")
+            found_judges = [judge_agreement(m.reads, m.scale, scores, automatic[m.reads]) for m in judges
+                            if m.reads is not None]
+            rows = [asdict(j) for j in found_judges if j is not None]
+            if rows:
+                st.dataframe(pd.DataFrame(rows), hide_index=True)
+            else:
+                st.caption("Too few answers both judged and rated (needs three or more).")
