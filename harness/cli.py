@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 if TYPE_CHECKING:
     from harness.config import TrackingSpec
@@ -111,9 +111,7 @@ def run(
     the_plan = plan(suite, manifest)
     tracked = tracking.choose(the_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
-        problem = tracking.problem(tracking.tracking_uri(tracked, results))
-        if problem:
-            raise HarnessError(f"--tracking-uri: {problem}" if tracking_uri else f"{suite}: tracking.uri: {problem}")
+        tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
     result = Runner(the_plan, results, err).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in the_plan.tasks}):
         out.print(table)
@@ -137,8 +135,7 @@ def _log_to_mlflow(run_dir: Path, spec: TrackingSpec, results: Path) -> bool:
     try:
         logged = tracking.log_run(RunDir(run_dir), spec, results, lambda msg: err.print(msg))
     except Exception as exc:  # any failure of the store or the network: the run itself is safe on disk
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"[red]MLflow logging failed[/]: {first}; the run directory is kept, "
+        err.print(f"[red]MLflow logging failed[/]: {first_line(exc)}; the run directory is kept, "
                   f"`harness export {run_dir}` logs it later", soft_wrap=True)
         return False
     state = "already logged, unchanged" if logged.unchanged else "logged"
@@ -171,9 +168,7 @@ def export(
     assert spec is not None
     update = {k: v for k, v in {"experiment": experiment, "register_adapters": register}.items() if v is not None}
     spec = spec.model_copy(update=update)
-    problem = tracking.problem(tracking.tracking_uri(spec, run_dir.parent))
-    if problem:
-        raise HarnessError(f"--tracking-uri: {problem}" if tracking_uri else f"{run.run_json}: tracking.uri: {problem}")
+    tracking.check(spec, run_dir.parent, "--tracking-uri" if tracking_uri else f"{run.run_json}: tracking.uri")
     if not _log_to_mlflow(run_dir, spec, run_dir.parent):
         raise typer.Exit(1)
 

@@ -14,3 +14,9 @@ class ConfigError(HarnessError):
         self.path = path
         self.field = field
         self.message = message
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for an error message (third-party errors span many), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -64,16 +64,18 @@ def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], comple
     """candidate -> judge metric -> judgements aligned with the examples; asks only what the files do not hold."""
     out: dict[str, dict[str, list[Judgement]]] = {cand: {} for cand in completions}
     specs = [m for m in task.defined_metrics if isinstance(m, JudgeMetricSpec)]
-    for cand, comps in completions.items():
+    keys = {spec.name: judge_key(spec, task) for spec in specs}
+    texts_of = {cand: [c.text if c.ok else "" for c in comps] for cand, comps in completions.items()}
+    for cand in completions:
         kept = run.read_judgements(cand, task.name)
-        rows: list[dict] = [row for (metric, _), row in kept.items() if metric not in {s.name for s in specs}]
+        rows: list[dict] = [row for (metric, _), row in kept.items() if metric not in keys]
+        texts = texts_of[cand]
         for spec in specs:
-            key = judge_key(spec, task)
-            texts = [c.text if c.ok else "" for c in comps]
-            other = ([c.text if c.ok else "" for c in completions[spec.against]] if spec.against else None)
+            key = keys[spec.name]
+            other = texts_of[spec.against] if spec.against else None
+            shown = [[texts[i]] if other is None else [texts[i], other[i]] for i in range(len(examples))]
             judged: list[Judgement | None] = []
-            for i, ex in enumerate(examples):
-                answers = [texts[i]] if other is None else [texts[i], other[i]]
+            for ex, answers in zip(examples, shown, strict=True):
                 row = kept.get((spec.name, ex.id))
                 fresh = row is not None and row.get("key") == key and row.get("answers") == answers
                 judged.append(Judgement.from_dict(row["judgement"]) if row and fresh else None)
@@ -87,8 +89,7 @@ def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], comple
                     judged[i] = j
             done = [j for j in judged if j is not None]
             out[cand][spec.name] = done
-            for i, (ex, j) in enumerate(zip(examples, done, strict=True)):
-                answers = [texts[i]] if other is None else [texts[i], other[i]]
+            for ex, answers, j in zip(examples, shown, done, strict=True):
                 rows.append({"metric": spec.name, "example_id": ex.id, "key": key, "answers": answers,
                              "judgement": j.to_dict()})
         run.write_judgements(cand, task.name, rows)

@@ -85,6 +85,13 @@ def problem(uri: str) -> str | None:
     return None
 
 
+def check(spec: TrackingSpec, results: Path, where: str) -> None:
+    """Stop before any work when the store cannot be used; `where` names the option or field that chose it."""
+    found = problem(tracking_uri(spec, results))
+    if found:
+        raise HarnessError(f"{where}: {found}")
+
+
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):

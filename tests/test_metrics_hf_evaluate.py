@@ -23,6 +23,8 @@ from tests.conftest import qa_task, write_yaml
 from tests.helpers import scoring_input
 from tests.test_cli import run_cli
 
+# The example's own module (examples/own-case) and a corpus-level one kept for the tests.
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own-case"
 MODULES = Path(__file__).parent / "evaluate_modules"
 ANSWERS = ["the parcel left on Monday", "on Monday", "it left Tuesday morning", "Monday", "no idea at all",
            "on Monday at noon", "the depot on Monday", "Friday"]
@@ -31,7 +33,7 @@ REFERENCES = ["on Monday", "on Monday", "on Monday", "on Monday", "on Tuesday", 
 
 def _task(tmp_path: Path, *metrics: dict) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    for module in MODULES.glob("*.py"):
+    for module in [EXAMPLE / "word_overlap.py", *MODULES.glob("*.py")]:
         shutil.copy(module, tmp_path / module.name)
     path = qa_task(tmp_path)
     task = yaml.safe_load(path.read_text())
@@ -52,7 +54,7 @@ def test_a_per_example_module_gives_the_modules_values_with_a_bootstrap_interval
     metric = get_metric("overlap_t1")
     data = scoring_input(ANSWERS, REFERENCES)
     stats = metric.stats(data)
-    module = evaluate.load(str(MODULES / "word_overlap.py"))
+    module = evaluate.load(str(EXAMPLE / "word_overlap.py"))
     per_item = [module.compute(predictions=[a], references=[r])["overlap"]
                 for a, r in zip(ANSWERS, REFERENCES, strict=True)]
     assert metric.per_example(stats) == pytest.approx(per_item)
@@ -119,7 +121,7 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, tiny_model, mo
     run = RunDir(tmp_path / "r" / "x")
     rows = [r for r in run.read_metrics() if r["metric"] == "overlap_suite"]
     assert {r["candidate"] for r in rows} == {"a", "b"}
-    module = evaluate.load(str(MODULES / "word_overlap.py"))
+    module = evaluate.load(str(EXAMPLE / "word_overlap.py"))
     the_plan = plan(suite)
     refs = {e.id: e.references[0] for e in the_plan.tasks[0].data.test}
     for row in rows:

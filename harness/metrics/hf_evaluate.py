@@ -14,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from harness.config import EvaluateMetricSpec, TaskSpec
-from harness.errors import ConfigError
+from harness.errors import ConfigError, first_line
 from harness.metrics.base import Metric, ScoringInput, define
 from harness.metrics.classification import parse_label
 from harness.records import Resample
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class EvaluateMetric(Metric):
@@ -107,7 +102,7 @@ def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> Non
     except Exception as exc:  # the hub client, the module cache and the module's own code raise their own kinds
         hint = "" if local.exists() else " (neither a file beside the task nor, offline, in the evaluate cache)"
         raise ConfigError(task.file, f"{where}.evaluate", f"cannot load evaluate module {spec.evaluate!r}{hint}: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
     probe = task.data.reference is not None
     key = spec.key or ""
     try:
@@ -115,7 +110,7 @@ def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> Non
                                 **spec.args) if probe else {}
     except Exception as exc:  # a wrong argument surfaces here, before any generation
         raise ConfigError(task.file, f"{where}.args", f"{spec.evaluate} does not compute with these arguments: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
     if isinstance(result, dict) and result:
         numeric = [k for k, v in result.items() if isinstance(v, int | float | list)]
         if spec.key is not None and spec.key not in result:

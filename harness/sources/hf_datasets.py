@@ -7,13 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness.config import DataSpec, TaskSpec
-from harness.errors import ConfigError
+from harness.errors import ConfigError, first_line
 from harness.sources.base import DataSource, Role, Table, register
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @register
@@ -36,7 +31,7 @@ class HFDatasets(DataSource):
                 loaded = datasets.load_from_disk(str(path))
             except (FileNotFoundError, ValueError, OSError) as exc:
                 raise ConfigError(task.file, "data.dataset.saved",
-                                  f"not a dataset saved with save_to_disk: {path} ({_first_line(exc)})") from None
+                                  f"not a dataset saved with save_to_disk: {path} ({first_line(exc)})") from None
             splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {spec.splits.test: loaded}
             return splits, f"saved:{path}"
         assert spec.id is not None
@@ -49,7 +44,7 @@ class HFDatasets(DataSource):
         except Exception as exc:  # the hub client, the cache and the builders each raise their own kinds
             offline = "" if local.is_dir() else " (neither a local folder nor in the datasets cache when offline)"
             raise ConfigError(task.file, "data.dataset.id",
-                              f"cannot load dataset {spec.id!r}{offline}: {_first_line(exc)}") from None
+                              f"cannot load dataset {spec.id!r}{offline}: {first_line(exc)}") from None
         config = f"/{spec.config}" if spec.config else ""
         return splits, f"dataset:{ref}{config}@{builder.hash}"
 
