@@ -41,8 +41,10 @@ def example_labels(view: RunView, task: str) -> dict[str, str]:
 
 
 def scores_table(scored: pd.Series) -> pd.DataFrame:
-    """One example's per-metric values as a small two-column table."""
-    rows = [{"metric": k, "value": v} for k, v in scored.items() if k not in ("task", "candidate", "example_id")
+    """One example's per-metric values as a small two-column table. Values are shown as text: a row holds
+    numbers and the predicted label side by side, which one typed column cannot."""
+    rows = [{"metric": k, "value": f"{v:.4g}" if isinstance(v, int | float) else str(v)}
+            for k, v in scored.items() if k not in ("task", "candidate", "example_id")
             and v is not None and not (isinstance(v, float) and pd.isna(v))]
     return pd.DataFrame(rows)
 

@@ -15,9 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="harness-tests-datasets-"))
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="harness-tests-modules-"))
 
+from tests.talking_model import KEYWORDS, LABELS, keyword_text, qa_row
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-LABELS = ["billing", "delivery", "password"]
-KEYWORDS = {"billing": "invoice charge", "delivery": "parcel courier", "password": "login reset"}
 
 
 def require_vllm() -> None:
@@ -31,24 +31,28 @@ def require_vllm() -> None:
 
 
 @pytest.fixture(scope="session")
-def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter for the tiny model with random (not zero) B matrices, so it changes the answers."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     out = tmp_path_factory.mktemp("adapter")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(talking_model),
                            LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(out)
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Llama-style model with a locally trained tokenizer (no download)."""
-    from harness.models import build_tiny_model
+def talking_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama-style model trained here on the test tasks' prompts (tests/talking_model.py says what it
+    answers); a copy, so that no test can change the cached one."""
+    import shutil
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    from tests.talking_model import build_talking_model
+
+    trained = build_talking_model(tmp_path_factory.mktemp("talking-build"))
+    return Path(shutil.copytree(trained, tmp_path_factory.mktemp("talking") / "model"))
 
 
 def keyword_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -59,7 +63,7 @@ def keyword_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
     for i in range(n):
         label = LABELS[i % len(LABELS)]
         word = rng.choice(KEYWORDS[label].split())
-        rows.append({"id": f"ex{i:03d}", "text": f"question {i} about my {word}", "label": label})
+        rows.append({"id": f"ex{i:03d}", "text": keyword_text(i, word), "label": label})
     return rows
 
 
@@ -92,8 +96,7 @@ def classification_task(root: Path, n_test: int = 12, n_train: int = 9, **overri
 
 
 def qa_task(root: Path, n: int = 20) -> Path:
-    rows = [{"id": f"q{i}", "knowledge": f"The parcel number {i} left the depot on Monday.",
-             "question": f"When did parcel {i} leave?", "answer": "on Monday"} for i in range(n)]
+    rows = [qa_row(i) for i in range(n)]
     write_jsonl(root / "qa.jsonl", rows)
     return write_yaml(root / "task.yaml", {
         "name": "qa", "kind": "grounded_qa",
@@ -107,7 +110,7 @@ def qa_task(root: Path, n: int = 20) -> Path:
 
 
 @pytest.fixture
-def small_suite(tmp_path: Path, tiny_model: Path) -> Path:
+def small_suite(tmp_path: Path, talking_model: Path) -> Path:
     """A two-task, two-candidate suite on the tiny model, run in-process."""
     cls = classification_task(tmp_path / "tasks" / "keywords")
     qa = qa_task(tmp_path / "tasks" / "qa")
@@ -115,22 +118,22 @@ def small_suite(tmp_path: Path, tiny_model: Path) -> Path:
         "name": "small", "seed": 3,
         "tasks": [str(cls), {"task": str(qa), "limit": 6}],
         "candidates": [
-            {"name": "tiny-zero", "model": str(tiny_model), "batch_size": 4},
-            {"name": "tiny-fewshot", "model": str(tiny_model), "few_shot": 2, "chat": False, "batch_size": 4},
+            {"name": "tiny-zero", "model": str(talking_model), "batch_size": 4},
+            {"name": "tiny-fewshot", "model": str(talking_model), "few_shot": 2, "chat": False, "batch_size": 4},
         ],
         "bootstrap": {"resamples": 200},
     })
 
 
 @pytest.fixture(scope="session")
-def tiny_nli_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_nli_model(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random entailment classifier (entailment / neutral / contradiction) on the tiny model's tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
     out = tmp_path_factory.mktemp("tiny-nli")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    config = LlamaConfig.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(talking_model)
+    config = LlamaConfig.from_pretrained(talking_model)
     config.id2label = {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"}
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.num_labels = 3

@@ -25,15 +25,15 @@ SERVE = {"dtype": "float32", "max_model_len": 512, "max_lora_rank": 8, "cpu_kv_c
          "startup_timeout_s": 300}
 
 
-def _suite(tmp_path, tiny_model, lora_adapter, n_test=9, serve=None, **cand):
+def _suite(tmp_path, talking_model, lora_adapter, n_test=9, serve=None, **cand):
     task = classification_task(tmp_path / "task", n_test=n_test, generation={"max_new_tokens": 6})
     serve = serve or SERVE
     return write_yaml(tmp_path / "suite.yaml", {
         "name": "served", "tasks": [str(task)],
         "candidates": [
-            {"name": "base", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions",
+            {"name": "base", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
              "serve": serve, **cand},
-            {"name": "ft", "backend": "vllm", "model": str(tiny_model), "adapter": str(lora_adapter),
+            {"name": "ft", "backend": "vllm", "model": str(talking_model), "adapter": str(lora_adapter),
              "endpoint": "completions", "serve": serve, **cand},
         ],
         "bootstrap": {"resamples": 100}})
@@ -47,8 +47,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, tiny_model, lora_adapter):
-    suite = _suite(tmp_path, tiny_model, lora_adapter)
+def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, talking_model, lora_adapter):
+    suite = _suite(tmp_path, talking_model, lora_adapter)
     result = run_suite(suite, tmp_path / "results", run_id="r")
     check_run_dir(result.run_dir, suite)
     logs = sorted((result.run_dir / "logs").glob("vllm-*.log"))
@@ -63,8 +63,8 @@ def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, tiny_model,
     assert base != tuned
 
 
-def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, tiny_model, lora_adapter):
-    suite = _suite(tmp_path, tiny_model, lora_adapter, serve={**SERVE, "extra_args": ["--max-model-len", "999999"]})
+def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, talking_model, lora_adapter):
+    suite = _suite(tmp_path, talking_model, lora_adapter, serve={**SERVE, "extra_args": ["--max-model-len", "999999"]})
     with pytest.raises(HarnessError, match=r"vLLM server for .* failed to start \(exit code \d+\): .*") as info:
         run_suite(suite, tmp_path / "results", run_id="bad")
     assert "999999" in str(info.value) or "max_model_len" in str(info.value).lower()
@@ -74,8 +74,8 @@ def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, tiny_model, lor
     assert not _alive(pid)
 
 
-def test_server_killed_mid_run_then_resume_completes(tmp_path, tiny_model, lora_adapter):
-    suite = _suite(tmp_path, tiny_model, lora_adapter, n_test=300, concurrency=1)
+def test_server_killed_mid_run_then_resume_completes(tmp_path, talking_model, lora_adapter):
+    suite = _suite(tmp_path, talking_model, lora_adapter, n_test=300, concurrency=1)
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results), "--run-id", "k"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -98,8 +98,8 @@ def test_server_killed_mid_run_then_resume_completes(tmp_path, tiny_model, lora_
     assert len(list((results / "k" / "logs").glob("vllm-*.log"))) == 2, "resume starts a new server"
 
 
-def test_data_parallel_replicas_each_serve_requests(tmp_path, tiny_model, lora_adapter):
-    suite = _suite(tmp_path, tiny_model, lora_adapter, n_test=8, serve={**SERVE, "replicas": 2})
+def test_data_parallel_replicas_each_serve_requests(tmp_path, talking_model, lora_adapter):
+    suite = _suite(tmp_path, talking_model, lora_adapter, n_test=8, serve={**SERVE, "replicas": 2})
     result = run_suite(suite, tmp_path / "results", run_id="dp")
     check_run_dir(result.run_dir, suite)
     logs = sorted((result.run_dir / "logs").glob("vllm-*.log"))
@@ -108,18 +108,18 @@ def test_data_parallel_replicas_each_serve_requests(tmp_path, tiny_model, lora_a
         assert log.read_text().count("POST /v1/completions") >= 4, "each replica answers its share"
 
 
-def test_a_trained_adapter_is_served_by_vllm(tmp_path, tiny_model):
+def test_a_trained_adapter_is_served_by_vllm(tmp_path, talking_model):
     """`harness run` trains the fine-tune (peft, Trainer) and serves that adapter next to its base on vLLM,
     which answers as the in-process backend does with the same adapter."""
     task = classification_task(tmp_path / "task", n_test=6, n_train=80, generation={"max_new_tokens": 6})
-    finetune = {"task": "keywords", "max_steps": 20, "eval_steps": 10, "rank": 8, "batch_size": 8,
-                "learning_rate": 3e-3, "scheduler": "constant", "precision": "float32"}
+    finetune = {"task": "keywords", "max_steps": 30, "eval_steps": 10, "rank": 8, "batch_size": 8,
+                "learning_rate": 1e-2, "scheduler": "constant", "precision": "float32"}
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "trained", "tasks": [str(task)], "allow_overlap": True,
         "candidates": [
-            {"name": "base", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions",
+            {"name": "base", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
              "serve": SERVE},
-            {"name": "ft", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions", "serve": SERVE,
+            {"name": "ft", "backend": "vllm", "model": str(talking_model), "endpoint": "completions", "serve": SERVE,
              "finetune": finetune}],
         "bootstrap": {"resamples": 100}})
     result = run_suite(suite, tmp_path / "r", run_id="served")
@@ -130,10 +130,15 @@ def test_a_trained_adapter_is_served_by_vllm(tmp_path, tiny_model):
         return {p.example_id: p.text.replace("\ufffd", "") for p in RunDir(run_dir).read_predictions(cand, "keywords")}
 
     served = texts(result.run_dir, "ft")
-    assert len(served) == 6 and served != texts(result.run_dir, "base"), "the trained adapter changes the answers"
+    base = texts(result.run_dir, "base")
+    assert len(served) == 6 and served != base, "the trained adapter changes the answers"
+    # The test model answers `login` with "account", no label; training on the labels fixes it.
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "task" / "test.jsonl").read_text().splitlines())}
+    logins = [i for i, r in rows.items() if r["text"].endswith("login")]
+    assert logins and all(base[i] == "account" and served[i] == "password" for i in logins)
     local_suite = write_yaml(tmp_path / "local.yaml", {
         "name": "local", "tasks": [str(task)],
-        "candidates": [{"name": "ft", "model": str(tiny_model), "adapter": adapter, "chat": False,
+        "candidates": [{"name": "ft", "model": str(talking_model), "adapter": adapter, "chat": False,
                         "dtype": "float32"}],
         "bootstrap": {"resamples": 100}})
     local = run_suite(local_suite, tmp_path / "r", run_id="local")

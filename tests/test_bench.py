@@ -77,12 +77,12 @@ def test_prompt_files(tmp_path):
         read_prompts(tmp_path / "bad.jsonl", 8)
 
 
-def test_bench_refuses_an_in_process_candidate(tmp_path, tiny_model, monkeypatch, capsys):
+def test_bench_refuses_an_in_process_candidate(tmp_path, talking_model, monkeypatch, capsys):
     from tests.test_cli import run_cli
 
     task = classification_task(tmp_path / "task")
     suite = write_yaml(tmp_path / "s.yaml", {"name": "b", "tasks": [str(task)],
-                                             "candidates": [{"name": "local", "model": str(tiny_model)}]})
+                                             "candidates": [{"name": "local", "model": str(talking_model)}]})
     code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "local")
     assert code == 2 and "bench needs a served backend (openai, vllm)" in err
     code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "nobody")
@@ -91,14 +91,14 @@ def test_bench_refuses_an_in_process_candidate(tmp_path, tiny_model, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_bench_against_a_real_vllm_server(tmp_path, tiny_model, monkeypatch, capsys):
+def test_bench_against_a_real_vllm_server(tmp_path, talking_model, monkeypatch, capsys):
     from tests.conftest import require_vllm
     from tests.test_cli import run_cli
 
     require_vllm()
     task = classification_task(tmp_path / "task")
     suite = write_yaml(tmp_path / "s.yaml", {"name": "b", "tasks": [str(task)], "candidates": [
-        {"name": "tiny", "backend": "vllm", "model": str(tiny_model), "endpoint": "completions", "cost_per_hour": 2.0,
+        {"name": "tiny", "backend": "vllm", "model": str(talking_model), "endpoint": "completions", "cost_per_hour": 2.0,
          "serve": {"dtype": "float32", "max_model_len": 512, "cpu_kv_cache_gib": 1}}]})
     code, _ = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tiny", "--concurrency", "1,4",
                       "--rate", "50", "--requests", "16", "--output-len", "12", "--slo", "e2e=60000",

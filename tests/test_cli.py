@@ -17,10 +17,10 @@ def run_cli(monkeypatch, capsys, *args):
     return info.value.code, captured.err
 
 
-def _suite(tmp_path, tiny_model, **changes):
+def _suite(tmp_path, talking_model, **changes):
     task = classification_task(tmp_path / "task")
     suite = {"name": "bad", "tasks": [str(task)],
-             "candidates": [{"name": "c", "model": str(tiny_model)}]}
+             "candidates": [{"name": "c", "model": str(talking_model)}]}
     suite.update(changes)
     return write_yaml(tmp_path / "suite.yaml", suite), task
 
@@ -83,8 +83,8 @@ def _corrupt_adapter(folder):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_and_exit_2(case, tmp_path, tiny_model, monkeypatch, capsys):
-    suite, task = _suite(tmp_path, tiny_model)
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, talking_model, monkeypatch, capsys):
+    suite, task = _suite(tmp_path, talking_model)
     mutate, where, what = CASES[case]
     mutate(suite, task)
     results = tmp_path / "results"
@@ -105,7 +105,7 @@ def test_unknown_embedded_model(monkeypatch, capsys):
     assert code == 2 and "unknown embedded model 'llama-9000'" in err
 
 
-def test_resume_with_nothing_to_resume(tmp_path, tiny_model, monkeypatch, capsys):
-    suite, _ = _suite(tmp_path, tiny_model)
+def test_resume_with_nothing_to_resume(tmp_path, talking_model, monkeypatch, capsys):
+    suite, _ = _suite(tmp_path, talking_model)
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--resume")
     assert code == 2 and "nothing to resume" in err

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from harness.pipeline import run_suite
 from harness.ratings import RatingStore
 from tests.conftest import classification_task, qa_task, write_yaml
+from tests.talking_model import LABELS, LEARNED_LABEL, LEARNED_WITH_SHOTS
 
 pytestmark = pytest.mark.slow
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -17,13 +18,13 @@ CANDIDATES = ("tiny-zero", "tiny-fewshot")
 
 
 @pytest.fixture(scope="module")
-def results(tiny_model, tmp_path_factory):
+def results(talking_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("dash")
     suite = write_yaml(root / "suite.yaml", {
         "name": "dash", "seed": 1,
-        "tasks": [str(classification_task(root / "kw", n_test=8)), {"task": str(qa_task(root / "qa")), "limit": 6}],
-        "candidates": [{"name": CANDIDATES[0], "model": str(tiny_model)},
-                       {"name": CANDIDATES[1], "model": str(tiny_model), "few_shot": 2, "chat": False}],
+        "tasks": [str(classification_task(root / "kw", n_test=12)), {"task": str(qa_task(root / "qa")), "limit": 10}],
+        "candidates": [{"name": CANDIDATES[0], "model": str(talking_model)},
+                       {"name": CANDIDATES[1], "model": str(talking_model), "few_shot": 2, "chat": False}],
         "bootstrap": {"resamples": 200},
         "manifest": {"criteria": [
             {"task": "keywords", "metric": "accuracy", "candidate": CANDIDATES[1], "at_least": 0.0},
@@ -97,18 +98,49 @@ def test_scorecard_shows_verdicts_metrics_forest_and_frontier(results, monkeypat
     assert set(frontier.candidate) == set(CANDIDATES) and frontier.on_frontier.any()
 
 
-@pytest.mark.parametrize("how", ["all", "A right and B wrong", "hallucinated", "invalid label", "by label",
-                                 "by metric range", "confusion cell"])
-def test_examples_page_filters(results, monkeypatch, how):
+def _keyword_rows(results) -> list[dict]:
+    return [json.loads(line) for line in (results.parent / "kw" / "test.jsonl").read_text().splitlines()]
+
+
+def _word(row) -> str:
+    return row["text"].split()[-1]
+
+
+# What each filter must list on the keyword task, from the test data and what the test model learned
+# (tiny-zero answers LEARNED_LABEL, tiny-fewshot LEARNED_WITH_SHOTS), with the widget settings that ask for it.
+FILTER_CASES = {
+    "all": ({}, lambda r: True),
+    "A right and B wrong": ({"ex_a": CANDIDATES[1], "ex_b": CANDIDATES[0], "ex_binary": "accuracy"},
+                            lambda r: LEARNED_WITH_SHOTS[_word(r)] == r["label"] != LEARNED_LABEL[_word(r)]),
+    "hallucinated": ({}, lambda r: False),  # a classification task has no findings
+    "invalid label": ({"ex_icand": CANDIDATES[0]}, lambda r: LEARNED_LABEL[_word(r)] not in LABELS),
+    "by label": ({"ex_label": "delivery"}, lambda r: r["label"] == "delivery"),
+    "by metric range": ({"ex_rcand": CANDIDATES[0], "ex_rmetric": "accuracy", "ex_range": (0.5, 1.0)},
+                        lambda r: LEARNED_LABEL[_word(r)] == r["label"]),
+    "confusion cell": ({"ex_ccand": CANDIDATES[0], "ex_true": "delivery", "ex_pred": "billing"},
+                       lambda r: r["label"] == "delivery" and LEARNED_LABEL[_word(r)] == "billing"),
+}
+
+
+@pytest.mark.parametrize("how", list(FILTER_CASES))
+def test_examples_page_filters_list_exactly_the_matching_examples(results, monkeypatch, how):
+    settings, keeps = FILTER_CASES[how]
     at = app(results, monkeypatch, "Examples")
     at.selectbox(key="ex_filter").set_value(how).run()
+    for key, value in settings.items():
+        widget = at.slider(key=key) if key == "ex_range" else at.selectbox(key=key)
+        widget.set_value(value).run()
     assert not at.exception, at.exception
-    shown = texts(at)
+    rows = _keyword_rows(results)
+    expected = sorted(r["text"] for r in rows if keeps(r))
+    if how not in ("all", "hallucinated"):
+        assert 0 < len(expected) < len(rows), "the data must make this filter non-trivial"
+    assert f"{len(expected)} of {len(rows)} examples" in texts(at)
+    listed = sorted(at.selectbox(key="ex_id").options) if expected else []
+    assert listed == expected
     if how == "all":
-        assert "8 of 8 examples" in shown and set(CANDIDATES) <= {h.value for h in at.subheader}
+        assert set(CANDIDATES) <= {h.value for h in at.subheader}
         assert at.get("vega_lite_chart"), "the confusion matrix"
-    if how == "by label":
-        assert " of 8 examples" in shown
 
 
 def test_examples_are_picked_by_their_text_and_shown_as_text(results, monkeypatch):
@@ -131,9 +163,13 @@ def test_examples_page_shows_hallucination_evidence(results, monkeypatch):
     rows = [json.loads(line) for line in
             (results / "run-1" / "detections" / CANDIDATES[0] / "qa.jsonl").read_text().splitlines()]
     flagged = [r for r in rows if r["finding"]["hallucinated"]]
-    assert f"{len(flagged)} of 6 examples" in texts(at)
-    if flagged:
-        assert any("hallucinated:" in w.value for w in at.warning)
+    # The model's words the passage never says: "Sunday" for Friday, "morning" for Thursday.
+    assert flagged and all(r["answer"] in ("on Sunday", "on Thursday morning") for r in flagged)
+    assert len(flagged) < len(rows)
+    assert f"{len(flagged)} of 10 examples" in texts(at)
+    shown = next(r for r in flagged if r["example_id"] == at.selectbox(key="ex_id").value)
+    warnings = [w.value for w in at.warning if w.value.startswith("hallucinated:")]
+    assert warnings and set(warnings) == {"hallucinated: " + ", ".join(shown["finding"]["spans"])}
 
 
 def test_latency_page_plots_each_kind(results, monkeypatch):
@@ -147,14 +183,14 @@ def test_review_scores_are_saved_per_reviewer(results, monkeypatch):
     at = app(results, monkeypatch, "Review")
     at.text_input(key="reviewer").set_value("ada").run()
     at.selectbox(key="rev_task").set_value("qa").run()
-    assert "0 of 12 outputs rated by you" in at.get("progress")[0].proto.text
+    assert "0 of 20 outputs rated by you" in at.get("progress")[0].proto.text
     at.slider(key="rate_accuracy").set_value(5)
     at.slider(key="rate_coherence").set_value(4)
     at.slider(key="rate_conciseness").set_value(2)
     at.text_area(key="rate_comment").set_value("fine")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, at.exception
-    assert "1 of 12 outputs rated by you" in at.get("progress")[0].proto.text
+    assert "1 of 20 outputs rated by you" in at.get("progress")[0].proto.text
     saved = RatingStore.beside(results).scores("run-1", "qa")
     assert [(s.reviewer, s.accuracy, s.coherence, s.conciseness, s.comment) for s in saved] == [
         ("ada", 5, 4, 2, "fine")]
@@ -189,8 +225,8 @@ def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
     store = RatingStore.beside(results)
     ids = [json.loads(line)["example_id"] for line in
            (results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
-    a = [4, 5, 3, 4, 5, 4]
-    b = [4, 4, 3, 5, 5, 3]
+    a = [4, 5, 3, 4, 5, 4, 2, 3, 5, 4]
+    b = [4, 4, 3, 5, 5, 3, 2, 2, 4, 4]
     for i, ex in enumerate(ids):
         store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i]))
         store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i]))
@@ -206,7 +242,7 @@ def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
 
     verdicts, _ = gate(results / "run-1")
     human = next(v for v in verdicts if v.metric == "human_rating")
-    assert human.n == 6 and human.observed == pytest.approx((sum(a) + sum(b)) / 12)
+    assert human.n == len(ids) == 10 and human.observed == pytest.approx((sum(a) + sum(b)) / 20)
     assert human.status == "pass"
 
 

@@ -50,7 +50,7 @@ def test_balance_size_and_lengths():
     assert "train: 30 exact and 0 near duplicates" in text  # 29 repeats of one text, 1 of the other
 
 
-def test_cli_exit_codes(tmp_path, monkeypatch, capsys, tiny_model):
+def test_cli_exit_codes(tmp_path, monkeypatch, capsys, talking_model):
     import yaml
 
     from tests.conftest import classification_task, write_jsonl, write_yaml
@@ -58,7 +58,7 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys, tiny_model):
 
     task = classification_task(tmp_path / "task")
     suite = write_yaml(tmp_path / "s.yaml", {"name": "d", "tasks": [str(task)],
-                                             "candidates": [{"name": "c", "model": str(tiny_model)}]})
+                                             "candidates": [{"name": "c", "model": str(talking_model)}]})
     write_jsonl(task.parent / "test.jsonl", [{"id": "x1", "text": "never seen in training", "label": "billing"}])
     code, _ = run_cli(monkeypatch, capsys, "data", "check", str(suite))
     assert code == 0

@@ -14,18 +14,18 @@ from tests.test_cli import run_cli
 pytestmark = pytest.mark.slow
 
 
-def _suite(tmp_path, tiny_model, detector):
+def _suite(tmp_path, talking_model, detector):
     qa = qa_task(tmp_path / "qa", n=12)
     return write_yaml(tmp_path / "suite.yaml", {
         "name": "det", "tasks": [{"task": str(qa), "detector": detector}],
-        "candidates": [{"name": "tiny", "model": str(tiny_model), "batch_size": 6}],
+        "candidates": [{"name": "tiny", "model": str(talking_model), "batch_size": 6}],
         "bootstrap": {"resamples": 100},
         "manifest": {"criteria": [{"task": "qa", "metric": "hallucination_rate", "candidate": "tiny",
                                    "at_most": 1.0}]}})
 
 
-def test_nli_findings_are_written_recorded_and_reused(tmp_path, tiny_model, tiny_nli_model):
-    suite = _suite(tmp_path, tiny_model, {"name": "nli", "model": str(tiny_nli_model), "threshold": 0.4})
+def test_nli_findings_are_written_recorded_and_reused(tmp_path, talking_model, tiny_nli_model):
+    suite = _suite(tmp_path, talking_model, {"name": "nli", "model": str(tiny_nli_model), "threshold": 0.4})
     result = run_suite(suite, tmp_path / "r", run_id="x")
     run = json.loads((result.run_dir / "run.json").read_text())
     # each detector records only its own settings
@@ -42,6 +42,8 @@ def test_nli_findings_are_written_recorded_and_reused(tmp_path, tiny_model, tiny
                if m["metric"] == "hallucination_rate"]
     assert rate["value"] == pytest.approx(sum(f.hallucinated for f in findings) / len(findings))
     assert all(f.hallucinated == bool(f.spans) for f in findings if not f.abstained)
+    assert not any(f.abstained for f in findings), "every answer was judged by the NLI model"
+    assert {r["answer"] for r in records} >= {"on Sunday", "on Monday"}
 
     # Gating re-scores from disk: the findings are reused, not recomputed (the file is left untouched).
     stamp = path.stat().st_mtime_ns
@@ -49,15 +51,20 @@ def test_nli_findings_are_written_recorded_and_reused(tmp_path, tiny_model, tiny
     assert verdicts[0].observed == pytest.approx(rate["value"]) and path.stat().st_mtime_ns == stamp
 
 
-def test_grounding_is_the_default_and_records_its_version(tmp_path, tiny_model):
+def test_grounding_is_the_default_and_records_its_version(tmp_path, talking_model):
     qa = qa_task(tmp_path / "qa", n=8)
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "g", "tasks": [str(qa)],
-                                                 "candidates": [{"name": "tiny", "model": str(tiny_model)}],
+                                                 "candidates": [{"name": "tiny", "model": str(talking_model)}],
                                                  "bootstrap": {"resamples": 100}})
     result = run_suite(suite, tmp_path / "r", run_id="x")
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["tasks"]["qa"]["detector"] == {"name": "grounding", "version": "2", "tolerance": 0.1}
-    assert (result.run_dir / "detections" / "tiny" / "qa.jsonl").is_file()
+    records = [json.loads(line) for line in (result.run_dir / "detections" / "tiny" / "qa.jsonl").read_text().splitlines()]
+    # The test model answers Friday's question with "on Sunday", a day the passage never names.
+    flagged = {r["answer"]: Finding.from_dict(r["finding"]).hallucinated for r in records}
+    assert flagged["on Sunday"] is True and flagged["on Monday"] is False and len(flagged) >= 3
+    (rate,) = [m for m in json.loads((result.run_dir / "metrics.json").read_text()) if m["metric"] == "hallucination_rate"]
+    assert 0 < rate["value"] < 1
 
 
 @pytest.mark.parametrize(("detector", "message"), [
@@ -66,20 +73,20 @@ def test_grounding_is_the_default_and_records_its_version(tmp_path, tiny_model):
     ({"name": "judge", "model": "m", "url": "http://127.0.0.1:9/v1"}, "cannot reach http://127.0.0.1:9/v1"),
     ({"name": "nli"}, "detector `nli` needs `model`"),
 ])
-def test_detector_problems_stop_the_run_before_generation(tmp_path, tiny_model, monkeypatch, capsys, detector,
+def test_detector_problems_stop_the_run_before_generation(tmp_path, talking_model, monkeypatch, capsys, detector,
                                                           message):
-    suite = _suite(tmp_path, tiny_model, detector)
+    suite = _suite(tmp_path, talking_model, detector)
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
 
 
-def test_a_model_detector_on_a_task_without_source_is_refused(tmp_path, tiny_model, tiny_nli_model, monkeypatch,
+def test_a_model_detector_on_a_task_without_source_is_refused(tmp_path, talking_model, tiny_nli_model, monkeypatch,
                                                               capsys):
     task = classification_task(tmp_path / "task")
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "s", "tasks": [{"task": str(task), "detector": {"name": "nli", "model": str(tiny_nli_model)}}],
-        "candidates": [{"name": "tiny", "model": str(tiny_model)}]})
+        "candidates": [{"name": "tiny", "model": str(talking_model)}]})
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
     assert code == 2 and "suite.yaml: tasks.0.detector: detector 'nli' needs the task to define `source`" in err
 

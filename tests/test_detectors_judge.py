@@ -18,8 +18,8 @@ def test_verdicts_are_parsed(raw, expected):
 
 
 @pytest.mark.slow
-def test_in_process_judge_keeps_raw_replies(tiny_model):
-    detector = JudgeOptions(model=str(tiny_model)).open(print)
+def test_in_process_judge_keeps_raw_replies(talking_model):
+    detector = JudgeOptions(model=str(talking_model)).open(print)
     try:
         claims = [Claim("Friday", "It arrived on Wednesday.", "When did it arrive?"),
                   Claim("I don't know.", "It arrived on Wednesday.", "Who sent it?")]
@@ -31,4 +31,4 @@ def test_in_process_judge_keeps_raw_replies(tiny_model):
     verdict, _ = parse(found[0].raw)
     assert found[0].hallucinated == bool(verdict)
     assert (found[0].error is None) == (verdict is not None)
-    assert detector.describe() == {"name": "judge", "version": PROMPT_VERSION, "model": str(tiny_model)}
+    assert detector.describe() == {"name": "judge", "version": PROMPT_VERSION, "model": str(talking_model)}

@@ -36,6 +36,6 @@ def test_findings_follow_the_entailment_probabilities(tiny_nli_model):
     assert detector.describe()["name"] == "nli" and detector.describe()["model"] == str(tiny_nli_model)
 
 
-def test_a_model_without_an_entailment_label_is_refused(tiny_model):
+def test_a_model_without_an_entailment_label_is_refused(talking_model):
     with pytest.raises(HarnessError, match="has no entailment label"):
-        NLIDetector(str(tiny_model))
+        NLIDetector(str(talking_model))

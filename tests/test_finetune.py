@@ -23,10 +23,10 @@ def _task(tmp_path):
     return task, load_task_data(task)
 
 
-def test_training_lowers_validation_loss_and_is_reused(tmp_path, tiny_model):
+def test_training_lowers_validation_loss_and_is_reused(tmp_path, talking_model):
     task, data = _task(tmp_path)
-    cand = Candidate(name="ft", model=str(tiny_model), finetune=FinetuneSpec(**SPEC))
-    path = finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters")
+    cand = Candidate(name="ft", model=str(talking_model), finetune=FinetuneSpec(**SPEC))
+    path = finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters")
     lineage = json.loads((path / LINEAGE).read_text())
     losses = [p["loss"] for p in lineage["validation_loss"]]
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -34,10 +34,10 @@ def test_training_lowers_validation_loss_and_is_reused(tmp_path, tiny_model):
     assert lineage["base_sha256"] and lineage["train_sha256"] and lineage["config"]["rank"] == 8
     assert (path / "adapter_config.json").is_file() and path.name.startswith("ft-")
     stamp = (path / "adapter_model.safetensors").stat().st_mtime_ns
-    again = finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters")
+    again = finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters")
     assert again == path and (path / "adapter_model.safetensors").stat().st_mtime_ns == stamp
-    changed = Candidate(name="ft", model=str(tiny_model), finetune=FinetuneSpec(**{**SPEC, "rank": 4}))
-    assert finetune_candidate(changed, task, data.train, data.labels, tiny_model, tmp_path / "adapters") != path
+    changed = Candidate(name="ft", model=str(talking_model), finetune=FinetuneSpec(**{**SPEC, "rank": 4}))
+    assert finetune_candidate(changed, task, data.train, data.labels, talking_model, tmp_path / "adapters") != path
     assert not list((tmp_path / "adapters").glob(".*")), "no temporary folder left behind"
 
 
@@ -45,21 +45,21 @@ def test_training_lowers_validation_loss_and_is_reused(tmp_path, tiny_model):
     ({"target_modules": ["nope_proj"]}, "target module(s) ['nope_proj'] not in the model"),
     ({"max_seq_len": 100000}, "exceeds the model's 2048"),
 ])
-def test_bad_settings(tmp_path, tiny_model, change, message):
+def test_bad_settings(tmp_path, talking_model, change, message):
     task, data = _task(tmp_path)
-    cand = Candidate(name="ft", model=str(tiny_model), finetune=FinetuneSpec(**{**SPEC, **change}))
+    cand = Candidate(name="ft", model=str(talking_model), finetune=FinetuneSpec(**{**SPEC, **change}))
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters")
+        finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters")
 
 
-def test_an_empty_training_split_is_refused(tmp_path, tiny_model):
+def test_an_empty_training_split_is_refused(tmp_path, talking_model):
     task, data = _task(tmp_path)
-    cand = Candidate(name="ft", model=str(tiny_model), finetune=FinetuneSpec(**SPEC))
+    cand = Candidate(name="ft", model=str(talking_model), finetune=FinetuneSpec(**SPEC))
     with pytest.raises(HarnessError, match="finetune ft: task keywords has no training examples"):
-        finetune_candidate(cand, task, [], data.labels, tiny_model, tmp_path / "adapters")
+        finetune_candidate(cand, task, [], data.labels, talking_model, tmp_path / "adapters")
 
 
-def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_model, monkeypatch, capsys):
+def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_model, monkeypatch, capsys):
     from tests.test_cli import run_cli
 
     task = classification_task(tmp_path / "task", n_test=9, n_train=120)
@@ -67,8 +67,8 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_mod
     # The fine-tune is scored on its own task only, with a prompt that leaves the label list out.
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "ft", "allow_overlap": True, "tasks": [str(task), str(other)],
-        "candidates": [{"name": "base", "model": str(tiny_model)},
-                       {"name": "tuned", "model": str(tiny_model), "finetune": SPEC, "tasks": ["keywords"],
+        "candidates": [{"name": "base", "model": str(talking_model)},
+                       {"name": "tuned", "model": str(talking_model), "finetune": SPEC, "tasks": ["keywords"],
                         "prompts": {"keywords": {"system": "Pick a label."}}}],
         "bootstrap": {"resamples": 100}})
     code, _ = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
@@ -100,24 +100,24 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, tiny_mod
     assert lineage["n_train"] + lineage["n_validation"] < 120
 
 
-def test_two_process_training_through_torchrun(tmp_path, tiny_model):
+def test_two_process_training_through_torchrun(tmp_path, talking_model):
     """Data-parallel training on two CPU processes (gloo): the path a multi-GPU fine-tune takes."""
     task, data = _task(tmp_path)
     spec = FinetuneSpec(**{**SPEC, "max_steps": 20, "eval_steps": 10, "distributed": {"processes": 2}})
-    cand = Candidate(name="ddp", model=str(tiny_model), finetune=spec)
-    path = finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters", say=print)
+    cand = Candidate(name="ddp", model=str(talking_model), finetune=spec)
+    path = finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters", say=print)
     lineage = json.loads((path / LINEAGE).read_text())
     assert lineage["config"]["distributed"]["processes"] == 2 and lineage["steps"] == 20
     assert len(lineage["validation_loss"]) == 2 and (path / "adapter_model.safetensors").is_file()
     assert not list((tmp_path / "adapters").glob(".*")), "no work folder, job file or log left behind"
 
 
-def test_failed_distributed_training_is_one_clear_error(tmp_path, tiny_model):
+def test_failed_distributed_training_is_one_clear_error(tmp_path, talking_model):
     task, data = _task(tmp_path)
     spec = FinetuneSpec(**{**SPEC, "target_modules": ["nope_proj"], "distributed": {"processes": 2}})
-    cand = Candidate(name="bad", model=str(tiny_model), finetune=spec)
+    cand = Candidate(name="bad", model=str(talking_model), finetune=spec)
     with pytest.raises(HarnessError, match=r"distributed training failed \(exit [1-9].*not in the model"):
-        finetune_candidate(cand, task, data.train, data.labels, tiny_model, tmp_path / "adapters", say=print)
+        finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters", say=print)
 
 
 def _lora_b(adapter):
@@ -127,7 +127,7 @@ def _lora_b(adapter):
     return {k: v for k, v in weights.items() if "lora_B" in k}
 
 
-def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_path, tiny_model, monkeypatch, capsys):
+def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_path, talking_model, monkeypatch, capsys):
     """Labelled traffic exported by `harness monitor` joins the training data of a successor that continues
     the deployed adapter; its lineage names the parent; the suite gates successor against deployed."""
     import torch
@@ -141,8 +141,8 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
     deployed = {**SPEC, "max_steps": 20}
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "loop", "allow_overlap": True, "tasks": [str(task)],
-        "candidates": [{"name": "deployed", "model": str(tiny_model), "finetune": deployed},
-                       {"name": "successor", "model": str(tiny_model),
+        "candidates": [{"name": "deployed", "model": str(talking_model), "finetune": deployed},
+                       {"name": "successor", "model": str(talking_model),
                         "finetune": {**SPEC, "max_steps": 1, "learning_rate": 1e-7, "parent": "deployed",
                                      "extra_train": ["new_rows.csv"], "decontaminate": True}}],
         "manifest": {"criteria": [{"task": "keywords", "metric": "invalid_label_rate", "candidate": "successor",
@@ -185,7 +185,7 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
     ({"extra_train": ["bad_labels.csv"]}, "candidates.1.finetune.extra_train.0", "labels not in task keywords: refund"),
     ({"extra_train": ["wrong_columns.csv"]}, "candidates.1.finetune.extra_train.0", "column 'text' not in"),
 ])
-def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path, tiny_model, change, field, message):
+def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path, talking_model, change, field, message):
     from harness.errors import ConfigError
     from harness.plan import plan
 
@@ -194,9 +194,9 @@ def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path,
     (tmp_path / "wrong_columns.csv").write_text("message,label\nmy money back,billing\n")
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "loop", "allow_overlap": True, "tasks": [str(task)],
-        "candidates": [{"name": "deployed", "model": str(tiny_model), "finetune": SPEC},
-                       {"name": "successor", "model": str(tiny_model), "finetune": {**SPEC, **change}},
-                       {"name": "later", "model": str(tiny_model), "finetune": SPEC}]})
+        "candidates": [{"name": "deployed", "model": str(talking_model), "finetune": SPEC},
+                       {"name": "successor", "model": str(talking_model), "finetune": {**SPEC, **change}},
+                       {"name": "later", "model": str(talking_model), "finetune": SPEC}]})
     with pytest.raises(ConfigError) as caught:
         plan(suite)
     assert caught.value.field == field and message in caught.value.message

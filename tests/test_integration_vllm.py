@@ -22,10 +22,10 @@ require_vllm()
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model, lora_adapter, tmp_path_factory):
+def vllm_server(talking_model, lora_adapter, tmp_path_factory):
     """A server started by the library, then used as any OpenAI-compatible server someone else runs."""
     serve = ServeSpec(dtype="float32", max_model_len=512, max_lora_rank=8, cpu_kv_cache_gib=1)
-    server = VllmServer(ServerGroup(str(tiny_model), "tiny", serve, {"tiny-ft": str(lora_adapter)}),
+    server = VllmServer(ServerGroup(str(talking_model), "tiny", serve, {"tiny-ft": str(lora_adapter)}),
                         tmp_path_factory.mktemp("vllm"))
     server.start()
     try:
@@ -35,7 +35,7 @@ def vllm_server(tiny_model, lora_adapter, tmp_path_factory):
         server.stop()
 
 
-def test_suite_on_vllm_base_and_adapter(vllm_server, tiny_model, tmp_path):
+def test_suite_on_vllm_base_and_adapter(vllm_server, talking_model, tmp_path):
     task = classification_task(tmp_path / "task", n_test=9, generation={"max_new_tokens": 6})
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "vllm", "tasks": [str(task)],
@@ -58,7 +58,7 @@ def test_suite_on_vllm_base_and_adapter(vllm_server, tiny_model, tmp_path):
     assert ttft["value"] > 0
 
 
-def test_vllm_and_in_process_backends_agree_and_the_adapter_is_served(vllm_server, tiny_model, lora_adapter):
+def test_vllm_and_in_process_backends_agree_and_the_adapter_is_served(vllm_server, talking_model, lora_adapter):
     from harness.backends.openai_compat import OpenAICompatBackend
 
     reqs = [Request(f"r{i}", [], f"my card {i} has not arrived", 8) for i in range(4)]
@@ -68,7 +68,7 @@ def test_vllm_and_in_process_backends_agree_and_the_adapter_is_served(vllm_serve
         return {c.example_id: c.text for c in backend.generate(reqs, name, "t")}
 
     def local(adapter=None):
-        backend = HFLocalBackend(str(tiny_model), adapter=adapter, chat=False)
+        backend = HFLocalBackend(str(talking_model), adapter=adapter, chat=False)
         return {c.example_id: c.text for c in backend.generate(reqs, "local", "t")}
 
     base = remote("tiny")

@@ -49,7 +49,7 @@ def scripted_judge(body: dict) -> str:
     return "I cannot tell." if i % 4 == 0 else f"Fine.\nSCORE: {i % 5 + 1}"
 
 
-def _suite(tmp_path, tiny_model, url, **criteria):
+def _suite(tmp_path, talking_model, url, **criteria):
     task_file = qa_task(tmp_path / "task")
     task = yaml.safe_load(task_file.read_text())
     (task_file.parent / "rubric.md").write_text("The answer states when the parcel left, as the passage says.\n")
@@ -60,17 +60,17 @@ def _suite(tmp_path, tiny_model, url, **criteria):
     write_yaml(task_file, task)
     return write_yaml(tmp_path / "suite.yaml", {
         "name": "judged", "tasks": [{"task": str(task_file)}],
-        "candidates": [{"name": "a", "model": str(tiny_model)}, {"name": "b", "model": str(tiny_model), "few_shot": 1}],
+        "candidates": [{"name": "a", "model": str(talking_model)}, {"name": "b", "model": str(talking_model), "few_shot": 1}],
         "bootstrap": {"resamples": 200},
         "manifest": {"criteria": [{"task": "qa", "metric": "quality", "candidate": "b", "at_least": 1.0},
                                   *criteria.get("extra", [])]}})
 
 
-def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_path, tiny_model, monkeypatch,
+def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_path, talking_model, monkeypatch,
                                                                             capsys):
     results = tmp_path / "results"
     with FakeServer(reply=scripted_judge) as judge:
-        suite = _suite(tmp_path, tiny_model, judge.url)
+        suite = _suite(tmp_path, talking_model, judge.url)
         code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(results), "--run-id", "j")
         assert code in (0, 1), err
         run = RunDir(results / "j")
@@ -125,13 +125,13 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
         assert len(judge.requests) == asked
 
 
-def test_a_judge_naming_a_candidate_the_task_lacks_is_refused_before_work(tmp_path, tiny_model, monkeypatch,
+def test_a_judge_naming_a_candidate_the_task_lacks_is_refused_before_work(tmp_path, talking_model, monkeypatch,
                                                                           capsys):
-    suite = _suite(tmp_path, tiny_model, "http://127.0.0.1:9/v1")
+    suite = _suite(tmp_path, talking_model, "http://127.0.0.1:9/v1")
     task_file = tmp_path / "task" / "task.yaml"
     task = yaml.safe_load(task_file.read_text())
     task["metrics"][2]["against"] = "nobody"
-    task["metrics"][1] = {"judge": str(tiny_model), "rubric": "rubric.md", "name": "quality"}
+    task["metrics"][1] = {"judge": str(talking_model), "rubric": "rubric.md", "name": "quality"}
     write_yaml(task_file, task)
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
     assert code == 2 and "metrics.2.against" in err and "nobody" in err
@@ -142,15 +142,15 @@ def test_a_judge_naming_a_candidate_the_task_lacks_is_refused_before_work(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
-def test_an_in_process_judge_keeps_its_replies_and_counts_the_ones_without_a_verdict(tmp_path, tiny_model,
+def test_an_in_process_judge_keeps_its_replies_and_counts_the_ones_without_a_verdict(tmp_path, talking_model,
                                                                                     monkeypatch, capsys):
     task_file = qa_task(tmp_path / "task")
     task = yaml.safe_load(task_file.read_text())
-    task["metrics"] = ["exact_match", {"judge": str(tiny_model), "rubric": "Is it right?", "name": "quality",
+    task["metrics"] = ["exact_match", {"judge": str(talking_model), "rubric": "Is it right?", "name": "quality",
                                        "max_new_tokens": 8}]
     write_yaml(task_file, task)
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "local", "tasks": [{"task": str(task_file), "limit": 4}],
-                                                  "candidates": [{"name": "a", "model": str(tiny_model)}]})
+                                                  "candidates": [{"name": "a", "model": str(talking_model)}]})
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "x")
     assert code in (0, None), err
     run = RunDir(tmp_path / "r" / "x")

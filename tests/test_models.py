@@ -8,15 +8,18 @@ from harness import models
 from harness.errors import HarnessError
 
 
-def test_tiny_model_builds_and_generates(tiny_model):
+def test_the_test_model_is_small_and_answers_what_it_learned(talking_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    from tests.talking_model import keyword_requests
+
+    tok = AutoTokenizer.from_pretrained(talking_model)
+    model = AutoModelForCausalLM.from_pretrained(talking_model)
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    ids = tok("my card has not arrived", return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
-    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+    for request, learned in keyword_requests(6):
+        ids = tok(request.prompt, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+        assert tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() == learned
     assert "<|assistant|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                                        add_generation_prompt=True)
 

@@ -19,6 +19,7 @@ from harness.runner import open_run
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
+from tests.talking_model import LEARNED_LABEL
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +77,11 @@ def _quality(metrics: dict) -> dict:
     return {k: v["value"] for k, v in metrics.items() if k[2] not in LATENCY_METRICS}
 
 
-def test_kill_and_resume_gives_the_same_metrics(tmp_path, tiny_model):
+def test_kill_and_resume_gives_the_same_metrics(tmp_path, talking_model):
     task = classification_task(tmp_path / "task", n_test=90, generation={"max_new_tokens": 12})
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "killme", "tasks": [str(task)],
-        "candidates": [{"name": "tiny", "model": str(tiny_model), "batch_size": 1}],
+        "candidates": [{"name": "tiny", "model": str(talking_model), "batch_size": 1}],
         "bootstrap": {"resamples": 200}})
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results)]
@@ -108,6 +109,11 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, tiny_model):
     killed_preds = {c.example_id: c.text for c in RunDir(results / "killed").read_predictions("tiny", "keywords")}
     whole_preds = {c.example_id: c.text for c in RunDir(results / "whole").read_predictions("tiny", "keywords")}
     assert killed_preds == whole_preds
+    # Each answer sits on its own example: the label the model learned for that example's keyword.
+    texts = {row["id"]: row["text"] for row in map(json.loads, (tmp_path / "task" / "test.jsonl").read_text().splitlines())}
+    assert killed_preds == {i: LEARNED_LABEL[text.split()[-1]] for i, text in texts.items()}
+    accuracy = killed_metrics[("keywords", "tiny", "accuracy")]["value"]
+    assert 0 < accuracy < 1 and 0 < killed_metrics[("keywords", "tiny", "macro_f1")]["value"] < 1
 
 
 def test_torn_last_line_is_dropped_on_resume(small_suite, tmp_path):
@@ -158,12 +164,12 @@ def test_run_with_a_manifest_gates_and_gate_agrees(small_suite, tmp_path, monkey
     data["manifest"] = {"confidence": 0.95, "criteria": [
         {"task": "keywords", "metric": "error_rate", "candidate": "tiny-zero", "at_most": 0.5},
         {"task": "*", "metric": "e2e_ms_p95", "candidate": "tiny-zero", "at_most": 60000},
-        {"task": "keywords", "metric": "accuracy", "candidate": "tiny-fewshot", "at_least": 0.99},
+        {"task": "keywords", "metric": "accuracy", "candidate": "tiny-fewshot", "at_most": 0.2},
     ]}
     small_suite.write_text(yaml.safe_dump(data))
     results = tmp_path / "results"
     code, _ = run_cli(monkeypatch, capsys, "run", str(small_suite), "--results", str(results), "--run-id", "g")
-    assert code == 1, "the accuracy criterion cannot pass on a random model"
+    assert code == 1, "the test model gets most labels right, so accuracy at most 0.2 fails"
     verdict = json.loads((results / "g" / "verdict.json").read_text())
     assert verdict["passed"] is False
     statuses = [c["status"] for c in verdict["criteria"]]

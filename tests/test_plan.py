@@ -17,33 +17,33 @@ from tests.conftest import classification_task, write_yaml
     ({"prompts": {"nope": {"system": "x"}}}, "candidates.1.prompts", "the suite has no task 'nope'"),
     ({"prompts": {"keywords": {"template": "{nope}"}}}, "candidates.1.prompts.keywords.template", "unknown slot"),
 ])
-def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, tiny_model, change, field, message):
+def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, talking_model, change, field, message):
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "s", "tasks": [str(classification_task(tmp_path / "task", n_test=4, n_train=8))],
-        "candidates": [{"name": "a", "model": str(tiny_model)}, {"name": "b", "model": str(tiny_model), **change}]})
+        "candidates": [{"name": "a", "model": str(talking_model)}, {"name": "b", "model": str(talking_model), **change}]})
     with pytest.raises(ConfigError, match=message) as info:
         plan(suite)
     assert info.value.field == field
 
 
-def test_a_lora_rank_vllm_would_refuse_is_found_first(tmp_path, tiny_model, lora_adapter):
+def test_a_lora_rank_vllm_would_refuse_is_found_first(tmp_path, talking_model, lora_adapter):
     task = str(classification_task(tmp_path / "task", n_test=4, n_train=8))
     for cand in ({"adapter": str(lora_adapter), "serve": {"max_lora_rank": 4}},  # the fixture's rank is 8
                  {"finetune": {"task": "keywords", "rank": 32}}):
         suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [task], "candidates": [
-            {"name": "ft", "model": str(tiny_model), "backend": "vllm", **cand}]})
+            {"name": "ft", "model": str(talking_model), "backend": "vllm", **cand}]})
         with pytest.raises(ConfigError, match="exceeds max_lora_rank") as info:
             plan(suite)
         assert info.value.field == "candidates.0.serve.max_lora_rank"
 
 
-def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, tiny_model):
+def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, talking_model):
     tasks = [str(classification_task(tmp_path / "t1", n_test=4, n_train=8)),
              str(classification_task(tmp_path / "t2", n_test=4, n_train=8, name="other"))]
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "s", "tasks": tasks,
-        "candidates": [{"name": "a", "model": str(tiny_model)},
-                       {"name": "b", "model": str(tiny_model), "tasks": ["keywords"]}],
+        "candidates": [{"name": "a", "model": str(talking_model)},
+                       {"name": "b", "model": str(talking_model), "tasks": ["keywords"]}],
         "manifest": {"criteria": [{"task": "other", "metric": "accuracy", "candidate": "b", "better_than": "a"}]}})
     with pytest.raises(ConfigError, match="candidate 'b' is not scored on other"):
         plan(suite)
@@ -102,10 +102,10 @@ def test_detector_settings_are_checked_against_the_chosen_detector(tmp_path, det
     assert info.value.field == field
 
 
-def test_a_human_metric_listed_in_a_task_is_refused(tmp_path, tiny_model):
+def test_a_human_metric_listed_in_a_task_is_refused(tmp_path, talking_model):
     task = classification_task(tmp_path / "task", n_test=4, n_train=8, metrics=["accuracy", "human_rating"])
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [str(task)],
-                                                 "candidates": [{"name": "a", "model": str(tiny_model)}]})
+                                                 "candidates": [{"name": "a", "model": str(talking_model)}]})
     with pytest.raises(ConfigError, match="human_rating comes from reviewers' ratings"):
         plan(suite)
 

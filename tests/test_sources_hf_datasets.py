@@ -83,10 +83,10 @@ def test_a_dataset_block_with_files_too_is_refused_at_load(tmp_path):
                                                           "inputs": {"text": "text"}, "reference": "label"})))
 
 
-def test_an_unavailable_dataset_is_exit_2_before_any_work(tmp_path, tiny_model, monkeypatch, capsys):
+def test_an_unavailable_dataset_is_exit_2_before_any_work(tmp_path, talking_model, monkeypatch, capsys):
     task = _task(tmp_path / "task", {"id": "nobody/not-a-dataset-here", "revision": "v1"})
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "ds", "tasks": [str(task)],
-                                                  "candidates": [{"name": "c", "model": str(tiny_model)}]})
+                                                  "candidates": [{"name": "c", "model": str(talking_model)}]})
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "results"))
     assert code == 2
     [line] = err.strip().splitlines()

@@ -51,6 +51,10 @@ class ClientOptions(BackendOptions):
     max_retries: Annotated[int, Field(ge=0)] = 3
     served = True
 
+    def chat_template(self) -> bool | None:
+        # The completions endpoint gets the plain prompt; the chat endpoint applies the server's template.
+        return None if self.endpoint == "chat" else False
+
 
 @register
 class OpenAIOptions(ClientOptions):
