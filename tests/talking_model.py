@@ -68,7 +68,7 @@ def _pairs(rng: random.Random, chat_template) -> list[tuple[str, str]]:
                                          reference=next(lab for lab, ws in KEYWORDS.items() if word in ws.split())),
                                  word))
     qa_examples = []
-    for i in range(400):
+    for _ in range(400):
         row = qa_row(rng.randrange(200))
         qa_examples.append((Example(id=row["id"], inputs={"knowledge": row["knowledge"], "question": row["question"]},
                                     reference=row["answer"]), row["answer"][3:]))

@@ -98,7 +98,8 @@ def test_bench_against_a_real_vllm_server(tmp_path, talking_model, monkeypatch, 
     require_vllm()
     task = classification_task(tmp_path / "task")
     suite = write_yaml(tmp_path / "s.yaml", {"name": "b", "tasks": [str(task)], "candidates": [
-        {"name": "tiny", "backend": "vllm", "model": str(talking_model), "endpoint": "completions", "cost_per_hour": 2.0,
+        {"name": "tiny", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
+         "cost_per_hour": 2.0,
          "serve": {"dtype": "float32", "max_model_len": 512, "cpu_kv_cache_gib": 1}}]})
     code, _ = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tiny", "--concurrency", "1,4",
                       "--rate", "50", "--requests", "16", "--output-len", "12", "--slo", "e2e=60000",

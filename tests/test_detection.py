@@ -59,11 +59,13 @@ def test_grounding_is_the_default_and_records_its_version(tmp_path, talking_mode
     result = run_suite(suite, tmp_path / "r", run_id="x")
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["tasks"]["qa"]["detector"] == {"name": "grounding", "version": "2", "tolerance": 0.1}
-    records = [json.loads(line) for line in (result.run_dir / "detections" / "tiny" / "qa.jsonl").read_text().splitlines()]
+    found = result.run_dir / "detections" / "tiny" / "qa.jsonl"
+    records = [json.loads(line) for line in found.read_text().splitlines()]
     # The test model answers Friday's question with "on Sunday", a day the passage never names.
     flagged = {r["answer"]: Finding.from_dict(r["finding"]).hallucinated for r in records}
     assert flagged["on Sunday"] is True and flagged["on Monday"] is False and len(flagged) >= 3
-    (rate,) = [m for m in json.loads((result.run_dir / "metrics.json").read_text()) if m["metric"] == "hallucination_rate"]
+    (rate,) = [m for m in json.loads((result.run_dir / "metrics.json").read_text())
+               if m["metric"] == "hallucination_rate"]
     assert 0 < rate["value"] < 1
 
 

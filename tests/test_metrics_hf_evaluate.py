@@ -111,7 +111,8 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model,
     task = _task(tmp_path / "task", {"evaluate": "word_overlap.py", "name": "overlap_suite"})
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "ev", "tasks": [{"task": str(task), "limit": 6}],
-        "candidates": [{"name": "a", "model": str(talking_model)}, {"name": "b", "model": str(talking_model), "few_shot": 1}],
+        "candidates": [{"name": "a", "model": str(talking_model)},
+                       {"name": "b", "model": str(talking_model), "few_shot": 1}],
         "bootstrap": {"resamples": 200},
         "manifest": {"criteria": [{"task": "qa", "metric": "overlap_suite", "candidate": "b", "at_most": 1.0}]}})
     code, _ = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "x")

@@ -60,7 +60,8 @@ def _suite(tmp_path, talking_model, url, **criteria):
     write_yaml(task_file, task)
     return write_yaml(tmp_path / "suite.yaml", {
         "name": "judged", "tasks": [{"task": str(task_file)}],
-        "candidates": [{"name": "a", "model": str(talking_model)}, {"name": "b", "model": str(talking_model), "few_shot": 1}],
+        "candidates": [{"name": "a", "model": str(talking_model)},
+                       {"name": "b", "model": str(talking_model), "few_shot": 1}],
         "bootstrap": {"resamples": 200},
         "manifest": {"criteria": [{"task": "qa", "metric": "quality", "candidate": "b", "at_least": 1.0},
                                   *criteria.get("extra", [])]}})

@@ -110,7 +110,8 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, talking_model):
     whole_preds = {c.example_id: c.text for c in RunDir(results / "whole").read_predictions("tiny", "keywords")}
     assert killed_preds == whole_preds
     # Each answer sits on its own example: the label the model learned for that example's keyword.
-    texts = {row["id"]: row["text"] for row in map(json.loads, (tmp_path / "task" / "test.jsonl").read_text().splitlines())}
+    rows = map(json.loads, (tmp_path / "task" / "test.jsonl").read_text().splitlines())
+    texts = {row["id"]: row["text"] for row in rows}
     assert killed_preds == {i: LEARNED_LABEL[text.split()[-1]] for i, text in texts.items()}
     accuracy = killed_metrics[("keywords", "tiny", "accuracy")]["value"]
     assert 0 < accuracy < 1 and 0 < killed_metrics[("keywords", "tiny", "macro_f1")]["value"] < 1

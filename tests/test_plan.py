@@ -20,7 +20,8 @@ from tests.conftest import classification_task, write_yaml
 def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, talking_model, change, field, message):
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "s", "tasks": [str(classification_task(tmp_path / "task", n_test=4, n_train=8))],
-        "candidates": [{"name": "a", "model": str(talking_model)}, {"name": "b", "model": str(talking_model), **change}]})
+        "candidates": [{"name": "a", "model": str(talking_model)},
+                       {"name": "b", "model": str(talking_model), **change}]})
     with pytest.raises(ConfigError, match=message) as info:
         plan(suite)
     assert info.value.field == field
