@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, redact
 
 if TYPE_CHECKING:
     from harness.config import TrackingSpec
@@ -340,14 +340,34 @@ def dashboard(
 
 
 def main() -> None:
+    """Every failure of the user's input is one line on stderr and exit code 2: bad files and settings
+    (HarnessError), usage (a missing argument, an unknown option), and paths the system refuses."""
+    try:  # Typer 0.29 carries its own copy of click, whose usage errors are not click's
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _fail(str(exc))
+    except click_errors.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except click_errors.ClickException as exc:
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "harness"  # type: ignore[attr-defined]
+        _fail(f"{command}: {exc.format_message()} (see `{command} --help`)")
+    except OSError as exc:  # a results folder under a file, a read-only disk: the path is in the message
+        _fail(first_line(exc))
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted: finished predictions are kept; rerun with --resume", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    print("error: " + redact(" ".join(message.split())), file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     SerializerFunctionWrapHandler,
@@ -29,6 +27,7 @@ from harness.detectors import DETECTORS, DetectorOptions
 from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError
 from harness.loading import read_yaml, validate
+from harness.schema import SafeName, Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = PROJECT_ROOT / "tasks"
@@ -36,23 +35,21 @@ TASKS_DIR = PROJECT_ROOT / "tasks"
 TaskKind = Literal["classification", "generation", "grounded_qa"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SplitSpec(Strict):
+class SplitSpec(Settings):
     """A seeded split of one file into train and test."""
 
     test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
 
 
-class DatasetSplits(Strict):
+class DatasetSplits(Settings):
     test: str = "test"
     train: str | None = Field("train", description="optional unless named: a dataset without it has no train rows")
 
 
-class DatasetSpec(Strict):
+class DatasetSpec(Settings):
     """Rows from Hugging Face `datasets`: a hub id or local dataset folder, or a folder written by save_to_disk."""
 
     id: str | None = Field(None, description="hub id (e.g. PolyAI/banking77; offline it must be in the datasets "
@@ -71,7 +68,7 @@ class DatasetSpec(Strict):
         return self
 
 
-class DataSpec(Strict):
+class DataSpec(Settings):
     dataset: DatasetSpec | None = Field(None, description="rows from Hugging Face datasets instead of files")
     test: str | None = None
     train: str | None = None
@@ -95,14 +92,14 @@ class DataSpec(Strict):
         return self
 
 
-class PromptSpec(Strict):
+class PromptSpec(Settings):
     system: str | None = None
     template: str = Field(description="user message with {variable} slots from data.inputs")
     answer_prefix: str = Field("", description="text the answer follows in a plain (non-chat) prompt")
     few_shot_separator: str = "\n\n"
 
 
-class PromptOverride(Strict):
+class PromptOverride(Settings):
     """A candidate's changes to one task's prompt (e.g. a fine-tune that learned the label set needs no list)."""
 
     system: str | None = None
@@ -113,13 +110,13 @@ class PromptOverride(Strict):
         return prompt.model_copy(update=self.model_dump(exclude_none=True))
 
 
-class GenerationSpec(Strict):
+class GenerationSpec(Settings):
     max_new_tokens: Annotated[int, Field(gt=0)] = 64
     temperature: Annotated[float, Field(ge=0)] = 0.0
     stop: list[str] = Field(default_factory=list)
 
 
-class EvaluateMetricSpec(Strict):
+class EvaluateMetricSpec(Settings):
     """A metric from a Hugging Face `evaluate` module, scored with the same intervals and paired tests as ours."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")] = Field(
@@ -136,7 +133,7 @@ class EvaluateMetricSpec(Strict):
     higher_is_better: bool = True
 
 
-class JudgeMetricSpec(Strict):
+class JudgeMetricSpec(Settings):
     """An LLM judge scoring answers with a versioned rubric: 1–5 or pass/fail per answer, or pairwise against a
     candidate (judged in both orders)."""
 
@@ -175,8 +172,8 @@ MetricEntry = Annotated[
 ]
 
 
-class TaskSpec(Strict):
-    name: str
+class TaskSpec(Settings):
+    name: SafeName
     version: int = 1
     kind: TaskKind
     description: str = ""
@@ -184,7 +181,7 @@ class TaskSpec(Strict):
     prompt: PromptSpec
     labels: list[str] | str | None = Field(None, description="label list, or a JSON file holding one")
     source: str | None = Field(None, description="input variable holding the grounding passage")
-    metrics: list[MetricEntry] = Field(description="registered metric names, or definitions: "
+    metrics: list[MetricEntry] = Field(min_length=1, description="registered metric names, or definitions: "
                                                "{evaluate: module, name: …} or {judge: model, rubric: …, name: …}")
     generation: GenerationSpec = GenerationSpec()
     licence: str | None = None
@@ -233,7 +230,7 @@ else:
     AnyDetectorOptions = Annotated[reduce(operator.or_, DETECTORS.values()), Field(discriminator="name")]
 
 
-class TaskRef(Strict):
+class TaskRef(Settings):
     """A task as a suite uses it: by name or path, optionally cut down for quick runs."""
 
     task: str
@@ -249,7 +246,7 @@ class TaskRef(Strict):
         return {"name": "grounding", **value} if isinstance(value, dict) else value
 
 
-class DistributedSpec(Strict):
+class DistributedSpec(Settings):
     """Training on several GPUs through torchrun (one process per GPU) and transformers' Trainer."""
 
     processes: Annotated[int, Field(gt=0)] = Field(1, description="processes (GPUs) on this machine")
@@ -258,7 +255,7 @@ class DistributedSpec(Strict):
     fsdp_wrap: str | None = Field(None, description="fsdp: the decoder layer class to wrap, e.g. LlamaDecoderLayer")
 
 
-class FinetuneSpec(Strict):
+class FinetuneSpec(Settings):
     """A LoRA fine-tune of the candidate's model on one task's training split (peft + transformers)."""
 
     task: str = Field(description="the suite task whose training split is used")
@@ -284,7 +281,7 @@ class FinetuneSpec(Strict):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
     distributed: DistributedSpec = DistributedSpec()
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     extra_train: list[str] = Field(
         default_factory=list, description="more training rows in the task's own columns (CSV, JSONL or Parquet, "
         "paths relative to the suite), e.g. reviewed traffic from `harness monitor --export-labelled`")
@@ -293,11 +290,7 @@ class FinetuneSpec(Strict):
         "as `adapter:` is); the successor's lineage names it")
 
 
-# A name that becomes part of a path (run directories, prediction files): no separators, no "..".
-SafeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
-
-
-class Candidate(Strict):
+class Candidate(Settings):
     """A model to score: the fields every candidate has, plus its backend's own settings (`options`).
 
     In YAML the backend's settings sit beside the common fields (`backend: vllm`, `serve: …`); they are
@@ -347,12 +340,12 @@ class Candidate(Strict):
         return Deployment(self.name, self.model, adapter or self.adapter, self.options, lora_rank)
 
 
-class BootstrapSpec(Strict):
+class BootstrapSpec(Settings):
     resamples: Annotated[int, Field(ge=100)] = 1000
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
 
 
-class Criterion(Strict):
+class Criterion(Settings):
     task: str
     metric: str
     candidate: str
@@ -373,6 +366,8 @@ class Criterion(Strict):
             raise ValueError("`by` goes with `better_than`")
         if self.margin is not None and self.not_worse_than is None:
             raise ValueError("`margin` goes with `not_worse_than`")
+        if self.baseline == self.candidate:
+            raise ValueError(f"candidate {self.candidate!r} is compared with itself")
         return self
 
     @property
@@ -391,7 +386,7 @@ class Criterion(Strict):
         return f"{self.task} {self.metric} of {self.candidate} {rule}"
 
 
-class MonitorRule(Strict):
+class MonitorRule(Settings):
     """When a monitored signal (a drift signal, or a task metric on the traffic) raises an alert."""
 
     signal: str = Field(description="a drift signal (domain_auc, new_term_rate, …) or a metric of the task")
@@ -417,7 +412,7 @@ class MonitorRule(Strict):
         return f"p >= {self.p_below:g}"
 
 
-class MonitorSpec(Strict):
+class MonitorSpec(Settings):
     """How production traffic is watched: windows, the reference it is compared with, and alert rules."""
 
     window: Literal["day", "week", "month", "all"] = "day"
@@ -428,10 +423,10 @@ class MonitorSpec(Strict):
     resamples: Annotated[int, Field(ge=100)] = 1000
     rules: list[MonitorRule] | None = Field(
         None, description="alert rules; default: each drift signal's own (see `harness monitor --help`)")
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
 
 
-class Manifest(Strict):
+class Manifest(Settings):
     min_examples: Annotated[int, Field(ge=1)] = 1
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     holm: bool = Field(False, description="Holm-correct the passing decisions across all criteria")
@@ -445,7 +440,7 @@ class Manifest(Strict):
         return self
 
 
-class TrackingSpec(Strict):
+class TrackingSpec(Settings):
     """Where a run is logged in MLflow (parameters, metrics with their intervals, the verdict, the run's files)."""
 
     uri: str | None = Field(None, description="MLflow tracking URI (http://…, sqlite:///…); default: a local store "
@@ -455,10 +450,10 @@ class TrackingSpec(Strict):
                                     "the run's gate passes (every criterion)")
 
 
-class Suite(Strict):
+class Suite(Settings):
     name: SafeName
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     tasks: list[TaskRef]
     candidates: list[Candidate]
     bootstrap: BootstrapSpec = BootstrapSpec()

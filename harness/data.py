@@ -32,7 +32,8 @@ def _example_id(inputs: dict[str, str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_name: str) -> list[Example]:
+def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_name: str,
+                 source: str) -> list[Example]:
     ref_cols = [spec.reference] if isinstance(spec.reference, str) else list(spec.reference or [])
     needed = [(f"data.inputs.{k}", v) for k, v in spec.inputs.items()]
     needed += [("data.reference", c) for c in ref_cols]
@@ -43,8 +44,12 @@ def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_nam
             raise ConfigError(task_file, where, f"column {column!r} not in {field_name} "
                               f"(columns: {', '.join(map(str, frame.columns))})")
     examples, seen = [], set()
-    for row in frame.to_dict("records"):
-        inputs = {k: "" if pd.isna(row[c]) else str(row[c]) for k, c in spec.inputs.items()}
+    for number, row in enumerate(frame.to_dict("records"), 1):
+        missing = [c for c in spec.inputs.values() if row[c] is None or (isinstance(row[c], float) and pd.isna(row[c]))]
+        if missing:
+            raise ConfigError(task_file, field_name, f"{source} row {number}: input column {missing[0]!r} is null "
+                              "(an empty input is written as \"\")")
+        inputs = {k: str(row[c]) for k, c in spec.inputs.items()}
         refs = [str(row[c]) for c in ref_cols if not pd.isna(row[c]) and str(row[c]).strip()]
         reference: str | list[str] | None
         if not ref_cols:
@@ -144,7 +149,7 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
 
     def examples(role: Role) -> list[Example]:
         table = tables.get(role)
-        return _to_examples(table.frame, task.data, task_file, table.field) if table else []
+        return _to_examples(table.frame, task.data, task_file, table.field, table.identity) if table else []
 
     if "all" in tables:
         split = task.data.split or SplitSpec()
@@ -159,6 +164,8 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
             if outside:
                 raise ConfigError(task_file, "labels", f"label set does not cover the {split_name} data: {outside}")
     if sample is not None:
+        if sample > len(test):
+            raise ConfigError(task_file, "sample", f"asks for {sample} test examples but the task has {len(test)}")
         test = stratified_sample(test, sample, seed, stratify=labels is not None)
     if limit is not None:
         test = test[:limit]
@@ -173,7 +180,7 @@ def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where:
     the file that asked for them (`where`) and its field."""
     spec = task.data.model_copy(update={"id": None})
     try:
-        rows = _to_examples(read_table(path, spec.format, where, field_name), spec, where, field_name)
+        rows = _to_examples(read_table(path, spec.format, where, field_name), spec, where, field_name, str(path))
     except ConfigError as exc:
         raise ConfigError(where, field_name, exc.message) from None
     outside = _outside(rows, labels) if labels is not None else None

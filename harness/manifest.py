@@ -60,6 +60,38 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
         for task in tasks if c.task == "*" else [c.task]:
             if c.metric not in metrics[task] and not _rated(c.metric):
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
+        _check_reachable(c, i, where)
+    _check_consistent(manifest, where)
+
+
+def _check_reachable(c: Criterion, i: int, where: Path | str) -> None:
+    """A threshold the metric can never meet makes a criterion that fails whatever the model does."""
+    low, high = METRICS[c.metric].value_range if c.metric in METRICS else (-math.inf, math.inf)
+    if c.at_least is not None and c.at_least > high:
+        raise ConfigError(where, f"criteria.{i}.at_least", f"{c.metric} is at most {high:g}; "
+                          f"at least {c.at_least:g} can never hold")
+    if c.at_most is not None and c.at_most < low:
+        raise ConfigError(where, f"criteria.{i}.at_most", f"{c.metric} is at least {low:g}; "
+                          f"at most {c.at_most:g} can never hold")
+    if c.by is not None and c.by >= high - low:
+        raise ConfigError(where, f"criteria.{i}.by", f"{c.metric} spans {low:g} to {high:g}; "
+                          f"a lead of {c.by:g} can never hold")
+
+
+def _check_consistent(manifest: Manifest, where: Path | str) -> None:
+    """No two criteria on one task, metric and candidate ask for a value above a and below b < a."""
+    floors: dict[tuple[str, str, str], tuple[int, float]] = {}
+    ceilings: dict[tuple[str, str, str], tuple[int, float]] = {}
+    for i, c in enumerate(manifest.criteria):
+        key = (c.task, c.metric, c.candidate)
+        if c.at_least is not None:
+            floors.setdefault(key, (i, c.at_least))
+        if c.at_most is not None:
+            ceilings.setdefault(key, (i, c.at_most))
+        if key in floors and key in ceilings and floors[key][1] > ceilings[key][1]:
+            (a, floor), (b, ceiling) = floors[key], ceilings[key]
+            raise ConfigError(where, "criteria", f"criteria.{a} (at least {floor:g}) and criteria.{b} "
+                              f"(at most {ceiling:g}) contradict each other for {c.candidate} on {c.task} {c.metric}")
 
 
 def short(value: float | None) -> str:

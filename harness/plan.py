@@ -159,7 +159,13 @@ def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
             if earlier[1] != getattr(METRICS[metric.name], "definition", ""):
                 raise ConfigError(spec.file, "metrics", f"metric {metric.name!r} is defined differently in "
                                   f"{earlier[0]}; give one of them another name")
-        tasks.append(PlannedTask(ref, spec, load_task_data(spec, ref.limit, ref.sample, suite.seed)))
+        try:
+            data = load_task_data(spec, ref.limit, ref.sample, suite.seed)
+        except ConfigError as exc:
+            if exc.field == "sample":  # a suite setting, checked against the task's data
+                raise ConfigError(suite_file, f"tasks.{i}.sample", exc.message) from None
+            raise
+        tasks.append(PlannedTask(ref, spec, data))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(suite_file, "tasks", "two task entries resolve to the same task name")

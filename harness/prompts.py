@@ -24,7 +24,11 @@ def template_fields(template: str) -> set[str]:
 
 def check_template(task: TaskSpec) -> None:
     allowed = set(task.data.inputs) | {"labels"}
-    unknown = template_fields(task.prompt.template) - allowed
+    try:
+        fields = template_fields(task.prompt.template)
+    except ValueError as exc:  # an unbalanced brace; a literal one is written {{ or }}
+        raise ConfigError(task.file, "prompt.template", f"{exc} (write a literal brace as {{{{ or }}}})") from None
+    unknown = fields - allowed
     if unknown:
         raise ConfigError(task.file, "prompt.template",
                           f"unknown slot(s) {sorted(unknown)}; known: {sorted(allowed)}")

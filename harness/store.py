@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact_all
 from harness.records import Completion, MetricResult
 
 # 2: a candidate's snapshot holds only its own backend's settings, a task's only its detector's.
@@ -116,7 +116,7 @@ class RunDir:
         return record
 
     def write_run(self, record: dict[str, Any]) -> None:
-        write_json(self.run_json, record)
+        write_json(self.run_json, redact_all(record))  # credentials in the suite's URLs are never stored
 
     def is_complete(self) -> bool:
         return self.exists() and self.read_run().get("status") == "complete"

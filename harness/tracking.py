@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from harness.config import TrackingSpec
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact
 from harness.store import LINEAGE_FILE, ResultsDir, RunDir
 
 # MLflow's own limits on one log_batch call.
@@ -57,11 +57,6 @@ def choose(suite_spec: TrackingSpec | None, track: bool, uri: str | None) -> Tra
     if track and suite_spec is None:
         return TrackingSpec()
     return suite_spec
-
-
-def redact(uri: str) -> str:
-    """A URI as shown and stored: any user:password@ removed."""
-    return re.sub(r"//[^/@]*@", "//", uri)
 
 
 def problem(uri: str) -> str | None:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict
-
 from harness import models
 from harness.records import Completion, Request
 from harness.registry import Registry
+from harness.schema import Settings
 
 __all__ = ["BACKENDS", "Backend", "BackendEnv", "BackendOptions", "Completion", "Deployment", "Request", "register",
            "truncate_at_stop"]
@@ -52,10 +51,8 @@ class LoadBackend(Backend, Protocol):
                  arrivals_s: list[float] | None = None) -> Iterator[Completion]: ...
 
 
-class BackendOptions(BaseModel):
+class BackendOptions(Settings):
     """A backend's own settings in a candidate. Subclasses set `backend: Literal["name"] = "name"`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: str
     # Weights that live on this machine: the harness resolves them, can fine-tune them and read their tokenizer.

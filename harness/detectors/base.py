@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from harness.records import Claim, Finding
 from harness.registry import Registry
+from harness.schema import Settings
 
 __all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "model_problem", "register"]
 
@@ -37,10 +36,8 @@ class Detector(ABC):
         """Release models or connections."""
 
 
-class DetectorOptions(BaseModel):
+class DetectorOptions(Settings):
     """A detector's settings in a suite's `detector:` block. Subclasses set `name: Literal["x"] = "x"`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     # A model detector reads the task's source passage; the grounding rule also works from references.

@@ -45,6 +45,8 @@ class Metric(ABC):
     name: ClassVar[str]
     family: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
+    # The values the metric can take; a manifest threshold outside them can never hold.
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     decimals: ClassVar[int] = 3
     unit: ClassVar[str] = ""
     needs: ClassVar[frozenset[Need]] = frozenset()

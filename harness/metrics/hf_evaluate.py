@@ -8,6 +8,7 @@ where the score of a set is not the mean of its items) are recomputed on resampl
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from harness.records import Resample
 
 
 class EvaluateMetric(Metric):
+    value_range = (-math.inf, math.inf)  # a module's own scale, unknown here
     family = "evaluate"
 
     def __init__(self, spec: EvaluateMetricSpec, module: Any, key: str) -> None:

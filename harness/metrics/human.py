@@ -33,6 +33,7 @@ class RatingMetric(MeanMetric):
 class HumanRating(RatingMetric):
     name = "human_rating"
     decimals = 2
+    value_range = (1.0, 5.0)
 
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:

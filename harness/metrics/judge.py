@@ -74,6 +74,7 @@ def rubric_text(spec: JudgeMetricSpec, task: TaskSpec) -> str:
 
 
 class JudgeScore(MeanMetric):
+    value_range = (0.0, 5.0)
     family = "judge"
     decimals = 2
     needs = frozenset({"judge"})

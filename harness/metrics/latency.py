@@ -9,6 +9,7 @@ have no latency and are left out; `error_rate` counts them.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -35,6 +36,7 @@ def _per_request(data: ScoringInput, field: str) -> np.ndarray:
 
 
 class RequestPercentile(Metric):
+    value_range = (0.0, math.inf)
     field: str
     q: int
     family = "latency"
@@ -57,6 +59,7 @@ class RequestPercentile(Metric):
 
 class InterTokenPercentile(Metric):
     """Percentile of all inter-token gaps pooled; stats rows are (request index, gap ms), one per gap."""
+    value_range = (0.0, math.inf)
 
     q: int
     family = "latency"
@@ -84,6 +87,7 @@ class InterTokenPercentile(Metric):
 
 class OutputTokensPerSecond(SumStatsMetric):
     """Decoding speed seen by one request: output tokens over end-to-end seconds, summed over requests."""
+    value_range = (0.0, math.inf)
 
     name = "output_tokens_per_s"
     family = "latency"

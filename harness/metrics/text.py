@@ -56,6 +56,7 @@ def reference_streams(data: ScoringInput) -> list[list[str]]:
 
 
 class _Sacre(SumStatsMetric):
+    value_range = (0.0, 100.0)
     family = "text"
     needs = frozenset({"reference"})
     decimals = 1  # sacrebleu reports on a 0-100 scale

@@ -26,6 +26,8 @@ def read_table(path: Path, fmt: str, task_file: Path, field_name: str) -> pd.Dat
             frame = pd.read_parquet(path)
         else:
             raise ConfigError(task_file, f"{field_name}", f"cannot tell the format of {path}; set data.format")
+    except UnicodeDecodeError:
+        raise ConfigError(task_file, field_name, f"{path}: not a UTF-8 text file") from None
     except (ValueError, OSError) as exc:
         raise ConfigError(task_file, field_name, f"cannot read {path}: {exc}") from None
     if frame.empty:
