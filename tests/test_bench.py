@@ -92,13 +92,17 @@ def test_bench_refuses_an_in_process_candidate(tmp_path, talking_model, monkeypa
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_bench_against_a_real_vllm_server(tmp_path, talking_model, monkeypatch, capsys):
+    from harness.models import build_tiny_model
     from tests.conftest import require_vllm
     from tests.test_cli import run_cli
 
     require_vllm()
     task = classification_task(tmp_path / "task")
+    # Latency only: a random model (head_dim 32) whose 12 tokens are all text, where the test model's
+    # answer would end in special tokens that stream as empty chunks.
+    random_model = build_tiny_model(tmp_path / "random")
     suite = write_yaml(tmp_path / "s.yaml", {"name": "b", "tasks": [str(task)], "candidates": [
-        {"name": "tiny", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
+        {"name": "tiny", "backend": "vllm", "model": str(random_model), "endpoint": "completions",
          "cost_per_hour": 2.0,
          "serve": {"dtype": "float32", "max_model_len": 512, "cpu_kv_cache_gib": 1}}]})
     code, _ = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tiny", "--concurrency", "1,4",

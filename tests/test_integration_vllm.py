@@ -51,8 +51,8 @@ def test_suite_on_vllm_base_and_adapter(vllm_server, talking_model, tmp_path):
     base = RunDir(result.run_dir).read_predictions("base", "keywords")
     for c in base:
         # Streamed: one timestamp per chunk; usage reports the tokens.
-        assert c.completion_tokens == 6 and c.prompt_tokens > 0
-        assert 0 < c.ttft_s <= c.e2e_s and len(c.itl_s) >= 1
+        assert 1 <= c.completion_tokens <= 6 and c.prompt_tokens > 0 and c.text
+        assert 0 < c.ttft_s <= c.e2e_s and len(c.itl_s) <= c.completion_tokens
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     ttft = next(m for m in metrics if m["metric"] == "ttft_ms_p50" and m["candidate"] == "base")
     assert ttft["value"] > 0

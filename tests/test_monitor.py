@@ -156,7 +156,7 @@ def test_against_a_run_the_reference_is_the_candidates_gated_answers(small_suite
     assert ref.side.texts == [ex.inputs["text"] for ex in ref.task.data.train]
     texts = [ex.inputs["text"] for ex in ref.task.data.test] * 3
     same = traffic_log(tmp_path / "same.jsonl", texts, ref.side.outputs * 3)
-    other = traffic_log(tmp_path / "other.jsonl", texts, ["billing", "delivery", "password"] * 12)
+    other = traffic_log(tmp_path / "other.jsonl", texts, ["password"] * 36)
     quiet = monitor(same, run_dir, "keywords", "tiny-fewshot", say=lambda _: None)
     loud = monitor(other, run_dir, "keywords", "tiny-fewshot", say=lambda _: None)
     shift = {r.window: r for r in quiet.readings if r.signal == "label_shift"}

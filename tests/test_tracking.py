@@ -81,7 +81,7 @@ def test_a_run_lands_in_mlflow_with_metrics_intervals_verdict_files_and_a_regist
     assert code in (0, None)
     assert [r.info.run_id for r in _runs(client, "small")] == [logged.info.run_id]
     failing = write_yaml(tmp_path / "failing.yaml", {"criteria": [
-        {"task": "keywords", "metric": "accuracy", "candidate": "tiny-lora", "at_least": 1.5}]})
+        {"task": "keywords", "metric": "error_rate", "candidate": "tiny-lora", "at_least": 0.5}]})
     run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(failing))
     code, err = run_cli(monkeypatch, capsys, "export", str(run.path))
     assert code in (0, None), err
