@@ -35,8 +35,6 @@ TASKS_DIR = PROJECT_ROOT / "tasks"
 TaskKind = Literal["classification", "generation", "grounded_qa"]
 
 
-
-
 class SplitSpec(Settings):
     """A seeded split of one file into train and test."""
 

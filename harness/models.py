@@ -252,6 +252,11 @@ def adapter_rank(adapter: str | Path) -> int | None:
     return int(rank) if isinstance(rank, int) else None
 
 
+# The tiny test model's chat template: each turn as <|role|>content<|eos|>.
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eos|>{% endfor %}"
+                      "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
 def build_tiny_model(out: Path, seed: int = 0, vocab_size: int = 512, hidden: int = 128, layers: int = 2,
                      heads: int = 4, corpus: list[str] | None = None) -> Path:
     """A random Llama-style model with a byte-level BPE tokenizer trained here, for tests: no download."""
@@ -275,10 +280,7 @@ def build_tiny_model(out: Path, seed: int = 0, vocab_size: int = 512, hidden: in
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
     )
-    fast.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|eos|>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
     fast.save_pretrained(out)
     torch.manual_seed(seed)
     config = LlamaConfig(

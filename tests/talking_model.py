@@ -98,15 +98,13 @@ def _key(pairs: list[tuple[str, str]]) -> str:
 
 def build_talking_model(scratch: Path) -> Path:
     """The trained model's folder (cached); `scratch` is where a new one is built before it is moved in place."""
-    from transformers import AutoTokenizer
+    import jinja2
 
-    from harness.models import build_tiny_model
+    from harness.models import TINY_CHAT_TEMPLATE, build_tiny_model
 
-    rng = random.Random(0)
-    template_source = build_tiny_model(scratch / "template", corpus=["a"] * 4, hidden=16, layers=1)
-    template = AutoTokenizer.from_pretrained(template_source)
-    pairs = _pairs(rng, lambda messages: template.apply_chat_template(messages, tokenize=False,
-                                                                      add_generation_prompt=True))
+    # The template the model's tokenizer will carry, rendered as apply_chat_template renders it.
+    template = jinja2.Template(TINY_CHAT_TEMPLATE)
+    pairs = _pairs(random.Random(0), lambda messages: template.render(messages=messages, add_generation_prompt=True))
     out = CACHE / f"talking-{_key(pairs)}"
     if (out / "model.safetensors").is_file():
         return out

@@ -152,10 +152,9 @@ def test_broken_input_is_one_line_and_exit_2(case, kind):
     assert not results.exists(), "refused before the run directory exists"
 
 
-def test_non_utf8_files_are_named(case):
+def test_non_utf8_files_are_named(tmp_path, talking_model):
     for target in ("support-qa/task.yaml", "support-qa/qa.jsonl"):
-        fresh = make_case(case.parent.parent / target.replace("/", "-"), Path(yaml.safe_load(
-            case.read_text())["candidates"][0]["model"]))
+        fresh = make_case(tmp_path / target.replace("/", "-"), talking_model)
         (fresh.parent / target).write_bytes(b"name: caf\xe9 \xff\xfe\n")
         proc = harness(fresh.parent, "run", "suite.yaml", "--results", "results")
         assert proc.returncode == 2 and "not a UTF-8 text file" in proc.stderr and Path(target).name in proc.stderr
@@ -166,9 +165,8 @@ def test_paths_and_run_ids_stay_inside_the_results_folder(case):
     (case.parent / "afile").write_text("x")
     for args, expected in ((("--run-id", "../outside"), "--run-id"), (("--run-id", "/tmp/outside"), "--run-id"),
                            (("--results", "afile/results"), "afile")):
-        results = "results" if "--results" not in args else args[1]
-        proc = harness(case.parent, "run", "suite.yaml", *(("--results", "results") if results == "results" else ()),
-                       *args)
+        default_results = () if "--results" in args else ("--results", "results")
+        proc = harness(case.parent, "run", "suite.yaml", *default_results, *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
     assert not (case.parent / "outside").exists() and not Path("/tmp/outside").exists()
