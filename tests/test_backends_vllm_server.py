@@ -60,7 +60,8 @@ def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, talking_mod
     run = RunDir(result.run_dir)
     base = {c.example_id: c.text for c in run.read_predictions("base", "keywords")}
     tuned = {c.example_id: c.text for c in run.read_predictions("ft", "keywords")}
-    assert base != tuned
+    changed = [k for k in base if base[k] != tuned[k]]
+    assert len(changed) * 2 >= len(base), f"the adapter must change most answers, changed only {changed}"
 
 
 def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, talking_model, lora_adapter):
