@@ -16,6 +16,7 @@ from harness.errors import HarnessError, first_line, redact
 
 if TYPE_CHECKING:
     from harness.config import TrackingSpec
+    from harness.detectors import Detector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate fine-tuned language models against their bases and big baselines, with evidence.")
@@ -275,7 +276,8 @@ def monitor(
 
 @app.command("validate-detector")
 def validate_detector(
-    data: Path = typer.Argument(..., help="a HaluEval folder (qa_*_data.jsonl, general_data.jsonl)"),
+    data: Path = typer.Argument(None, help="a HaluEval folder (qa_*_data.jsonl, general_data.jsonl); default: "
+                                           "the copy shipped in data/halueval"),
     detector: str = typer.Option("grounding", "--detector", help="grounding, nli or judge"),
     model: str = typer.Option(None, "--model", help="nli: entailment model; judge: judging model"),
     url: str = typer.Option(None, "--url", help="judge: OpenAI-compatible server"),
@@ -284,37 +286,83 @@ def validate_detector(
     general: bool = typer.Option(True, "--general/--no-general", help="also score general_data.jsonl"),
     limit: int = typer.Option(None, "--limit", help="a seeded sample of this many answers per set (quick checks)"),
     resamples: int = typer.Option(2000, "--resamples"),
+    tune: str = typer.Option(None, "--tune", help="FIELD=V1,V2,...: choose the detector's FIELD by "
+                                                  "cross-validation across the length-matched questions; "
+                                                  "report it held out"),
+    folds: int = typer.Option(5, "--folds", min=2, help="folds for --tune"),
     json_out: Path = typer.Option(None, "--json", help="write the report as JSON here"),
 ) -> None:
     """Agreement of a hallucination detector with human labels, beside trivial baselines, with intervals."""
     import json
+    from dataclasses import asdict
 
     from harness import report
-    from harness.config import TaskRef
-    from harness.detectors import DETECTORS
-    from harness.detectors.validation import validate
-    from harness.loading import validate as validate_config
+    from harness.detectors.tuning import cross_validate
+    from harness.detectors.validation import DEFAULT_DATA, load_qa, validate
 
+    data = data or DEFAULT_DATA
     # --model and --url as given (a detector that takes neither says so); the numeric options have defaults,
     # so only the chosen detector's own are passed.
-    takes = DETECTORS[detector].model_fields if detector in DETECTORS else {}
-    numbers = {k: v for k, v in {"tolerance": tolerance, "threshold": threshold}.items() if k in takes}
-    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
-    settings = {"name": detector, **named, **numbers}
-    spec = validate_config(TaskRef, {"task": "-", "detector": settings}, "validate-detector").detector
-    problem = spec.problem()
-    if problem:
-        raise HarnessError(problem)
-    the_detector = spec.open(err.print)
+    settings = _detector_settings(detector, model, url, {"tolerance": tolerance, "threshold": threshold})
+    grid = _tuning_grid(tune, detector) if tune else None
+    the_detector = _open_detector(settings, "validate-detector")
     try:
         result = validate(the_detector, data, resamples=resamples, limit=limit, include_general=general,
                           progress=err.print)
     finally:
         the_detector.close()
-    for table in report.validation_tables(result):
+    tuned = None
+    if grid:
+        field, values = grid
+        # Tuned on the length-matched pairs: on the whole QA set a stricter setting also catches the longer
+        # (hallucinated) answers, the length trap again.
+        _, matched = load_qa(data)
+        tuned = cross_validate(lambda v: _open_detector({**settings, field: v}, f"--tune {field}"), field, values,
+                               matched, {"qa length-matched": matched}, f"{the_detector.name} "
+                               f"v{the_detector.version}", folds=folds, resamples=resamples, progress=err.print)
+    for table in report.validation_tables(result, tuned):
         out.print(table)
     if json_out:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        record = {**result.to_dict(), "cross_validation": asdict(tuned) if tuned else None}
+        json_out.write_text(json.dumps(record, indent=2))
+
+
+def _detector_settings(name: str, model: str | None, url: str | None, numbers: dict[str, float]) -> dict:
+    from harness.detectors import DETECTORS
+
+    takes = DETECTORS[name].model_fields if name in DETECTORS else {}
+    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
+    return {"name": name, **named, **{k: v for k, v in numbers.items() if k in takes}}
+
+
+def _tuning_grid(tune: str, detector: str) -> tuple[str, tuple[float, ...]]:
+    """`FIELD=V1,V2,...` for --tune: a numeric setting of the chosen detector and at least two values."""
+    from harness.detectors import DETECTORS
+
+    field, _, listed = tune.partition("=")
+    numeric = {k for k, f in DETECTORS[detector].model_fields.items() if f.annotation in (float, int)} \
+        if detector in DETECTORS else set()
+    if field not in numeric:
+        raise HarnessError(f"--tune: {field!r} is not a numeric setting of detector {detector!r} "
+                           f"(it has: {', '.join(sorted(numeric)) or 'none'})")
+    try:
+        values = tuple(dict.fromkeys(float(v) for v in listed.split(",")))
+    except ValueError:
+        raise HarnessError(f"--tune: {listed!r} is not a comma-separated list of numbers") from None
+    if len(values) < 2:
+        raise HarnessError("--tune: give at least two values to choose among")
+    return field, values
+
+
+def _open_detector(settings: dict, where: str) -> Detector:
+    from harness.config import TaskRef
+    from harness.loading import validate as validate_config
+
+    spec = validate_config(TaskRef, {"task": "-", "detector": settings}, where).detector
+    problem = spec.problem()
+    if problem:
+        raise HarnessError(problem)
+    return spec.open(err.print)
 
 
 @app.command("dashboard")

@@ -10,6 +10,7 @@ from rich.table import Table
 from harness.bench import LevelResult, percentile_trio
 from harness.compare import Change
 from harness.data_check import TaskDataReport
+from harness.detectors.tuning import CrossValidation
 from harness.detectors.validation import MEASURES, ValidationReport
 from harness.manifest import short
 from harness.metrics import METRICS
@@ -169,12 +170,14 @@ def _with_interval(value: float, low: float, high: float) -> str:
     return "–" if math.isnan(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def validation_tables(result: ValidationReport) -> list[Table]:
-    """One table per labelled set: every predictor's precision, recall, F1 and balanced accuracy."""
+def validation_tables(result: ValidationReport, tuned: CrossValidation | None = None) -> list[Table]:
+    """One table per labelled set: every predictor's precision, recall, F1 and balanced accuracy (with the
+    cross-validated detector's held-out row, where tuned), then the value each fold chose."""
     tables = []
-    subsets = list(dict.fromkeys(s.subset for s in result.scores))
+    scores = [*result.scores, *(tuned.scores if tuned else ())]
+    subsets = list(dict.fromkeys(s.subset for s in scores))
     for subset in subsets:
-        rows = [s for s in result.scores if s.subset == subset]
+        rows = [s for s in scores if s.subset == subset]
         n = rows[0].n
         table = Table(title=f"{subset} (n={n} answers; 95% bootstrap intervals, a question's answers resampled "
                             "together)")
@@ -190,6 +193,14 @@ def validation_tables(result: ValidationReport) -> list[Table]:
                 table.caption = (f"balanced accuracy, {d.predictor} minus {d.baseline}: {d.delta:+.3f} "
                                  f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}]")
         tables.append(table)
+    if tuned:
+        folds = Table(title=f"{tuned.field} chosen by cross-validation across questions, among "
+                            f"{', '.join(f'{v:g}' for v in tuned.grid)}")
+        for column in ("fold", tuned.field, "balanced accuracy on the other folds", "held-out answers"):
+            folds.add_column(column, justify="right")
+        for f in tuned.folds:
+            folds.add_row(str(f.fold + 1), f"{f.value:g}", f"{f.train_balanced_accuracy:.3f}", str(f.test_answers))
+        tables.append(folds)
     return tables
 
 

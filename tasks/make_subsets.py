@@ -1,4 +1,4 @@
-"""Rebuild the data shipped in tasks/ from ../shared/data (the public sources, kept as published).
+"""Rebuild the data shipped in tasks/ and data/ from ../shared/data (the public sources, kept as published).
 
 Run from the project root: `python tasks/make_subsets.py [SHARED_DATA_DIR]`. Deterministic: the same
 sources give byte-identical files. DialogSum is deliberately not shipped (non-commercial licence).
@@ -33,6 +33,12 @@ def main(shared: Path) -> None:
         {"id": f"halueval-qa-{i:03d}", "knowledge": r["knowledge"], "question": r["question"],
          "right_answer": r["right_answer"]} for i, r in enumerate(rows)])
     shutil.copyfile(shared / "halueval" / "LICENSE", HERE / "support-qa" / "LICENSE")
+
+    # data/halueval: the files `harness validate-detector` scores detectors on, unchanged (MIT).
+    validation = HERE.parent / "data" / "halueval"
+    validation.mkdir(parents=True, exist_ok=True)
+    for name in ("qa_one-turn_data.jsonl", "qa_multi-turn_data.jsonl", "general_data.jsonl", "LICENSE"):
+        shutil.copyfile(shared / "halueval" / name, validation / name)
 
     # legal-plain: plain-English summaries of ToS and licence sections (Apache-2.0); summaries of
     # fewer than three words ("hi.") carry no content to score and are left out.

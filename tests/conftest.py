@@ -20,8 +20,6 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="harness-tests
 
 from tests.talking_model import KEYWORDS, LABELS, keyword_text, qa_row
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def require_vllm() -> None:
     """Skip a vLLM test module where vllm is not installed, except where HARNESS_REQUIRE_VLLM says it must run;

@@ -4,7 +4,7 @@ import pytest
 from harness.config import load_task
 from harness.data import Example, load_task_data, stratified_sample
 from harness.errors import ConfigError
-from tests.conftest import SHARED_DATA, classification_task, keyword_rows, write_jsonl, write_yaml
+from tests.conftest import classification_task, keyword_rows, write_jsonl, write_yaml
 
 
 def _task(tmp_path, data, **extra):
@@ -99,12 +99,3 @@ def test_shipped_tasks_load():
         assert all(e.references for e in data.test)
     assert sizes["banking77"] == (10003, 3080)
     assert sizes["support-qa"] == (300, 200)
-
-
-def test_shared_dialogsum_loads_with_three_references(tmp_path):
-    if not (SHARED_DATA / "dialogsum").is_dir():
-        pytest.skip("../shared/data is not beside this checkout")
-    task = _task(tmp_path, {"test": str(SHARED_DATA / "dialogsum" / "dialogsum.test.jsonl"),
-                            "inputs": {"q": "dialogue"}, "reference": ["summary1", "summary2", "summary3"]})
-    data = load_task_data(task, limit=5)
-    assert all(len(e.references) == 3 for e in data.test)

@@ -94,17 +94,25 @@ def test_a_model_detector_on_a_task_without_source_is_refused(tmp_path, talking_
 
 
 def test_validate_detector_command(monkeypatch, capsys, tmp_path):
-    from tests.test_detectors_validation import HALUEVAL
+    from harness.detectors.validation import DEFAULT_DATA
 
-    if not HALUEVAL.is_dir():
-        pytest.skip("../shared/data/halueval is not here")
-    code, _ = run_cli(monkeypatch, capsys, "validate-detector", str(HALUEVAL), "--no-general", "--resamples", "200",
-                      "--json", str(tmp_path / "v.json"))
+    code, _ = run_cli(monkeypatch, capsys, "validate-detector", "--no-general", "--resamples", "200",
+                      "--tune", "tolerance=0.1,0.3", "--folds", "3", "--json", str(tmp_path / "v.json"))
     assert code in (0, None)
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["detector"]["name"] == "grounding" and {s["subset"] for s in report["scores"]} == {
         "qa", "qa length-matched"}
+    tuned = report["cross_validation"]
+    assert tuned["field"] == "tolerance" and len(tuned["folds"]) == 3
+    assert {f["value"] for f in tuned["folds"]} <= {0.1, 0.3}
+    assert {s["subset"] for s in tuned["scores"]} == {"qa length-matched"}
     code, err = run_cli(monkeypatch, capsys, "validate-detector", str(tmp_path), "--no-general")
     assert code == 2 and "qa_one-turn_data.jsonl: file not found" in err
-    code, err = run_cli(monkeypatch, capsys, "validate-detector", str(HALUEVAL), "--detector", "nli")
+    code, err = run_cli(monkeypatch, capsys, "validate-detector", str(DEFAULT_DATA), "--detector", "nli")
     assert code == 2 and "detector `nli` needs `model`" in err
+    for tune, message in [("threshold=0.1,0.2", "'threshold' is not a numeric setting of detector 'grounding'"),
+                          ("tolerance=0.1,x", "is not a comma-separated list of numbers"),
+                          ("tolerance=0.1", "at least two values"),
+                          ("tolerance=0.1,2", "tolerance")]:
+        code, err = run_cli(monkeypatch, capsys, "validate-detector", "--no-general", "--tune", tune)
+        assert code == 2 and message in err and "Traceback" not in err, (tune, err)

@@ -1,21 +1,36 @@
-"""Detector validation on the real HaluEval files: counts, the length-matched subset, the length rule,
-and every measure against scikit-learn on the same predictions."""
+"""Detector validation on the real HaluEval files shipped in data/halueval: counts, the length-matched
+subset, the length rule, every measure against scikit-learn on the same predictions, cross-validated
+tuning that never sees its held-out questions, and the default detector held to the figure the README
+states (from the file it names)."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score
+from sklearn.model_selection import GroupKFold
 
-from harness.detectors.grounding import GroundingDetector
-from harness.detectors.validation import fit_length_rule, load_general, load_qa, score_subset, validate
+from harness.detectors.base import Claim, Detector, Finding
+from harness.detectors.grounding import GroundingDetector, GroundingOptions
+from harness.detectors.tuning import cross_validate
+from harness.detectors.validation import (
+    DEFAULT_DATA,
+    LabelledClaim,
+    fit_length_rule,
+    load_general,
+    load_qa,
+    score_subset,
+    validate,
+)
 from harness.errors import HarnessError
 
-HALUEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "halueval"
-needs_data = pytest.mark.skipif(not HALUEVAL.is_dir(), reason="../shared/data/halueval is not here")
+HALUEVAL = DEFAULT_DATA
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = ROOT / "benchmarks" / "results" / "validate-detector-grounding.json"
 
 
-@needs_data
 def test_halueval_sets():
     qa, matched = load_qa(HALUEVAL)
     assert len(qa) == 2000 and sum(i.hallucinated for i in qa) == 1000
@@ -26,7 +41,6 @@ def test_halueval_sets():
     assert len(general) == 4507 and sum(i.hallucinated for i in general) == 815
 
 
-@needs_data
 def test_measures_agree_with_scikit_learn():
     qa, _ = load_qa(HALUEVAL)
     items = qa[:400]
@@ -41,7 +55,6 @@ def test_measures_agree_with_scikit_learn():
     assert all(s.ci_low <= s.value <= s.ci_high for s in scores)
 
 
-@needs_data
 def test_length_rule_separates_the_whole_qa_set_but_not_the_matched_pairs():
     report = validate(GroundingDetector(), HALUEVAL, resamples=300, include_general=False, progress=lambda _: None)
     k = report.length_rule_words["qa"]
@@ -64,3 +77,75 @@ def test_missing_files_and_bad_labels_are_clear_errors(tmp_path):
         '{"ID": "1", "user_query": "q", "chatgpt_response": "r", "hallucination": "maybe"}\n')
     with pytest.raises(HarnessError, match="row 1: hallucination must be yes or no"):
         load_general(tmp_path)
+
+
+def _balanced_accuracy(record: dict, subset: str, predictor: str) -> dict:
+    (found,) = [s for s in record["scores"] if s["subset"] == subset and s["predictor"] == predictor
+                and s["measure"] == "balanced_accuracy"]
+    return found
+
+
+def test_the_default_detector_holds_its_stated_figure():
+    """The default grounding detector, as shipped, on the length-matched pairs: the balanced accuracy the
+    README states (read from the recorded file it names) and inside that interval when computed now; the
+    default tolerance is the value cross-validation chose in most folds."""
+    record = json.loads(RECORDED.read_text())
+    default = GroundingOptions().open(print)
+    assert record["detector"] == default.describe()
+    stated = _balanced_accuracy(record, "qa length-matched", f"grounding v{default.version}")
+    _, matched = load_qa(HALUEVAL)
+    scores, _ = score_subset("m", matched, {"now": np.array([f.hallucinated for f in default.detect(
+        [i.claim for i in matched])])}, resamples=200, confidence=0.95, seed=1)
+    now = next(s.value for s in scores if s.measure == "balanced_accuracy")
+    assert stated["ci_low"] <= now <= stated["ci_high"]
+    assert now >= 0.85, "the detector's goal on the length-matched pairs"
+    cv = record["cross_validation"]
+    chosen = [f["value"] for f in cv["folds"]]
+    assert max(set(chosen), key=chosen.count) == default.tolerance
+    held_out = _balanced_accuracy({"scores": cv["scores"]}, "qa length-matched", cv["predictor"])
+    readme = " ".join((ROOT / "README.md").read_text().split())  # figures may wrap across lines
+    for figure in (stated, held_out):
+        assert f"{figure['value']:.3f} [{figure['ci_low']:.3f}, {figure['ci_high']:.3f}]" in readme
+    assert RECORDED.relative_to(ROOT).as_posix() in readme
+
+
+class _Lookup(Detector):
+    """Judges each answer from a table: which answers it calls hallucinated."""
+
+    name = "lookup"
+    version = "1"
+
+    def __init__(self, flagged: set[Claim]) -> None:
+        self.flagged = flagged
+
+    def detect(self, claims: list[Claim]) -> list[Finding]:
+        return [Finding(hallucinated=c in self.flagged) for c in claims]
+
+
+def test_cross_validation_never_tunes_on_the_questions_it_scores():
+    """Setting k is right on fold k's questions and wrong everywhere else. Chosen on the other folds, no
+    fold gets its own setting, so every held-out judgement is wrong; a choice that peeked would be perfect."""
+    items = [LabelledClaim(Claim(f"answer {q} {wrong}", "passage", f"question {q}"), wrong, f"q{q}")
+             for q in range(40) for wrong in (False, True)]
+    splits = list(GroupKFold(n_splits=4).split(items, groups=[i.group for i in items]))
+
+    def setting(k: float) -> Detector:
+        test = {items[j].claim for j in splits[int(k)][1]}
+        return _Lookup({i.claim for i in items if i.hallucinated == (i.claim in test)})
+
+    result = cross_validate(setting, "k", (0.0, 1.0, 2.0, 3.0), items, {"all": items}, "lookup", folds=4,
+                            resamples=50, progress=lambda _: None)
+    assert all(f.value != f.fold for f in result.folds)
+    held_out = {s.measure: s.value for s in result.scores}
+    assert held_out["balanced_accuracy"] == 0.0 and held_out["recall"] == 0.0
+
+
+def test_cross_validation_finds_the_setting_that_agrees_with_the_labels():
+    _, matched = load_qa(HALUEVAL)
+    truth = {i.claim for i in matched if i.hallucinated}
+    result = cross_validate(lambda v: _Lookup(truth if v == 2 else set()), "v", (1.0, 2.0, 3.0), matched,
+                            {"m": matched}, "lookup", folds=5, resamples=50, progress=lambda _: None)
+    assert {f.value for f in result.folds} == {2.0}
+    assert sum(f.test_answers for f in result.folds) == len(matched)
+    assert {s.measure: s.value for s in result.scores}["balanced_accuracy"] == 1.0
+    assert re.fullmatch(r"lookup, v by 5-fold CV \(held out\)", result.predictor)

@@ -7,8 +7,9 @@ the question and the references do not support.
   together: "Lord Black of London" against a passage about Lord Black of Crossharbour.
 
 An abstention ("the passage does not say", "I don't know", an empty answer) is not a hallucination; it
-is counted separately. The default tolerance (0.1) was chosen among 0.1, 0.2 and 0.25 on HaluEval QA;
-`harness validate-detector` reports how well the rule agrees with the human labels (README).
+is counted separately. The default tolerance (0.1) is the value 5-fold cross-validation across HaluEval's
+length-matched questions chose (`harness validate-detector --tune tolerance=...`); the README quotes its
+held-out agreement with the human labels.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from harness.detectors.base import Claim, Detector
 from harness.errors import HarnessError
 from harness.stats import percentile_interval, resample_blocks
 
+# Shipped with the project (MIT; data/halueval/SOURCE.md), so validation works from a clone.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "halueval"
 QA_FILES = ("qa_one-turn_data.jsonl", "qa_multi-turn_data.jsonl")
 GENERAL_FILE = "general_data.jsonl"
 MEASURES = ("precision", "recall", "f1", "balanced_accuracy")
@@ -114,13 +116,13 @@ def fit_length_rule(items: list[LabelledClaim]) -> int:
     truth = np.array([i.hallucinated for i in items])
     best_k, best = 0, -1.0
     for k in np.unique(lengths):
-        score = _balanced_accuracy(lengths > k, truth)
+        score = balanced_accuracy(lengths > k, truth)
         if score > best:
             best_k, best = int(k), score
     return best_k
 
 
-def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     pos, neg = truth.sum(), (~truth).sum()
     return 0.5 * ((pred & truth).sum() / max(pos, 1) + (~pred & ~truth).sum() / max(neg, 1))
 
