@@ -23,6 +23,7 @@ from harness.backends.base import LoadBackend
 from harness.errors import HarnessError
 from harness.plan import plan
 from harness.records import Completion, Request
+from harness.stats import latency_percentile
 from harness.store import ResultsDir, now_iso, write_json
 
 PERCENTILES = (50, 90, 99)
@@ -97,7 +98,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     arr = np.array([v for v in values if not np.isnan(v)], dtype=float)
     if len(arr) == 0:
         return {"mean": float("nan"), **{f"p{q}": float("nan") for q in PERCENTILES}}
-    return {"mean": float(arr.mean()), **{f"p{q}": float(np.percentile(arr, q)) for q in PERCENTILES}}
+    return {"mean": float(arr.mean()), **{f"p{q}": float(latency_percentile(arr, q)) for q in PERCENTILES}}
 
 
 def summarise(level: LoadLevel, completions: list[Completion], duration_s: float, targets: Targets,

@@ -10,6 +10,7 @@ difference's distribution is simply draws(A) - draws(B).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,6 +79,30 @@ def draws(metric: Statistic, stats: dict[str, np.ndarray], n: int, resamples: in
         for name, s in stats.items():
             out[name].append(metric.aggregate(s, sample))
     return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def latency_percentile(values: np.ndarray, q: float) -> np.ndarray:
+    """The one percentile definition for latency, in runs' metrics and in `harness bench` alike: numpy's
+    default linear interpolation between order statistics, as vLLM's benchmark computes it, along the last
+    axis; NaN (a failed request, a missing time) is left out, and an all-NaN row gives NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(values, q, axis=-1, method="linear")
+
+
+def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Per row of `counts` (b, n): `latency_percentile` of the sorted `values` each repeated that many times
+    (a bootstrap resample of pooled values), without building the repeats. NaN for a row of zeros."""
+    cum = np.cumsum(counts, axis=1)
+    total = cum[:, -1]
+    position = np.maximum(total - 1, 0) * q / 100
+    below = np.floor(position)
+    last = len(values) - 1
+    # The k-th (0-based) of the repeated values is values[number of cumulative counts <= k].
+    lower = np.minimum((cum <= below[:, None]).sum(axis=1), last)
+    upper = np.minimum((cum <= below[:, None] + 1).sum(axis=1), last)
+    out = values[lower] + (position - below) * (values[upper] - values[lower])
+    return np.where(total > 0, out, np.nan)
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:

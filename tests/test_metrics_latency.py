@@ -37,15 +37,28 @@ def test_tpot_by_hand():
 def test_itl_pools_all_gaps():
     gaps = np.array([g for gs in ITL for g in gs]) * 1000
     for q in (50, 90, 99):
-        assert _value(f"itl_ms_p{q}", _data()) == pytest.approx(np.percentile(gaps, q, method="inverted_cdf"))
+        assert _value(f"itl_ms_p{q}", _data()) == pytest.approx(np.percentile(gaps, q))
 
 
-def test_itl_resample_weights_gaps_by_request():
+def test_itl_resample_repeats_gaps_by_request():
     metric = get_metric("itl_ms_p50")
     stats = metric.stats(_data())
-    idx = np.array([[2, 2, 2, 0, 4]])
+    idx = np.array([[2, 2, 2, 0, 4], [3, 3, 3, 3, 3]])
     gaps = np.array([0.3, 0.1, 0.2] * 3 + [0.1, 0.2] + [0.4]) * 1000
-    assert metric.aggregate(stats, Resample(idx))[0] == pytest.approx(np.percentile(gaps, 50, method="inverted_cdf"))
+    got = metric.aggregate(stats, Resample(idx))
+    assert got[0] == pytest.approx(np.percentile(gaps, 50)) and np.isnan(got[1])  # request 3 has no gaps
+
+
+def test_runs_and_bench_compute_the_same_percentiles():
+    """One definition (vLLM's: numpy's linear interpolation) in a run's metrics and in `harness bench`."""
+    from harness.bench import PERCENTILES, LoadLevel, Targets, summarise
+
+    data = _data()
+    level = summarise(LoadLevel(1), data.completions, 10.0, Targets(), 0.0)
+    for field in ("ttft", "tpot", "itl", "e2e"):
+        summary = getattr(level, f"{field}_ms")
+        for q in PERCENTILES:
+            assert _value(f"{field}_ms_p{q}", data) == pytest.approx(summary[f"p{q}"]), (field, q)
 
 
 def test_failed_requests_are_left_out_of_latency_and_counted():

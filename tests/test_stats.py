@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from harness.metrics import get_metric
-from harness.stats import bootstrap, resample_blocks
+from harness.stats import bootstrap, latency_percentile, repeated_percentile, resample_blocks
 from tests.helpers import scoring_input
 
 
@@ -134,3 +136,19 @@ def test_examples_needed_by_hand():
     # half-width 0.1 at n=100, gap 0.05: (0.1 / 0.05)^2 * 100 = 400
     assert examples_needed(100, 0.75, 0.95, 0.85, 0.80) == 400
     assert examples_needed(100, 0.7, 0.9, 0.8, 0.8) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=12).flatmap(
+    lambda values: st.tuples(st.just(sorted(values)),
+                             st.lists(st.integers(0, 5), min_size=len(values), max_size=len(values)))),
+       st.sampled_from([0, 1, 50, 90, 95, 99, 100]))
+def test_repeated_percentile_is_the_percentile_of_the_repeats(values_counts, q):
+    values, counts = values_counts
+    got = repeated_percentile(np.array(values), np.array([counts], float), q)[0]
+    repeated = np.repeat(values, counts)
+    if len(repeated) == 0:
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(np.percentile(repeated, q), rel=1e-9, abs=1e-9)
+        assert got == pytest.approx(latency_percentile(repeated, q), rel=1e-9, abs=1e-9)

@@ -1,20 +1,20 @@
 """Latency and throughput of the scoring requests, with bootstrap intervals like every other metric.
 
 Per request: TTFT, TPOT ((e2e - ttft) / (output tokens - 1), as vLLM's benchmark defines it) and
-end-to-end time; their percentiles are taken over requests (numpy's default linear interpolation).
-Inter-token latency pools every gap of every request, as vLLM does; its bootstrap weights each gap by
-how often its request was drawn, so its percentiles use the inverted-CDF definition. Failed requests
-have no latency and are left out; `error_rate` counts them.
+end-to-end time; their percentiles are taken over requests. Inter-token latency pools every gap of every
+request, as vLLM does; its bootstrap repeats each gap as often as its request was drawn. All use
+`stats.latency_percentile`, the definition `harness bench` uses too (vLLM's). Failed requests have no
+latency and are left out; `error_rate` counts them.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from harness.metrics.base import MeanMetric, Metric, Resample, ScoringInput, SumStatsMetric, register
+from harness.stats import latency_percentile, repeated_percentile
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
@@ -49,9 +49,7 @@ class RequestPercentile(Metric):
         return _per_request(data, self.field)[:, None]
 
     def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resample: no latency to report
-            return np.nanpercentile(stats[sample.idx, 0], self.q, axis=1)
+        return latency_percentile(stats[sample.idx, 0], self.q)
 
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return stats[:, 0]
@@ -77,12 +75,7 @@ class InterTokenPercentile(Metric):
             return np.full(sample.size, _NAN)
         order = np.argsort(stats[:, 1], kind="stable")
         owner, values = stats[order, 0].astype(int), stats[order, 1]
-        weights = sample.counts[:, owner]
-        cum = np.cumsum(weights, axis=1)
-        total = cum[:, -1]
-        target = self.q / 100 * total
-        pos = np.minimum((cum < target[:, None]).sum(axis=1), len(values) - 1)
-        return np.where(total > 0, values[pos], _NAN)
+        return repeated_percentile(values, sample.counts[:, owner], self.q)
 
 
 class OutputTokensPerSecond(SumStatsMetric):
