@@ -1,7 +1,8 @@
 """Bootstrap speed: 10,000 resamples of 10,000 examples for three candidates (accuracy, and macro-F1 over
 77 labels), against scipy.stats.bootstrap (vectorised, percentile method) on the same accuracy data.
 
-Run: .venv/bin/python benchmarks/bootstrap_speed.py [--examples 10000] [--resamples 10000]
+Run: .venv/bin/python benchmarks/bootstrap_speed.py [--examples 10000] [--resamples 10000] [--repeats 3]
+Writes benchmarks/results/bootstrap_speed.json; exits 1 when the goal is missed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from scipy import stats as scipy_stats
 from harness.metrics import get_metric
 from harness.stats import draws, percentile_interval
 
+from record import alternate, spread, write
+
+MAX_RATIO, MAX_GAP = 0.5, 0.005
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--labels", type=int, default=77)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     n, b = args.examples, args.resamples
     rng = np.random.default_rng(0)
@@ -44,30 +50,51 @@ def main() -> None:
         f1_stats[c] = s
     macro = get_metric("macro_f1")
 
-    t0 = time.perf_counter()
-    acc_draws = draws(accuracy, acc_stats, n, b, seed=1)
-    ours_acc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    f1_draws = draws(macro, f1_stats, n, b, seed=1)
-    ours_f1 = time.perf_counter() - t0
+    def timed(compute):
+        def side(_repeat: int) -> tuple[float, object]:
+            started = time.perf_counter()
+            result = compute()
+            return time.perf_counter() - started, result
+        return side
 
-    t0 = time.perf_counter()
-    peer = {c: scipy_stats.bootstrap((r,), np.mean, n_resamples=b, method="percentile", vectorized=True,
-                                     random_state=1).confidence_interval for c, r in right.items()}
-    scipy_acc = time.perf_counter() - t0
+    runs, order = alternate({
+        "harness accuracy": timed(lambda: draws(accuracy, acc_stats, n, b, seed=1)),
+        "harness macro-F1": timed(lambda: draws(macro, f1_stats, n, b, seed=1)),
+        "scipy accuracy": timed(lambda: {c: scipy_stats.bootstrap(
+            (r,), np.mean, n_resamples=b, method="percentile", vectorized=True, random_state=1).confidence_interval
+            for c, r in right.items()}),
+    }, args.repeats)
+    seconds = {side: [t for t, _ in results] for side, results in runs.items()}
+    ratios = [a / s for a, s in zip(seconds["harness accuracy"], seconds["scipy accuracy"], strict=True)]
+    acc_draws, peer = runs["harness accuracy"][0][1], runs["scipy accuracy"][0][1]
+    f1_draws = runs["harness macro-F1"][0][1]
 
-    table = Table(title=f"Bootstrap: {b:,} resamples × {n:,} examples × {len(candidates)} candidates")
+    table = Table(title=f"Bootstrap: {b:,} resamples × {n:,} examples × {len(candidates)} candidates, "
+                        f"{args.repeats} repeats in alternating order (median, min–max)")
     for col in ("what", "seconds", "ratio to scipy"):
         table.add_column(col, justify="right" if col != "what" else "left")
-    table.add_row("harness accuracy (shared resamples)", f"{ours_acc:.2f}", f"{ours_acc / scipy_acc:.2f}")
-    table.add_row(f"harness macro-F1 ({k} labels)", f"{ours_f1:.2f}", f"{ours_f1 / scipy_acc:.2f}")
-    table.add_row("scipy.stats.bootstrap accuracy", f"{scipy_acc:.2f}", "1.00")
+    scipy_median = spread(seconds["scipy accuracy"])["median"]
+    for side, values in seconds.items():
+        s = spread(values)
+        table.add_row(side, f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})", f"{s['median'] / scipy_median:.2f}")
     Console().print(table)
+    intervals, largest_gap = {}, 0.0
     for c in candidates:
         lo, hi = percentile_interval(acc_draws[c], 0.95)
         f_lo, f_hi = percentile_interval(f1_draws[c], 0.95)
+        largest_gap = max(largest_gap, abs(lo - peer[c].low), abs(hi - peer[c].high))
+        intervals[c] = {"harness_accuracy": [lo, hi], "scipy_accuracy": [peer[c].low, peer[c].high],
+                        "harness_macro_f1": [f_lo, f_hi]}
         print(f"{c:9s} accuracy 95% [{lo:.4f}, {hi:.4f}] (scipy [{peer[c].low:.4f}, {peer[c].high:.4f}]), "
               f"macro-F1 95% [{f_lo:.4f}, {f_hi:.4f}]")
+    ratio = spread(ratios)
+    write("bootstrap_speed", goal=f"harness accuracy at most {MAX_RATIO} of scipy's time (median of repeats), "
+                                  f"intervals within {MAX_GAP} of scipy's",
+          met=ratio["median"] <= MAX_RATIO and largest_gap <= MAX_GAP,
+          figures={"seconds": {side: spread(v) for side, v in seconds.items()},
+                   "ratio_harness_accuracy_to_scipy": ratio, "largest_interval_gap": largest_gap,
+                   "intervals": intervals},
+          settings={"examples": n, "resamples": b, "labels": k, "candidates": list(candidates)}, order=order)
 
 
 if __name__ == "__main__":

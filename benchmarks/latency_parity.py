@@ -1,12 +1,14 @@
 """Latency parity with vLLM's own serving benchmark.
 
-Starts one vLLM server (the embedded SmolLM2-135M-Instruct by default), writes one prompts file, then
-runs, alternately, `vllm.benchmarks.serve` (the peer) and `harness bench`'s load loop against the same
-server with the same prompts, output length (end of sequence ignored) and concurrency, and prints both
-side by side with ratios. Goal: medians of TTFT and ITL within 10% of vLLM's, request throughput at
-least 0.9 of vLLM's.
+Starts one vLLM server (the embedded SmolLM2-135M-Instruct by default, in this machine's native dtype),
+then runs `vllm.benchmarks.serve` (the peer) and `harness bench`'s load loop against it, alternating which
+goes first, with the same output length (end of sequence ignored), concurrency and prompt shape. Every run
+gets prompts of its own (same length and vocabulary, a new seed), so neither side is served from the
+prefix cache the other one filled. Prints both side by side with ratios. Goal: medians of TTFT and ITL
+within 10% of vLLM's, request throughput at least 0.9 of vLLM's (medians over repeats).
 
-Run: .venv/bin/python benchmarks/latency_parity.py [--prompts 48] [--concurrency 4] [--output-len 32]
+Run: .venv/bin/python benchmarks/latency_parity.py [--prompts 48] [--concurrency 4] [--output-len 32] [--repeats 3]
+Writes benchmarks/results/latency_parity.json; exits 1 when the goal is missed.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from harness import models
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
-from harness.bench import LoadLevel, Targets, random_prompts, read_prompts, run_levels
+from harness.bench import LevelResult, LoadLevel, Targets, random_prompts, read_prompts, run_levels
+
+from record import alternate, spread, write
 
 VLLM_BENCH = """
 import sys
@@ -69,42 +72,65 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     model = models.resolve(args.model, print)
     work = Path(tempfile.mkdtemp(prefix="parity-"))
-    prompts_file = work / "prompts.jsonl"
-    prompts_file.write_text("".join(json.dumps({"prompt": r.prompt}) + "\n"
-                                    for r in random_prompts(args.prompts, args.input_words, args.output_len, 0)))
+
+    def fresh_prompts(repeat: int, side: int) -> Path:
+        path = work / f"prompts-{repeat}-{side}.jsonl"
+        prompts = random_prompts(args.prompts, args.input_words, args.output_len, 1 + 2 * repeat + side)
+        path.write_text("".join(json.dumps({"prompt": r.prompt}) + "\n" for r in prompts))
+        return path
+
     served = "parity"
-    server = VllmServer(ServerGroup(model, served, ServeSpec(max_model_len=1024, dtype="bfloat16")), work / "logs")
-    print(f"starting vLLM on {model} (log {server.log_path})")
+    server = VllmServer(ServerGroup(model, served, ServeSpec(max_model_len=1024)), work / "logs")
+    print(f"starting vLLM on {model} in {server.dtype()} (log {server.log_path})")
     server.start()
     try:
         server.wait_healthy(600)
         client = OpenAICompatBackend(f"{server.url}/v1", served, endpoint="completions", concurrency=args.concurrency,
                                      extra_body={"ignore_eos": True})
-        requests = read_prompts(prompts_file, args.output_len)
-        peer_runs, ours_runs = [], []
-        for i in range(args.repeats):
-            peer_runs.append(run_vllm_bench(server.url, served, model, prompts_file, args, work / f"vllm-{i}.json"))
-            ours_runs += run_levels(client, served, requests, [LoadLevel(args.concurrency)], args.warmup, Targets(),
-                                    cost_per_hour=0)
+
+        def peer(repeat: int) -> dict:
+            return run_vllm_bench(server.url, served, model, fresh_prompts(repeat, 0), args,
+                                  work / f"vllm-{repeat}.json")
+
+        def ours(repeat: int) -> LevelResult:
+            requests = read_prompts(fresh_prompts(repeat, 1), args.output_len)
+            # vLLM's bench warms up with its first prompt only, so one cached prompt on each side
+            (level,) = run_levels(client, served, requests, [LoadLevel(args.concurrency)], 1, Targets(),
+                                  cost_per_hour=0)
+            return level
+
+        runs, order = alternate({"vllm bench": peer, "harness bench": ours}, args.repeats)
     finally:
         server.stop()
 
     table = Table(title=f"{args.prompts} prompts × {args.repeats} repeats, concurrency {args.concurrency}, "
-                        f"{args.output_len} output tokens (median over repeats)")
+                        f"{args.output_len} output tokens (median over repeats; fresh prompts per run)")
     for col in ("figure", "vLLM bench", "harness bench", "harness / vLLM"):
         table.add_column(col, justify="left" if col == "figure" else "right")
+    figures = {}
     for label, key, getter in FIGURES:
-        peer = float(np.median([run[key] for run in peer_runs]))
-        ours = float(np.median([getter(r) for r in ours_runs]))
-        table.add_row(label, f"{peer:.2f}", f"{ours:.2f}", f"{ours / peer:.3f}")
+        peer_values = [float(run[key]) for run in runs["vllm bench"]]
+        our_values = [float(getter(r)) for r in runs["harness bench"]]
+        figures[label] = {"vllm": spread(peer_values), "harness": spread(our_values),
+                          "ratio": spread([o / p for o, p in zip(our_values, peer_values, strict=True)])}
+        table.add_row(label, f"{figures[label]['vllm']['median']:.2f}", f"{figures[label]['harness']['median']:.2f}",
+                      f"{figures[label]['ratio']['median']:.3f}")
     Console().print(table)
-    failed = sum(r.errors for r in ours_runs) + sum(run.get("failed", 0) for run in peer_runs)
+    failed = sum(r.errors for r in runs["harness bench"]) + sum(run.get("failed", 0) for run in runs["vllm bench"])
     print(f"failed requests: {failed}; files in {work}")
+    ratio = {label: figures[label]["ratio"]["median"] for label in figures}
+    met = (failed == 0 and all(abs(ratio[f] - 1) <= 0.10 for f in ("TTFT median (ms)", "ITL median (ms)"))
+           and ratio["request throughput (req/s)"] >= 0.90)
+    write("latency_parity", goal="TTFT and ITL medians within 10% of vLLM bench's, request throughput at least "
+                                 "0.9 of it, no failed request (medians over repeats)", met=met,
+          figures={**figures, "failed_requests": failed},
+          settings={**vars(args), "model": args.model, "server_dtype": server.dtype(), "endpoint": "completions",
+                    "ignore_eos": True, "prompts_per_run": "fresh (new seed per run and side)"}, order=order)
 
 
 if __name__ == "__main__":

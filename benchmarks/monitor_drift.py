@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -31,6 +29,8 @@ import yaml
 
 from harness.drift import DRIFT_SIGNALS
 from harness.monitor import monitor
+
+from record import write
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = [{"signal": s, **rule} for s in ("domain_auc", "new_term_rate", "input_length_change")
@@ -94,35 +94,25 @@ def main() -> None:
                       "detection_rate": sum(w["signals"][s]["status"] == "alert" for w in drifted) / len(drifted)}
                   for s in ("domain_auc", "new_term_rate", "input_length_change")}
     terms = Counter(t for w in drifted for t in w["new_terms"])
-    result = {
-        "benchmark": "monitor_drift", "goals": {"max_false_alarm_rate": MAX_FALSE_ALARMS,
-                                                "min_detection_rate": MIN_DETECTION},
-        "settings": {"repeats": args.repeats, "window_rows": args.window, "rules": RULES,
-                     "reference": "tasks/banking77 train split (10,003 messages)",
-                     "quiet_traffic": "tasks/banking77 test split, reshuffled per repeat",
-                     "drifted_traffic": "examples/traffic/clinc150_banking.csv"},
-        "quiet": {"windows": len(quiet), "with_alert": sum(w["alert"] for w in quiet),
-                  "false_alarm_rate": false_alarms,
-                  # an interval straddling a threshold: not an alert, but `harness monitor` exits 1 on it
-                  "with_insufficient": sum(w["insufficient"] and not w["alert"] for w in quiet)},
-        "drifted": {"windows": len(drifted), "with_alert": sum(w["alert"] for w in drifted),
-                    "detection_rate": detection, "new_terms_most_windows": terms.most_common(15)},
-        "per_signal": per_signal,
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
-        "wall_s": round(time.perf_counter() - started, 1),
-        "windows": {"quiet": quiet, "drifted": drifted},
-    }
-    out = ROOT / "benchmarks" / "results" / "monitor_drift.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"false alarms: {result['quiet']['with_alert']}/{len(quiet)} windows ({false_alarms:.1%}; "
-          f"{result['quiet']['with_insufficient']} more undecided); "
-          f"detected: {result['drifted']['with_alert']}/{len(drifted)} ({detection:.1%}); per signal: {per_signal}")
+    quiet_summary = {"windows": len(quiet), "with_alert": sum(w["alert"] for w in quiet),
+                     "false_alarm_rate": false_alarms,
+                     # an interval straddling a threshold: not an alert, but `harness monitor` exits 1 on it
+                     "with_insufficient": sum(w["insufficient"] and not w["alert"] for w in quiet)}
+    drifted_summary = {"windows": len(drifted), "with_alert": sum(w["alert"] for w in drifted),
+                       "detection_rate": detection, "new_terms_most_windows": terms.most_common(15)}
+    print(f"false alarms: {quiet_summary['with_alert']}/{len(quiet)} windows ({false_alarms:.1%}; "
+          f"{quiet_summary['with_insufficient']} more undecided); "
+          f"detected: {drifted_summary['with_alert']}/{len(drifted)} ({detection:.1%}); per signal: {per_signal}")
     print(f"new terms in most drifted windows: {', '.join(t for t, _ in terms.most_common(10))}")
-    print(f"written to {out.relative_to(ROOT)}")
-    if false_alarms > MAX_FALSE_ALARMS or detection < MIN_DETECTION:
-        raise SystemExit(1)
+    write("monitor_drift", goal=f"at most {MAX_FALSE_ALARMS:.0%} of quiet windows with an alert, at least "
+                                f"{MIN_DETECTION:.0%} of drifted windows flagged",
+          met=false_alarms <= MAX_FALSE_ALARMS and detection >= MIN_DETECTION,
+          figures={"quiet": quiet_summary, "drifted": drifted_summary, "per_signal": per_signal},
+          settings={"repeats": args.repeats, "window_rows": args.window, "rules": RULES,
+                    "reference": "tasks/banking77 train split (10,003 messages)",
+                    "quiet_traffic": "tasks/banking77 test split, reshuffled per repeat",
+                    "drifted_traffic": "examples/traffic/clinc150_banking.csv"},
+          extra={"wall_s": round(time.perf_counter() - started, 1), "windows": {"quiet": quiet, "drifted": drifted}})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ records the plan, the versions and the status at every step, and says `complete`
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 import time
@@ -101,6 +102,15 @@ class Runner:
             "adapters": {name: str(path) for name, path in self.adapters.items()},
         }
 
+    def _write_failed(self, run: RunDir, started: str, timings: dict[str, float], exc: OSError) -> HarnessError:
+        """A disk that fills or turns read-only mid-run: the run is marked failed where that can still be
+        written (else it stays "running", which gate refuses too), and the error says how to go on."""
+        error = HarnessError(f"{exc.filename or run.path}: {exc.strerror or exc}; the finished predictions are "
+                             "kept: fix this and run again with --resume")
+        with contextlib.suppress(OSError):
+            run.write_run({**self._record(run, "failed", started, timings), "error": str(error)})
+        return error
+
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
         check_run_id(run_id, self.results)  # before any work: the run must stay inside the results folder
         self.data_reports = check_data(self.plan)
@@ -120,9 +130,14 @@ class Runner:
         except HarnessError as exc:
             run.write_run({**self._record(run, "failed", started, timings), "error": str(exc)})
             raise
+        except OSError as exc:
+            raise self._write_failed(run, started, timings, exc) from None
         t0 = time.perf_counter()
-        scored = score_run(self.plan, run, self.console.print)
-        write_scored(self.plan, run, scored)
+        try:
+            scored = score_run(self.plan, run, self.console.print)
+            write_scored(self.plan, run, scored)
+        except OSError as exc:
+            raise self._write_failed(run, started, timings, exc) from None
         timings["scoring"] = round(time.perf_counter() - t0, 3)
         status = "complete" if scored.failed == 0 else "incomplete"
         record = {**self._record(run, status, started, timings), "failed_requests": scored.failed}

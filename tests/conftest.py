@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,34 @@ os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="harness-test
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="harness-tests-modules-"))
 
 from tests.talking_model import KEYWORDS, LABELS, keyword_text, qa_row
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order: no test may depend on what an earlier one left")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+def _snapshot(path: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+@contextmanager
+def kept_unchanged(path: Path, what: str) -> Iterator[Path]:
+    """For a fixture shared by several tests: fails at its teardown if any test changed a file under it, since
+    the tests after that one would then see another fixture than the one they were written for."""
+    before = _snapshot(path)
+    yield path
+    after = _snapshot(path)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared {what} ({', '.join(changed[:5])}); give that test a copy"
 
 
 def require_vllm() -> None:
@@ -44,7 +74,7 @@ def _vllm_import_problem() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A LoRA adapter for the tiny model with random (not zero) B matrices, so it changes the answers. Seeded,
     and on the attention output and MLP too: the trained model is confident enough that a small random
     adapter on q and v alone leaves some seeds' answers unchanged."""
@@ -58,11 +88,12 @@ def lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) 
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(talking_model), LoraConfig(
             r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], init_lora_weights=False))
     model.save_pretrained(out)
-    return out
+    with kept_unchanged(out, "LoRA adapter"):
+        yield out
 
 
 @pytest.fixture(scope="session")
-def talking_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def talking_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tiny Llama-style model trained here on the test tasks' prompts (tests/talking_model.py says what it
     answers); a copy, so that no test can change the cached one."""
     import shutil
@@ -70,7 +101,9 @@ def talking_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.talking_model import build_talking_model
 
     trained = build_talking_model(tmp_path_factory.mktemp("talking-build"))
-    return Path(shutil.copytree(trained, tmp_path_factory.mktemp("talking") / "model"))
+    copy = Path(shutil.copytree(trained, tmp_path_factory.mktemp("talking") / "model"))
+    with kept_unchanged(copy, "test model"):
+        yield copy
 
 
 def keyword_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -144,7 +177,7 @@ def small_suite(tmp_path: Path, talking_model: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_nli_model(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_nli_model(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A random entailment classifier (entailment / neutral / contradiction) on the tiny model's tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
@@ -156,10 +189,12 @@ def tiny_nli_model(talking_model: Path, tmp_path_factory: pytest.TempPathFactory
     config.label2id = {v: k for k, v in config.id2label.items()}
     config.num_labels = 3
     config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(out)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        LlamaForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return out
+    with kept_unchanged(out, "NLI model"):
+        yield out
 
 
 def require_browser() -> str:

@@ -2,6 +2,7 @@
 two candidates, a manifest), with ratings saved through the Review page itself."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from harness.pipeline import run_suite
 from harness.ratings import RatingStore
-from tests.conftest import classification_task, qa_task, write_yaml
+from tests.conftest import classification_task, kept_unchanged, qa_task, write_yaml
 from tests.talking_model import LABELS, LEARNED_LABEL, LEARNED_WITH_SHOTS
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,14 @@ def results(talking_model, tmp_path_factory):
             {"task": "keywords", "metric": "accuracy", "candidate": CANDIDATES[1], "at_least": 0.0},
             {"task": "qa", "metric": "human_rating", "candidate": CANDIDATES[1], "at_least": 3}]}})
     run_suite(suite, root / "results", run_id="run-1")
-    return root / "results"
+    with kept_unchanged(root / "results", "dashboard results"):
+        yield root / "results"
+
+
+@pytest.fixture
+def own_results(results, tmp_path):
+    """A copy of the shared results for a test that saves ratings into it."""
+    return Path(shutil.copytree(results, tmp_path / "results"))
 
 
 def app(results, monkeypatch, page):
@@ -179,8 +187,8 @@ def test_latency_page_plots_each_kind(results, monkeypatch):
     assert len(at.get("vega_lite_chart")) >= 2
 
 
-def test_review_scores_are_saved_per_reviewer(results, monkeypatch):
-    at = app(results, monkeypatch, "Review")
+def test_review_scores_are_saved_per_reviewer(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
     at.text_input(key="reviewer").set_value("ada").run()
     at.selectbox(key="rev_task").set_value("qa").run()
     assert "0 of 20 outputs rated by you" in at.get("progress")[0].proto.text
@@ -191,15 +199,15 @@ def test_review_scores_are_saved_per_reviewer(results, monkeypatch):
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, at.exception
     assert "1 of 20 outputs rated by you" in at.get("progress")[0].proto.text
-    saved = RatingStore.beside(results).scores("run-1", "qa")
+    saved = RatingStore.beside(own_results).scores("run-1", "qa")
     assert [(s.reviewer, s.accuracy, s.coherence, s.conciseness, s.comment) for s in saved] == [
         ("ada", 5, 4, 2, "fine")]
     at.button(key="score_skip").click().run()
     assert not at.exception
 
 
-def test_blind_mode_hides_names_until_saved(results, monkeypatch):
-    at = app(results, monkeypatch, "Review")
+def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
     at.text_input(key="reviewer").set_value("bob").run()
     at.radio(key="rev_mode").set_value("Blind side by side").run()
     before = texts(at)
@@ -209,29 +217,29 @@ def test_blind_mode_hides_names_until_saved(results, monkeypatch):
     at.button[0].click().run()
     after = texts(at)
     assert any(name in after for name in CANDIDATES), "names revealed once saved"
-    (pref,) = RatingStore.beside(results).preferences("run-1")
+    (pref,) = RatingStore.beside(own_results).preferences("run-1")
     assert pref.reviewer == "bob" and pref.preferred in ("A", "B")
     revealed = next(s.value for s in at.success if "Output 1 was" in s.value)
     left = revealed.split("Output 1 was ")[1].split(" and")[0]
     assert (pref.candidate_a if pref.preferred == "A" else pref.candidate_b) == left
 
 
-def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
+def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     from sklearn.metrics import cohen_kappa_score
 
     from harness.evaluate import gate
     from harness.ratings import Preference, Score
 
-    store = RatingStore.beside(results)
+    store = RatingStore.beside(own_results)
     ids = [json.loads(line)["example_id"] for line in
-           (results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
+           (own_results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
     a = [4, 5, 3, 4, 5, 4, 2, 3, 5, 4]
     b = [4, 4, 3, 5, 5, 3, 2, 2, 4, 4]
     for i, ex in enumerate(ids):
         store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i]))
         store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i]))
         store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B"))
-    at = app(results, monkeypatch, "Agreement")
+    at = app(own_results, monkeypatch, "Agreement")
     frames = [df.value for df in at.dataframe]
     agreement = next(f for f in frames if "statistic" in f.columns)
     row = agreement[agreement.what == "accuracy"].iloc[0]
@@ -240,7 +248,7 @@ def test_agreement_page_and_ratings_feed_the_gate(results, monkeypatch):
     wins = next(f for f in frames if "ci_low" in f.columns).set_index("candidate")
     assert wins.loc[CANDIDATES[1], "value"] > 0.5
 
-    verdicts, _ = gate(results / "run-1")
+    verdicts, _ = gate(own_results / "run-1")
     human = next(v for v in verdicts if v.metric == "human_rating")
     assert human.n == len(ids) == 10 and human.observed == pytest.approx((sum(a) + sum(b)) / 20)
     assert human.status == "pass"

@@ -1,0 +1,86 @@
+"""The benchmarks keep what they measure: sides in alternating order, at least three repeats, one JSON file
+per benchmark with figures, settings and the machine, an exit code that says whether the goal was met, and
+a README that names every recorded file."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem != "record")
+
+
+@pytest.fixture
+def record(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setenv("HARNESS_BENCH_RESULTS", str(tmp_path))
+    sys.modules.pop("record", None)
+    module = importlib.import_module("record")
+    yield module
+    sys.modules.pop("record", None)
+
+
+def test_sides_alternate_which_goes_first(record):
+    calls = []
+    results, order = record.alternate({"a": lambda r: calls.append(("a", r)) or r,
+                                       "b": lambda r: calls.append(("b", r)) or 10 * r}, 4, say=lambda _: None)
+    assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2), ("b", 3), ("a", 3)]
+    assert results == {"a": [0, 1, 2, 3], "b": [0, 10, 20, 30]}
+    with pytest.raises(SystemExit, match="at least 3 repeats"):
+        record.alternate({"a": lambda r: r, "b": lambda r: r}, 2)
+
+
+def test_a_missed_goal_is_written_then_exits_1(record, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        record.write("demo", goal="x at most 1", met=False, figures={"x": record.spread([3.0, 1.0, 2.0])},
+                     settings={"n": 1}, order=["a", "b"])
+    assert info.value.code == 1
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["goal_met"] is False and saved["figures"]["x"] == {"median": 2.0, "min": 1.0, "max": 3.0,
+                                                                    "repeats": [3.0, 1.0, 2.0]}
+    assert saved["machine"]["cpu"]["cores"] == os.cpu_count() and saved["machine"]["native_dtype"] in (
+        "bfloat16", "float32")
+    record.write("demo", goal="x at most 5", met=True, figures={}, settings={})
+    assert json.loads((tmp_path / "demo.json").read_text())["goal_met"] is True
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_imports(script, record):
+    """Imports only (main() is guarded): a benchmark that names something the harness no longer has fails here,
+    not on the day someone measures."""
+    sys.modules.pop(script, None)
+    module = importlib.import_module(script)
+    assert callable(module.main)
+
+
+def test_bootstrap_benchmark_records_and_its_exit_code_is_its_verdict(tmp_path):
+    env = {**os.environ, "HARNESS_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bootstrap_speed.py"), "--examples", "400",
+                           "--resamples", "300", "--repeats", "3"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    saved = json.loads((tmp_path / "bootstrap_speed.json").read_text())
+    assert done.returncode == (0 if saved["goal_met"] else 1), done.stderr
+    assert saved["run_order"] == ["harness accuracy", "harness macro-F1", "scipy accuracy"] * 1 + [
+        "scipy accuracy", "harness macro-F1", "harness accuracy", "harness accuracy", "harness macro-F1",
+        "scipy accuracy"]
+    ratio = saved["figures"]["ratio_harness_accuracy_to_scipy"]
+    assert len(ratio["repeats"]) == 3 and ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert saved["settings"]["examples"] == 400 and saved["figures"]["largest_interval_gap"] < 0.05
+
+
+def test_the_readme_names_every_recorded_file_and_every_benchmark_has_one():
+    readme = (ROOT / "README.md").read_text()
+    recorded = sorted((BENCHMARKS / "results").glob("*.json"))
+    for path in recorded:
+        assert path.relative_to(ROOT).as_posix() in readme, path.name
+    for script in SCRIPTS:
+        assert (BENCHMARKS / "results" / f"{script}.json").is_file(), f"{script} has no recorded figures"
