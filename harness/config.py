@@ -303,6 +303,8 @@ class Candidate(Settings):
     finetune: FinetuneSpec | None = None
     tasks: list[str] | None = Field(None, description="score this candidate on these suite tasks only (default: all)")
     prompts: dict[str, PromptOverride] = Field(default_factory=dict, description="prompt changes per task name")
+    accept_unchanged_adapter: bool = Field(
+        False, description="score the adapter even if it answers the probe prompts exactly as its base does")
     options: AnyBackendOptions = Field(default_factory=HFOptions)
 
     @model_validator(mode="before")

@@ -69,6 +69,7 @@ class Runner:
         self.console = console or Console(stderr=True)
         self.data_reports: list[TaskDataReport] = []
         self.adapters: dict[str, Path] = {}
+        self.probes: dict[str, dict] = {}  # per adapter candidate: how its answers differ from its base's
 
     def _record(self, run: RunDir, status: str, started: str, timings: dict[str, float]) -> dict[str, Any]:
         p = self.plan
@@ -100,6 +101,7 @@ class Runner:
             "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
             "data_check": [r.to_dict() for r in self.data_reports],
             "adapters": {name: str(path) for name, path in self.adapters.items()},
+            "adapter_probes": self.probes,
         }
 
     def _write_failed(self, run: RunDir, started: str, timings: dict[str, float], exc: OSError) -> HarnessError:
@@ -120,10 +122,11 @@ class Runner:
         previous = run.read_run() if resume else {}
         started = previous.get("started_at") or now_iso()
         timings: dict[str, float] = dict(previous.get("timings_s", {}))
+        self.probes = dict(previous.get("adapter_probes") or {})
         run.write_run(self._record(run, "running", started, timings))
         self.console.print(f"[bold]run[/] {run.path}")
         try:
-            generate(self.plan, run, self.adapters, self.console, timings)
+            generate(self.plan, run, self.adapters, self.console, timings, self.probes)
         except KeyboardInterrupt:
             run.write_run(self._record(run, "interrupted", started, timings))
             raise

@@ -86,6 +86,36 @@ def verdict_markdown(verdicts: list[Verdict]) -> list[str]:
     return [*lines, ""]
 
 
+def cost_per_1k_requests(run: dict[str, Any], candidate: str, task: str) -> float | None:
+    """What 1,000 answers cost at the throughput this run saw: the candidate's `cost_per_hour` over the seconds
+    its generation on the task took (all requests in flight together), per request. None without a cost."""
+    cost = next((c.get("cost_per_hour", 0.0) for c in run["suite"]["candidates"] if c["name"] == candidate), 0.0)
+    seconds, n = run["timings_s"].get(f"{candidate}/{task}"), run["tasks"][task]["n_test"]
+    if not cost or not seconds or not n:
+        return None
+    return cost * seconds / 3600 / n * 1000
+
+
+def latency_markdown(run: dict[str, Any], results: list[MetricResult]) -> list[str]:
+    """Per task, each candidate's headline quality beside its latency percentiles and cost: the frontier a
+    "small fine-tune against a big model" decision is about."""
+    lines = ["## Latency and cost", "",
+             "Milliseconds per request, p50 / p90 / p99 (inter-token: all gaps pooled); cost per 1,000 requests "
+             "from `cost_per_hour` and this run's generation time.", ""]
+    for task, by_cand in _grouped(results).items():
+        quality = run["tasks"][task]["metrics"][0]
+        lines += [f"### {task}", "", f"| candidate | {quality} | TTFT | ITL | E2E | cost / 1k requests |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for cand, metrics in by_cand.items():
+            trios = [" / ".join(fmt(metrics[f"{kind}_ms_p{q}"].value, f"{kind}_ms_p{q}") if f"{kind}_ms_p{q}" in metrics
+                                else "–" for q in (50, 90, 99)) for kind in ("ttft", "itl", "e2e")]
+            cost = cost_per_1k_requests(run, cand, task)
+            lines.append(f"| {cand} | {fmt_ci(metrics[quality]) if quality in metrics else '–'} | "
+                         + " | ".join(trios) + f" | {'–' if cost is None else f'{cost:.4f}'} |")
+        lines.append("")
+    return lines
+
+
 def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Verdict] | None = None) -> str:
     lines = [f"# Run {run['run_id']}", "",
              f"Suite **{run['suite_name']}** (`{run['suite_file']}`), status **{run['status']}**, "
@@ -106,6 +136,7 @@ def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Ve
             cells = [fmt_ci(metrics[c]) if c in info["metrics"] else fmt(metrics[c].value, c) for c in cols]
             lines.append(f"| {cand} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += latency_markdown(run, results)
     lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in run["timings_s"].items()]
     versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())

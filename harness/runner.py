@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import TaskID as BarID
 
+from harness import adapter_probe
 from harness.backends import Backend, BackendEnv
 from harness.config import Candidate
 from harness.errors import HarnessError
@@ -56,8 +57,9 @@ class _Work:
 
 
 def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
-             timings: dict[str, float]) -> None:
-    """Generate what is missing; fine-tuned candidates are served with the adapter trained for them."""
+             timings: dict[str, float], probes: dict[str, dict]) -> None:
+    """Generate what is missing; fine-tuned candidates are served with the adapter trained for them, once
+    probes show the adapter changes answers (results into `probes`)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     candidates = the_plan.suite.candidates
@@ -81,7 +83,25 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 mine = [w for w in todo if w.candidate is cand and w.pending]
                 if mine:
                     t0 = time.perf_counter()
+                    # The base answers first and is closed before the adapter loads: never two copies in memory.
+                    requests = adapter_probe.probe_requests(the_plan, cand) if target.adapter else []
+                    if requests:
+                        base = cand.options.open(adapter_probe.base_of(target), env)
+                        try:
+                            base_answers = adapter_probe.answers(base, cand, requests)
+                        finally:
+                            base.close()
                     backend = cand.options.open(target, env)
+                    try:
+                        if requests:
+                            probes[cand.name] = adapter_probe.judge(
+                                cand, target, base_answers, adapter_probe.answers(backend, cand, requests),
+                                requests).to_dict()
+                            say(f"{cand.name}: the adapter changed {probes[cand.name]['differing']} of "
+                                f"{probes[cand.name]['probes']} probe answers")
+                    except BaseException:
+                        backend.close()
+                        raise
                     timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
                     _generate_candidate(run, cand, mine, backend, progress, timings)
 

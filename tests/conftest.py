@@ -93,6 +93,20 @@ def lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def zero_lora_adapter(talking_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A LoRA adapter whose B matrices are zero (peft's initialisation): applied or not, it changes nothing,
+    as an adapter that is silently not applied would."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("zero-adapter")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(talking_model),
+                   LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])).save_pretrained(out)
+    with kept_unchanged(out, "zero LoRA adapter"):
+        yield out
+
+
+@pytest.fixture(scope="session")
 def talking_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tiny Llama-style model trained here on the test tasks' prompts (tests/talking_model.py says what it
     answers); a copy, so that no test can change the cached one."""

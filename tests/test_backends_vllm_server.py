@@ -60,8 +60,22 @@ def test_one_server_serves_base_and_adapter_and_is_stopped(tmp_path, talking_mod
     run = RunDir(result.run_dir)
     base = {c.example_id: c.text for c in run.read_predictions("base", "keywords")}
     tuned = {c.example_id: c.text for c in run.read_predictions("ft", "keywords")}
+    probe = json.loads((result.run_dir / "run.json").read_text())["adapter_probes"]["ft"]
+    assert probe["differing"] >= 1 and probe["probes"] == 8
     changed = [k for k in base if base[k] != tuned[k]]
     assert len(changed) * 2 >= len(base), f"the adapter must change most answers, changed only {changed}"
+
+
+def test_a_served_adapter_that_changes_nothing_stops_the_run(tmp_path, talking_model, zero_lora_adapter):
+    """The zeroed adapter is loaded by vLLM and answers exactly as the base on the same server: caught by the
+    probe before any prediction, and the server is stopped."""
+    suite = _suite(tmp_path, talking_model, zero_lora_adapter)
+    with pytest.raises(HarnessError, match=r"candidate 'ft': the adapter .* exactly as its base"):
+        run_suite(suite, tmp_path / "results", run_id="zero")
+    run = tmp_path / "results" / "zero"
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert not (run / "predictions" / "ft").exists()
+    assert not _alive(int(next((run / "logs").glob("*.pid")).read_text()))
 
 
 def test_a_server_that_cannot_start_is_one_clear_error(tmp_path, talking_model, lora_adapter):

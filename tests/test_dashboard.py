@@ -104,6 +104,11 @@ def test_scorecard_shows_verdicts_metrics_forest_and_frontier(results, monkeypat
     assert len(at.get("vega_lite_chart")) == 2  # the forest plot and the quality/latency/cost chart
     frontier = at.dataframe[2].value
     assert set(frontier.candidate) == set(CANDIDATES) and frontier.on_frontier.any()
+    ttft = json.loads((results / "run-1" / "metrics.json").read_text())
+    ttft = {m["metric"]: m["value"] for m in ttft if m["candidate"] == CANDIDATES[0] and m["task"] == "keywords"}
+    row = frontier.set_index("candidate").loc[CANDIDATES[0]]
+    assert row["TTFT ms p50/p90/p99"] == " / ".join(f"{ttft[f'ttft_ms_p{q}']:.1f}" for q in (50, 90, 99))
+    assert row["cost per 1k requests"] == "–", "no cost_per_hour in this suite"
 
 
 def _keyword_rows(results) -> list[dict]:

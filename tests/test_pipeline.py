@@ -73,6 +73,28 @@ def test_run_writes_a_complete_run_directory(small_suite, tmp_path):
         run_suite(small_suite, tmp_path / "results", run_id="r1")
 
 
+def test_report_puts_latency_percentiles_and_cost_beside_quality(small_suite, tmp_path):
+    data = yaml.safe_load(small_suite.read_text())
+    data["candidates"][0]["cost_per_hour"] = 2.5
+    small_suite.write_text(yaml.safe_dump(data))
+    result = run_suite(small_suite, tmp_path / "results", run_id="cost")
+    run = json.loads((result.run_dir / "run.json").read_text())
+    metrics = {(m["task"], m["candidate"], m["metric"]): m for m in
+               json.loads((result.run_dir / "metrics.json").read_text())}
+    section = (result.run_dir / "report.md").read_text().split("## Latency and cost")[1].split("## Timings")[0]
+    zero = section.split("### keywords")[1].split("###")[0]
+    row = next(line for line in zero.splitlines() if line.startswith("| tiny-zero |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    accuracy = metrics[("keywords", "tiny-zero", "accuracy")]
+    assert cells[1] == f"{accuracy['value']:.3f} [{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]"
+    assert cells[2] == " / ".join(f"{metrics[('keywords', 'tiny-zero', f'ttft_ms_p{q}')]['value']:.1f}"
+                                  for q in (50, 90, 99))
+    expected = 2.5 * run["timings_s"]["tiny-zero/keywords"] / 3600 / 12 * 1000
+    assert float(cells[5]) == pytest.approx(expected, abs=1e-4) and expected > 0
+    fewshot = next(line for line in zero.splitlines() if line.startswith("| tiny-fewshot |"))
+    assert fewshot.rstrip(" |").endswith("–"), "no cost_per_hour, no cost"
+
+
 def _quality(metrics: dict) -> dict:
     return {k: v["value"] for k, v in metrics.items() if k[2] not in LATENCY_METRICS}
 
