@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.progress import TaskID as BarID
 
 from harness import adapter_probe
-from harness.backends import Backend, BackendEnv
+from harness.backends import Backend, BackendEnv, Deployment
 from harness.config import Candidate
 from harness.errors import HarnessError
 from harness.plan import PlannedTask, RunPlan
@@ -83,27 +84,34 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 mine = [w for w in todo if w.candidate is cand and w.pending]
                 if mine:
                     t0 = time.perf_counter()
-                    # The base answers first and is closed before the adapter loads: never two copies in memory.
-                    requests = adapter_probe.probe_requests(the_plan, cand) if target.adapter else []
-                    if requests:
-                        base = cand.options.open(adapter_probe.base_of(target), env)
-                        try:
-                            base_answers = adapter_probe.answers(base, cand, requests)
-                        finally:
-                            base.close()
-                    backend = cand.options.open(target, env)
-                    try:
-                        if requests:
-                            probes[cand.name] = adapter_probe.judge(
-                                cand, target, base_answers, adapter_probe.answers(backend, cand, requests),
-                                requests).to_dict()
-                            say(f"{cand.name}: the adapter changed {probes[cand.name]['differing']} of "
-                                f"{probes[cand.name]['probes']} probe answers")
-                    except BaseException:
-                        backend.close()
-                        raise
+                    backend = _open_checked(the_plan, cand, target, env, probes, say)
                     timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
                     _generate_candidate(run, cand, mine, backend, progress, timings)
+
+
+def _open_checked(the_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,
+                  probes: dict[str, dict], say: Callable[[str], None]) -> Backend:
+    """The candidate's backend; one with an adapter only once the probe shows the adapter changes answers.
+    The base answers first and is closed before the adapter loads: never two copies in memory."""
+    requests = adapter_probe.probe_requests(the_plan, cand) if target.adapter else []
+    base_answers: dict[str, str] = {}
+    if requests:
+        base = cand.options.open(adapter_probe.base_of(target), env)
+        try:
+            base_answers = adapter_probe.answers(base, cand, requests)
+        finally:
+            base.close()
+    backend = cand.options.open(target, env)
+    if requests:
+        try:
+            probe = adapter_probe.judge(cand, target, base_answers, adapter_probe.answers(backend, cand, requests),
+                                        requests)
+        except BaseException:
+            backend.close()
+            raise
+        probes[cand.name] = probe.to_dict()
+        say(f"{cand.name}: the adapter changed {probe.differing} of {probe.probes} probe answers")
+    return backend
 
 
 def _generate_candidate(run: RunDir, cand: Candidate, mine: list[_Work], backend: Backend, progress: Progress,
