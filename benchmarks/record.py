@@ -38,28 +38,26 @@ def _cpu() -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """Where the figures were measured: CPU (and the flags that decide dtypes), GPU, library versions, and
-    the commit of this checkout."""
-    import numpy
+    """Where the figures were measured: CPU (and the flags that decide dtypes), GPU, library versions and
+    the commit of this checkout, as a run's run.json records them."""
     import torch
 
     from harness.models import native_dtype
+    from harness.pipeline import git_revision, package_versions
 
-    facts: dict[str, Any] = {
+    try:
+        changes = subprocess.run(["git", "status", "--porcelain", "--", "harness"], cwd=ROOT, capture_output=True,
+                                 text=True)
+        uncommitted = bool(changes.stdout.strip()) if changes.returncode == 0 else None
+    except OSError:
+        uncommitted = None
+    return {
         "cpu": _cpu(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "native_dtype": native_dtype(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-        "platform": platform.platform(),
+        "versions": package_versions(), "platform": platform.platform(),
+        "commit": git_revision(), "uncommitted_changes": uncommitted,
     }
-    try:
-        facts["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                         check=True).stdout.strip()
-        facts["uncommitted_changes"] = bool(subprocess.run(["git", "status", "--porcelain", "--", "harness"],
-                                                           cwd=ROOT, capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        facts["commit"] = None
-    return facts
 
 
 def alternate(sides: dict[str, Callable[[int], T]], repeats: int,

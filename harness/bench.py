@@ -94,6 +94,11 @@ def percentile_trio(summary: dict[str, float], digits: int = 1) -> str:
     return " / ".join(f"{summary[f'p{q}']:.{digits}f}" for q in PERCENTILES)
 
 
+def cost_per_1k(cost_per_hour: float, seconds: float, requests: int) -> float:
+    """What 1,000 requests cost on a machine billed by the hour, at the throughput seen: `requests` in `seconds`."""
+    return cost_per_hour * seconds / 3600 / requests * 1000
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     arr = np.array([v for v in values if not np.isnan(v)], dtype=float)
     if len(arr) == 0:
@@ -117,7 +122,7 @@ def summarise(level: LoadLevel, completions: list[Completion], duration_s: float
         concurrency=level.concurrency, rate=level.rate, requests=len(ok), errors=len(errors),
         duration_s=duration_s, request_throughput=len(ok) / duration_s, output_throughput=tokens / duration_s,
         goodput_rps=good / duration_s,
-        cost_per_1k_requests=cost_per_hour * duration_s / 3600 / len(ok) * 1000 if ok else float("nan"),
+        cost_per_1k_requests=cost_per_1k(cost_per_hour, duration_s, len(ok)) if ok else float("nan"),
         ttft_ms=_summary(ttft), tpot_ms=_summary(tpot), itl_ms=_summary(itl), e2e_ms=_summary(e2e),
         first_error=errors[0].error if errors else None,
     )

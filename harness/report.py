@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rich.table import Table
 
-from harness.bench import LevelResult, percentile_trio
+from harness.bench import LevelResult, cost_per_1k, percentile_trio
 from harness.compare import Change
 from harness.data_check import TaskDataReport
 from harness.detectors.tuning import CrossValidation
@@ -93,7 +94,12 @@ def cost_per_1k_requests(run: dict[str, Any], candidate: str, task: str) -> floa
     seconds, n = run["timings_s"].get(f"{candidate}/{task}"), run["tasks"][task]["n_test"]
     if not cost or not seconds or not n:
         return None
-    return cost * seconds / 3600 / n * 1000
+    return cost_per_1k(cost, seconds, n)
+
+
+def latency_trio(values: Mapping[str, float | None], kind: str) -> str:
+    """"p50 / p90 / p99" of one latency kind (ttft, itl, e2e) from a run's metric values by name."""
+    return " / ".join(fmt(values.get(f"{kind}_ms_p{q}"), f"{kind}_ms_p{q}") for q in (50, 90, 99))
 
 
 def latency_markdown(run: dict[str, Any], results: list[MetricResult]) -> list[str]:
@@ -107,8 +113,8 @@ def latency_markdown(run: dict[str, Any], results: list[MetricResult]) -> list[s
         lines += [f"### {task}", "", f"| candidate | {quality} | TTFT | ITL | E2E | cost / 1k requests |",
                   "|---|---:|---:|---:|---:|---:|"]
         for cand, metrics in by_cand.items():
-            trios = [" / ".join(fmt(metrics[f"{kind}_ms_p{q}"].value, f"{kind}_ms_p{q}") if f"{kind}_ms_p{q}" in metrics
-                                else "–" for q in (50, 90, 99)) for kind in ("ttft", "itl", "e2e")]
+            values = {name: r.value for name, r in metrics.items()}
+            trios = [latency_trio(values, kind) for kind in ("ttft", "itl", "e2e")]
             cost = cost_per_1k_requests(run, cand, task)
             lines.append(f"| {cand} | {fmt_ci(metrics[quality]) if quality in metrics else '–'} | "
                          + " | ".join(trios) + f" | {'–' if cost is None else f'{cost:.4f}'} |")

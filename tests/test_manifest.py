@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from harness.backends.base import Completion
-from harness.config import Manifest, load_task
+from harness.config import load_task
 from harness.data import Example
 from harness.errors import ConfigError
 from harness.manifest import check_against, load_manifest, resolve, verdict_record
+from harness.manifest_spec import Manifest
 from harness.metrics import with_automatic
 from harness.scoring import TaskEvidence
 from tests.conftest import write_yaml

@@ -105,7 +105,7 @@ def test_a_new_metric_that_needs_labels_is_refused_on_a_generation_task(tmp_path
 
 
 def test_a_human_metric_in_a_criterion_needs_no_task_listing_but_refuses_a_baseline():
-    from harness.config import Manifest
+    from harness.manifest_spec import Manifest
 
     ok = Manifest.model_validate({"criteria": [{"task": "qa", "metric": "human_rating", "candidate": "a",
                                                 "at_least": 3}]})

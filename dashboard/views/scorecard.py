@@ -14,7 +14,7 @@ from dashboard.data import RunView
 from harness.compare import compare_runs
 from harness.errors import HarnessError
 from harness.metrics import METRICS
-from harness.report import cost_per_1k_requests, fmt
+from harness.report import cost_per_1k_requests, latency_trio
 
 STATUS = {"pass": "PASS", "fail": "FAIL", "insufficient": "insufficient"}
 
@@ -25,12 +25,6 @@ def _cell(value: float, low: float | None, high: float | None) -> str:
     if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
         return f"{value:.4g}"
     return f"{value:.4g} [{low:.4g}, {high:.4g}]"
-
-
-def _trio(m: pd.DataFrame, task: str, cand: str, kind: str) -> str:
-    """"p50 / p90 / p99" of one latency kind, as report.md shows it."""
-    mine = m[(m.task == task) & (m.candidate == cand)].set_index("metric").value
-    return " / ".join(fmt(mine.get(f"{kind}_ms_p{q}"), f"{kind}_ms_p{q}") for q in (50, 90, 99))
 
 
 def verdicts(view: RunView) -> None:
@@ -124,17 +118,17 @@ def render(ctx: Context) -> None:
     m = view.metrics
     rows = []
     for cand in view.candidates_of(task):
-        q = m[(m.task == task) & (m.candidate == cand) & (m.metric == metric)]
-        lat = m[(m.task == task) & (m.candidate == cand) & (m.metric == "e2e_ms_p50")]
+        own = m[(m.task == task) & (m.candidate == cand)]
+        q, lat = own[own.metric == metric], own[own.metric == "e2e_ms_p50"]
         if q.empty or lat.empty:
             continue
         latency_ms = float(lat.value.iloc[0])
         cost = view.costs.get(cand, 0.0)
         per_1k = cost_per_1k_requests(view.record, cand, task)
+        mine = dict(zip(own.metric, own.value, strict=True))
         rows.append({"candidate": cand, "quality": float(q.value.iloc[0]), "latency_ms": latency_ms,
                      "cost_per_hour": cost, "higher": bool(q.higher_is_better.iloc[0]),
-                     **{f"{kind.upper()} ms p50/p90/p99": _trio(m, task, cand, kind)
-                        for kind in ("ttft", "itl", "e2e")},
+                     **{f"{kind.upper()} ms p50/p90/p99": latency_trio(mine, kind) for kind in ("ttft", "itl", "e2e")},
                      "cost per 1k requests": "–" if per_1k is None else f"{per_1k:.4f}"})
     if rows:
         points = pd.DataFrame(rows)
