@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make demo   the demo suite, end to end, on the embedded models, CPU only
+#   make demo   the demo suite, end to end, on the embedded models, CPU only, served on vLLM
+#               (make demo IN_PROCESS=1: generate with transformers instead, where vLLM does not install)
 #   make test   the whole test suite (unit, integration with a real vLLM server, slow tests)
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/harness run suites/demo.yaml
+	$(VENV)/bin/harness run suites/demo.yaml $(if $(IN_PROCESS),--in-process)
 
 test: install
 	$(VENV)/bin/python -m pytest

@@ -100,6 +100,8 @@ def run(
     manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the suite's own)"),
     track: bool = typer.Option(False, "--track", help="log the run to MLflow (default store: RESULTS/mlflow/)"),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (implies --track)"),
+    in_process: bool = typer.Option(False, "--in-process", help="generate with transformers in this process "
+                                    "instead of starting vLLM servers (machines where vLLM does not install)"),
 ) -> None:
     """Run every candidate on every task, score, gate, and write the run directory.
 
@@ -109,7 +111,7 @@ def run(
     from harness.pipeline import Runner
     from harness.plan import plan
 
-    the_plan = plan(suite, manifest)
+    the_plan = plan(suite, manifest, in_process)
     tracked = tracking.choose(the_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")

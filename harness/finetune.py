@@ -186,7 +186,8 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
             "the parent's LoRA settings apply)")
     else:
         lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                          target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
+                          target_modules=list(spec.target_modules), task_type="CAUSAL_LM",
+                          layers_to_transform=_last_layers(model, spec, name))
         model = get_peft_model(model, lora)
     if spec.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -212,6 +213,8 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         eval_strategy="steps" if val else "no", eval_steps=spec.eval_steps, save_strategy="steps" if val else "no",
         save_steps=spec.eval_steps, save_total_limit=1, load_best_model_at_end=bool(val),
         metric_for_best_model="eval_loss", greater_is_better=False, seed=spec.seed, data_seed=spec.seed,
+        # Validation needs the loss only, not every position's logits over the whole vocabulary gathered in memory.
+        prediction_loss_only=True,
         bf16=bf16, gradient_checkpointing=spec.gradient_checkpointing, report_to=[], disable_tqdm=False,
         remove_unused_columns=False, use_cpu=not torch.cuda.is_available(), **_distributed_args(spec),
         # Batches of similar lengths waste less compute on padding (seeded, so still reproducible).
@@ -222,7 +225,8 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
                       callbacks=callbacks)
     say(f"training {name}: {len(encode)} examples, {trainable:,} trainable parameters "
-        f"({trainable / total:.2%}), LoRA r={spec.rank} on {', '.join(spec.target_modules)}")
+        f"({trainable / total:.2%}), LoRA r={spec.rank} on {', '.join(spec.target_modules)}"
+        + (f" of the last {spec.last_layers} layers" if spec.last_layers else ""))
     started = time.perf_counter()
     try:
         result = trainer.train()
@@ -253,6 +257,17 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         if os.environ.get("RANK", "0") == "0":
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _last_layers(model: Any, spec: FinetuneSpec, name: str) -> list[int] | None:
+    if spec.last_layers is None:
+        return None
+    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    if n_layers is None:
+        raise HarnessError(f"finetune {name}: last_layers needs a model that states num_hidden_layers")
+    if spec.last_layers > n_layers:
+        raise HarnessError(f"finetune {name}: last_layers {spec.last_layers} exceeds the model's {n_layers} layers")
+    return list(range(n_layers - spec.last_layers, n_layers))
 
 
 def _distributed_args(spec: FinetuneSpec) -> dict[str, Any]:
@@ -351,9 +366,9 @@ def _with_parents(suite: Suite, only: str | None) -> set[str]:
 
 
 def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
-                 only: str | None = None) -> dict[str, Path]:
+                 only: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Path]:
     """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block, parents
-    before their successors."""
+    before their successors; each one's seconds (about 0 when reused) into `timings` as CANDIDATE/finetune."""
     from harness import models
 
     tasks = {t.name: t for t in the_plan.tasks}
@@ -372,10 +387,19 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
         if parent_name is not None and parent is None:
             parent = adapters[parent_name]  # trained just before, in suite order (checked by the planner)
         base = Path(models.resolve(cand.model, say))
+        started = time.perf_counter()
         adapters[cand.name] = finetune_candidate(
             cand, task.spec_for(cand), task.data.train, task.data.labels, base, root, say, test=task.data.test,
             extra=the_plan.extra_train.get(cand.name, []), parent=parent)
+        if timings is not None:
+            timings[f"{cand.name}/finetune"] = round(time.perf_counter() - started, 3)
     return adapters
+
+
+def training_dtype_of(adapter: Path) -> str | None:
+    """The dtype an adapter was trained in, from its lineage (None for one trained elsewhere)."""
+    lineage = adapter / LINEAGE_FILE
+    return json.loads(lineage.read_text()).get("dtype") if lineage.is_file() else None
 
 
 if __name__ == "__main__":

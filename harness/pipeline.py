@@ -20,7 +20,7 @@ from harness.config import PROJECT_ROOT, file_sha256
 from harness.data_check import TaskDataReport
 from harness.errors import HarnessError
 from harness.evaluate import score_run, write_scored
-from harness.finetune import finetune_all
+from harness.finetune import finetune_all, training_dtype_of
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, plan
 from harness.records import Comparison, MetricResult, Verdict
@@ -71,6 +71,8 @@ class Runner:
         self.data_reports: list[TaskDataReport] = []
         self.adapters: dict[str, Path] = {}
         self.probes: dict[str, dict] = {}  # per adapter candidate: how its answers differ from its base's
+        self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
+        self.finetune_s: dict[str, float] = {}
 
     def _record(self, run: RunDir, status: str, started: str, timings: dict[str, float]) -> dict[str, Any]:
         p = self.plan
@@ -99,6 +101,8 @@ class Runner:
             "started_at": started,
             "finished_at": now_iso() if status != "running" else None,
             "timings_s": timings,
+            "dtypes": self.dtypes,
+            "in_process": p.in_process,
             "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
             "data_check": [r.to_dict() for r in self.data_reports],
             "adapters": {name: str(path) for name, path in self.adapters.items()},
@@ -118,16 +122,20 @@ class Runner:
         check_run_id(run_id, self.results)  # before any work: the run must stay inside the results folder
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
-        self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print)
+        self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
+                                     timings=self.finetune_s)
         run = open_run(self.results, self.plan, run_id, resume)
         previous = run.read_run() if resume else {}
         started = previous.get("started_at") or now_iso()
-        timings: dict[str, float] = dict(previous.get("timings_s", {}))
+        # A resumed run keeps the first attempt's training time: reusing the adapter costs nothing.
+        timings: dict[str, float] = {**self.finetune_s, **previous.get("timings_s", {})}
         self.probes = dict(previous.get("adapter_probes") or {})
+        self.dtypes = {**{f"{name}/finetune": training_dtype_of(path) for name, path in self.adapters.items()},
+                       **(previous.get("dtypes") or {})}
         run.write_run(self._record(run, "running", started, timings))
         self.console.print(f"[bold]run[/] {run.path}")
         try:
-            generate(self.plan, run, self.adapters, self.console, timings, self.probes)
+            generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes)
         except KeyboardInterrupt:
             run.write_run(self._record(run, "interrupted", started, timings))
             raise

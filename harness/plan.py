@@ -76,6 +76,7 @@ class RunPlan:
     manifest: Manifest | None = None
     # Per fine-tuned candidate: its `extra_train` rows, read and checked once at plan time.
     extra_train: dict[str, list[Example]] = field(default_factory=dict)
+    in_process: bool = False  # served candidates generated with transformers instead (`--in-process`)
 
     def requests(self, task: PlannedTask, candidate: Candidate) -> list[Request]:
         shots = choose_few_shot(task.data.train, candidate.few_shot, self.suite.seed,
@@ -187,10 +188,15 @@ def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[Pl
                   {t.name: t.metric_names for t in tasks})
 
 
-def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
-    """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input."""
+def plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False) -> RunPlan:
+    """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input.
+    `in_process`: every candidate whose weights are here is generated with transformers in this process
+    instead of its server (for machines where vLLM does not install)."""
     suite_file = Path(suite_file)
     suite = load_suite(suite_file)
+    if in_process:
+        suite = suite.model_copy(update={"candidates": [
+            c.model_copy(update={"options": c.options.in_process() or c.options}) for c in suite.candidates]})
     tasks = plan_tasks(suite, suite_file)
     extra_train = _check_candidates(suite, suite_file, tasks)
     _check_detectors(suite_file, tasks)
@@ -198,7 +204,7 @@ def plan(suite_file: str | Path, manifest_file: Path | None = None) -> RunPlan:
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
         check_manifest(manifest, Path(where), suite, tasks)
-    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train)
+    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train, in_process)
 
 
 def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:

@@ -39,8 +39,12 @@ def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume:
         if run is None or not run.exists():
             raise HarnessError(f"nothing to resume in {results.path} for suite {suite.name!r}"
                                + (f" (run id {run_id})" if run_id else ""))
-        if run.read_run().get("suite_sha256") != the_plan.suite_sha256:
+        record = run.read_run()
+        if record.get("suite_sha256") != the_plan.suite_sha256:
             raise HarnessError(f"{run.path}: the suite file changed since this run started; start a new run")
+        if bool(record.get("in_process")) != the_plan.in_process:
+            started = "with" if record.get("in_process") else "without"
+            raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")
         return run
     run = results.run(run_id or new_run_id(suite.name))
     if run.path.exists():
@@ -58,9 +62,9 @@ class _Work:
 
 
 def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
-             timings: dict[str, float], probes: dict[str, dict]) -> None:
+             timings: dict[str, float], probes: dict[str, dict], dtypes: dict[str, str | None]) -> None:
     """Generate what is missing; fine-tuned candidates are served with the adapter trained for them, once
-    probes show the adapter changes answers (results into `probes`)."""
+    probes show the adapter changes answers (results into `probes`; each candidate's dtype into `dtypes`)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     candidates = the_plan.suite.candidates
@@ -78,15 +82,18 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
         def say(msg: str) -> None:
             progress.console.print(f"  {msg}")
 
-        # Shared resources (one vLLM server per base model) live for the whole stage and are always released.
-        with BackendEnv(targets, say, run.logs_dir) as env:
-            for cand, target in zip(candidates, targets, strict=True):
-                mine = [w for w in todo if w.candidate is cand and w.pending]
-                if mine:
-                    t0 = time.perf_counter()
-                    backend = _open_checked(the_plan, cand, target, env, probes, say)
-                    timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
-                    _generate_candidate(run, cand, mine, backend, progress, timings)
+        active = [(c, t) for c, t in zip(candidates, targets, strict=True)
+                  if any(w.candidate is c and w.pending for w in todo)]
+        # Shared resources (one vLLM server per base model) live for the whole stage and are always released;
+        # only candidates with work left count, so a resumed run starts no server it does not need.
+        with BackendEnv([t for _, t in active], say, run.logs_dir) as env:
+            for cand, target in active:
+                t0 = time.perf_counter()
+                backend = _open_checked(the_plan, cand, target, env, probes, say)
+                timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
+                dtypes[f"{cand.name}/generate"] = backend.dtype
+                _generate_candidate(run, cand, [w for w in todo if w.candidate is cand and w.pending], backend,
+                                    progress, timings)
 
 
 def _open_checked(the_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,

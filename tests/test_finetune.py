@@ -10,6 +10,7 @@ from harness.config import Candidate, FinetuneSpec, load_task
 from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.finetune import finetune_candidate
+from harness.models import native_dtype
 from harness.store import LINEAGE_FILE as LINEAGE
 from tests.conftest import classification_task, qa_task, write_yaml
 
@@ -44,12 +45,31 @@ def test_training_lowers_validation_loss_and_is_reused(tmp_path, talking_model):
 @pytest.mark.parametrize(("change", "message"), [
     ({"target_modules": ["nope_proj"]}, "target module(s) ['nope_proj'] not in the model"),
     ({"max_seq_len": 100000}, "exceeds the model's 2048"),
+    ({"last_layers": 999}, "last_layers 999 exceeds the model's"),
 ])
 def test_bad_settings(tmp_path, talking_model, change, message):
     task, data = _task(tmp_path)
     cand = Candidate(name="ft", model=str(talking_model), finetune=FinetuneSpec(**{**SPEC, **change}))
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters")
+
+
+def test_last_layers_puts_lora_on_the_top_layers_only(tmp_path, talking_model):
+    """The cheaper recipe: LoRA weights exist in the last N layers and nowhere below."""
+    import re
+
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    task, data = _task(tmp_path)
+    n_layers = AutoConfig.from_pretrained(talking_model).num_hidden_layers
+    assert n_layers >= 2, "the test needs layers below the trained one"
+    cand = Candidate(name="ft", model=str(talking_model),
+                     finetune=FinetuneSpec(**{**SPEC, "max_steps": 3, "last_layers": 1}))
+    path = finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters")
+    with safe_open(str(path / "adapter_model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert keys and {int(re.search(r"layers\.(\d+)\.", k).group(1)) for k in keys} == {n_layers - 1}
 
 
 def test_an_empty_training_split_is_refused(tmp_path, talking_model):
@@ -78,6 +98,10 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
     assert code == 0
     record = json.loads((tmp_path / "r" / "x" / "run.json").read_text())
     assert record["adapters"] == {"tuned": str(adapter)}, "the run reuses the adapter `harness finetune` made"
+    # each stage's seconds and dtype: training (reused here) in the adapter's own dtype, generation in the native one
+    assert "tuned/finetune" in record["timings_s"] and "tuned/keywords" in record["timings_s"]
+    assert record["dtypes"]["tuned/finetune"] == json.loads((adapter / LINEAGE).read_text())["dtype"]
+    assert record["dtypes"]["tuned/generate"] == record["dtypes"]["base/generate"] == native_dtype()
     assert (tmp_path / "r" / "x" / "predictions" / "tuned" / "keywords.jsonl").is_file()
     assert not (tmp_path / "r" / "x" / "predictions" / "tuned" / "qa.jsonl").exists()
     assert json.loads((adapter / LINEAGE).read_text())["prompt"]["system"] == "Pick a label."

@@ -35,7 +35,11 @@ def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
 
 class Backend(Protocol):
     """Generates Completions for Requests. Completions are yielded as they finish (any order),
-    so the runner can persist each one at once."""
+    so the runner can persist each one at once. `dtype` is what the weights compute in, where known (None for
+    a server run by someone else)."""
+
+    @property
+    def dtype(self) -> str | None: ...
 
     def generate(self, requests: list[Request], candidate: str, task: str) -> Iterator[Completion]: ...
 
@@ -66,6 +70,11 @@ class BackendOptions(Settings):
         problem = models.check_model_ref(target.model) if self.local_weights else None
         if problem:
             yield "model", problem
+
+    def in_process(self) -> BackendOptions | None:
+        """The same candidate generated in this process with transformers (`harness run --in-process`), or None
+        where the weights are not here (a server run by someone else)."""
+        return None
 
     def chat_template(self) -> bool | None:
         """Whether prompts go through the model's chat template (None: when it has one); a fine-tune trains

@@ -34,6 +34,9 @@ class HFOptions(BackendOptions):
     def chat_template(self) -> bool | None:
         return self.chat
 
+    def in_process(self) -> BackendOptions:
+        return self
+
     def open(self, target: Deployment, env: BackendEnv) -> Backend:
         return HFLocalBackend(models.resolve(target.model, env.say), adapter=target.adapter, dtype=self.dtype,
                               batch_size=self.batch_size, chat=self.chat)

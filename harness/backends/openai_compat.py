@@ -76,6 +76,8 @@ class OpenAIOptions(ClientOptions):
 
 
 class OpenAICompatBackend:
+    dtype: str | None = None  # the server's business
+
     def __init__(self, url: str | list[str], model: str, endpoint: str = "chat", concurrency: int = 4,
                  timeout_s: float = 120.0, max_retries: int = 3, api_key_env: str | None = None, backoff_s: float = 0.5,
                  check: bool = True, extra_body: dict[str, Any] | None = None) -> None:

@@ -24,7 +24,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness import models
-from harness.backends.base import Backend, BackendEnv, Deployment, register
+from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register
+from harness.backends.hf_local import HFOptions
 from harness.backends.openai_compat import ClientOptions, OpenAICompatBackend
 from harness.errors import HarnessError
 from harness.records import Completion, Request
@@ -45,6 +46,10 @@ class ServeSpec(BaseModel):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_lora_rank: Annotated[int, Field(gt=0)] = 16
     cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 2
+    prefix_caching: bool = Field(True, description="reuse the KV cache of a shared prompt prefix (a label list, "
+                                 "few-shot examples) across requests")
+    compile: bool | None = Field(None, description="torch.compile the model (vLLM's default); None: on GPUs only. "
+                                 "On a CPU compiling takes ~1 min at start-up for a few per cent of speed")
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     devices: list[int] = Field(default_factory=list, description="GPU ids, split across replicas in order")
     extra_args: list[str] = Field(default_factory=list)
@@ -75,6 +80,10 @@ class VllmOptions(ClientOptions):
         if target.lora_rank and target.lora_rank > self.serve.max_lora_rank:
             yield "serve.max_lora_rank", (f"the adapter's LoRA rank {target.lora_rank} exceeds max_lora_rank "
                                           f"{self.serve.max_lora_rank}; vLLM would refuse it")
+
+    def in_process(self) -> BackendOptions:
+        # The completions endpoint takes the plain prompt: in process that is a prompt without chat template.
+        return HFOptions(chat=False if self.endpoint == "completions" else None)
 
     def open(self, target: Deployment, env: BackendEnv) -> Backend:
         served = [t for t in env.targets if isinstance(t.options, VllmOptions)]
@@ -133,6 +142,9 @@ class VllmServer:
                "--pipeline-parallel-size", str(s.pipeline_parallel_size)]
         if s.max_model_len:
             cmd += ["--max-model-len", str(s.max_model_len)]
+        cmd.append("--enable-prefix-caching" if s.prefix_caching else "--no-enable-prefix-caching")
+        if not (s.compile if s.compile is not None else _has_cuda()):
+            cmd.append("--enforce-eager")
         if g.adapters:
             cmd += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(len(g.adapters)),
                     "--lora-modules", *[f"{name}={path}" for name, path in g.adapters.items()]]
@@ -162,7 +174,8 @@ class VllmServer:
 
     def start(self) -> None:
         if importlib.util.find_spec("vllm") is None:
-            raise HarnessError("backend vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (CUDA)")
+            raise HarnessError("backend vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (CUDA), or "
+                               "`harness run --in-process` to generate with transformers instead")
         with self.log_path.open("w") as log:
             log.write(" ".join(self.command()) + "\n")
             log.flush()
@@ -221,6 +234,10 @@ class VllmBackend:
             check=False, extra_body=extra_body)
 
     @property
+    def dtype(self) -> str:
+        return self.servers[0].dtype()
+
+    @property
     def concurrency(self) -> int:
         return self.client.concurrency
 
@@ -262,19 +279,27 @@ class ServerPool:
                 group.adapters[target.name] = str(Path(target.adapter).resolve())
             self.group_of[target.name] = key
         self.servers: dict[str, list[VllmServer]] = {}
+        self.healthy: set[str] = set()
+
+    def start_all(self) -> None:
+        """Every server of the run at once: start-up is mostly single-threaded Python (imports, tokenizer,
+        engine set-up), so servers started together overlap it, and an idle server costs no CPU while the
+        others answer."""
+        for key, group in self.groups.items():
+            if key not in self.servers:
+                group.model = self.resolve_model(group.model)
+                self.servers[key] = [VllmServer(group, self.log_dir, i) for i in range(group.serve.replicas)]
+                for server in self.servers[key]:
+                    server.start()
 
     def backend(self, candidate: Deployment, extra_body: dict[str, object] | None = None) -> VllmBackend:
         key = self.group_of[candidate.name]
-        if key not in self.servers:
-            group = self.groups[key]
-            group.model = self.resolve_model(group.model)
-            replicas = [VllmServer(group, self.log_dir, i) for i in range(group.serve.replicas)]
-            self.servers[key] = replicas
-            for server in replicas:  # started together, so their start-up overlaps
-                server.start()
-            for server in replicas:
-                server.wait_healthy(group.serve.startup_timeout_s)
+        self.start_all()
         servers = self.servers[key]
+        if key not in self.healthy:
+            for server in servers:
+                server.wait_healthy(self.groups[key].serve.startup_timeout_s)
+            self.healthy.add(key)
         for server in servers:
             if not server.alive():
                 raise HarnessError(f"vLLM server for {server.group.served_name} is not running: "
