@@ -7,6 +7,7 @@ Goals: the run completes with no failed request, within --max-minutes if given, 
 CANDIDATE:TASK:METRIC that candidate's interval lies wholly above every other candidate's on that metric.
 
 Run: .venv/bin/python benchmarks/suite_run.py suites/demo.yaml --name demo --beats smol-ft:banking77:macro_f1
+(--in-process: the same suite generated with transformers instead of its vLLM servers)
 Writes benchmarks/results/runs/<name>/ and benchmarks/results/suite_run-<name>.json; exits 1 when a goal is
 missed.
 """
@@ -45,12 +46,13 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--beats", action="append", default=[], help="CANDIDATE:TASK:METRIC")
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--in-process", action="store_true", help="pass --in-process to harness run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "harness.cli", "run", args.suite, "--results", str(results),
-                               "--run-id", args.name], cwd=ROOT)
+                               "--run-id", args.name, *(["--in-process"] if args.in_process else [])], cwd=ROOT)
         wall = time.perf_counter() - started
         run_dir = results / args.name
         kept = RESULTS / "runs" / args.name
@@ -78,7 +80,7 @@ def main() -> None:
     write(f"suite_run-{args.name}", goal="; ".join(checks), met=all(checks.values()),
           figures={"wall_s": round(wall, 1), "timings_s": run.get("timings_s"), "checks": checks,
                    "intervals": intervals, "failed_requests": run.get("failed_requests")},
-          settings={"suite": args.suite, "exit_code": done.returncode,
+          settings={"suite": args.suite, "in_process": args.in_process, "exit_code": done.returncode,
                     "kept": [str((kept / n).relative_to(ROOT)) for n in KEPT if (kept / n).is_file()]})
 
 
