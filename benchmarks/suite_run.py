@@ -25,7 +25,7 @@ from pathlib import Path
 
 from record import RESULTS, ROOT, write
 
-KEPT = ("run.json", "metrics.json", "comparisons.json", "report.md")
+KEPT = ("run.json", "metrics.json", "comparisons.json", "report.md", "verdict.json")
 
 
 def apart(metrics: list[dict], candidate: str, task: str, metric: str) -> tuple[bool, dict]:
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--beats", action="append", default=[], help="CANDIDATE:TASK:METRIC")
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--in-process", action="store_true", help="pass --in-process to harness run")
+    parser.add_argument("--manifest", default=None, help="also gate the run against this manifest (verdict.json)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"
@@ -55,6 +56,9 @@ def main() -> None:
                                "--run-id", args.name, *(["--in-process"] if args.in_process else [])], cwd=ROOT)
         wall = time.perf_counter() - started
         run_dir = results / args.name
+        if args.manifest:  # after the clock: gating is not part of the run's time
+            subprocess.run([sys.executable, "-m", "harness.cli", "gate", str(run_dir), "--manifest", args.manifest],
+                           cwd=ROOT)
         kept = RESULTS / "runs" / args.name
         if kept.exists():
             shutil.rmtree(kept)
