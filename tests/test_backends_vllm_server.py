@@ -158,3 +158,25 @@ def test_a_trained_adapter_is_served_by_vllm(tmp_path, talking_model):
         "bootstrap": {"resamples": 100}})
     local = run_suite(local_suite, tmp_path / "r", run_id="local")
     assert texts(local.run_dir, "ft") == served
+
+
+def test_every_server_of_a_run_starts_at_once(tmp_path, talking_model, lora_adapter):
+    """Two server groups (two serve blocks): the second server is started before the first candidate
+    generates anything, so its start-up overlaps the first's work instead of following it."""
+    task = classification_task(tmp_path / "task", n_test=6, generation={"max_new_tokens": 4})
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "two", "tasks": [str(task)], "bootstrap": {"resamples": 100},
+        "candidates": [
+            {"name": "first", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
+             "serve": SERVE},
+            {"name": "second", "backend": "vllm", "model": str(talking_model), "endpoint": "completions",
+             "serve": {**SERVE, "max_model_len": 256}}]})
+    result = run_suite(suite, tmp_path / "results", run_id="two")
+    check_run_dir(result.run_dir, suite)
+    logs = sorted((result.run_dir / "logs").glob("vllm-*.log"), key=lambda p: p.stat().st_ctime)
+    assert len(logs) == 2
+    first_answer = (result.run_dir / "predictions" / "first" / "keywords.jsonl").stat().st_ctime
+    assert max(p.stat().st_ctime for p in (result.run_dir / "logs").glob("*.pid")) < first_answer, \
+        "both servers were started before the first candidate generated anything"
+    for log in logs:
+        assert log.read_text().count("POST /v1/completions") >= 6, "each server answers its own candidate"

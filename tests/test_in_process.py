@@ -26,11 +26,13 @@ def _suites(tmp_path, talking_model, lora_adapter):
         {"name": "plain", "model": str(talking_model), "backend": "vllm", "endpoint": "completions", "few_shot": 2},
         {"name": "ft", "model": str(talking_model), "adapter": str(lora_adapter), "backend": "vllm",
          "endpoint": "completions"},
+        {"name": "bare", "model": str(talking_model), "backend": "vllm", "endpoint": "completions"},
     ]
     local = [
         {"name": "chat", "model": str(talking_model)},
         {"name": "plain", "model": str(talking_model), "chat": False, "few_shot": 2},
         {"name": "ft", "model": str(talking_model), "adapter": str(lora_adapter), "chat": False},
+        {"name": "bare", "model": str(talking_model), "chat": False},
     ]
     common = {"name": "s", "tasks": [task], "bootstrap": {"resamples": 100}}
     return (write_yaml(tmp_path / "served.yaml", {**common, "candidates": served}),
@@ -44,7 +46,7 @@ def test_in_process_turns_served_candidates_into_their_transformers_twins(tmp_pa
     options = {c.name: c.options for c in the_plan.suite.candidates}
     assert all(isinstance(o, HFOptions) for o in options.values())
     # the completions endpoint takes the plain prompt: in process, no chat template
-    assert [options[n].chat_template() for n in ("chat", "plain", "ft")] == [None, False, False]
+    assert [options[n].chat_template() for n in ("chat", "plain", "ft", "bare")] == [None, False, False, False]
     assert the_plan.in_process and the_plan.suite.candidate("ft").adapter == str(lora_adapter)
 
 
@@ -62,13 +64,13 @@ def test_an_in_process_run_of_a_served_suite_answers_as_the_in_process_suite(tmp
     assert not (results / "switched" / "logs").exists() or not list((results / "switched" / "logs").glob("vllm-*"))
     assert record["dtypes"]["chat/generate"] in ("float32", "bfloat16")
     switched, alone = RunDir(results / "switched"), RunDir(results / "local")
-    for name in ("chat", "plain", "ft"):
+    for name in ("chat", "plain", "ft", "bare"):
         answers = {c.example_id: c.text for c in switched.read_predictions(name, "keywords")}
         assert answers == {c.example_id: c.text for c in alone.read_predictions(name, "keywords")}, name
         assert sum(bool(a.strip()) for a in answers.values()) >= 6, f"{name} must answer, not stay silent"
     ft = {c.example_id: c.text for c in switched.read_predictions("ft", "keywords")}
-    plain = {c.example_id: c.text for c in switched.read_predictions("plain", "keywords")}
-    assert ft != plain, "the adapter is applied in process too"
+    bare = {c.example_id: c.text for c in switched.read_predictions("bare", "keywords")}
+    assert sum(ft[k] != bare[k] for k in ft) * 2 >= len(ft), "the adapter changes most answers in process too"
 
     code, err = run_cli(monkeypatch, capsys, "run", str(served), "--results", str(results), "--run-id", "switched",
                         "--resume")
