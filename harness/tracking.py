@@ -22,7 +22,7 @@ import httpx
 
 from harness.config import TrackingSpec
 from harness.errors import HarnessError, redact
-from harness.store import LINEAGE_FILE, ResultsDir, RunDir
+from harness.store import ResultsDir, RunDir, read_lineage
 
 # MLflow's own limits on one log_batch call.
 _MAX_PARAMS, _MAX_METRICS, _MAX_PARAM_VALUE = 100, 1000, 6000
@@ -102,11 +102,6 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _lineage(adapter: Path) -> dict[str, Any]:
-    path = adapter / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def adapters_of(record: dict[str, Any], suite_dir: Path) -> dict[str, Path]:
     """Every adapter the run scored: trained ones, and adapter folders candidates name."""
     out = {name: Path(path) for name, path in (record.get("adapters") or {}).items()}
@@ -138,7 +133,7 @@ def params_of(record: dict[str, Any], adapters: dict[str, Path]) -> dict[str, st
         for setting in ("model", "backend", "adapter", "few_shot"):
             params[_key("candidate", cand["name"], setting)] = cand.get(setting)
     for name, path in adapters.items():
-        lineage = _lineage(path)
+        lineage = read_lineage(path)
         params[_key("adapter", name, "path")] = str(path)
         for item in ("adapter_key", "base_model", "task", "generation", "steps", "train_sha256", "dtype"):
             params[_key("adapter", name, item)] = lineage.get(item)
@@ -239,7 +234,7 @@ def _register(client: Any, mlflow_error: type[Exception], run_id: str, record: d
         except mlflow_error as exc:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-        lineage = _lineage(path)
+        lineage = read_lineage(path)
         tags: dict[str, str] = {k: str(lineage[k]) for k in ("adapter_key", "base_model", "task", "generation")
                                 if k in lineage}
         tags["harness.run_id"] = str(record.get("run_id"))
