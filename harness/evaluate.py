@@ -14,7 +14,7 @@ from typing import Any
 from harness.config import Candidate
 from harness.detection import Detectors, task_findings
 from harness.judging import Judges, task_judgements
-from harness.manifest import resolve, verdict_record
+from harness.manifest import failed_requests, resolve, verdict_record
 from harness.metrics import get_metric
 from harness.plan import PlannedTask, RunPlan, plan_from_run
 from harness.ratings import human_ratings
@@ -74,7 +74,7 @@ def write_scored(the_plan: RunPlan, run: RunDir, scored: Scored) -> None:
     run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
     run.write_latency(latency_summary(scored.results))
     if scored.verdicts is not None and the_plan.manifest is not None:
-        run.write_verdict(verdict_record(the_plan.manifest, scored.verdicts))
+        run.write_verdict(verdict_record(the_plan.manifest, scored.verdicts, failed_requests(scored.evidence)))
 
 
 def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -110,7 +110,8 @@ def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict
     """Verdicts for an existing run; writes verdict.json."""
     the_plan, run = plan_from_run(run_dir, manifest_file)
     assert the_plan.manifest is not None
-    verdicts = score_run(the_plan, run).verdicts or []
-    record = verdict_record(the_plan.manifest, verdicts)
+    scored = score_run(the_plan, run)
+    verdicts = scored.verdicts or []
+    record = verdict_record(the_plan.manifest, verdicts, failed_requests(scored.evidence))
     run.write_verdict(record)
     return verdicts, record

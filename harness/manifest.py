@@ -1,10 +1,16 @@
 """The success manifest: criteria written before training, resolved against a run into verdicts.
 
-A criterion passes when its whole confidence interval lies on the right side of its threshold, fails
-when the whole interval lies on the wrong side, and is `insufficient` in between (or when the task has
-fewer examples than `min_examples`). `better_than … by` and `not_worse_than … margin` use the paired
-interval of the difference on the same examples. "Better" follows the metric's direction: lower is
-better for latency, error and hallucination rates.
+A criterion passes when its whole confidence interval lies strictly on the right side of its threshold,
+fails when the whole interval lies strictly on the wrong side, and is `insufficient` otherwise (`stats.decide`,
+the monitor's rule too), or when fewer than `min_examples` examples have a value. `better_than … by` and
+`not_worse_than … margin` use the paired interval of the difference on the same examples. "Better" follows the
+metric's direction: lower is better for latency, error and hallucination rates.
+
+Nothing missing counts in the candidate's favour: a candidate with more failed requests than `max_error_rate`
+allows, or a judged metric with more missing verdicts than `max_unparsed`, is insufficient; failures within the
+allowance count at each metric's worst (`TaskEvidence.counting_failures`). Before any work, `check_against`
+refuses a criterion the data can never decide (fewer test examples than `min_examples`, too few requests for a
+tail percentile to have a bound).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
-from harness.stats import examples_needed, holm, mean_draws, percentile_interval
+from harness.stats import decide, examples_needed, holm, mean_draws, percentile_interval
 
 HUMAN_RESAMPLES = 2000
 
@@ -39,9 +45,10 @@ def _rated(metric: str) -> bool:
 
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
-                  metrics: dict[str, list[str]]) -> None:
-    """Every criterion names a task, candidate and metric the run has (human metrics come from ratings).
-    `runs` maps each task to the candidates scored on it."""
+                  metrics: dict[str, list[str]], sizes: dict[str, int] | None = None) -> None:
+    """Every criterion names a task, candidate and metric the run has (human metrics come from ratings), and can
+    be decided on the task's test examples (`sizes`, after sample and limit). `runs` maps each task to the
+    candidates scored on it."""
     tasks = list(runs)
     candidates = list(dict.fromkeys(c for names in runs.values() for c in names))
     for i, c in enumerate(manifest.criteria):
@@ -61,7 +68,21 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
             if c.metric not in metrics[task] and not _rated(c.metric):
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
         _check_reachable(c, i, where)
+        if sizes is not None and not _rated(c.metric):
+            for task in tasks if c.task == "*" else [c.task]:
+                _check_decidable(c, i, where, manifest, task, sizes[task])
     _check_consistent(manifest, where)
+
+
+def _check_decidable(c: Criterion, i: int, where: Path | str, manifest: Manifest, task: str, n: int) -> None:
+    """A criterion that cannot pass on the task's test examples, whatever the answers, is refused before any work."""
+    if n < manifest.min_examples:
+        raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples (after sample and limit) but "
+                          f"min_examples is {manifest.min_examples}: {c.describe()} can never pass")
+    needed = get_metric(c.metric).min_n(manifest.confidence, c.at_least is not None)
+    if c.baseline is None and n < needed:
+        raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples; {c.metric} needs at least "
+                          f"{needed} for a {manifest.confidence:.0%} bound on that side: {c.describe()} can never pass")
 
 
 def _check_reachable(c: Criterion, i: int, where: Path | str) -> None:
@@ -134,33 +155,106 @@ def _absolute(c: Criterion) -> tuple[bool, float]:
     return False, c.at_most
 
 
+def _listed(ids: list[str], most: int = 5) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _blocked(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> str | None:
+    """Why the evidence cannot decide the criterion whatever its interval says: too many failed requests, or too
+    many of the detector's or judge's verdicts missing. Both would otherwise leave out exactly the answers that
+    went wrong, in the candidate's favour."""
+    names = [n for n in (c.candidate, c.baseline) if n is not None]
+    for name in names:
+        failed = ev.failed(name)
+        if len(failed) > manifest.max_error_rate * ev.n:
+            return (f"{len(failed)} of {ev.n} requests of {name} on {task} failed ({_listed(failed)}), above "
+                    f"max_error_rate {manifest.max_error_rate:g}; `harness run --resume` retries them")
+    unparsed = get_metric(c.metric).unparsed
+    if unparsed is not None:
+        for name in names:
+            share = get_metric(unparsed).value(ev.stats(unparsed)[name], ev.n)
+            if share > manifest.max_unparsed:
+                return (f"{share:.0%} of the verdicts behind {c.metric} of {name} on {task} are missing (unparsed "
+                        f"replies or failed calls), above max_unparsed {manifest.max_unparsed:.0%}")
+    return None
+
+
+def _decided(what: str, low: float, high: float, threshold: float, above: bool, conf: float) -> tuple[Status, str]:
+    decision = decide(low, high, threshold, "at_least" if above else "at_most")
+    if decision == "holds":
+        return "pass", f"{what}: the whole {conf:.0%} interval is {'above' if above else 'below'} {short(threshold)}"
+    if decision == "broken":
+        return "fail", f"{what}: the whole {conf:.0%} interval is {'below' if above else 'above'} {short(threshold)}"
+    if math.isinf(high if not above else low):
+        return "insufficient", f"{what}: too few values for a {conf:.0%} bound on that side"
+    return "insufficient", f"{what}: the {conf:.0%} interval reaches {short(threshold)}"
+
+
+def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
+                   human: HumanRatings | None) -> Verdict:
+    conf = manifest.confidence
+    values = _human_values(c.metric, c.candidate, task, human, ev)
+    if values is None or len(values) == 0:
+        return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
+                       ci_low=None, ci_high=None, n=0, status="insufficient",
+                       evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
+    n = len(values)
+    draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
+    value = float(values.mean())
+    low, high = percentile_interval(draws, conf)
+    above, threshold = _absolute(c)
+    what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
+    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, 1,
+                    _one_sided_p(draws, threshold, above), what)
+
+
+def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: float, low: float, high: float,
+             threshold: float, above: bool, n: int, min_n: int, p: float, what: str) -> Verdict:
+    conf = manifest.confidence
+    status: Status
+    if math.isnan(value) or math.isnan(low):
+        status, why = "insufficient", f"{c.metric} has no value for {c.candidate} on {task}"
+    else:
+        status, why = _decided(what, low, high, threshold, above, conf)
+    needed = None
+    if status == "pass" and n < manifest.min_examples:
+        status, why = "insufficient", f"{why}, but only {n} examples with a value (min_examples {manifest.min_examples})"
+        needed = manifest.min_examples
+    elif status == "insufficient" and not math.isnan(value):
+        needed = (examples_needed(n, low, high, value, threshold) if math.isfinite(low) and math.isfinite(high)
+                  else max(min_n, n + 1))
+        if needed is not None:
+            needed = max(needed, manifest.min_examples)
+            why += f"; about {needed} examples would settle it"
+    return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=threshold, observed=value, ci_low=low,
+                   ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed)
+
+
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                  human: HumanRatings | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
-    conf = manifest.confidence
-    n = ev.n
     if _rated(c.metric):
-        values = _human_values(c.metric, c.candidate, task, human, ev)
-        if values is None or len(values) == 0:
-            return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
-                           ci_low=None, ci_high=None, n=n, status="insufficient",
-                           evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
-        n = len(values)
-        draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
-        value = float(values.mean())
-        low, high = percentile_interval(draws, conf)
-        above, threshold = _absolute(c)
-        p = _one_sided_p(draws, threshold, above)
-        what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
-    elif c.baseline is None:
+        return _resolve_rated(c, task, label, ev, manifest, human)
+    conf = manifest.confidence
+    blocked = _blocked(c, task, ev, manifest)
+    if blocked is not None:
+        return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
+                       ci_low=None, ci_high=None, n=ev.n, status="insufficient", evidence=blocked)
+    failed = len(ev.failed(c.candidate)) + (len(ev.failed(c.baseline)) if c.baseline else 0)
+    if failed:
+        ev = ev.counting_failures(c.candidate, c.baseline)
+    metric = get_metric(c.metric)
+    n = ev.count(c.metric, c.candidate)
+    if c.baseline is None:
         iv = ev.interval(c.metric, c.candidate, conf)
         value, low, high = iv.value, iv.low, iv.high
         above, threshold = _absolute(c)
         p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
         what = f"{short(value)} [{short(low)}, {short(high)}]"
     else:
+        n = min(n, ev.count(c.metric, c.baseline))
         # Improvement over the baseline, in the metric's good direction.
-        sign = 1.0 if get_metric(c.metric).higher_is_better else -1.0
+        sign = 1.0 if metric.higher_is_better else -1.0
         diff = ev.paired(c.metric, c.candidate, c.baseline, conf)
         value = sign * diff.delta
         low, high = sorted((sign * diff.low, sign * diff.high))
@@ -169,28 +263,10 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
         d = ev.draws(c.metric)
         p = _one_sided_p(sign * (d[c.candidate] - d[c.baseline]), threshold, above=True)
         what = f"improvement over {c.baseline} {short(value)} [{short(low)}, {short(high)}]"
-    status: Status
-    if math.isnan(value) or math.isnan(low):
-        status, why = "insufficient", f"{c.metric} has no value for {c.candidate} on {task}"
-    elif (low > threshold) if above else (high < threshold):
-        side = "above" if above else "below"
-        status, why = "pass", f"{what}: the whole {conf:.0%} interval is {side} {short(threshold)}"
-    elif (high < threshold) if above else (low > threshold):
-        side = "below" if above else "above"
-        status, why = "fail", f"{what}: the whole {conf:.0%} interval is {side} {short(threshold)}"
-    else:
-        status, why = "insufficient", f"{what}: the {conf:.0%} interval straddles {short(threshold)}"
-    needed = None
-    if status == "pass" and n < manifest.min_examples:
-        status, why = "insufficient", f"{why}, but only {n} examples (min_examples {manifest.min_examples})"
-        needed = manifest.min_examples
-    elif status == "insufficient" and not math.isnan(value):
-        needed = examples_needed(n, low, high, value, threshold)
-        if needed is not None:
-            needed = max(needed, manifest.min_examples)
-            why += f"; about {needed} examples would settle it"
-    return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=threshold, observed=value, ci_low=low,
-                   ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed)
+    if failed:
+        what += f" (with {failed} failed requests counted against {c.candidate})"
+    min_n = metric.min_n(conf, above) if c.baseline is None else 1
+    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, min_n, p, what)
 
 
 def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
@@ -224,7 +300,20 @@ def passed(verdicts: list[Verdict]) -> bool:
     return all(v.status == "pass" for v in verdicts)
 
 
-def verdict_record(manifest: Manifest, verdicts: list[Verdict]) -> dict[str, Any]:
+def failed_requests(evidence: dict[str, TaskEvidence]) -> dict[str, dict[str, list[str]]]:
+    """candidate -> task -> the examples whose request failed (none listed where none failed)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for task, ev in evidence.items():
+        for cand in ev.candidates:
+            if failed := ev.failed(cand):
+                out.setdefault(cand, {})[task] = failed
+    return out
+
+
+def verdict_record(manifest: Manifest, verdicts: list[Verdict],
+                   failed: dict[str, dict[str, list[str]]] | None = None) -> dict[str, Any]:
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
     return {"passed": passed(verdicts), "confidence": manifest.confidence, "min_examples": manifest.min_examples,
-            "holm": manifest.holm, "counts": counts, "criteria": [v.to_dict() for v in verdicts]}
+            "max_error_rate": manifest.max_error_rate, "max_unparsed": manifest.max_unparsed,
+            "holm": manifest.holm, "counts": counts, "failed_requests": failed or {},
+            "criteria": [v.to_dict() for v in verdicts]}

@@ -93,8 +93,14 @@ class MonitorSpec(Settings):
 
 
 class Manifest(Settings):
-    min_examples: Annotated[int, Field(ge=1)] = 1
+    min_examples: Annotated[int, Field(ge=1)] = Field(1, description="examples with a value a criterion needs")
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    max_error_rate: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="share of failed requests a candidate may have; above it its criteria are insufficient, "
+        "at or below it each failed request counts at the metric's worst")
+    max_unparsed: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of a detector's or judge's verdicts that may be missing (unparsed reply, failed "
+        "call) before a criterion on the judged metric is insufficient")
     holm: bool = Field(False, description="Holm-correct the passing decisions across all criteria")
     criteria: list[Criterion]
     monitor: MonitorSpec | None = Field(None, description="how deployed traffic is watched (harness monitor)")

@@ -36,6 +36,7 @@ from harness.metrics.hallucination import claims_of
 from harness.plan import FINISHED, PlannedTask, load_suite_manifest, plan_tasks, tasks_of_run
 from harness.records import ALARMS, Alarm, Completion, Example, Reading
 from harness.scoring import TaskEvidence
+from harness.stats import Decision, Direction, decide
 from harness.store import RunDir
 from harness.traffic import LoggedRow, Traffic, read_traffic
 
@@ -183,6 +184,10 @@ def reference_of(against: Path, task_name: str | None, candidate: str | None,
     return Reference(task, spec, str(against), candidate, side, rules_file)
 
 
+# The gate's decision rule read as alarms: a rule that holds is ok, a broken one alerts.
+_ALARM: dict[Decision, Alarm] = {"holds": "ok", "broken": "alert", "undecided": "insufficient"}
+
+
 def _status(rules: list[MonitorRule], value: float, low: float | None, high: float | None,
             p: float | None, n: int, spec: MonitorSpec) -> tuple[Alarm, str]:
     """(status, why) of one reading under its rules: alert if any rule is broken, ok if all hold."""
@@ -198,10 +203,10 @@ def _status(rules: list[MonitorRule], value: float, low: float | None, high: flo
             states.append("alert" if p is not None and p < rule.p_below else "ok")
             continue
         lo, hi = (value, value) if low is None or high is None or math.isnan(low) else (low, high)
-        if rule.at_most is not None:
-            states.append("ok" if hi <= rule.at_most else "alert" if lo > rule.at_most else "insufficient")
-        elif rule.at_least is not None:
-            states.append("ok" if lo >= rule.at_least else "alert" if hi < rule.at_least else "insufficient")
+        direction: Direction = "at_most" if rule.at_most is not None else "at_least"
+        threshold = rule.at_most if rule.at_most is not None else rule.at_least
+        assert threshold is not None
+        states.append(_ALARM[decide(lo, hi, threshold, direction)])
     status: Alarm = "alert" if "alert" in states else "insufficient" if "insufficient" in states else "ok"
     why = {"ok": "holds", "alert": "broken", "insufficient": "the interval straddles a threshold"}[status]
     return status, why

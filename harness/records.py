@@ -16,8 +16,9 @@ import numpy as np
 
 
 def nan_to_none(record: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: a value that does not exist (no latency for a failed request) is written as null."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+    """JSON has no NaN or infinity: a value that does not exist (no latency for a failed request, no upper bound
+    on a tail percentile of few requests) is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class TaskEvidence:
     seed: int
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # candidate -> hallucination findings
     judgements: dict[str, dict[str, list[Judgement]]] = field(default_factory=dict)  # candidate -> judge metric ->
+    worst_for: str | None = None  # a candidate whose failed requests count at each metric's worst (the gate's view)
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -50,7 +51,32 @@ class TaskEvidence:
                                            self.judgements.get(cand)))
                 for cand, comps in self.completions.items()
             }
+            if self.worst_for is not None:
+                failed = np.array([not c.ok for c in self.completions[self.worst_for]], bool)
+                self._stats[metric][self.worst_for] = m.worst_case(self._stats[metric][self.worst_for], failed)
         return self._stats[metric]
+
+    def count(self, metric: str, candidate: str) -> int:
+        """How many examples of the candidate have a value of the metric (unparsed verdicts have none)."""
+        return get_metric(metric).count(self.stats(metric)[candidate])
+
+    def failed(self, candidate: str) -> list[str]:
+        """The examples whose request failed for the candidate."""
+        return [ex.id for ex, c in zip(self.examples, self.completions[candidate], strict=True) if not c.ok]
+
+    def counting_failures(self, candidate: str, baseline: str | None = None) -> TaskEvidence:
+        """The evidence a criterion on `candidate` (against `baseline`) is decided on when requests failed: the
+        candidate's failed requests at each metric's worst (a wrong or hallucinated answer, an infinite latency),
+        and the examples where the baseline's request failed left out, so that neither side gains by a failure."""
+        keep = [i for i in range(self.n) if baseline is None or self.completions[baseline][i].ok]
+        names = [candidate] if baseline is None else [candidate, baseline]
+        return TaskEvidence(
+            self.task, [self.examples[i] for i in keep], self.labels,
+            {name: [self.completions[name][i] for i in keep] for name in names}, self.resamples, self.seed,
+            {name: [self.findings[name][i] for i in keep] for name in names if name in self.findings},
+            {name: {metric: [js[i] for i in keep] for metric, js in self.judgements[name].items()}
+             for name in names if name in self.judgements},
+            worst_for=candidate)
 
     def draws(self, metric: str) -> dict[str, np.ndarray]:
         """Bootstrap draws of every candidate on the same resamples (seeded by suite seed and task)."""
@@ -60,7 +86,11 @@ class TaskEvidence:
         return self._draws[metric]
 
     def interval(self, metric: str, candidate: str, confidence: float) -> Interval:
-        value = get_metric(metric).value(self.stats(metric)[candidate], self.n)
+        m, stats = get_metric(metric), self.stats(metric)[candidate]
+        value = m.value(stats, self.n)
+        own = m.interval(stats, confidence)
+        if own is not None and not np.isnan(value):
+            return Interval(value, *own)
         return interval_of(value, self.draws(metric)[candidate], confidence)
 
     def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:

@@ -13,7 +13,7 @@ import hashlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -81,13 +81,60 @@ def draws(metric: Statistic, stats: dict[str, np.ndarray], n: int, resamples: in
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+# Stands in for an infinite latency (a failed request counted as an SLO miss) inside the interpolation, where
+# inf - inf would give NaN; any percentile that interpolates towards it comes out infinite.
+_MISS = 1e300
+
+
 def latency_percentile(values: np.ndarray, q: float) -> np.ndarray:
     """The one percentile definition for latency, in runs' metrics and in `harness bench` alike: numpy's
     default linear interpolation between order statistics, as vLLM's benchmark computes it, along the last
-    axis; NaN (a failed request, a missing time) is left out, and an all-NaN row gives NaN."""
+    axis; NaN (a missing time) is left out, and an all-NaN row gives NaN. An infinite value (a failed request
+    counted as a miss) makes every percentile that reaches it infinite."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanpercentile(values, q, axis=-1, method="linear")
+        out = np.nanpercentile(np.where(np.isposinf(values), _MISS, values), q, axis=-1, method="linear")
+    return np.where(out >= _MISS * 1e-50, np.inf, out)
+
+
+def order_statistic_interval(values: np.ndarray, q: float, confidence: float) -> tuple[float, float]:
+    """A distribution-free interval for the q-th percentile (0-100) from the order statistics: the number of
+    values below the true percentile is Binomial(n, q/100), so [x(l), x(u)] covers it with at least `confidence`
+    (each side alpha/2). Unlike a bootstrap, whose resamples never exceed the largest value seen, the upper
+    bound is +inf where n is too small for one to exist (p99 needs n >= 367 at 95%); the lower bound -inf alike."""
+    from scipy.stats import binom
+
+    x = np.sort(values[~np.isnan(values)])
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    p, tail = q / 100, (1 - confidence) / 2
+    upper = int(binom.ppf(1 - tail, n, p))  # 0-based index of the smallest order statistic above with 1 - tail
+    lower = int(binom.ppf(tail, n, p))
+    if binom.cdf(lower, n, p) > tail:
+        lower -= 1
+    return (float(x[lower]) if lower >= 0 else -np.inf), (float(x[upper]) if upper < n else np.inf)
+
+
+def order_statistic_min_n(q: float, confidence: float, upper: bool) -> int:
+    """The fewest values for which `order_statistic_interval` has a finite upper (or lower) bound."""
+    p, tail = q / 100, (1 - confidence) / 2
+    return int(np.ceil(np.log(tail) / np.log(p if upper else 1 - p)))
+
+
+Direction = Literal["at_least", "at_most"]
+Decision = Literal["holds", "broken", "undecided"]
+
+
+def decide(low: float, high: float, threshold: float, direction: Direction) -> Decision:
+    """The one decision rule of the gate and the monitor: a rule holds only when its whole interval lies strictly
+    on its side of the threshold, is broken when the whole interval lies strictly on the other side, and is
+    undecided otherwise (an interval touching the threshold, or a missing bound)."""
+    if np.isnan(low) or np.isnan(high):
+        return "undecided"
+    if direction == "at_least":
+        return "holds" if low > threshold else "broken" if high < threshold else "undecided"
+    return "holds" if high < threshold else "broken" if low > threshold else "undecided"
 
 
 def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
@@ -101,7 +148,9 @@ def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.
     # The k-th (0-based) of the repeated values is values[number of cumulative counts <= k].
     lower = np.minimum((cum <= below[:, None]).sum(axis=1), last)
     upper = np.minimum((cum <= below[:, None] + 1).sum(axis=1), last)
-    out = values[lower] + (position - below) * (values[upper] - values[lower])
+    finite = np.where(np.isposinf(values), _MISS, values)
+    out = finite[lower] + (position - below) * (finite[upper] - finite[lower])
+    out = np.where(out >= _MISS * 1e-50, np.inf, out)
     return np.where(total > 0, out, np.nan)
 
 
@@ -110,7 +159,7 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     if len(values) == 0:
         return float("nan"), float("nan")
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
+    low, high = latency_percentile(values, np.array([alpha, 1 - alpha]) * 100)
     return float(low), float(high)
 
 

@@ -160,7 +160,8 @@ def metrics_of(run: RunDir) -> dict[str, float]:
 
 
 def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable[[str], None] = print) -> TrackedRun:
-    """Log a finished run directory to MLflow; registers its adapters when asked and the gate passed."""
+    """Log a finished run directory to MLflow; registers its adapters when asked, the gate passed and the run is
+    complete (no failed request)."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -215,7 +216,11 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
             client.log_artifacts(run_id, str(path), f"adapters/{name}")
         registered = []
         if spec is not None and spec.register_adapters and passed:
-            registered = _register(client, MlflowException, run_id, record, adapters)
+            if record["status"] == "complete":
+                registered = _register(client, MlflowException, run_id, record, adapters)
+            else:
+                # A run with failed requests is never the evidence an adapter is promoted on, whatever its gate.
+                say(f"MLflow: adapters of {run.run_id} not registered: the run is {record['status']}")
         client.set_terminated(run_id, "FINISHED")
     except MlflowException as exc:
         raise HarnessError(f"MLflow at {redact(uri)}: {exc.message.splitlines()[0]}") from None

@@ -162,3 +162,102 @@ def test_criteria_must_name_what_the_run_has(tmp_path, change, field):
         {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.8, **change}]})
     with pytest.raises(ConfigError, match=field):
         check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": with_automatic(_task(tmp_path).metrics)})
+
+
+def _with_failures(ev: TaskEvidence, candidate: str, ids: list[int]) -> TaskEvidence:
+    """The same evidence with some of the candidate's requests failed (no text, no latency)."""
+    comps = [Completion(c.example_id, c.candidate, c.task, "", error="HTTP 503") if i in ids else c
+             for i, c in enumerate(ev.completions[candidate])]
+    return TaskEvidence(ev.task, ev.examples, ev.labels, {**ev.completions, candidate: comps}, ev.resamples, ev.seed)
+
+
+def test_failed_requests_make_the_candidates_criteria_insufficient_by_default(evidence):
+    evidence["qa"] = _with_failures(evidence["qa"], "ft", [3, 5])
+    criteria = [{"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.5},
+                {"task": "qa", "metric": "e2e_ms_p50", "candidate": "ft", "at_most": 1000},
+                {"task": "qa", "metric": "exact_match", "candidate": "base", "not_worse_than": "ft", "margin": 0.5}]
+    verdicts = _verdicts(evidence, *criteria)
+    assert [v.status for v in verdicts] == ["insufficient"] * 3
+    assert all("2 of 100 requests of ft on qa failed (e3, e5)" in v.evidence for v in verdicts)
+    record = verdict_record(Manifest.model_validate({"criteria": criteria}), verdicts,
+                            {"ft": {"qa": evidence["qa"].failed("ft")}})
+    assert record["passed"] is False and record["failed_requests"] == {"ft": {"qa": ["e3", "e5"]}}
+
+
+def test_failures_within_the_allowance_count_at_the_metrics_worst(evidence):
+    evidence["qa"] = _with_failures(evidence["qa"], "ft", list(range(0, 100, 10))[:2] + [1, 2])
+    (latency, budget, quality) = _verdicts(
+        evidence, {"task": "qa", "metric": "e2e_ms_p95", "candidate": "ft", "at_most": 150},
+        {"task": "qa", "metric": "e2e_ms_p50", "candidate": "ft", "at_most": 150},
+        {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.86}, max_error_rate=0.05)
+    # Four of 100 requests with infinite latency: the p95's upper bound is infinite, so it cannot pass ...
+    assert latency.status == "insufficient" and latency.ci_high == np.inf and "4 failed requests" in latency.evidence
+    # ... while the median, far from the tail, still does.
+    assert budget.status == "pass"
+    # Two of the failures were right answers: 0.90 becomes 0.88 on the same examples, not 0.88 of the 96 answered.
+    assert quality.observed == pytest.approx(0.88) and quality.n == N
+
+
+def test_a_failed_request_counts_as_a_hallucination_not_an_abstention(tmp_path):
+    task = load_task(str(write_yaml(tmp_path / "g" / "task.yaml", {
+        "name": "g", "kind": "grounded_qa", "source": "passage",
+        "data": {"test": "x.jsonl", "inputs": {"passage": "p", "q": "q"}, "reference": "r"},
+        "prompt": {"template": "{passage} {q}"}, "metrics": ["hallucination_rate"]})))
+    examples = [Example(f"e{i}", {"passage": "The capital of France is Paris.", "q": "capital?"}, "Paris")
+                for i in range(N)]
+    comps = [Completion(f"e{i}", "ft", "g", "Paris", completion_tokens=1, ttft_s=0.01, e2e_s=0.02)
+             if i >= 10 else Completion(f"e{i}", "ft", "g", "", error="timeout") for i in range(N)]
+    ev = {"g": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0)}
+    criterion = {"task": "g", "metric": "hallucination_rate", "candidate": "ft", "at_most": 0.02}
+    (v,) = _verdicts(ev, criterion, max_error_rate=0.2)
+    assert v.observed == pytest.approx(0.10) and v.status == "fail"
+    (default,) = _verdicts(ev, criterion)
+    assert default.status == "insufficient" and "10 of 100 requests of ft on g failed" in default.evidence
+
+
+def test_min_examples_counts_values_that_exist(evidence, tmp_path):
+    ev = evidence["qa"]
+    comps = [Completion(c.example_id, c.candidate, c.task, c.text, completion_tokens=5, ttft_s=None,
+                        e2e_s=c.e2e_s) for c in ev.completions["ft"]]
+    evidence["qa"] = TaskEvidence(ev.task, ev.examples, None, {"ft": comps}, ev.resamples, ev.seed)
+    # Every request succeeded but none has a TTFT: 100 rows, no value.
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "ttft_ms_p50", "candidate": "ft", "at_most": 1000},
+                     min_examples=50)
+    assert v.status == "insufficient" and v.n == 0
+
+
+def test_gate_and_monitor_share_the_decision_at_the_threshold():
+    from harness.manifest_spec import MonitorRule, MonitorSpec
+    from harness.monitor import _status
+
+    spec = MonitorSpec(min_rows=1)
+    for low, high, threshold, gate_rule, alarm in [(0.5, 0.7, 0.7, "at_most", "insufficient"),
+                                                   (0.5, 0.69, 0.7, "at_most", "ok"),
+                                                   (0.7, 0.9, 0.7, "at_least", "insufficient"),
+                                                   (0.71, 0.9, 0.7, "at_least", "ok"),
+                                                   (0.6, 0.69, 0.7, "at_least", "alert")]:
+        rule = MonitorRule.model_validate({"signal": "x", gate_rule: threshold})
+        assert _status([rule], (low + high) / 2, low, high, None, 10, spec)[0] == alarm
+
+
+def test_a_criterion_the_data_can_never_decide_is_refused_before_any_work(tmp_path):
+    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    floor = Manifest.model_validate({"min_examples": 500, "criteria": [
+        {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.5}]})
+    with pytest.raises(ConfigError, match=r"criteria\.0: qa has 133 test examples .* min_examples is 500"):
+        check_against(floor, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 133})
+    check_against(floor, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 500})
+    tail = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.5},
+        {"task": "*", "metric": "e2e_ms_p99", "candidate": "ft", "at_most": 900}]})
+    with pytest.raises(ConfigError, match=r"criteria\.1: qa has 200 test examples; e2e_ms_p99 needs at least 368"):
+        check_against(tail, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 200})
+
+
+def test_a_tail_percentile_of_few_requests_has_no_upper_bound(evidence):
+    # 100 requests: enough for a bound on p95 (72) but not on p99 (368), which a bootstrap would have capped at
+    # the largest latency seen, leaning towards a pass.
+    (p95, p99) = _verdicts(evidence, {"task": "qa", "metric": "e2e_ms_p95", "candidate": "ft", "at_most": 150},
+                           {"task": "qa", "metric": "e2e_ms_p99", "candidate": "ft", "at_most": 150})
+    assert p95.status == "pass"
+    assert p99.status == "insufficient" and p99.ci_high == np.inf and p99.examples_needed == 368

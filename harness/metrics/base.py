@@ -53,6 +53,10 @@ class Metric(ABC):
     # Latency metrics: the series ("ttft_ms") and statistic ("p50") they fill in latency.json.
     series: ClassVar[str | None] = None
     statistic: ClassVar[str | None] = None
+    # A metric fed by a machine's verdicts (a detector, an LLM judge): the metric giving, per example, 1 where the
+    # machine gave no usable verdict (unparsed reply, failed call) and 0 where it did. Such answers are left out of
+    # this metric; the manifest makes a criterion insufficient when their share is above its `max_unparsed`.
+    unparsed: str | None = None
 
     @property
     def automatic(self) -> bool:
@@ -79,6 +83,24 @@ class Metric(ABC):
     def value(self, stats: np.ndarray, n: int) -> float:
         return float(self.aggregate(stats, Resample.identity(n))[0])
 
+    def count(self, stats: np.ndarray) -> int:
+        """How many examples have a value: `min_examples` counts these, not rows (an unparsed verdict is none)."""
+        per = self.per_example(stats)
+        return len(stats) if per is None else int((~np.isnan(per)).sum())
+
+    def interval(self, stats: np.ndarray, confidence: float) -> tuple[float, float] | None:
+        """An interval the metric computes itself instead of the bootstrap's (None: the bootstrap's)."""
+        return None
+
+    def min_n(self, confidence: float, above: bool) -> int:
+        """The fewest examples with which the interval can lie wholly above (`above`) or below a threshold."""
+        return 1
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """The statistics with the failed requests (a boolean mask over examples) counted at their worst for the
+        candidate, for the gate. Here the failed request's empty answer stands: no text scores lower."""
+        return stats
+
 
 class MeanMetric(Metric):
     """The mean of a per-example value; NaN rows (not applicable) are left out."""
@@ -98,6 +120,19 @@ class MeanMetric(Metric):
 
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return np.where(stats[:, 1] > 0, stats[:, 0], np.nan)
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """A failed request takes the metric's worst value (a hallucination, not an abstention; no judge score at
+        all is a 0), or the worst value observed where the range is unbounded on that side."""
+        low, high = self.value_range
+        worst = low if self.higher_is_better else high
+        if not np.isfinite(worst):
+            seen = self.per_example(stats)
+            seen = seen[~np.isnan(seen)]
+            worst = (seen.min() if self.higher_is_better else seen.max()) if len(seen) else 0.0
+        out = stats.copy()
+        out[failed] = (worst, 1.0)
+        return out
 
 
 class SumStatsMetric(Metric):

@@ -4,7 +4,9 @@ Per request: TTFT, TPOT ((e2e - ttft) / (output tokens - 1), as vLLM's benchmark
 end-to-end time; their percentiles are taken over requests. Inter-token latency pools every gap of every
 request, as vLLM does; its bootstrap repeats each gap as often as its request was drawn. All use
 `stats.latency_percentile`, the definition `harness bench` uses too (vLLM's). Failed requests have no
-latency and are left out; `error_rate` counts them.
+latency and are left out of the reported figures (`error_rate` counts them); the gate counts them as SLO misses
+(infinite latency), as vLLM's goodput does. The interval of a request percentile is distribution-free (order
+statistics), so a tail percentile measured on few requests has no upper bound rather than a flattering one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import numpy as np
 
 from harness.metrics.base import MeanMetric, Metric, Resample, ScoringInput, SumStatsMetric, register
-from harness.stats import latency_percentile, repeated_percentile
+from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, repeated_percentile
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
@@ -54,6 +56,17 @@ class RequestPercentile(Metric):
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return stats[:, 0]
 
+    def interval(self, stats: np.ndarray, confidence: float) -> tuple[float, float]:
+        return order_statistic_interval(stats[:, 0], self.q, confidence)
+
+    def min_n(self, confidence: float, above: bool) -> int:
+        return order_statistic_min_n(self.q, confidence, upper=not above)
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        out = stats.copy()
+        out[failed, 0] = np.inf
+        return out
+
 
 class InterTokenPercentile(Metric):
     """Percentile of all inter-token gaps pooled; stats rows are (request index, gap ms), one per gap."""
@@ -76,6 +89,13 @@ class InterTokenPercentile(Metric):
         order = np.argsort(stats[:, 1], kind="stable")
         owner, values = stats[order, 0].astype(int), stats[order, 1]
         return repeated_percentile(values, sample.counts[:, owner], self.q)
+
+    def count(self, stats: np.ndarray) -> int:
+        return len(np.unique(stats[:, 0]))
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """A failed request adds one infinite gap (it never delivered its next token)."""
+        return np.concatenate([stats, np.array([(i, np.inf) for i in np.flatnonzero(failed)]).reshape(-1, 2)])
 
 
 class OutputTokensPerSecond(SumStatsMetric):
