@@ -26,7 +26,7 @@ from rich.table import Table
 from harness import models
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
-from harness.bench import LevelResult, LoadLevel, Targets, random_prompts, read_prompts, run_levels
+from harness.bench import LevelPrompts, LevelResult, LoadLevel, Targets, random_prompts, read_prompts, run_levels
 
 from record import alternate, spread, write
 
@@ -99,9 +99,9 @@ def main() -> None:
 
         def ours(repeat: int) -> LevelResult:
             requests = read_prompts(fresh_prompts(repeat, 1), args.output_len)
-            # vLLM's bench warms up with its first prompt only, so one cached prompt on each side
-            (level,) = run_levels(client, served, requests, [LoadLevel(args.concurrency)], 1, Targets(),
-                                  cost_per_hour=0)
+            # vLLM's bench warms up with its first prompt and measures it again, so one cached prompt on each side
+            (level,) = run_levels(client, served, [LevelPrompts(requests[:1], requests)],
+                                  [LoadLevel(args.concurrency)], Targets(), cost_per_hour=0)
             return level
 
         runs, order = alternate({"vllm bench": peer, "harness bench": ours}, args.repeats)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.ratings import DIMENSIONS, Preference, Score, item_wins
+from harness.ratings import DIMENSIONS, Preference, Score, item_wins, paired_with_ratings
 from harness.stats import mean_draws, percentile_interval
 
 
@@ -144,20 +144,16 @@ class JudgeAgreement:
 
 def judge_agreement(judge: str, scale: str, scores: list[Score], judged: dict[tuple[str, str, str], float]
                     ) -> JudgeAgreement | None:
-    """`judged` maps (task, example_id, candidate) to the judge's score; None below three shared items."""
+    """`judged` maps (task, example_id, candidate) to the judge's score; None below three shared items. The pairs
+    are the gate's (`paired_with_ratings`), so the page shows the figure the manifest decides on."""
     from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
     from harness.metrics.judge import agrees
 
-    human: dict[tuple[str, str, str], list[float]] = {}
-    for s in scores:
-        human.setdefault((s.task, s.example_id, s.candidate), []).append(s.mean)
-    keys = [k for k in human if k in judged and not np.isnan(judged[k])]
-    if len(keys) < 3:
+    x, y = paired_with_ratings(scores, judged)
+    if len(x) < 3:
         return None
-    x = np.array([judged[k] for k in keys])
-    y = np.array([float(np.mean(human[k])) for k in keys])
     rho = float(spearmanr(x, y)[0]) if len(set(x)) > 1 and len(set(y)) > 1 else float("nan")
     if scale == "pass_fail":
         kappa = cohen_kappa_score(x >= 0.5, y >= 3)
@@ -165,4 +161,4 @@ def judge_agreement(judge: str, scale: str, scores: list[Score], judged: dict[tu
         kappa = cohen_kappa_score(np.rint(x).astype(int), np.rint(y).astype(int), weights="quadratic",
                                   labels=[1, 2, 3, 4, 5])
     share = float(np.mean([agrees(a, b, scale) for a, b in zip(x, y, strict=True)]))
-    return JudgeAgreement(judge, len(keys), rho, float(kappa), share)
+    return JudgeAgreement(judge, len(x), rho, float(kappa), share)

@@ -1,7 +1,9 @@
 """Latency and throughput under load (`harness bench`), measured the way vLLM's serving benchmark does.
 
-For each load level (a concurrency limit, optionally with Poisson arrivals at a request rate) the same
-prompts are sent after a few warm-up requests that are not counted. Per level: TTFT, TPOT
+For each load level (a concurrency limit, optionally with Poisson arrivals at a request rate) a few warm-up
+requests that are not counted go first, then the measured ones. No request repeats a prompt that any earlier
+request of the bench sent (warm-up included): with prefix caching on, a repeated prompt is served from the
+cache and its TTFT is a fraction of a real one's. Per level: TTFT, TPOT
 ((e2e - ttft) / (output tokens - 1)), inter-token latency (all gaps pooled) and end-to-end latency at
 p50/p90/p99 in ms, request and output-token throughput, errors, goodput (requests per second that meet
 every latency target) and the cost of 1,000 requests at the candidate's `cost_per_hour`.
@@ -10,18 +12,21 @@ every latency target) and the cost of 1,000 requests at the candidate's `cost_pe
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from harness.backends import BACKENDS, BackendEnv
+from harness.backends import BACKENDS, BackendEnv, Deployment
 from harness.backends.base import LoadBackend
-from harness.errors import HarnessError
-from harness.plan import plan
+from harness.config import Candidate
+from harness.errors import ConfigError, HarnessError
+from harness.finetune import NotTrained, finetune_all
+from harness.plan import RunPlan, plan
 from harness.records import Completion, Request
 from harness.stats import latency_percentile
 from harness.store import ResultsDir, now_iso, write_json
@@ -84,6 +89,9 @@ class LevelResult:
     itl_ms: dict[str, float] = field(default_factory=dict)
     e2e_ms: dict[str, float] = field(default_factory=dict)
     first_error: str | None = None
+    # Which prompts the level sent (ids as PromptDraw gives them), so a reader can check none was sent twice.
+    warmup_prompts: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,21 +141,108 @@ def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
     return np.concatenate([[0.0], np.cumsum(gaps[:-1])]).tolist()
 
 
-def run_levels(backend: LoadBackend, candidate: str, prompts: list[Request], levels: list[LoadLevel],
-               warmup: int, targets: Targets, cost_per_hour: float, seed: int = 0,
+@dataclass(frozen=True)
+class LevelPrompts:
+    """What one load level sends: its warm-up requests (not counted), then the measured ones."""
+
+    warmup: list[Request]
+    measured: list[Request]
+
+
+@dataclass(frozen=True)
+class PromptDraw:
+    """Every level's prompts, none sent twice in the bench. The source's distinct prompts are dealt out in
+    order; where the levels need more, each further pass over them starts every prompt with a mark of its
+    own ("[pass 2] "), and so does every pass for a server the bench did not start (`tag`), whose cache may
+    hold the plain prompts from earlier. A mark at the start shares nothing beyond the chat template's header
+    with any request sent before its pass; the marked prompts of one pass still share their instructions with
+    each other, as production traffic does, and are a few tokens longer."""
+
+    levels: list[LevelPrompts]
+    distinct: int  # distinct prompts in the source
+    passes: int  # how many times the source was dealt out; 1 when it sufficed unmarked
+    tag: str | None  # in every mark, for a server run elsewhere; None: the server was started for this bench
+
+    @property
+    def marking(self) -> str | None:
+        """How prompts were marked, in words; None where every prompt went as the source has it."""
+        if self.tag is not None:
+            return f'"[{self.tag} pass N] " before every prompt'
+        return '"[pass N] " before every prompt from pass 2 on' if self.passes > 1 else None
+
+    @property
+    def cache(self) -> str:
+        if self.tag is not None:
+            return ("a server run elsewhere: every prompt carries this bench's mark, so none can be in its prefix "
+                    "cache from earlier traffic")
+        return "the server was started for this bench with an empty prefix cache"
+
+    def record(self) -> dict[str, Any]:
+        return {"distinct": self.distinct, "passes": self.passes, "marking": self.marking, "cache": self.cache,
+                "each_prompt_sent_once": True}
+
+
+def _mark(tag: str | None, turn: int) -> str:
+    if tag is None:
+        return f"[pass {turn + 1}] " if turn else ""
+    return f"[{tag} pass {turn + 1}] "
+
+
+def _marked(request: Request, tag: str | None, turn: int) -> Request:
+    mark = _mark(tag, turn)
+    if not mark:
+        return request
+    first, *rest = request.messages
+    # The mark leads both forms (chat messages, plain prompt): the endpoint decides which is sent.
+    return replace(request, example_id=f"{request.example_id}+{turn}" if turn else request.example_id,
+                   messages=[{**first, "content": mark + first["content"]}, *rest], prompt=mark + request.prompt)
+
+
+def distinct_prompts(prompts: list[Request]) -> list[Request]:
+    """The prompts less any that repeats an earlier one's messages or text (a cache hit either way)."""
+    seen_messages: set[str] = set()
+    seen_text: set[str] = set()
+    out = []
+    for r in prompts:
+        messages = json.dumps(r.messages, sort_keys=True)
+        if messages in seen_messages or r.prompt in seen_text:
+            continue
+        seen_messages.add(messages)
+        seen_text.add(r.prompt)
+        out.append(r)
+    return out
+
+
+def draw_prompts(source: list[Request], levels: int, warmup: int, requests: int,
+                 tag: str | None = None) -> PromptDraw:
+    """`levels` × (`warmup` + `requests`) prompts, each level's warm-up first, none sent twice (see PromptDraw)."""
+    pool = distinct_prompts(source)
+    if not pool:
+        raise HarnessError("bench: no prompts to send")
+    per_level = warmup + requests
+    dealt = [_marked(pool[k % len(pool)], tag, k // len(pool)) for k in range(levels * per_level)]
+    chunks = [dealt[i * per_level:(i + 1) * per_level] for i in range(levels)]
+    return PromptDraw([LevelPrompts(c[:warmup], c[warmup:]) for c in chunks], len(pool),
+                      -(-len(dealt) // len(pool)), tag)
+
+
+def run_levels(backend: LoadBackend, candidate: str, prompts: list[LevelPrompts], levels: list[LoadLevel],
+               targets: Targets, cost_per_hour: float, seed: int = 0,
                on_level: Callable[[LevelResult], None] = lambda _r: None) -> list[LevelResult]:
-    """Every level on the same prompts; warm-up requests first, not counted."""
-    if not prompts:
+    """Each level on its own prompts (`prompts[i]` for `levels[i]`); its warm-up requests first, not counted."""
+    if any(not p.measured for p in prompts):
         raise HarnessError("bench: no prompts to send")
     results = []
-    for level in levels:
+    for level, mine in zip(levels, prompts, strict=True):
         backend_concurrency(backend, level.concurrency)
-        if warmup:
-            list(backend.generate(prompts[:warmup], candidate, "warmup"))
-        arrivals = poisson_arrivals(len(prompts), level.rate, seed) if level.rate else None
+        if mine.warmup:
+            list(backend.generate(mine.warmup, candidate, "warmup"))
+        arrivals = poisson_arrivals(len(mine.measured), level.rate, seed) if level.rate else None
         started = time.perf_counter()
-        completions = list(backend.generate(prompts, candidate, "bench", arrivals))
-        result = summarise(level, completions, time.perf_counter() - started, targets, cost_per_hour)
+        completions = list(backend.generate(mine.measured, candidate, "bench", arrivals))
+        result = replace(summarise(level, completions, time.perf_counter() - started, targets, cost_per_hour),
+                         warmup_prompts=[r.example_id for r in mine.warmup],
+                         prompts=[r.example_id for r in mine.measured])
         on_level(result)
         results.append(result)
     return results
@@ -243,6 +338,32 @@ class BenchOptions:
     targets: Targets
 
 
+def bench_target(the_plan: RunPlan, cand: Candidate, results: ResultsDir, say: Callable[[str], None]) -> Deployment:
+    """The candidate as `harness run` serves it: with its `adapter:`, or for a fine-tune with the adapter trained
+    for it, found by content hash as `harness run` finds it. Bench never trains, and never measures a base under
+    a fine-tune's name: a fine-tune not trained yet is refused."""
+    where = f"candidates.{the_plan.suite.candidates.index(cand)}"
+    if cand.adapter and not cand.options.local_weights:
+        raise ConfigError(the_plan.suite_file, f"{where}.adapter", (
+            f"backend {cand.backend} sends requests for {cand.model!r} to a server run elsewhere, which loads no "
+            "adapter from here, so bench would measure the model without it; serve the adapter there and name it "
+            "as `model`"))
+    if cand.finetune is None:
+        return cand.deployment()
+    say(f"finding the adapter trained for {cand.name} (by the hash of its base, data and settings)")
+    try:
+        # No data reports: they decide whether training may start, and bench trains nothing.
+        adapters = finetune_all(the_plan, [], results.adapters, say, only=cand.name, lookup_only=True)
+    except NotTrained as exc:
+        whose = cand.name if exc.candidate == cand.name else f"{exc.candidate}, which {cand.name} continues,"
+        raise ConfigError(the_plan.suite_file, f"{where}.finetune", (
+            f"candidate {cand.name} is fine-tuned, but {whose} has no adapter trained for its current settings, "
+            f"data and base (none at {exc.target}), and benching its base in its place would mislead; train it "
+            f"first: harness finetune {the_plan.suite_file} --candidate {cand.name} --results {results.path}"
+        )) from None
+    return cand.deployment(str(adapters[cand.name]))
+
+
 def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say: Callable[[str], None],
                 on_level: Callable[[LevelResult], None]) -> tuple[Path, list[LevelResult]]:
     """Load-test one candidate of a suite; writes latency.json, latency.png and report.md."""
@@ -253,36 +374,51 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
                            f"served backend ({', '.join(_served_backends())})")
     if any(c < 1 for c in options.concurrency) or any(r <= 0 for r in options.rates) or options.requests < 1:
         raise HarnessError("bench: concurrency, rates and --requests must be positive")
-    default_new = max(t.spec.generation.max_new_tokens for t in the_plan.tasks)
-    new_tokens = options.output_len or default_new
-    if options.prompts_file:
-        prompts = read_prompts(options.prompts_file, new_tokens)
-    elif options.random_input_len:
-        prompts = random_prompts(options.requests, options.random_input_len, new_tokens, the_plan.suite.seed)
-    else:
-        prompts = [r for t in the_plan.tasks for r in the_plan.requests(t, cand)]
-        if options.output_len:
-            prompts = [Request(r.example_id, r.messages, r.prompt, new_tokens) for r in prompts]
-    prompts = [prompts[i % len(prompts)] for i in range(options.requests)]
-    # A fixed output length needs the server to ignore end-of-sequence (vLLM's extension, as in its benchmark).
-    extra = {"ignore_eos": True} if options.output_len else None
+    if options.warmup < 0:
+        raise HarnessError("bench: --warmup must be 0 or more")
     levels = [LoadLevel(c) for c in options.concurrency] + [LoadLevel(max(options.concurrency), r)
                                                              for r in options.rates]
-    out = ResultsDir(results_dir).new_bench(cand.name)
+    tasks = [t for t in the_plan.tasks if cand.runs(t.name)]
+    new_tokens = options.output_len or max(t.spec.generation.max_new_tokens for t in tasks)
+    if options.prompts_file:
+        source, described = read_prompts(options.prompts_file, new_tokens), str(options.prompts_file)
+    elif options.random_input_len:
+        # As many as the bench sends, so that every request has a prompt of its own without marks.
+        source = random_prompts(len(levels) * (options.warmup + options.requests), options.random_input_len,
+                                new_tokens, the_plan.suite.seed)
+        described = f"random, {options.random_input_len} words"
+    else:
+        # Task-qualified ids: two tasks may share example ids, and latency.json lists each level's prompts.
+        source = [replace(r, example_id=f"{t.name}/{r.example_id}", max_new_tokens=new_tokens)
+                  for t in tasks for r in the_plan.requests(t, cand)]
+        described = f"the test prompts of {', '.join(t.name for t in tasks)}"
+    results_root = ResultsDir(results_dir)
+    target = bench_target(the_plan, cand, results_root, say)
+    # A server this bench starts (weights here) has an empty cache; one run elsewhere may hold these prompts
+    # from earlier benches or traffic, so there every prompt carries a mark new to this bench.
+    draw = draw_prompts(source, len(levels), options.warmup, options.requests,
+                        tag=None if cand.options.local_weights else secrets.token_hex(4))
+    if draw.passes > 1:
+        say(f"bench: {described} give {draw.distinct} distinct prompts for {len(levels)} levels of "
+            f"{options.warmup} + {options.requests} requests; passes 2 to {draw.passes} start each prompt with "
+            '"[pass N] " so that no request is answered from the cache an earlier one filled (fewer --requests, '
+            "or --random-input-len, sends every prompt unmarked)")
+    # A fixed output length needs the server to ignore end-of-sequence (vLLM's extension, as in its benchmark).
+    extra = {"ignore_eos": True} if options.output_len else None
+    out = results_root.new_bench(cand.name)
     started = now_iso()
-    target = cand.deployment()
     with BackendEnv([target], say, out.logs_dir, extra_body=extra) as env:
-        say(f"opening backend {cand.backend} for {cand.name}")
+        say(f"opening backend {cand.backend} for {cand.name}" + (f" with adapter {target.adapter}"
+                                                                  if target.adapter else ""))
         backend = cast(LoadBackend, cand.options.open(target, env))  # a served backend takes arrivals
         try:
-            results = run_levels(backend, cand.name, prompts, levels, options.warmup, options.targets,
-                                 cand.cost_per_hour, the_plan.suite.seed, on_level)
+            results = run_levels(backend, cand.name, draw.levels, levels, options.targets, cand.cost_per_hour,
+                                 the_plan.suite.seed, on_level)
         finally:
             backend.close()
     meta = {"suite": str(suite_file), "started_at": started, "finished_at": now_iso(), "requests": options.requests,
             "warmup": options.warmup, "output_len": options.output_len, "targets": asdict(options.targets),
-            "prompts": str(options.prompts_file) if options.prompts_file else
-            ("random" if options.random_input_len else "suite tasks")}
+            "prompts": described, "prompt_draw": draw.record(), "model": cand.model, "adapter": target.adapter}
     write_latency(out.latency_json, cand.name, results, meta)
     plot(results, out.plot_png, f"{cand.name}: latency against throughput")
     out.report_md.write_text(bench_markdown(cand.name, results, meta))
@@ -290,8 +426,14 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
 
 
 def bench_markdown(candidate: str, results: list[LevelResult], meta: dict[str, Any]) -> str:
-    lines = [f"# Load test of {candidate}", "", f"{meta['requests']} requests per level ({meta['prompts']}), "
-             f"{meta['warmup']} warm-up requests not counted; {meta['started_at']} to {meta['finished_at']}.", "",
+    draw = meta["prompt_draw"]
+    served = f"{meta['model']} with adapter {meta['adapter']}" if meta["adapter"] else meta["model"]
+    marks = f", marked {draw['marking']}" if draw["marking"] else ""
+    lines = [f"# Load test of {candidate}", "", f"{served}: {meta['requests']} requests per level, each level after "
+             f"{meta['warmup']} warm-up requests of its own that are not counted; {meta['started_at']} to "
+             f"{meta['finished_at']}.", "",
+             f"Prompts: {meta['prompts']} ({draw['distinct']} distinct{marks}). No request, warm-up included, "
+             f"sent a prompt an earlier one had sent; {draw['cache']}.", "",
              "![latency against throughput](latency.png)", "",
              "| level | req/s | out tok/s | goodput req/s | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
              "ITL p50/p90/p99 ms | E2E p50/p90/p99 ms | errors | $ per 1k req |",

@@ -189,15 +189,16 @@ def bench(
     candidate: str = typer.Option(..., "--candidate", help="the candidate to load-test (backend openai or vllm)"),
     concurrency: str = typer.Option("1,4,16", "--concurrency", help="concurrency levels, comma-separated"),
     rate: str = typer.Option("", "--rate", help="request rates (req/s, Poisson arrivals), comma-separated"),
-    requests: int = typer.Option(64, "--requests", help="requests per level"),
-    warmup: int = typer.Option(4, "--warmup", help="warm-up requests per level, not counted"),
+    requests: int = typer.Option(64, "--requests", help="requests per level, each on a prompt no other request sends"),
+    warmup: int = typer.Option(4, "--warmup", help="warm-up requests per level, on prompts of their own, not counted"),
     prompts: Path = typer.Option(None, "--prompts", help="JSONL file with a `prompt` field per line"),
     random_input_len: int = typer.Option(None, "--random-input-len", help="random prompts of this many words"),
     output_len: int = typer.Option(None, "--output-len", help="fixed output length (ignores end of sequence)"),
     slo: str = typer.Option("", "--slo", help="goodput targets in ms, e.g. ttft=500,tpot=50,e2e=3000"),
     results: Path = typer.Option(Path("results"), "--results", help="directory for the bench directory"),
 ) -> None:
-    """Latency and throughput under load: TTFT, TPOT, ITL, E2E percentiles, throughput, goodput, cost."""
+    """Latency and throughput under load: TTFT, TPOT, ITL, E2E percentiles, throughput, goodput, cost. A fine-tuned
+    candidate is benched with the adapter `harness finetune` trained for it."""
     from harness import report
     from harness.bench import BenchOptions, Targets, bench_suite
 

@@ -23,6 +23,7 @@ from pydantic import (
 
 from harness.backends import BACKENDS, BackendOptions, Deployment
 from harness.backends.hf_local import HFOptions
+from harness.backends.judge import JudgeModel
 from harness.detectors import DETECTORS, DetectorOptions
 from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError
@@ -149,6 +150,11 @@ class JudgeMetricSpec(Settings):
     against: str | None = Field(None, description="pairwise: win rate of each candidate against this one, each "
                                 "pair judged in both orders (a win must hold in both, else it counts as a tie)")
     max_new_tokens: Annotated[int, Field(gt=0)] = 64
+
+    @property
+    def judge_model(self) -> JudgeModel | None:
+        """The model the judge runs on, as the judge detector's; None for a suite candidate (its own backend)."""
+        return None if self.candidate else JudgeModel(model=self.judge, url=self.url, api_key_env=self.api_key_env)
 
 
 DefinedMetric = EvaluateMetricSpec | JudgeMetricSpec

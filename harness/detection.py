@@ -1,6 +1,7 @@
 """The detection stage: a task's hallucination detector over every candidate's answers, with the findings
 kept in the run directory (evidence for the dashboard, and no second pass of a model detector when a run
-is gated or re-scored). A finding is reused while the answer and the detector are unchanged."""
+is gated or re-scored). A finding is reused while the answer and the detector are unchanged; a failed
+request (a judge's timeout) is no finding: it counts as unparsed in this scoring and is asked again next time."""
 
 from __future__ import annotations
 
@@ -52,6 +53,6 @@ def task_findings(run: RunDir, task: TaskSpec, spec: DetectorOptions, examples: 
                 findings[i] = f
             run.write_detections(cand, task.name, (
                 {"example_id": ex.id, "answer": c.answer, "detector": detector_key, "finding": f.to_dict()}
-                for ex, c, f in zip(examples, claims, findings, strict=True) if f is not None))
+                for ex, c, f in zip(examples, claims, findings, strict=True) if f is not None and not f.failed))
         out[cand] = [f for f in findings if f is not None]
     return out

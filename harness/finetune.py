@@ -36,6 +36,16 @@ from harness.records import Example
 from harness.store import LINEAGE_FILE, read_lineage
 
 
+class NotTrained(HarnessError):
+    """A lookup without training (`lookup_only`) found no adapter for the candidate's current inputs."""
+
+    def __init__(self, candidate: str, target: Path) -> None:
+        super().__init__(f"finetune {candidate}: no adapter trained for its current settings, data and base "
+                         f"(none at {target})")
+        self.candidate = candidate
+        self.target = target
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     task: TaskSpec
@@ -134,10 +144,11 @@ def encode_example(tokenizer: Any, task: TaskSpec, ex: Example, labels: list[str
 
 def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path, name: str,
                   chat: bool | None = None, say: Any = print, base_digest: str | None = None,
-                  parent: Path | None = None) -> Path:
+                  parent: Path | None = None, lookup_only: bool = False) -> Path:
     """Train (or reuse) the LoRA adapter; returns its folder under out_root. `base_digest` is the base
     weights' hash when already known (torchrun workers get it from the launcher, not hashing again).
-    With a `parent` adapter, training continues from its weights and LoRA settings (a successor)."""
+    With a `parent` adapter, training continues from its weights and LoRA settings (a successor).
+    `lookup_only` finds the adapter without training, raising NotTrained where it is not there."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import (
@@ -164,7 +175,10 @@ def train_adapter(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_roo
         if problem is None:
             say(f"reusing adapter {target}")
             return target
-        say(f"training again: the cached adapter is damaged ({problem})")
+        if not lookup_only:
+            say(f"training again: the cached adapter is damaged ({problem})")
+    if lookup_only:
+        raise NotTrained(name, target)
 
     if spec.distributed.processes > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(base_dir, data, spec, out_root, name, use_chat, base_digest, target, say, parent)
@@ -326,7 +340,8 @@ def _worker(job_file: str) -> None:
 
 def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example], labels: list[str] | None,
                        base_dir: Path, out_root: Path, say: Any = print, test: list[Example] | None = None,
-                       extra: list[Example] | None = None, parent: Path | None = None) -> Path:
+                       extra: list[Example] | None = None, parent: Path | None = None,
+                       lookup_only: bool = False) -> Path:
     """The candidate's training rows (`limit` samples the task's own split; `extra` rows are all kept, less
     those already in it), decontaminated where asked, then trained from the base or from `parent`."""
     spec = candidate.finetune
@@ -348,7 +363,7 @@ def finetune_candidate(candidate: Candidate, task: TaskSpec, train: list[Example
         rows = rows + clean
     fit, validation = split_validation(rows, spec.validation_fraction, spec.seed)
     return train_adapter(base_dir, TrainingSet(task, fit, validation, labels), spec, out_root, candidate.name,
-                         candidate.options.chat_template(), say, parent=parent)
+                         candidate.options.chat_template(), say, parent=parent, lookup_only=lookup_only)
 
 
 def _with_parents(suite: Suite, only: str | None) -> set[str]:
@@ -365,9 +380,11 @@ def _with_parents(suite: Suite, only: str | None) -> set[str]:
 
 
 def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
-                 only: str | None = None, timings: dict[str, float] | None = None) -> dict[str, Path]:
+                 only: str | None = None, timings: dict[str, float] | None = None,
+                 lookup_only: bool = False) -> dict[str, Path]:
     """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block, parents
-    before their successors; each one's seconds (about 0 when reused) into `timings` as CANDIDATE/finetune."""
+    before their successors; each one's seconds (about 0 when reused) into `timings` as CANDIDATE/finetune.
+    `lookup_only` finds the adapters already trained, raising NotTrained for the first that is not."""
     from harness import models
 
     tasks = {t.name: t for t in the_plan.tasks}
@@ -389,7 +406,7 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
         started = time.perf_counter()
         adapters[cand.name] = finetune_candidate(
             cand, task.spec_for(cand), task.data.train, task.data.labels, base, root, say, test=task.data.test,
-            extra=the_plan.extra_train.get(cand.name, []), parent=parent)
+            extra=the_plan.extra_train.get(cand.name, []), parent=parent, lookup_only=lookup_only)
         if timings is not None:
             timings[f"{cand.name}/finetune"] = round(time.perf_counter() - started, 3)
     return adapters

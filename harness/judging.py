@@ -1,51 +1,55 @@
 """The judging stage: each judge metric of a task reads every candidate's answers (pairwise ones beside the
 `against` candidate's, in both orders), with the replies kept in the run directory. A judgement is reused while
-the answers and the judge (model, rubric and its version, scale) are unchanged, so gating again asks nothing."""
+the answers and the judge (model, rubric and its version, scale, how replies are read) are unchanged, so gating
+again asks nothing. A failed request is no judgement: it counts as unparsed in this scoring and is not kept, so
+the next gate asks again."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-from harness.backends import Backend, BackendEnv, Deployment
-from harness.backends.hf_local import HFOptions
-from harness.backends.openai_compat import OpenAIOptions
+from harness.backends.judge import OpenJudge
 from harness.config import JudgeMetricSpec, Suite, TaskSpec
-from harness.metrics.judge import PROMPT_VERSION, form, pairwise_score, point_score, rubric_text, system_prompt
+from harness.metrics.judge import (
+    PROMPT_VERSION,
+    READING_VERSION,
+    form,
+    pairwise_score,
+    point_score,
+    rubric_text,
+    system_prompt,
+)
 from harness.records import Completion, Example, Judgement, Request
 from harness.store import RunDir
 
 
 def judge_key(spec: JudgeMetricSpec, task: TaskSpec) -> str:
-    return json.dumps({"prompt": PROMPT_VERSION, "judge": spec.judge, "url": spec.url, "candidate": spec.candidate,
-                       "rubric": rubric_text(spec, task), "rubric_version": spec.rubric_version, "scale": spec.scale,
-                       "against": spec.against}, sort_keys=True)
+    return json.dumps({"prompt": PROMPT_VERSION, "reading": READING_VERSION, "judge": spec.judge, "url": spec.url,
+                       "candidate": spec.candidate, "rubric": rubric_text(spec, task),
+                       "rubric_version": spec.rubric_version, "scale": spec.scale, "against": spec.against},
+                      sort_keys=True)
 
 
 class Judges:
-    """Opens each judge's backend once per stage and closes them all."""
+    """Opens each judge once per stage (its own model as the judge detector opens it, or a suite candidate's
+    deployment) and closes them all."""
 
     def __init__(self, suite: Suite, say: Callable[[str], None]) -> None:
         self.suite, self.say = suite, say
-        self._open: dict[str, tuple[Backend, BackendEnv]] = {}
+        self._open: dict[str, OpenJudge] = {}
 
-    def get(self, spec: JudgeMetricSpec) -> Backend:
-        key = f"{spec.judge}|{spec.url}|{spec.candidate}"
+    def get(self, spec: JudgeMetricSpec) -> OpenJudge:
+        model = spec.judge_model
+        key = model.model_dump_json() if model else f"candidate {spec.judge}"
         if key not in self._open:
-            if spec.candidate:
-                target = self.suite.candidate(spec.judge).deployment()
-                options = target.options
-            else:
-                options = OpenAIOptions(url=spec.url, api_key_env=spec.api_key_env) if spec.url else HFOptions()
-                target = Deployment("judge", spec.judge, None, options)
-            env = BackendEnv([target], self.say)
-            self._open[key] = (options.open(target, env), env)
-        return self._open[key][0]
+            self._open[key] = (model.open(self.say) if model
+                               else OpenJudge.start(self.suite.candidate(spec.judge).deployment(), self.say))
+        return self._open[key]
 
     def close(self) -> None:
-        for backend, env in self._open.values():
-            backend.close()
-            env.close()
+        for judge in self._open.values():
+            judge.close()
 
 
 def _user(example: Example, answers: list[str]) -> str:
@@ -89,14 +93,19 @@ def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], comple
                     judged[i] = j
             done = [j for j in judged if j is not None]
             out[cand][spec.name] = done
+            failed = sum(j.failed for j in done)
+            if failed:
+                say(f"{failed} answers of {cand} on {task.name} were not judged ({spec.name}: the request failed); "
+                    "counted as unparsed, asked again next time")
             for ex, answers, j in zip(examples, shown, done, strict=True):
-                rows.append({"metric": spec.name, "example_id": ex.id, "key": key, "answers": answers,
-                             "judgement": j.to_dict()})
+                if not j.failed:
+                    rows.append({"metric": spec.name, "example_id": ex.id, "key": key, "answers": answers,
+                                 "judgement": j.to_dict()})
         run.write_judgements(cand, task.name, rows)
     return out
 
 
-def _ask(backend: Backend, spec: JudgeMetricSpec, task: TaskSpec, examples: list[Example], texts: list[str],
+def _ask(judge: OpenJudge, spec: JudgeMetricSpec, task: TaskSpec, examples: list[Example], texts: list[str],
          other: list[str] | None, todo: list[int]) -> list[Judgement]:
     system = system_prompt(spec, rubric_text(spec, task))
     requests = []
@@ -106,14 +115,14 @@ def _ask(backend: Backend, spec: JudgeMetricSpec, task: TaskSpec, examples: list
             user = _user(examples[i], answers)
             messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
             requests.append(Request(f"{i}:{order}", messages, f"{system}\n\n{user}\n\n", spec.max_new_tokens))
-    replies = {c.example_id: (c.text if c.ok else f"ERROR: {c.error}")
-               for c in backend.generate(requests, "judge", task.name)}
+    replies = {c.example_id: c for c in judge.generate(requests, task.name)}
     out = []
     for i in todo:
-        if other is None:
-            raw = replies[f"{i}:0"]
-            out.append(Judgement(point_score(form(spec), raw), (raw,)))
+        got = [replies[f"{i}:{order}"] for order in range(1 if other is None else 2)]
+        if not all(c.ok for c in got):
+            out.append(Judgement(None, failed=True))
+        elif other is None:
+            out.append(Judgement(point_score(form(spec), got[0].text), (got[0].text,)))
         else:
-            first, second = replies[f"{i}:0"], replies[f"{i}:1"]
-            out.append(Judgement(pairwise_score(first, second), (first, second)))
+            out.append(Judgement(pairwise_score(got[0].text, got[1].text), (got[0].text, got[1].text)))
     return out

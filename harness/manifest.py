@@ -218,7 +218,8 @@ def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: flo
         status, why = _decided(what, low, high, threshold, above, conf)
     needed = None
     if status == "pass" and n < manifest.min_examples:
-        status, why = "insufficient", f"{why}, but only {n} examples with a value (min_examples {manifest.min_examples})"
+        status = "insufficient"
+        why = f"{why}, but only {n} examples with a value (min_examples {manifest.min_examples})"
         needed = manifest.min_examples
     elif status == "insufficient" and not math.isnan(value):
         needed = (examples_needed(n, low, high, value, threshold) if math.isfinite(low) and math.isfinite(high)

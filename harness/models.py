@@ -218,6 +218,20 @@ def check_model_ref(model: str) -> str | None:
     return None
 
 
+def model_problem(model: str) -> str | None:
+    """Why a model to load in process is not available offline: neither embedded, nor a folder, nor in the
+    Hugging Face cache (a detector's or a judge's model is checked before any generation starts)."""
+    problem = check_model_ref(model)
+    if problem or model in EMBEDDED or Path(model).expanduser().is_dir():
+        return problem
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return (f"model {model!r} is neither a local directory nor in the Hugging Face cache "
+                f"(download it first: hf download {model})")
+    return None
+
+
 def check_adapter_dir(adapter: str | Path) -> str | None:
     """Why a folder is not a usable peft LoRA adapter (config, weights, readable safetensors header), or None."""
     path = Path(adapter).expanduser()

@@ -106,7 +106,18 @@ class Runner:
             "data_check": [r.to_dict() for r in self.data_reports],
             "adapters": {name: str(path) for name, path in self.adapters.items()},
             "adapter_probes": self.probes,
+            "prompting": {cand: {task: how.to_dict() for task, how in per_task.items()}
+                          for cand, per_task in p.prompting.items()},
         }
+
+    def _say_prompting(self) -> None:
+        """How each `adapter:` candidate is prompted: one trained on another prompt scores far below what it learned."""
+        for cand in self.plan.suite.candidates:
+            if not cand.adapter:
+                continue
+            for task, how in self.plan.prompting.get(cand.name, {}).items():
+                self.console.print(f"  {cand.name} × {task}: prompt from the {how.prompt}, chat template from the "
+                                   f"{how.chat} ({how.why})", markup=False, highlight=False)
 
     def _write_failed(self, run: RunDir, started: str, timings: dict[str, float], exc: OSError) -> HarnessError:
         """A disk that fills or turns read-only mid-run: the run is marked failed where that can still be
@@ -134,6 +145,7 @@ class Runner:
                        **(previous.get("dtypes") or {})}
         run.write_run(self._record(run, "running", started, timings))
         self.console.print(f"[bold]run[/] {run.path}")
+        self._say_prompting()
         try:
             generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes)
         except KeyboardInterrupt:

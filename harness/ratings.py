@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -177,6 +178,27 @@ def item_means(scores: list[Score], candidate: str) -> np.ndarray:
         if s.candidate == candidate:
             per_item.setdefault(s.example_id, []).append(s.mean)
     return np.array([np.mean(v) for v in per_item.values()])
+
+
+class Output(NamedTuple):
+    """One rated (or automatically scored) output: a candidate's answer to one example of a task."""
+
+    task: str
+    example_id: str
+    candidate: str
+
+
+def paired_with_ratings(scores: list[Score], machine: Mapping[tuple[str, str, str], float]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(machine values, reviewers' mean rating) per output that both scored, joined on (task, example,
+    candidate) and in that order; `machine` maps an Output to its value, NaN where there is none. The gate's
+    `<judge>_agreement` and the Agreement page both pair answers here, so they cannot pair them differently."""
+    human: dict[Output, list[float]] = {}
+    for s in scores:
+        human.setdefault(Output(s.task, s.example_id, s.candidate), []).append(s.mean)
+    keys = sorted(k for k in human if k in machine and not np.isnan(machine[k]))
+    return (np.array([machine[k] for k in keys], float),
+            np.array([np.mean(human[k]) for k in keys], float))
 
 
 def item_wins(preferences: list[Preference], candidate: str) -> np.ndarray:

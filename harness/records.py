@@ -88,7 +88,10 @@ class Finding:
     spans: tuple[str, ...] = ()      # the unsupported words, sentences or span the judge named
     score: float | None = None       # the detector's own confidence that the answer is hallucinated
     raw: str | None = None           # a judge's raw output
-    error: str | None = None         # why there is no real verdict (counted as not hallucinated)
+    # Why there is no verdict (a reply without one, a failed request): left out of the rates, counted in
+    # `detector_unparsed`, never taken as "not hallucinated".
+    error: str | None = None
+    failed: bool = False             # the request itself failed (a timeout): not kept, so the next gate asks again
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +109,7 @@ class Judgement:
     score: float | None
     raw: tuple[str, ...] = ()  # every reply the judge gave for it (two for pairwise: both orders)
     judged: bool = True  # False where nothing was asked (a candidate against itself)
+    failed: bool = False  # a request failed (a timeout): unparsed now, not kept, so the next gate asks again
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,7 +86,7 @@ def draws(metric: Statistic, stats: dict[str, np.ndarray], n: int, resamples: in
 _MISS = 1e300
 
 
-def latency_percentile(values: np.ndarray, q: float) -> np.ndarray:
+def latency_percentile(values: np.ndarray, q: float | np.ndarray) -> np.ndarray:
     """The one percentile definition for latency, in runs' metrics and in `harness bench` alike: numpy's
     default linear interpolation between order statistics, as vLLM's benchmark computes it, along the last
     axis; NaN (a missing time) is left out, and an all-NaN row gives NaN. An infinite value (a failed request

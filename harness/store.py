@@ -28,7 +28,12 @@ LINEAGE_FILE = "lineage.json"
 def read_lineage(adapter: Path) -> dict[str, Any]:
     """An adapter's lineage, or {} for one not trained here."""
     path = adapter / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    lineage = read_json(path)
+    if not isinstance(lineage, dict):
+        raise HarnessError(f"{path}: not an adapter lineage (expected a JSON object)")
+    return lineage
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> None:

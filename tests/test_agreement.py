@@ -80,3 +80,26 @@ def test_judge_agreement_with_reviewers_on_the_same_answers():
                                                           labels=[1, 2, 3, 4, 5]))
     assert found.agreement == pytest.approx(5 / 6)  # e3: judge 4 against 2 is the one miss
     assert judge_agreement("q", "1-5", scores[:2], judged) is None
+
+
+def test_the_gate_and_the_agreement_page_pair_a_judge_with_the_ratings_of_the_same_answers(tmp_path):
+    from harness.agreement import judge_agreement
+    from harness.metrics.judge import JudgeAgreement
+    from harness.ratings import RatingStore
+
+    judge = {"e0": 5.0, "e1": 1.0, "e2": 4.0, "e3": 2.0}
+    store = RatingStore(tmp_path / "ratings.db")
+    # Saved out of example order, with a second reviewer on e1 and another candidate's rating between them: the
+    # judge agrees with the reviewers on every answer of ft, paired by example and candidate.
+    for example_id, candidate, reviewer, rating in [("e3", "ft", "ada", 2), ("e0", "base", "ada", 1),
+                                                    ("e0", "ft", "ada", 5), ("e2", "ft", "ada", 4),
+                                                    ("e1", "ft", "ada", 1), ("e1", "ft", "bo", 2)]:
+        store.save_score(Score("run", "t", example_id, candidate, reviewer, rating, rating, rating))
+    human = store.of_run("run")
+    assert [s.example_id for s in human.scores][:3] == ["e3", "e0", "e0"]
+
+    gate = type("Q", (JudgeAgreement,), {"name": "q_agreement", "reads": "q", "scale": "1-5"})()
+    values = gate.rated_values(human, "t", "ft", judge)
+    assert list(values) == [1.0, 1.0, 1.0, 1.0]
+    page = judge_agreement("q", "1-5", human.scores, {("t", e, "ft"): v for e, v in judge.items()})
+    assert page.items == len(values) and page.agreement == values.mean()

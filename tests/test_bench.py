@@ -1,3 +1,7 @@
+"""`harness bench`: the figures by hand, every request on a prompt no earlier request sent (a prefix cache
+would answer a repeat at a fraction of a real TTFT), and a fine-tune or adapter candidate benched with its
+adapter, never its base under its name."""
+
 import json
 from itertools import pairwise
 
@@ -6,8 +10,20 @@ import pytest
 
 from harness.backends.base import Completion
 from harness.backends.openai_compat import OpenAICompatBackend
-from harness.bench import LoadLevel, Targets, poisson_arrivals, random_prompts, read_prompts, run_levels, summarise
+from harness.backends.vllm_server import VllmServer
+from harness.bench import (
+    LoadLevel,
+    Targets,
+    distinct_prompts,
+    draw_prompts,
+    poisson_arrivals,
+    random_prompts,
+    read_prompts,
+    run_levels,
+    summarise,
+)
 from harness.errors import HarnessError
+from harness.records import Request
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
 
@@ -51,7 +67,8 @@ def test_poisson_arrivals_have_the_asked_rate():
 
 
 def test_levels_set_the_concurrency_and_skip_warmup():
-    prompts = random_prompts(12, input_words=5, max_new_tokens=4, seed=0)
+    prompts = draw_prompts(random_prompts(2 * (2 + 12), input_words=5, max_new_tokens=4, seed=0), levels=2,
+                           warmup=2, requests=12).levels
     with FakeServer(delay_s=0.02) as server:
         backend = OpenAICompatBackend(server.url, "fake")
         seen = []
@@ -60,12 +77,56 @@ def test_levels_set_the_concurrency_and_skip_warmup():
             seen.append((level.concurrency, server.max_in_flight))
             server.max_in_flight = 0
 
-        results = run_levels(backend, "c", prompts, [LoadLevel(1), LoadLevel(3)], warmup=2, targets=Targets(),
-                             cost_per_hour=0, on_level=record)
+        results = run_levels(backend, "c", prompts, [LoadLevel(1), LoadLevel(3)], targets=Targets(), cost_per_hour=0,
+                             on_level=record)
     assert [r.requests for r in results] == [12, 12]
     assert seen == [(1, 1), (3, 3)]
     assert len(server.requests) == 2 * (12 + 2)
     assert results[1].request_throughput > results[0].request_throughput
+
+
+def _chat_prompts(n: int) -> list[Request]:
+    """Prompts as a suite's task renders them: one shared system message (a prefix the cache may reuse), then
+    each example's own question."""
+    system = {"role": "system", "content": "Answer with one label: card, transfer, refund."}
+    return [Request(f"ex{i}", [system, {"role": "user", "content": f"Message {i}: where is my card?"}],
+                    f"{system['content']}\nMessage {i}: where is my card?", 4) for i in range(n)]
+
+
+def test_no_request_repeats_a_prompt_an_earlier_one_sent():
+    # 10 distinct prompts (and one repeat in the source) for 3 levels of 2 warm-up + 6 measured requests: the
+    # source runs out, so later passes must still send prompts no earlier request sent.
+    source = _chat_prompts(10)
+    source.insert(5, source[2])
+    draw = draw_prompts(source, levels=3, warmup=2, requests=6)
+    assert (draw.distinct, draw.passes) == (10, 3)
+    with FakeServer() as server:
+        backend = OpenAICompatBackend(server.url, "fake")
+        results = run_levels(backend, "c", draw.levels, [LoadLevel(1), LoadLevel(2), LoadLevel(2)],
+                             targets=Targets(), cost_per_hour=0)
+    sent = [json.dumps(body["messages"]) for body in server.requests]
+    assert len(sent) == 3 * (2 + 6) and len(set(sent)) == len(sent), "a prompt was sent twice"
+    ids = [i for r in results for i in (*r.warmup_prompts, *r.prompts)]
+    assert len(ids) == 24 and len(set(ids)) == 24, "latency.json would list a prompt at two levels"
+    assert [len(r.warmup_prompts) for r in results] == [2, 2, 2] and all(r.requests == 6 for r in results)
+    # The first pass goes as the task has it; later ones lead with their mark, the rest of the prompt unchanged.
+    dealt = [p for level in draw.levels for p in (*level.warmup, *level.measured)]
+    assert dealt[:10] == distinct_prompts(source)
+    assert dealt[10].messages[0]["content"] == "[pass 2] " + source[0].messages[0]["content"]
+    assert dealt[20].prompt == "[pass 3] " + source[0].prompt and dealt[20].messages[1:] == source[0].messages[1:]
+    assert len({p.prompt for p in dealt}) == 24
+
+
+def test_prompts_go_unmarked_while_distinct_ones_last_and_marked_for_a_server_run_elsewhere():
+    source = _chat_prompts(12)
+    draw = draw_prompts(source, levels=2, warmup=1, requests=5)
+    assert draw.passes == 1 and draw.record()["marking"] is None
+    assert [p for level in draw.levels for p in (*level.warmup, *level.measured)] == source
+    # A server the bench did not start may hold the plain prompts from earlier: every one carries the bench's tag.
+    tagged = draw_prompts(source, levels=2, warmup=1, requests=5, tag="ab12")
+    assert all(p.messages[0]["content"].startswith("[ab12 pass 1] ") and p.prompt.startswith("[ab12 pass 1] ")
+               for level in tagged.levels for p in (*level.warmup, *level.measured))
+    assert "every prompt carries this bench's mark" in tagged.record()["cache"]
 
 
 def test_prompt_files(tmp_path):
@@ -87,6 +148,90 @@ def test_bench_refuses_an_in_process_candidate(tmp_path, talking_model, monkeypa
     assert code == 2 and "bench needs a served backend (openai, vllm)" in err
     code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "nobody")
     assert code == 2 and "no candidate named 'nobody'" in err
+
+
+FINETUNE = {"task": "keywords", "max_steps": 1, "eval_steps": 1, "validation_fraction": 0, "batch_size": 4}
+
+
+def _served_suite(tmp_path, talking_model, **candidate):
+    task = classification_task(tmp_path / "task")
+    return write_yaml(tmp_path / "s.yaml", {"name": "b", "allow_overlap": True, "tasks": [str(task)], "candidates": [
+        {"name": "tuned", "backend": "vllm", "model": str(talking_model), **candidate}]})
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """The vLLM servers a bench starts, answered by a scripted server: what each would be started with is kept
+    (its command line), and every request reaches the scripted server."""
+    commands: list[list[str]] = []
+    with FakeServer() as server:
+        port = int(server.url.removesuffix("/v1").rsplit(":", 1)[1])
+        monkeypatch.setattr("harness.backends.vllm_server._free_port", lambda: port)
+        monkeypatch.setattr(VllmServer, "start", lambda self: commands.append(self.command()))
+        monkeypatch.setattr(VllmServer, "alive", lambda self: True)
+        yield server, commands
+
+
+def test_a_finetune_not_trained_yet_is_refused_in_one_line(tmp_path, talking_model, monkeypatch, capsys, fake_vllm):
+    from tests.test_cli import run_cli
+
+    server, _ = fake_vllm
+    suite = _served_suite(tmp_path, talking_model, finetune=FINETUNE)
+    code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tuned",
+                        "--results", str(tmp_path / "res"))
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and "Traceback" not in err
+    assert f"{suite}: candidates.0.finetune: candidate tuned is fine-tuned" in line
+    assert f"harness finetune {suite} --candidate tuned --results {tmp_path / 'res'}" in line
+    assert server.requests == [] and not list(tmp_path.glob("res/*-bench-*")), "nothing was benched"
+
+
+def test_a_finetune_is_benched_with_the_adapter_trained_for_it(tmp_path, talking_model, monkeypatch, capsys,
+                                                              fake_vllm):
+    from tests.test_cli import run_cli
+
+    server, commands = fake_vllm
+    suite = _served_suite(tmp_path, talking_model, finetune=FINETUNE)
+    res = tmp_path / "res"
+    assert run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(res))[0] == 0
+    (adapter,) = (res / "adapters").iterdir()
+    code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tuned", "--concurrency", "1,2",
+                        "--requests", "3", "--warmup", "1", "--results", str(res))
+    assert code == 0, err
+    # The server loads the trained adapter under the candidate's name, and every request, warm-up included,
+    # names the adapter: the base is never what is measured.
+    (command,) = commands
+    assert command[command.index("--lora-modules") + 1] == f"tuned={adapter}"
+    assert len(server.requests) == 2 * (1 + 3) and {body["model"] for body in server.requests} == {"tuned"}
+    (bench_dir,) = res.glob("*-bench-tuned")
+    latency = json.loads((bench_dir / "latency.json").read_text())
+    assert latency["adapter"] == str(adapter) and latency["prompt_draw"]["each_prompt_sent_once"]
+    assert f"with adapter {adapter}" in (bench_dir / "report.md").read_text()
+
+
+def test_an_adapter_candidate_is_benched_with_its_adapter(tmp_path, talking_model, lora_adapter, monkeypatch,
+                                                          capsys, fake_vllm):
+    from tests.test_cli import run_cli
+
+    server, commands = fake_vllm
+    suite = _served_suite(tmp_path, talking_model, adapter=str(lora_adapter))
+    code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tuned", "--concurrency", "1",
+                        "--requests", "2", "--warmup", "1", "--results", str(tmp_path / "res"))
+    assert code == 0, err
+    (command,) = commands
+    assert command[command.index("--lora-modules") + 1] == f"tuned={lora_adapter.resolve()}"
+    assert {body["model"] for body in server.requests} == {"tuned"}
+
+
+def test_an_adapter_on_a_server_run_elsewhere_is_refused(tmp_path, talking_model, lora_adapter, monkeypatch, capsys):
+    from tests.test_cli import run_cli
+
+    with FakeServer() as server:
+        suite = _served_suite(tmp_path, talking_model, adapter=str(lora_adapter), backend="openai", url=server.url)
+        code, err = run_cli(monkeypatch, capsys, "bench", str(suite), "--candidate", "tuned",
+                            "--results", str(tmp_path / "res"))
+    assert code == 2 and "candidates.0.adapter: backend openai sends requests" in err
+    assert server.requests == [], "nothing was benched"
 
 
 @pytest.mark.slow
@@ -112,6 +257,9 @@ def test_bench_against_a_real_vllm_server(tmp_path, talking_model, monkeypatch, 
     (bench_dir,) = (tmp_path / "res").iterdir()
     latency = json.loads((bench_dir / "latency.json").read_text())
     assert [(lv["concurrency"], lv["rate"]) for lv in latency["levels"]] == [(1, None), (4, None), (4, 50.0)]
+    # 12 test prompts for 3 levels of 4 warm-up + 16 requests: still no prompt sent twice (later passes marked).
+    sent = [i for lv in latency["levels"] for i in (*lv["warmup_prompts"], *lv["prompts"])]
+    assert len(sent) == 60 == len(set(sent)) and latency["prompt_draw"]["passes"] == 5
     for level in latency["levels"]:
         assert level["requests"] == 16 and level["errors"] == 0
         assert level["goodput_rps"] == pytest.approx(level["request_throughput"])

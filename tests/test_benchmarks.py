@@ -84,3 +84,20 @@ def test_the_readme_names_every_recorded_file_and_every_benchmark_has_one():
         assert path.relative_to(ROOT).as_posix() in readme, path.name
     for script in SCRIPTS:
         assert list((BENCHMARKS / "results").glob(f"{script}*.json")), f"{script} has no recorded figures"
+
+
+@pytest.mark.slow
+def test_gate_soundness_runs_the_real_gate_on_every_kind_of_criterion(tmp_path):
+    env = {**os.environ, "HARNESS_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gate_soundness.py"), "--repeats", "3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    saved = json.loads((tmp_path / "gate_soundness.json").read_text())
+    assert done.returncode == (0 if saved["goal_met"] else 1), done.stderr
+    figures = saved["figures"]
+    assert {"at_least", "at_most", "better_than by", "not_worse_than margin", "latency p95 at_most",
+            "human rating at_least", "judged metric, echoing judge", "failed requests: hallucination at_most",
+            "failed requests: latency p95 at_most"} == set(figures)
+    # A judge that only echoes its instructions gives no verdict: its metric can never pass, true or not.
+    assert figures["judged metric, echoing judge"] == {"false_pass_rate": 0.0, "power": 0.0}
+    # Where the truth holds by a clear margin the plain criteria pass in most runs (the gate is not just mute).
+    assert figures["at_least"]["power"] > 0.5 and figures["better_than by"]["power"] > 0.5

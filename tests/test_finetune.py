@@ -1,5 +1,6 @@
 """LoRA training for real on the tiny local model: validation loss goes down, the adapter is reused by
-hash, it loads in the in-process backend, and bad settings are clear errors."""
+hash, it loads in the in-process backend, named as `adapter:` elsewhere it is asked as it was trained, and bad
+settings are clear errors; the retraining loop's gate gives the verdicts its construction implies."""
 
 import json
 
@@ -11,7 +12,9 @@ from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.finetune import finetune_candidate
 from harness.models import native_dtype
+from harness.plan import plan
 from harness.store import LINEAGE_FILE as LINEAGE
+from harness.store import RunDir
 from tests.conftest import classification_task, qa_task, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -84,12 +87,12 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
 
     task = classification_task(tmp_path / "task", n_test=9, n_train=120)
     other = qa_task(tmp_path / "qa", n=8)
-    # The fine-tune is scored on its own task only, with a prompt that leaves the label list out.
+    # The fine-tune is scored on its own task only, with a prompt that leaves the label list out and no chat template.
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "ft", "allow_overlap": True, "tasks": [str(task), str(other)],
         "candidates": [{"name": "base", "model": str(talking_model)},
                        {"name": "tuned", "model": str(talking_model), "finetune": SPEC, "tasks": ["keywords"],
-                        "prompts": {"keywords": {"system": "Pick a label."}}}],
+                        "chat": False, "prompts": {"keywords": {"system": "Pick a label."}}}],
         "bootstrap": {"resamples": 100}})
     code, _ = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
     assert code == 0
@@ -104,9 +107,35 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
     assert record["dtypes"]["tuned/generate"] == record["dtypes"]["base/generate"] == native_dtype()
     assert (tmp_path / "r" / "x" / "predictions" / "tuned" / "keywords.jsonl").is_file()
     assert not (tmp_path / "r" / "x" / "predictions" / "tuned" / "qa.jsonl").exists()
-    assert json.loads((adapter / LINEAGE).read_text())["prompt"]["system"] == "Pick a label."
+    trained = json.loads((adapter / LINEAGE).read_text())
+    assert trained["prompt"]["system"] == "Pick a label." and trained["chat"] is False and trained["task"] == "keywords"
     scored = {(m["task"], m["candidate"]) for m in json.loads((tmp_path / "r" / "x" / "metrics.json").read_text())}
     assert scored == {("keywords", "base"), ("keywords", "tuned"), ("qa", "base")}
+    assert record["prompting"]["tuned"]["keywords"]["prompt"] == "suite", "trained here on the suite's own prompt"
+
+    # Named as `adapter:` in another suite, it is asked as it was trained, so it answers as it did in this run;
+    # a suite that gives the task's prompt itself is obeyed.
+    elsewhere = write_yaml(tmp_path / "elsewhere.yaml", {
+        "name": "elsewhere", "allow_overlap": True, "tasks": [str(task)],
+        "candidates": [{"name": "named", "model": str(talking_model), "adapter": str(adapter)},
+                       {"name": "overridden", "model": str(talking_model), "adapter": str(adapter),
+                        "prompts": {"keywords": {"system": "Pick one of: {labels}"}}}],
+        "bootstrap": {"resamples": 100}})
+    here, there = plan(suite), plan(elsewhere)
+    assert there.requests(there.tasks[0], there.suite.candidate("named")) == \
+        here.requests(here.tasks[0], here.suite.candidate("tuned")), "the prompts it was trained and scored on"
+    assert there.suite.candidate("named").options.chat is False
+    code, err = run_cli(monkeypatch, capsys, "run", str(elsewhere), "--results", str(tmp_path / "r"), "--run-id", "e")
+    assert code == 0, err
+    assert "named × keywords: prompt from the lineage, chat template from the lineage" in " ".join(err.split())
+    prompting = json.loads((tmp_path / "r" / "e" / "run.json").read_text())["prompting"]
+    assert {c: (p["keywords"]["prompt"], p["keywords"]["chat"]) for c, p in prompting.items()} == {
+        "named": ("lineage", "lineage"), "overridden": ("suite", "lineage")}
+
+    def answers(run_id, cand):
+        return {c.example_id: c.text for c in RunDir(tmp_path / "r" / run_id).read_predictions(cand, "keywords")}
+
+    assert answers("e", "named") == answers("x", "tuned")
 
     data = yaml.safe_load(suite.read_text())
     suite.write_text(yaml.safe_dump({**data, "allow_overlap": False}))
@@ -169,8 +198,12 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
                        {"name": "successor", "model": str(talking_model),
                         "finetune": {**SPEC, "max_steps": 1, "learning_rate": 1e-7, "parent": "deployed",
                                      "extra_train": ["new_rows.csv"], "decontaminate": True}}],
+        # The successor is the deployed adapter after one step at a negligible rate (checked below), so it answers
+        # as the deployed one does: it cannot be worse by half the test set, nor better by half.
         "manifest": {"criteria": [{"task": "keywords", "metric": "invalid_label_rate", "candidate": "successor",
-                                   "not_worse_than": "deployed", "margin": 0.5}],
+                                   "not_worse_than": "deployed", "margin": 0.5},
+                                  {"task": "keywords", "metric": "accuracy", "candidate": "successor",
+                                   "better_than": "deployed", "by": 0.5}],
                      "monitor": {"min_rows": 1, "resamples": 200}},
         "bootstrap": {"resamples": 100}})
     code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
@@ -197,9 +230,10 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
     assert all(before[k].abs().max() > 1e-3 and torch.allclose(before[k], after[k], atol=1e-4) for k in before)
     code, _ = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "gate")
     verdict = json.loads((tmp_path / "r" / "gate" / "verdict.json").read_text())
-    assert verdict["criteria"][0]["criterion"] == ("keywords invalid_label_rate of successor not worse than "
-                                                   "deployed by more than 0.5")
-    assert verdict["criteria"][0]["status"] in ("pass", "fail", "insufficient") and code in (0, 1)
+    assert [(c["criterion"], c["status"]) for c in verdict["criteria"]] == [
+        ("keywords invalid_label_rate of successor not worse than deployed by more than 0.5", "pass"),
+        ("keywords accuracy of successor better than deployed by 0.5", "fail")]
+    assert code == 1, "one criterion failed, so the gate fails"
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
@@ -211,7 +245,6 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
 ])
 def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path, talking_model, change, field, message):
     from harness.errors import ConfigError
-    from harness.plan import plan
 
     task = classification_task(tmp_path / "task", n_test=9, n_train=30)
     (tmp_path / "bad_labels.csv").write_text("text,label\nmy money back,refund\n")

@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.metrics.judge import pairwise_score, parse, point_score
+from harness.config import JudgeMetricSpec, Suite, TaskSpec
+from harness.judging import Judges, task_judgements
+from harness.metrics import ScoringInput, get_metric
+from harness.metrics.judge import define_judge, form, pairwise_score, parse, point_score, system_prompt
 from harness.ratings import RatingStore, Score
+from harness.records import Completion, Example
 from harness.store import ResultsDir, RunDir
 from tests.conftest import qa_task, write_yaml
 from tests.fake_openai_server import FakeServer
@@ -23,7 +27,9 @@ pytestmark = pytest.mark.slow
 
 def test_replies_are_read_strictly_and_never_guessed():
     assert point_score("1-5", "Clear and right.\nSCORE: 4") == 4.0
-    assert point_score("1-5", "SCORE: 2 ... on reflection SCORE: **5**") == 5.0  # the last verdict stands
+    assert point_score("1-5", "Clear and right.\n**SCORE:** 4.") == 4.0
+    assert point_score("1-5", "SCORE: 2 ... on reflection SCORE: 5") is None  # not a line of its own
+    assert point_score("1-5", "SCORE: 2\nOn reflection:\nSCORE: 5") is None  # two verdicts are none
     assert point_score("1-5", "I would give it a four out of five") is None
     assert point_score("1-5", "SCORE: 7") is None
     assert point_score("pass_fail", "VERDICT: fail") == 0.0
@@ -35,6 +41,53 @@ def test_replies_are_read_strictly_and_never_guessed():
     assert pairwise_score("WINNER: A", "no idea") is None
 
 
+@pytest.mark.parametrize(("scale", "against"), [("1-5", None), ("pass_fail", None), ("1-5", "a")])
+def test_an_echo_of_the_instructions_is_no_verdict(scale, against):
+    spec = JudgeMetricSpec(name="q", judge="j", rubric="Is it right?", scale=scale, against=against)
+    prompt = system_prompt(spec, "Is it right?")
+    answer = {"1-5": "SCORE: 5", "pass_fail": "VERDICT: PASS", "pairwise": "WINNER: A"}[form(spec)]
+    assert parse(form(spec), answer) is not None
+    format_line = prompt.split("this form: ")[1]
+    for echo in (prompt, format_line, f"{format_line}\n{answer}", f"{prompt}\nAnswer to judge:\nx\n\n{answer}"):
+        assert parse(form(spec), echo) is None, echo
+
+
+def test_a_failed_judge_request_is_unparsed_now_and_asked_again_next_time(tmp_path):
+    examples = [Example(f"q{i}", {"question": f"When did parcel {i} leave?"}, "on Monday") for i in range(5)]
+    answers = {"a": [Completion(ex.id, "a", "qa", "on Monday") for ex in examples]}
+    run = RunDir(tmp_path)
+    with FakeServer(faults=[400], reply=lambda body: "Right.\nSCORE: 4") as server:  # one request fails (400)
+        task = TaskSpec.model_validate({
+            "name": "qa", "kind": "generation", "prompt": {"template": "{question}"},
+            "data": {"test": "qa.jsonl", "inputs": {"question": "question"}, "reference": "answer"},
+            "metrics": [{"judge": "judge-model", "url": server.url, "rubric": "Is it right?", "name": "quality"}]})
+        define_judge(task.metrics[0], task, "metrics.0")
+        suite = Suite.model_validate({"name": "s", "tasks": ["qa"], "candidates": [{"name": "a", "model": "m"}]})
+
+        def judged():
+            judges = Judges(suite, print)
+            try:
+                return task_judgements(run, task, examples, answers, judges, print)["a"]["quality"]
+            finally:
+                judges.close()
+
+        found = judged()
+        [lost] = [i for i, j in enumerate(found) if j.failed]
+        data = ScoringInput(task, examples, answers["a"], None, judgements={"quality": found})
+        score, unparsed = get_metric("quality"), get_metric("quality_unparsed")
+        assert score.unparsed == unparsed.name
+        assert score.value(score.stats(data), 5) == 4.0 and np.isnan(score.per_example(score.stats(data))[lost])
+        assert unparsed.per_example(unparsed.stats(data))[lost] == 1.0
+        kept = [json.loads(line)["example_id"] for line in run.judgements_file("a", "qa").read_text().splitlines()]
+        assert sorted(kept) == sorted(ex.id for i, ex in enumerate(examples) if i != lost)
+
+        asked = len(server.requests)
+        again = judged()
+        assert len(server.requests) == asked + 1  # only the failed one
+    assert [j.score for j in again] == [4.0] * 5
+    assert len(run.judgements_file("a", "qa").read_text().splitlines()) == 5
+
+
 def _number(body: dict) -> int:
     user = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
     return int(re.search(r"parcel number (\d+)", user).group(1))
@@ -44,7 +97,7 @@ def scripted_judge(body: dict) -> str:
     """Scores parcel i with (i % 5) + 1; no verdict for every fourth parcel; pairwise: always the first answer."""
     system = body["messages"][0]["content"] if "messages" in body else body["prompt"]
     if "WINNER" in system:
-        return "Both read well. WINNER: A"
+        return "Both read well.\nWINNER: A"
     i = _number(body)
     return "I cannot tell." if i % 4 == 0 else f"Fine.\nSCORE: {i % 5 + 1}"
 
@@ -140,6 +193,11 @@ def test_a_judge_naming_a_candidate_the_task_lacks_is_refused_before_work(tmp_pa
     write_yaml(task_file, task)
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
     assert code == 2 and "metrics.2.judge" in err and "cannot reach" in err
+    # The model check is the judge detector's: a hub id must be downloaded already.
+    task["metrics"][2] = {"judge": "some-org/not-downloaded-judge", "rubric": "x", "name": "pref"}
+    write_yaml(task_file, task)
+    code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"))
+    assert code == 2 and "metrics.2.judge" in err and "neither a local directory nor in the Hugging Face cache" in err
     assert not (tmp_path / "r").exists()
 
 

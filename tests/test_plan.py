@@ -1,13 +1,17 @@
-"""Planning: every check before work, with errors naming the file and field; rebuilding the plan of a run
-already on disk (including run.json snapshots of the first schema)."""
+"""Planning: every check before work, with errors naming the file and field; an adapter prompted as its lineage
+says it was trained unless the suite says otherwise; rebuilding the plan of a run already on disk (including
+run.json snapshots of the first schema)."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from harness.config import Suite
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.plan import _upgrade_snapshot, plan
+from harness.store import LINEAGE_FILE
 from tests.conftest import classification_task, write_yaml
 
 
@@ -127,3 +131,81 @@ def test_a_backend_with_local_weights_needs_them_found(tmp_path, backend):
     with pytest.raises(ConfigError, match="does not exist") as info:
         plan(suite)
     assert info.value.field == "candidates.0.model"
+
+
+# The demo's fine-tune learned the bare message: no system prompt, no label list, no chat template.
+BARE = {"system": "", "template": "Message: {text}", "answer_prefix": "\nIntent:", "few_shot_separator": "\n\n"}
+
+
+def _trained_adapter(tmp_path, lora_adapter, lineage):
+    """A copy of the test adapter with the lineage.json `harness finetune` would have written beside it."""
+    import shutil
+
+    folder = Path(shutil.copytree(lora_adapter, tmp_path / "trained-adapter"))
+    (folder / LINEAGE_FILE).write_text(lineage if isinstance(lineage, str) else json.dumps(
+        {"candidate": "ft", "adapter_key": "0123", "base_model": "m", "generation": 1, **lineage}))
+    return folder
+
+
+def test_an_adapter_is_prompted_as_it_was_trained_unless_the_suite_says_otherwise(tmp_path, talking_model,
+                                                                                   lora_adapter):
+    adapter = str(_trained_adapter(tmp_path, lora_adapter, {"task": "keywords", "prompt": BARE, "chat": False}))
+    tasks = [str(classification_task(tmp_path / "t1", n_test=4, n_train=8)),
+             str(classification_task(tmp_path / "t2", n_test=4, n_train=8, name="other"))]
+    suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": tasks, "candidates": [
+        {"name": "base", "model": str(talking_model)},
+        {"name": "named", "model": str(talking_model), "adapter": adapter},
+        {"name": "served", "model": str(talking_model), "adapter": adapter, "backend": "vllm", "tasks": ["keywords"]},
+        {"name": "told", "model": str(talking_model), "adapter": adapter, "chat": True,
+         "prompts": {"keywords": {"system": "Pick a label."}}},
+        {"name": "elsewhere", "model": str(talking_model), "adapter": str(lora_adapter)}]})
+    the_plan = plan(suite)
+    keywords = the_plan.tasks[0]
+    cand = {c.name: c for c in the_plan.suite.candidates}
+    asked = {(c, t.name): the_plan.requests(t, cand[c]) for c in cand for t in the_plan.tasks if cand[c].runs(t.name)}
+
+    # Named in another suite, the adapter is asked the bare prompt it learned, without the chat template ...
+    bare = [f"Message: {ex.inputs['text']}\nIntent:" for ex in keywords.data.test]
+    assert [r.prompt for r in asked["named", "keywords"]] == bare
+    assert [r.messages for r in asked["named", "keywords"]] == [[{"role": "user", "content": b}] for b in
+                                                                [b.removesuffix("\nIntent:") for b in bare]]
+    assert cand["named"].options.chat is False and cand["served"].options.endpoint == "completions"
+    assert plan(suite, in_process=True).suite.candidate("served").options.chat_template() is False
+    # ... on the task it was trained on: another task gets the suite's prompt (the chat setting stays as trained).
+    assert asked["named", "other"] == asked["base", "other"]
+    # The suite's own settings win; an adapter trained elsewhere (no lineage) is prompted as the suite says.
+    assert cand["told"].options.chat is True
+    assert asked["told", "keywords"][0].messages[0] == {"role": "system", "content": "Pick a label."}
+    assert asked["elsewhere", "keywords"] == asked["base", "keywords"] and cand["elsewhere"].options.chat is None
+    # and where each came from, as run.json records it
+    sources = {(c, t): (how.prompt, how.chat) for c, per in the_plan.prompting.items() for t, how in per.items()}
+    assert sources == {("named", "keywords"): ("lineage", "lineage"), ("named", "other"): ("suite", "lineage"),
+                       ("served", "keywords"): ("lineage", "lineage"),
+                       ("told", "keywords"): ("suite", "suite"), ("told", "other"): ("suite", "suite"),
+                       ("elsewhere", "keywords"): ("suite", "suite"), ("elsewhere", "other"): ("suite", "suite")}
+    assert "trained on task keywords, not other" in the_plan.prompting["named"]["other"].why
+    assert "`prompts.keywords` overrides" in the_plan.prompting["told"]["keywords"].why
+    assert "`chat` overrides" in the_plan.prompting["told"]["keywords"].why
+    assert "no lineage.json" in the_plan.prompting["elsewhere"]["keywords"].why
+
+
+@pytest.mark.parametrize(("lineage", "field", "message"), [
+    ({"task": "keywords", "prompt": {**BARE, "template": "Message: {message}"}, "chat": False},
+     "candidates.0.adapter", "the prompt it was trained with does not fit task keywords (unknown slot(s) ['message']"),
+    ({"task": "keywords", "prompt": BARE}, "chat", "Field required"),
+    ("{not json", None, "malformed JSON"),
+    ("[]", None, "not an adapter lineage (expected a JSON object)"),
+])
+def test_a_lineage_that_cannot_be_followed_is_one_line_naming_the_file(tmp_path, talking_model, lora_adapter, lineage,
+                                                                       field, message):
+    adapter = _trained_adapter(tmp_path, lora_adapter, lineage)
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "s", "tasks": [str(classification_task(tmp_path / "task", n_test=4, n_train=8))],
+        "candidates": [{"name": "named", "model": str(talking_model), "adapter": str(adapter)}]})
+    with pytest.raises(HarnessError, match=re.escape(message)) as info:
+        plan(suite)
+    assert len(str(info.value).splitlines()) == 1
+    if field == "candidates.0.adapter":
+        assert info.value.field == field and info.value.path == suite
+    else:
+        assert str(info.value).startswith(f"{adapter / LINEAGE_FILE}") and getattr(info.value, "field", None) == field

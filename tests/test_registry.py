@@ -40,7 +40,10 @@ def test_every_metric_declares_what_it_is_and_needs():
     # The built-in ones (metrics tasks define themselves, registered by other tests, carry their definition).
     built_in = {n: m for n, m in METRICS.items() if not hasattr(m, "definition")}
     assert {n for n, m in built_in.items() if "ratings" in m.needs} == {"human_rating", "human_win_rate"}
-    assert {n for n, m in built_in.items() if "detector" in m.needs} == {"hallucination_rate", "abstention_rate"}
+    assert {n for n, m in built_in.items() if "detector" in m.needs} == {"hallucination_rate", "abstention_rate",
+                                                                         "detector_unparsed"}
+    # A metric fed by a machine's verdicts names the registered metric that counts its missing ones.
+    assert all(m.unparsed in METRICS for m in METRICS.values() if m.unparsed), "unparsed names an unknown metric"
 
 
 def test_backends_and_detectors_register_their_options():

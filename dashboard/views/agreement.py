@@ -72,7 +72,7 @@ def render(ctx: Context) -> None:
             st.subheader("LLM judges against the reviewers")
             st.caption("A judge is trusted as far as it agrees with people: Spearman's rho with the mean rating, "
                        "Cohen's kappa (quadratic-weighted on 1–5), and the share within one point (the manifest's "
-                       "`<judge>_agreement`).")
+                       "`<judge>_agreement`, on the same pairs of answer and ratings as the gate).")
             found_judges = [judge_agreement(m.reads, m.scale, scores, automatic[m.reads]) for m in judges
                             if m.reads is not None]
             rows = [asdict(j) for j in found_judges if j is not None]

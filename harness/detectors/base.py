@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from harness.records import Claim, Finding
 from harness.registry import Registry
 from harness.schema import Settings
 
-__all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "model_problem", "register"]
+__all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "register"]
 
 
 class Detector(ABC):
@@ -60,21 +59,6 @@ class DetectorOptions(Settings):
         """Name, version and settings, without loading a model (run.json, and the key of kept findings)."""
         settings = self.model_dump(exclude={"name", "api_key_env"}, exclude_none=True)
         return {"name": self.name, "version": self.detector().version, **settings}
-
-
-def model_problem(model: str) -> str | None:
-    """Why a detector's model is not available offline: neither embedded, nor a folder, nor in the HF cache."""
-    from harness import models
-
-    problem = models.check_model_ref(model)
-    if problem or model in models.EMBEDDED or Path(model).expanduser().is_dir():
-        return problem
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
-        return (f"detector model {model!r} is neither a local directory nor in the Hugging Face cache "
-                f"(download it first: hf download {model})")
-    return None
 
 
 DETECTORS: Registry[type[DetectorOptions]] = Registry("detector")

@@ -1,7 +1,8 @@
 """The `judge` detector: an LLM (an embedded or local model run in process, or any OpenAI-compatible
 server, e.g. the 70B baseline behind vLLM) reads the passage, the question and the answer with a fixed,
 versioned prompt and returns a verdict and the unsupported span. Its raw outputs are kept with the
-findings; an output that follows neither verdict form is recorded as such, not guessed.
+findings; an output without its one verdict line (or an echo of the prompt) is recorded as unparsed, not
+guessed, and a failed request is no finding to keep.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.backends import Backend, BackendEnv, Deployment
-from harness.backends.hf_local import HFOptions
-from harness.backends.openai_compat import OpenAIOptions, unreachable
-from harness.detectors.base import Detector, DetectorOptions, model_problem, register
+from harness.backends.judge import JudgeModel, OpenJudge, verdict_line
+from harness.detectors.base import Detector, DetectorOptions, register
 from harness.detectors.grounding import is_abstention
 from harness.records import Claim, Finding, Request
 
@@ -32,15 +31,18 @@ SYSTEM = (
 USER = "Passage: {source}\n\nQuestion: {question}\n\nAnswer: {answer}"
 _VERDICT = re.compile(r"VERDICT:\s*(SUPPORTED|HALLUCINATED)", re.IGNORECASE)
 _SPAN = re.compile(r"SPAN:\s*(.+)", re.IGNORECASE)
+# What only an echo of the prompt holds: its sentences and the SPAN placeholder (of four words or more; the two
+# verdict lines an echo repeats are two verdicts, unparsed anyway).
+INSTRUCTIONS = tuple(part for part in re.split(r"(?<=[.:])\s+|\n", SYSTEM) if len(part.split()) >= 4)
 
 
 def parse(raw: str) -> tuple[bool | None, str | None]:
     """(hallucinated, span) from the judge's reply; hallucinated is None when there is no verdict."""
-    verdict = _VERDICT.search(raw)
+    verdict = verdict_line(raw, _VERDICT, INSTRUCTIONS)
     if not verdict:
         return None, None
-    span = _SPAN.search(raw)
-    return verdict.group(1).upper() == "HALLUCINATED", span.group(1).strip() if span else None
+    spans = [m.group(1).strip() for line in raw.splitlines() if (m := _SPAN.fullmatch(line.strip()))]
+    return verdict.group(1).upper() == "HALLUCINATED", spans[0] if spans else None
 
 
 @register
@@ -53,26 +55,29 @@ class JudgeOptions(DetectorOptions):
     url: str | None = Field(None, description="base URL of an OpenAI-compatible server")
     api_key_env: str | None = None
 
+    @property
+    def judge_model(self) -> JudgeModel:
+        return JudgeModel(model=self.model, url=self.url, api_key_env=self.api_key_env)
+
     @classmethod
     def detector(cls) -> type[Detector]:
         return JudgeDetector
 
     def open(self, say: Callable[[str], None]) -> Detector:
-        # The judge runs on a backend like any candidate, with its default settings: in process, or served.
-        options = (OpenAIOptions(url=self.url, api_key_env=self.api_key_env) if self.url else HFOptions())
-        target = Deployment("judge", self.model, None, options)
-        return JudgeDetector(options.open(target, BackendEnv([target], say)), self.model)
+        return JudgeDetector(self.judge_model.open(say), self.model)
 
     def problem(self) -> str | None:
-        return unreachable(self.url) if self.url else model_problem(self.model)
+        return self.judge_model.problem()
 
 
 class JudgeDetector(Detector):
     name = "judge"
-    version = PROMPT_VERSION
+    # The prompt (PROMPT_VERSION) and how its reply is read. 2: a verdict only from its own line, never from an
+    # echo of the prompt, so that findings kept under the looser reading of version judge-v1 are judged again.
+    version = "2"
 
-    def __init__(self, backend: Backend, model: str) -> None:
-        self.backend = backend
+    def __init__(self, judge: OpenJudge, model: str) -> None:
+        self.judge = judge
         self.model_name = model
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
@@ -82,16 +87,19 @@ class JudgeDetector(Detector):
             messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
             requests.append(Request(str(i), messages, f"{SYSTEM}\n\n{user}\n\n", max_new_tokens=64))
         todo = [r for r, c in zip(requests, claims, strict=True) if not is_abstention(c.answer)]
-        replies = {done.example_id: done for done in self.backend.generate(todo, "judge", "detector")}
+        replies = {done.example_id: done for done in self.judge.generate(todo, "detector")}
         findings = []
         for i, claim in enumerate(claims):
             if is_abstention(claim.answer):
                 findings.append(Finding(hallucinated=False, abstained=True))
                 continue
             reply = replies[str(i)]
-            raw = reply.text if reply.ok else f"ERROR: {reply.error}"
-            hallucinated, span = parse(raw)
-            findings.append(Finding(hallucinated=bool(hallucinated), spans=(span,) if span else (), raw=raw,
+            if not reply.ok:
+                findings.append(Finding(hallucinated=False, error=f"the judge's request failed: {reply.error}",
+                                        failed=True))
+                continue
+            hallucinated, span = parse(reply.text)
+            findings.append(Finding(hallucinated=bool(hallucinated), spans=(span,) if span else (), raw=reply.text,
                                     error=None if hallucinated is not None else "no verdict in the judge's reply"))
         return findings
 
@@ -99,4 +107,4 @@ class JudgeDetector(Detector):
         return {**super().describe(), "model": self.model_name}
 
     def close(self) -> None:
-        self.backend.close()
+        self.judge.close()

@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from harness.detectors.base import Detector, DetectorOptions, model_problem, register
+from harness.detectors.base import Detector, DetectorOptions, register
 from harness.detectors.grounding import is_abstention
 from harness.errors import HarnessError
+from harness.models import model_problem
 from harness.records import Claim, Finding
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -175,5 +175,11 @@ def get_metric(name: str) -> Metric:
 
 
 def with_automatic(listed: list[str]) -> list[str]:
-    """A task's listed metrics, then the ones every task gets (latency, errors)."""
-    return list(listed) + [name for name, m in METRICS.items() if m.automatic and name not in listed]
+    """A task's listed metrics, the share of missing machine verdicts behind any of them (reported beside the
+    metric it qualifies), then the ones every task gets (latency, errors)."""
+    names = list(listed)
+    for name in listed:
+        companion = METRICS[name].unparsed if name in METRICS else None
+        if companion is not None and companion not in names:
+            names.append(companion)
+    return names + [name for name, m in METRICS.items() if m.automatic and name not in names]

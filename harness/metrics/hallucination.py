@@ -1,7 +1,9 @@
 """Hallucination and abstention rates from a detector's per-example findings (harness/detectors).
 
 The runner runs the task's detector (suite `detector:`, default `grounding`) and hands its findings in;
-without findings (a metric used on its own) the default grounding rule decides.
+without findings (a metric used on its own) the default grounding rule decides. An answer the detector gave no
+verdict on (a judge's reply without one, a failed request) is left out of both rates, never counted as
+supported, and counted in `detector_unparsed`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class HallucinationRate(MeanMetric):
     family = "hallucination"
     higher_is_better = False
     needs = frozenset({"source", "detector"})
+    unparsed = "detector_unparsed"
 
     def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([f.hallucinated for f in findings_of(data)], float)
+        return np.array([np.nan if f.error else f.hallucinated for f in findings_of(data)], float)
 
 
 @register
@@ -45,6 +48,24 @@ class AbstentionRate(MeanMetric):
     family = "hallucination"
     higher_is_better = False
     needs = frozenset({"source", "detector"})
+    unparsed = "detector_unparsed"
 
     def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([f.abstained for f in findings_of(data)], float)
+        return np.array([np.nan if f.error else f.abstained for f in findings_of(data)], float)
+
+
+@register
+class DetectorUnparsed(MeanMetric):
+    """Share of answers the detector gave no verdict on: 1 where the finding has an error, else 0."""
+
+    name = "detector_unparsed"
+    family = "hallucination"
+    higher_is_better = False
+    needs = frozenset({"source", "detector"})
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([f.error is not None for f in findings_of(data)], float)
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        # A candidate's failed request is no failure of the detector's: the rates count it at their worst.
+        return stats

@@ -2,9 +2,11 @@
 win rate against one candidate judged in both orders (position bias cancels: a win must hold both ways).
 
 The judging itself is a stage (harness.judging: replies kept in the run directory, judged once); these
-metrics read its judgements. `<name>_unparsed` is the share of answers whose reply had no verdict; they are
-left out of the score, never guessed. `<name>_agreement` (from reviewers' ratings, for the manifest) is the
-share of rated answers where the judge is within one point of the reviewers' mean (pass/fail: the same side of 3).
+metrics read its judgements. `<name>_unparsed` is the share of answers without a verdict (a reply without its
+one verdict line, an echo of the prompt, a failed request); they are left out of the score, never guessed.
+`<name>_agreement` (from reviewers' ratings, for the manifest) is the share of rated answers where the judge is
+within one point of the reviewers' mean (pass/fail: the same side of 3), the answers paired as the Agreement page
+pairs them (`ratings.paired_with_ratings`).
 """
 
 from __future__ import annotations
@@ -15,35 +17,47 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.backends.judge import verdict_line
 from harness.config import JudgeMetricSpec, TaskSpec
 from harness.errors import ConfigError
 from harness.metrics.base import MeanMetric, ScoringInput, define
 from harness.metrics.human import RatingMetric
-from harness.ratings import HumanRatings, item_means
+from harness.ratings import HumanRatings, Output, paired_with_ratings
 
 PROMPT_VERSION = "rubric-v1"
+# How a verdict is read from a reply (judgements kept under another reading are asked again). 2: only from its own
+# line, once, in the exact form, and never from a reply that repeats the instructions.
+READING_VERSION = "2"
 _FORMS = {
     "1-5": ("SCORE: <a whole number from 1 (fails the criteria) to 5 (meets them fully)>",
-            re.compile(r"SCORE:\s*\**\s*([1-5])\b", re.IGNORECASE)),
-    "pass_fail": ("VERDICT: PASS or VERDICT: FAIL", re.compile(r"VERDICT:\s*\**\s*(PASS|FAIL)\b", re.IGNORECASE)),
-    "pairwise": ("WINNER: A, WINNER: B or WINNER: TIE", re.compile(r"WINNER:\s*\**\s*(A|B|TIE)\b", re.IGNORECASE)),
+            re.compile(r"SCORE:\s*([1-5])", re.IGNORECASE)),
+    "pass_fail": ("VERDICT: PASS or VERDICT: FAIL", re.compile(r"VERDICT:\s*(PASS|FAIL)", re.IGNORECASE)),
+    "pairwise": ("WINNER: A, WINNER: B or WINNER: TIE", re.compile(r"WINNER:\s*(A|B|TIE)", re.IGNORECASE)),
 }
+_TASK = "You judge {what} against these criteria"
+_ASK = "then end with one line in exactly this form"
 
 
 def form(spec: JudgeMetricSpec) -> str:
     return "pairwise" if spec.against else spec.scale
 
 
+def _what(kind: str) -> str:
+    return "two answers to the same input" if kind == "pairwise" else "an answer"
+
+
 def system_prompt(spec: JudgeMetricSpec, rubric: str) -> str:
-    what = "two answers to the same input" if spec.against else "an answer"
-    return (f"You judge {what} against these criteria:\n{rubric.strip()}\n\nThink in one or two sentences, then "
-            f"end with one line in exactly this form: {_FORMS[form(spec)][0]}")
+    kind = form(spec)
+    return (f"{_TASK.format(what=_what(kind))}:\n{rubric.strip()}\n\nThink in one or two sentences, {_ASK}: "
+            f"{_FORMS[kind][0]}")
 
 
 def parse(kind: str, raw: str) -> str | None:
-    """The verdict in a reply (the last one given), or None when there is none."""
-    found = _FORMS[kind][1].findall(raw)
-    return found[-1].upper() if found else None
+    """The reply's verdict (its one verdict line), or None when there is none, more than one, or the reply
+    repeats the instructions (the format line, or the prompt's own sentences): an echo is no verdict."""
+    instructions = (_TASK.format(what=_what(kind)), _ASK, _FORMS[kind][0])
+    found = verdict_line(raw, _FORMS[kind][1], instructions)
+    return found.group(1).upper() if found else None
 
 
 def point_score(kind: str, raw: str) -> float | None:
@@ -78,6 +92,8 @@ class JudgeScore(MeanMetric):
     family = "judge"
     decimals = 2
     needs = frozenset({"judge"})
+    # Set per judge by define_judge: `<name>_unparsed`.
+    unparsed: str
 
     def values(self, data: ScoringInput) -> np.ndarray:
         found = (data.judgements or {}).get(self.name)
@@ -98,6 +114,10 @@ class JudgeUnparsed(MeanMetric):
             raise ValueError(f"{self.judge}: no judgements were made for these answers")
         return np.array([np.nan if not j.judged else float(j.score is None) for j in found], float)
 
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        # A candidate's failed request is no failure of the judge's: the score counts it at its worst.
+        return stats
+
 
 class JudgeAgreement(RatingMetric):
     """Share of rated answers where the judge agrees with the reviewers (resolved at gate time)."""
@@ -107,11 +127,10 @@ class JudgeAgreement(RatingMetric):
 
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:
-        scores = [s for s in human.scores if s.task == task and s.candidate == candidate]
-        ids = sorted({s.example_id for s in scores})
-        means = item_means(scores, candidate)
-        pairs = [(judged[i], m) for i, m in zip(ids, means, strict=True) if judged and i in judged]
-        return np.array([agrees(j, h, self.scale) for j, h in pairs], float)
+        outputs: dict[tuple[str, str, str], float] = {
+            Output(task, example_id, candidate): v for example_id, v in (judged or {}).items()}
+        machine, people = paired_with_ratings(human.scores, outputs)
+        return np.array([agrees(j, h, self.scale) for j, h in zip(machine, people, strict=True)], float)
 
 
 def agrees(judge: float, human_mean: float, scale: str) -> float:
@@ -127,7 +146,7 @@ def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
         raise ConfigError(task.file, f"{where}.rubric", "the rubric is empty")
     definition = json.dumps({"spec": spec.model_dump(mode="json"), "rubric": rubric}, sort_keys=True)
     made = [
-        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name})(),
+        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name, "unparsed": f"{spec.name}_unparsed"})(),
         type(f"Judge_{spec.name}_unparsed", (JudgeUnparsed,), {"name": f"{spec.name}_unparsed",
                                                                 "judge": spec.name})(),
     ]

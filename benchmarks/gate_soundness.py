@@ -1,0 +1,249 @@
+"""Sound verdicts: the real gate (`harness.evaluate.gate`) on synthetic run directories drawn from populations
+whose truth is known, for every kind of criterion.
+
+Each repeat draws a fresh run: 200 test examples per task, answers right or wrong (or grounded or hallucinated)
+with known rates, paired candidates coupled on the same examples, log-normal latencies, reviewers' 1-5 ratings
+in the ratings database, a judge that echoes its instructions (a scripted OpenAI-compatible server: the fault a
+real judge cannot produce on demand), and a candidate whose failed requests are exactly its hallucinated and
+slowest answers. In the `false` population every criterion is false by a small margin: its pass rate is the
+false-pass rate, which must stay at most 1 - confidence for every kind (the goal; exit 1 when missed). In the
+`true` population every criterion holds by a clear margin: its pass rate (power) is reported.
+
+    .venv/bin/python benchmarks/gate_soundness.py            # 200 repeats a population, about 10 minutes
+    .venv/bin/python benchmarks/gate_soundness.py --repeats 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from record import ROOT, write
+
+sys.path.insert(0, str(ROOT))
+
+from harness.evaluate import gate
+from harness.pipeline import Runner
+from harness.plan import plan
+from harness.ratings import RatingStore, Score
+from harness.records import Completion
+from harness.store import RunDir
+from tests.fake_openai_server import FakeServer
+
+N = 200
+CONFIDENCE = 0.95
+MAX_ERROR_RATE = 0.05
+PASSAGE = "The parcel was sent from Paris on Monday."
+RIGHT, WRONG = "yes", "no"
+GROUNDED, HALLUCINATED = "Paris", "Berlin"
+LATENCY_SIGMA = 0.5
+LATENCY_MEDIAN_MS = 200.0
+
+
+@dataclass(frozen=True)
+class Population:
+    """The true rates of one population; every criterion of the manifest is false (or true) by its margin."""
+
+    ft: float          # ft's accuracy on cls
+    base: float        # base's accuracy on cls
+    big: float         # big's accuracy on cls
+    hallucinated: float  # ft's hallucination rate on qa
+    flaky_hallucinated: float  # flaky's hallucination rate on qa (its failures hide these first)
+    rating_probs: tuple[float, ...]  # reviewers' 1-5 ratings of ft
+    p95_factor: float  # the latency threshold over ft's true p95
+
+
+FALSE = Population(ft=0.78, base=0.70, big=0.85, hallucinated=0.12, flaky_hallucinated=0.12,
+                   rating_probs=(0.02, 0.05, 0.18, 0.48, 0.27), p95_factor=1 / 1.05)
+TRUE = Population(ft=0.90, base=0.70, big=0.90, hallucinated=0.03, flaky_hallucinated=0.02,
+                  rating_probs=(0.0, 0.02, 0.08, 0.30, 0.60), p95_factor=1.3)
+FLAKY_FAILED = 0.015     # share of flaky's requests that fail: its hallucinated answers first, then its slowest
+JUDGED_HALLUCINATED = 0.30  # ft's true rate on qa-judged, where the judge only echoes its instructions
+RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
+TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
+
+
+def criteria(pop: Population) -> dict[str, dict]:
+    """Each kind's criterion; its margin to the population's truth is what the docstring says."""
+    return {
+        "at_least": {"task": "cls", "metric": "exact_match", "candidate": "ft", "at_least": 0.80},
+        "at_most": {"task": "qa", "metric": "hallucination_rate", "candidate": "ft", "at_most": 0.10},
+        "better_than by": {"task": "cls", "metric": "exact_match", "candidate": "ft", "better_than": "base",
+                           "by": 0.10},
+        "not_worse_than margin": {"task": "cls", "metric": "exact_match", "candidate": "ft",
+                                  "not_worse_than": "big", "margin": 0.05},
+        "latency p95 at_most": {"task": "cls", "metric": "e2e_ms_p95", "candidate": "ft",
+                                "at_most": round(TRUE_P95_MS * pop.p95_factor, 3)},
+        "human rating at_least": {"task": "cls", "metric": "human_rating", "candidate": "ft", "at_least": 4.0},
+        "judged metric, echoing judge": {"task": "qa-judged", "metric": "hallucination_rate", "candidate": "ft",
+                                         "at_most": 0.10},
+        "failed requests: hallucination at_most": {"task": "qa", "metric": "hallucination_rate",
+                                                   "candidate": "flaky", "at_most": 0.10},
+        "failed requests: latency p95 at_most": {"task": "qa", "metric": "e2e_ms_p95", "candidate": "flaky",
+                                                 "at_most": round(TRUE_P95_MS * pop.p95_factor, 3)},
+    }
+
+
+def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
+    """Tasks, data and a suite whose candidates are served by `judge_url` (never asked: the answers are drawn)."""
+    rows = {"cls": [{"id": f"e{i}", "q": f"item {i}", "r": RIGHT} for i in range(N)],
+            "qa": [{"id": f"e{i}", "passage": PASSAGE, "q": f"Where was parcel {i} sent from?", "r": GROUNDED}
+                   for i in range(N)]}
+    for name, data in rows.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    grounded = {"kind": "grounded_qa", "source": "passage", "prompt": {"template": "{passage}\n{q}"},
+                "data": {"test": "test.jsonl", "id": "id", "inputs": {"passage": "passage", "q": "q"},
+                         "reference": "r"},
+                "metrics": ["hallucination_rate"]}
+    tasks = {"cls": {"name": "cls", "kind": "generation", "prompt": {"template": "{q}"}, "metrics": ["exact_match"],
+                     "data": {"test": "test.jsonl", "id": "id", "inputs": {"q": "q"}, "reference": "r"}},
+             "qa": {"name": "qa", **grounded}}
+    for name, spec in tasks.items():
+        (folder / name / "task.yaml").write_text(json.dumps(spec))
+    judged = folder / "qa-judged"
+    judged.mkdir(exist_ok=True)
+    shutil.copy(folder / "qa" / "test.jsonl", judged / "test.jsonl")
+    (judged / "task.yaml").write_text(json.dumps({"name": "qa-judged", **grounded}))
+    served = {"backend": "openai", "url": judge_url}
+    suite = {
+        "name": "soundness", "seed": 0,
+        "tasks": ["cls/task.yaml", "qa/task.yaml",
+                  {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}}],
+        "candidates": [{"name": "ft", "model": "ft", **served},
+                       {"name": "base", "model": "base", "tasks": ["cls"], **served},
+                       {"name": "big", "model": "big", "tasks": ["cls"], **served},
+                       {"name": "flaky", "model": "flaky", "tasks": ["qa"], **served}],
+        "bootstrap": {"resamples": 1000, "confidence": CONFIDENCE},
+        "manifest": {"confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
+                     "criteria": list(criteria(pop).values())},
+    }
+    path = folder / "suite.yaml"
+    path.write_text(json.dumps(suite))
+    return path
+
+
+def _coupled(rng: np.random.Generator, latent: np.ndarray, p: float) -> np.ndarray:
+    """Right (True) with probability p on each example, sharing half its draws with the other candidates, as
+    candidates that find the same examples hard do."""
+    own = np.where(rng.random(len(latent)) < 0.5, latent, rng.random(len(latent)))
+    return own < p
+
+
+def _latencies(rng: np.random.Generator) -> np.ndarray:
+    return LATENCY_MEDIAN_MS * np.exp(LATENCY_SIGMA * rng.standard_normal(N)) / 1000
+
+
+def _completions(cand: str, task: str, texts: list[str], e2e_s: np.ndarray,
+                 failed: np.ndarray | None = None) -> list[Completion]:
+    out = []
+    for i, (text, e2e) in enumerate(zip(texts, e2e_s, strict=True)):
+        if failed is not None and failed[i]:
+            out.append(Completion(f"e{i}", cand, task, "", error="HTTP 503: injected"))
+        else:
+            out.append(Completion(f"e{i}", cand, task, text, prompt_tokens=20, completion_tokens=2,
+                                  ttft_s=float(e2e) / 2, itl_s=[float(e2e) / 2], e2e_s=float(e2e)))
+    return out
+
+
+def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generator, ratings: RatingStore) -> None:
+    """One run directory: predictions drawn from the population, and reviewers' ratings of ft."""
+    run.path.mkdir(parents=True)
+    latent = rng.random(N)
+    answers = {cand: [RIGHT if ok else WRONG for ok in _coupled(rng, latent, p)]
+               for cand, p in (("ft", pop.ft), ("base", pop.base), ("big", pop.big))}
+    per_task = {"cls": {cand: _completions(cand, "cls", texts, _latencies(rng)) for cand, texts in answers.items()}}
+    qa = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < pop.hallucinated]
+    judged = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < JUDGED_HALLUCINATED]
+    flaky_bad = rng.random(N) < pop.flaky_hallucinated
+    flaky_e2e = _latencies(rng)
+    # The failures hide exactly what would count against flaky: its hallucinations, then its slowest requests.
+    order = sorted(range(N), key=lambda i: (not flaky_bad[i], -flaky_e2e[i]))
+    failed = np.zeros(N, bool)
+    failed[order[:round(FLAKY_FAILED * N)]] = True
+    per_task["qa"] = {"ft": _completions("ft", "qa", qa, _latencies(rng)),
+                      "flaky": _completions("flaky", "qa", [HALLUCINATED if b else GROUNDED for b in flaky_bad],
+                                            flaky_e2e, failed)}
+    per_task["qa-judged"] = {"ft": _completions("ft", "qa-judged", judged, _latencies(rng))}
+    for task, by_cand in per_task.items():
+        for cand, comps in by_cand.items():
+            path = run.predictions_file(cand, task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(c.to_json() + "\n" for c in comps))
+    run.write_run({**record, "run_id": run.run_id, "status": "incomplete"})
+    for i in rng.choice(N, RATED_EXAMPLES, replace=False):
+        for reviewer in REVIEWERS:
+            a, b, c = (int(x) for x in rng.choice(np.arange(1, 6), 3, p=pop.rating_probs))
+            ratings.save_score(Score(run.run_id, "cls", f"e{i}", "ft", reviewer, a, b, c))
+
+
+def _passes(results: Path, record: dict, pop: Population, repeats: int, seed: int,
+            say: Callable[[str], None]) -> dict[str, list[bool]]:
+    ratings = RatingStore.beside(results)
+    kinds = list(criteria(pop))
+    passes: dict[str, list[bool]] = {k: [] for k in kinds}
+    for r in range(repeats):
+        run = RunDir(results / f"{seed}-{r}")
+        _draw_run(run, record, pop, np.random.default_rng([seed, r]), ratings)
+        verdicts, _ = gate(run.path)
+        for kind, v in zip(kinds, verdicts, strict=True):
+            passes[kind].append(v.status == "pass")
+        shutil.rmtree(run.path)
+        if (r + 1) % 20 == 0:
+            say(f"  {r + 1}/{repeats}: " + ", ".join(f"{k} {sum(p)}" for k, p in passes.items()))
+    return passes
+
+
+def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[Path, dict]:
+    """The suite and the run record every repeat of the population shares (as `harness run` writes it)."""
+    suite = _suite(folder, judge_url, pop)
+    results = folder / "results"
+    the_plan = plan(suite)
+    runner = Runner(the_plan, results)
+    return results, runner._record(RunDir(results / "template"), "incomplete", time.strftime("%FT%T"), {})
+
+
+def echo(body: dict) -> str:
+    """A judge that repeats its instructions, as the embedded 270M model does: the system prompt names both
+    verdict forms."""
+    messages = body.get("messages") or [{"content": body.get("prompt", "")}]
+    return str(messages[0]["content"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200, help="runs drawn per population")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rates: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, FakeServer(reply=echo) as judge:
+        for name, pop, seed in (("false", FALSE, 1), ("true", TRUE, 2)):
+            print(f"{name} population: {args.repeats} runs")
+            results, record = _population_record(Path(tmp) / name, judge.url, pop)
+            passes = _passes(results, record, pop, args.repeats, seed, print)
+            rates[name] = {kind: float(np.mean(p)) for kind, p in passes.items()}
+    bound = 1 - CONFIDENCE
+    figures = {kind: {"false_pass_rate": rates["false"][kind], "power": rates["true"][kind]} for kind in rates["false"]}
+    for kind, f in figures.items():
+        print(f"{kind:42s} false-pass {f['false_pass_rate']:.3f} (at most {bound:.2f})   power {f['power']:.3f}")
+    met = all(f["false_pass_rate"] <= bound for f in figures.values())
+    write("gate_soundness", goal=f"false-pass rate at most {bound:.2f} for every kind of criterion", met=met,
+          figures=figures, settings={
+              "repeats": args.repeats, "examples": N, "confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
+              "populations": {"false": FALSE.__dict__, "true": TRUE.__dict__}, "criteria_false": criteria(FALSE),
+              "criteria_true": criteria(TRUE), "flaky_failed_share": FLAKY_FAILED,
+              "judged_true_rate": JUDGED_HALLUCINATED, "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS,
+              "seconds": round(time.perf_counter() - started, 1)})
+
+
+if __name__ == "__main__":
+    main()
