@@ -5,11 +5,12 @@ Each repeat draws a fresh run: 200 test examples per task, answers right or wron
 with known rates, paired candidates coupled on the same examples, log-normal latencies, reviewers' 1-5 ratings
 in the ratings database, a judge that echoes its instructions (a scripted OpenAI-compatible server: the fault a
 real judge cannot produce on demand), and a candidate whose failed requests are exactly its hallucinated and
-slowest answers. In the `false` population every criterion is false by a small margin: its pass rate is the
-false-pass rate, which must stay at most 1 - confidence for every kind (the goal; exit 1 when missed). In the
-`true` population every criterion holds by a clear margin: its pass rate (power) is reported.
+slowest answers. In the `false` population every criterion is false by a small margin, in the `boundary` one its
+truth sits exactly on the threshold (where a sound gate passes most often): both pass rates are false-pass rates,
+which must stay at most 1 - confidence for every kind (the goal; exit 1 when missed). In the `true` population
+every criterion holds by a clear margin: its pass rate (power) is reported.
 
-    .venv/bin/python benchmarks/gate_soundness.py            # 200 repeats a population, about 10 minutes
+    .venv/bin/python benchmarks/gate_soundness.py            # 200 runs a population (400 at the boundary), ~20 min
     .venv/bin/python benchmarks/gate_soundness.py --repeats 20
 """
 
@@ -60,14 +61,25 @@ class Population:
     flaky_hallucinated: float  # flaky's hallucination rate on qa (its failures hide these first)
     rating_probs: tuple[float, ...]  # reviewers' 1-5 ratings of ft
     p95_factor: float  # the latency threshold over ft's true p95
+    lead_factor: float  # the lead asked of ft's p95 over base's (twice as slow) as a share of the true lead
 
 
 FALSE = Population(ft=0.78, base=0.70, big=0.85, hallucinated=0.12, flaky_hallucinated=0.12,
-                   rating_probs=(0.02, 0.05, 0.18, 0.48, 0.27), p95_factor=1 / 1.05)
+                   rating_probs=(0.02, 0.05, 0.18, 0.48, 0.27), p95_factor=1 / 1.05,
+                   lead_factor=1.05)
+# Every criterion's truth exactly at its threshold: where a sound gate's false-pass rate is highest.
+BOUNDARY = Population(ft=0.80, base=0.70, big=0.85, hallucinated=0.10, flaky_hallucinated=0.10,
+                      rating_probs=(0.03, 0.04, 0.17, 0.42, 0.34), p95_factor=1.0,
+                      lead_factor=1.0)
 TRUE = Population(ft=0.90, base=0.70, big=0.90, hallucinated=0.03, flaky_hallucinated=0.02,
-                  rating_probs=(0.0, 0.02, 0.08, 0.30, 0.60), p95_factor=1.3)
+                  rating_probs=(0.0, 0.02, 0.08, 0.30, 0.60), p95_factor=1.3,
+                  lead_factor=0.3)
 FLAKY_FAILED = 0.015     # share of flaky's requests that fail: its hallucinated answers first, then its slowest
 JUDGED_HALLUCINATED = 0.30  # ft's true rate on qa-judged, where the judge only echoes its instructions
+# On qa-selective a judge answers right but gives no verdict on every third hallucinated answer (4% of answers at a
+# rate of 0.12, under max_unparsed): left out, they would lower the rate exactly where it matters.
+SELECTIVE_EVERY = 3
+BASE_SLOWER = 2.0  # base's latencies are ft's times this
 RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
 TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
 
@@ -83,9 +95,13 @@ def criteria(pop: Population) -> dict[str, dict]:
                                   "not_worse_than": "big", "margin": 0.05},
         "latency p95 at_most": {"task": "cls", "metric": "e2e_ms_p95", "candidate": "ft",
                                 "at_most": round(TRUE_P95_MS * pop.p95_factor, 3)},
+        "latency p95 better_than by": {"task": "cls", "metric": "e2e_ms_p95", "candidate": "ft", "better_than": "base",
+                                       "by": round(TRUE_P95_MS * (BASE_SLOWER - 1) * pop.lead_factor, 3)},
         "human rating at_least": {"task": "cls", "metric": "human_rating", "candidate": "ft", "at_least": 4.0},
         "judged metric, echoing judge": {"task": "qa-judged", "metric": "hallucination_rate", "candidate": "ft",
                                          "at_most": 0.10},
+        "judged metric, verdicts missing on bad answers": {"task": "qa-selective", "metric": "hallucination_rate",
+                                                           "candidate": "ft", "at_most": 0.10},
         "failed requests: hallucination at_most": {"task": "qa", "metric": "hallucination_rate",
                                                    "candidate": "flaky", "at_most": 0.10},
         "failed requests: latency p95 at_most": {"task": "qa", "metric": "e2e_ms_p95", "candidate": "flaky",
@@ -110,15 +126,17 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
              "qa": {"name": "qa", **grounded}}
     for name, spec in tasks.items():
         (folder / name / "task.yaml").write_text(json.dumps(spec))
-    judged = folder / "qa-judged"
-    judged.mkdir(exist_ok=True)
-    shutil.copy(folder / "qa" / "test.jsonl", judged / "test.jsonl")
-    (judged / "task.yaml").write_text(json.dumps({"name": "qa-judged", **grounded}))
+    for name in ("qa-judged", "qa-selective"):
+        (folder / name).mkdir(exist_ok=True)
+        shutil.copy(folder / "qa" / "test.jsonl", folder / name / "test.jsonl")
+        (folder / name / "task.yaml").write_text(json.dumps({"name": name, **grounded}))
     served = {"backend": "openai", "url": judge_url}
     suite = {
         "name": "soundness", "seed": 0,
         "tasks": ["cls/task.yaml", "qa/task.yaml",
-                  {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}}],
+                  {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
+                  {"task": "qa-selective/task.yaml",
+                   "detector": {"name": "judge", "model": "selective", "url": judge_url}}],
         "candidates": [{"name": "ft", "model": "ft", **served},
                        {"name": "base", "model": "base", "tasks": ["cls"], **served},
                        {"name": "big", "model": "big", "tasks": ["cls"], **served},
@@ -161,7 +179,8 @@ def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generat
     latent = rng.random(N)
     answers = {cand: [RIGHT if ok else WRONG for ok in _coupled(rng, latent, p)]
                for cand, p in (("ft", pop.ft), ("base", pop.base), ("big", pop.big))}
-    per_task = {"cls": {cand: _completions(cand, "cls", texts, _latencies(rng)) for cand, texts in answers.items()}}
+    per_task = {"cls": {cand: _completions(cand, "cls", texts, _latencies(rng) * (BASE_SLOWER if cand == "base" else 1))
+                        for cand, texts in answers.items()}}
     qa = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < pop.hallucinated]
     judged = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < JUDGED_HALLUCINATED]
     flaky_bad = rng.random(N) < pop.flaky_hallucinated
@@ -174,6 +193,8 @@ def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generat
                       "flaky": _completions("flaky", "qa", [HALLUCINATED if b else GROUNDED for b in flaky_bad],
                                             flaky_e2e, failed)}
     per_task["qa-judged"] = {"ft": _completions("ft", "qa-judged", judged, _latencies(rng))}
+    selective = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < pop.hallucinated]
+    per_task["qa-selective"] = {"ft": _completions("ft", "qa-selective", selective, _latencies(rng))}
     for task, by_cand in per_task.items():
         for cand, comps in by_cand.items():
             path = run.predictions_file(cand, task)
@@ -212,11 +233,20 @@ def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[P
     return results, runner._record(RunDir(results / "template"), "incomplete", time.strftime("%FT%T"), {})
 
 
-def echo(body: dict) -> str:
-    """A judge that repeats its instructions, as the embedded 270M model does: the system prompt names both
-    verdict forms."""
+def judge_reply(body: dict) -> str:
+    """The scripted judges. `echo` repeats its instructions, as the embedded 270M model does (the system prompt
+    names both verdict forms). `selective` knows the truth but gives no verdict on every third hallucinated
+    answer, the ones a cut-off explanation would lose."""
     messages = body.get("messages") or [{"content": body.get("prompt", "")}]
-    return str(messages[0]["content"])
+    if body.get("model") == "echo":
+        return str(messages[0]["content"])
+    user = str(messages[-1]["content"])
+    if f"Answer: {HALLUCINATED}" not in user:
+        return "VERDICT: SUPPORTED"
+    parcel = int(user.split("parcel ")[1].split()[0])
+    if parcel % SELECTIVE_EVERY == 0:
+        return "The answer names a city"
+    return f"VERDICT: HALLUCINATED\nSPAN: {HALLUCINATED}"
 
 
 def main() -> None:
@@ -225,21 +255,26 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     rates: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp, FakeServer(reply=echo) as judge:
-        for name, pop, seed in (("false", FALSE, 1), ("true", TRUE, 2)):
-            print(f"{name} population: {args.repeats} runs")
+    with tempfile.TemporaryDirectory() as tmp, FakeServer(reply=judge_reply) as judge:
+        # Twice the runs at the boundary, where the false-pass rate is near its bound and noise matters most.
+        for name, pop, seed, repeats in (("false", FALSE, 1, args.repeats), ("boundary", BOUNDARY, 3, 2 * args.repeats),
+                                         ("true", TRUE, 2, args.repeats)):
+            print(f"{name} population: {repeats} runs")
             results, record = _population_record(Path(tmp) / name, judge.url, pop)
-            passes = _passes(results, record, pop, args.repeats, seed, print)
+            passes = _passes(results, record, pop, repeats, seed, print)
             rates[name] = {kind: float(np.mean(p)) for kind, p in passes.items()}
     bound = 1 - CONFIDENCE
-    figures = {kind: {"false_pass_rate": rates["false"][kind], "power": rates["true"][kind]} for kind in rates["false"]}
+    figures = {kind: {"false_pass_rate": rates["false"][kind], "boundary_pass_rate": rates["boundary"][kind],
+                      "power": rates["true"][kind]} for kind in rates["false"]}
     for kind, f in figures.items():
-        print(f"{kind:42s} false-pass {f['false_pass_rate']:.3f} (at most {bound:.2f})   power {f['power']:.3f}")
-    met = all(f["false_pass_rate"] <= bound for f in figures.values())
+        print(f"{kind:42s} false-pass {f['false_pass_rate']:.3f}, at the threshold {f['boundary_pass_rate']:.3f} "
+              f"(each at most {bound:.2f})   power {f['power']:.3f}")
+    met = all(max(f["false_pass_rate"], f["boundary_pass_rate"]) <= bound for f in figures.values())
     write("gate_soundness", goal=f"false-pass rate at most {bound:.2f} for every kind of criterion", met=met,
           figures=figures, settings={
               "repeats": args.repeats, "examples": N, "confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
-              "populations": {"false": FALSE.__dict__, "true": TRUE.__dict__}, "criteria_false": criteria(FALSE),
+              "populations": {"false": FALSE.__dict__, "boundary": BOUNDARY.__dict__, "true": TRUE.__dict__},
+              "criteria_false": criteria(FALSE), "criteria_boundary": criteria(BOUNDARY),
               "criteria_true": criteria(TRUE), "flaky_failed_share": FLAKY_FAILED,
               "judged_true_rate": JUDGED_HALLUCINATED, "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS,
               "seconds": round(time.perf_counter() - started, 1)})

@@ -108,6 +108,7 @@ def run(
     Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, requests
     failed, or MLflow logging failed (the run directory is kept); 2: bad input."""
     from harness import report, tracking
+    from harness.manifest import passed
     from harness.pipeline import Runner
     from harness.plan import plan
 
@@ -126,7 +127,7 @@ def run(
         err.print(f"[red]{result.failed_requests} requests failed[/]; `harness run {suite} --resume "
                   f"--run-id {result.run_dir.name}` retries them")
         raise typer.Exit(1)
-    if tracking_failed or (result.verdicts is not None and any(v.status != "pass" for v in result.verdicts)):
+    if tracking_failed or (result.verdicts is not None and not passed(result.verdicts)):
         raise typer.Exit(1)
 
 
@@ -219,10 +220,15 @@ def gate(
     """Verdicts for an existing run: writes verdict.json; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
     from harness import report
     from harness.evaluate import gate as run_gate
+    from harness.manifest import passed
 
-    verdicts, _ = run_gate(run_dir, manifest)
+    verdicts, record = run_gate(run_dir, manifest)
     out.print(report.verdict_table(verdicts))
-    if any(v.status != "pass" for v in verdicts):
+    for cand, tasks in record["failed_requests"].items():
+        for task, ids in tasks.items():
+            err.print(f"{len(ids)} failed requests of {cand} on {task} (verdict.json lists them); "
+                      "`harness run --resume` retries them", markup=False, highlight=False)
+    if not passed(verdicts):
         raise typer.Exit(1)
 
 

@@ -4,6 +4,7 @@ regression. The examples may differ between the runs, so the comparison is unpai
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,9 +58,14 @@ def compare_runs(before_dir: Path, after_dir: Path, latency: bool = False) -> li
         if metric not in tasks_before[task] and not (latency and _is_latency(metric)):
             continue
         a = after[key]
-        if None in (b["value"], a["value"], b["ci_low"], a["ci_low"]):
+        if None in (b["value"], a["value"]):
             continue
-        moved = a["ci_low"] > b["ci_high"] or a["ci_high"] < b["ci_low"]
+        # A bound written as null does not exist (a tail percentile of few requests): it reaches any value.
+        b_low, b_high, a_low, a_high = (-math.inf if b["ci_low"] is None else b["ci_low"],
+                                        math.inf if b["ci_high"] is None else b["ci_high"],
+                                        -math.inf if a["ci_low"] is None else a["ci_low"],
+                                        math.inf if a["ci_high"] is None else a["ci_high"])
+        moved = a_low > b_high or a_high < b_low
         better = (a["value"] > b["value"]) == b["higher_is_better"]
         movement: Movement = "unchanged" if not moved else ("improvement" if better else "regression")
         changes.append(Change(task, key[1], metric, b["value"], (b["ci_low"], b["ci_high"]), a["value"],

@@ -2,7 +2,8 @@
 `against` candidate's, in both orders), with the replies kept in the run directory. A judgement is reused while
 the answers and the judge (model, rubric and its version, scale, how replies are read) are unchanged, so gating
 again asks nothing. A failed request is no judgement: it counts as unparsed in this scoring and is not kept, so
-the next gate asks again."""
+the next gate asks again. A reply is read knowing what it was shown (the system prompt, the answers), so that an
+echo of either is no verdict."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class Judges:
 
 
 def _user(example: Example, answers: list[str]) -> str:
+    """The user turn: the inputs, the reference, the answers under headings (`metrics.judge.HEADINGS` knows them:
+    a reply that repeats one is an echo)."""
     lines = [f"{k}: {v}" for k, v in example.inputs.items()]
     if example.references:
         lines.append(f"reference answer: {example.references[0]}")
@@ -122,7 +125,9 @@ def _ask(judge: OpenJudge, spec: JudgeMetricSpec, task: TaskSpec, examples: list
         if not all(c.ok for c in got):
             out.append(Judgement(None, failed=True))
         elif other is None:
-            out.append(Judgement(point_score(form(spec), got[0].text), (got[0].text,)))
+            score = point_score(form(spec), got[0].text, system=system, shown=[texts[i]])
+            out.append(Judgement(score, (got[0].text,)))
         else:
-            out.append(Judgement(pairwise_score(got[0].text, got[1].text), (got[0].text, got[1].text)))
+            score = pairwise_score(got[0].text, got[1].text, system=system, shown=[texts[i], other[i]])
+            out.append(Judgement(score, (got[0].text, got[1].text)))
     return out

@@ -16,6 +16,7 @@ tail percentile to have a bound).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
-from harness.stats import decide, examples_needed, holm, mean_draws, percentile_interval
+from harness.stats import Direction, Interval, decide, examples_needed, holm, mean_draws, percentile_interval
 
 HUMAN_RESAMPLES = 2000
 
@@ -54,6 +55,9 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
     for i, c in enumerate(manifest.criteria):
         if c.task != "*" and c.task not in tasks:
             raise ConfigError(where, f"criteria.{i}.task", f"the run has no task {c.task!r} (has {', '.join(tasks)})")
+        named = [n for n in (c.candidate, c.baseline) if n is not None]
+        # A `*` criterion is resolved on the tasks that score all its candidates; with none it would vanish.
+        applies = [c.task] if c.task != "*" else [t for t in tasks if all(n in runs[t] for n in named)]
         for field, name in (("candidate", c.candidate), ("better_than", c.better_than),
                             ("not_worse_than", c.not_worse_than)):
             if name is not None and name not in candidates:
@@ -64,12 +68,15 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
         if _rated(c.metric) and c.baseline is not None:
             raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
                               "comparisons already pit candidates against each other)")
-        for task in tasks if c.task == "*" else [c.task]:
+        if not applies:
+            raise ConfigError(where, f"criteria.{i}.task", f"no task scores {' and '.join(named)} together, so "
+                              "this criterion could never be decided")
+        for task in applies:
             if c.metric not in metrics[task] and not _rated(c.metric):
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
         _check_reachable(c, i, where)
         if sizes is not None and not _rated(c.metric):
-            for task in tasks if c.task == "*" else [c.task]:
+            for task in applies:
                 _check_decidable(c, i, where, manifest, task, sizes[task])
     _check_consistent(manifest, where)
 
@@ -79,10 +86,20 @@ def _check_decidable(c: Criterion, i: int, where: Path | str, manifest: Manifest
     if n < manifest.min_examples:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples (after sample and limit) but "
                           f"min_examples is {manifest.min_examples}: {c.describe()} can never pass")
-    needed = get_metric(c.metric).min_n(manifest.confidence, c.at_least is not None)
-    if c.baseline is None and n < needed:
+    needed = _min_n(c, manifest.confidence)
+    if n < needed:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples; {c.metric} needs at least "
                           f"{needed} for a {manifest.confidence:.0%} bound on that side: {c.describe()} can never pass")
+
+
+def _min_n(c: Criterion, confidence: float) -> int:
+    """The fewest examples with which the criterion's interval can lie wholly on its side. A comparison through
+    each side's own interval (a tail percentile) needs both bounds, each at 1 - alpha/2."""
+    metric = get_metric(c.metric)
+    if c.baseline is None:
+        return metric.min_n(confidence, c.at_least is not None)
+    each = 1 - (1 - confidence) / 2
+    return max(metric.min_n(each, True), metric.min_n(each, False))
 
 
 def _check_reachable(c: Criterion, i: int, where: Path | str) -> None:
@@ -119,6 +136,8 @@ def short(value: float | None) -> str:
     """A number for people: integers for large values (latency in ms), four significant digits else."""
     if value is None or math.isnan(value):
         return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
     return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
@@ -159,24 +178,61 @@ def _listed(ids: list[str], most: int = 5) -> str:
     return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
+def _others(c: Criterion, ev: TaskEvidence) -> list[str]:
+    """The other candidates whose answers decide the criterion: its baseline, a pairwise judge's rival, and for a
+    blind comparison every candidate of the task (`*`)."""
+    rivals = get_metric(c.metric).rivals
+    named = [c.baseline] if c.baseline is not None else []
+    named += [r for r in ev.candidates if r != c.candidate] if "*" in rivals else list(rivals)
+    return [name for name in dict.fromkeys(named) if name in ev.completions]
+
+
 def _blocked(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> str | None:
-    """Why the evidence cannot decide the criterion whatever its interval says: too many failed requests, or too
-    many of the detector's or judge's verdicts missing. Both would otherwise leave out exactly the answers that
-    went wrong, in the candidate's favour."""
-    names = [n for n in (c.candidate, c.baseline) if n is not None]
-    for name in names:
-        failed = ev.failed(name)
-        if len(failed) > manifest.max_error_rate * ev.n:
-            return (f"{len(failed)} of {ev.n} requests of {name} on {task} failed ({_listed(failed)}), above "
-                    f"max_error_rate {manifest.max_error_rate:g}; `harness run --resume` retries them")
+    """Why the evidence cannot decide the criterion whatever its interval says. The candidate's failed requests
+    beyond `max_error_rate`; any failed request of a baseline or rival (what it would have answered is unknown, and
+    a failure there would count for the candidate); too many missing machine verdicts behind the metric."""
+    failed = ev.failed(c.candidate)
+    if len(failed) > manifest.max_error_rate * ev.n:
+        return (f"{len(failed)} of {ev.n} requests of {c.candidate} on {task} failed ({_listed(failed)}), above "
+                f"max_error_rate {manifest.max_error_rate:g}; `harness run --resume` retries them")
+    for other in _others(c, ev):
+        if failed := ev.failed(other):
+            return (f"{len(failed)} of {ev.n} requests of {other} on {task} failed ({_listed(failed)}): what it would "
+                    f"have answered is unknown, so {c.candidate} cannot be compared with it; `harness run --resume` "
+                    "retries them")
     unparsed = get_metric(c.metric).unparsed
     if unparsed is not None:
-        for name in names:
+        for name in [c.candidate, *_others(c, ev)]:
             share = get_metric(unparsed).value(ev.stats(unparsed)[name], ev.n)
             if share > manifest.max_unparsed:
                 return (f"{share:.0%} of the verdicts behind {c.metric} of {name} on {task} are missing (unparsed "
                         f"replies or failed calls), above max_unparsed {manifest.max_unparsed:.0%}")
     return None
+
+
+def _insufficient(c: Criterion, task: str, label: str, n: int, why: str) -> Verdict:
+    return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None, ci_low=None,
+                   ci_high=None, n=n, status="insufficient", evidence=why)
+
+
+def _inverted_p(bounds: Callable[[float], tuple[float, float]], threshold: float, above: bool) -> float:
+    """One-sided p-value of a criterion decided on intervals the metric computes itself (order statistics, whose
+    bootstrap p-value would say nothing): (1 - c) / 2 for the highest confidence c at which the interval still lies
+    wholly on the criterion's side, found by bisection (the intervals nest as c grows)."""
+    direction: Direction = "at_least" if above else "at_most"
+
+    def holds(conf: float) -> bool:
+        return decide(*bounds(conf), threshold, direction) == "holds"
+
+    low, high = 1e-4, 1 - 1e-9
+    if not holds(low):
+        return 1.0
+    if holds(high):
+        return (1 - high) / 2
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if holds(middle) else (low, middle)
+    return (1 - low) / 2
 
 
 def _decided(what: str, low: float, high: float, threshold: float, above: bool, conf: float) -> tuple[Status, str]:
@@ -193,11 +249,12 @@ def _decided(what: str, low: float, high: float, threshold: float, above: bool, 
 def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
                    human: HumanRatings | None) -> Verdict:
     conf = manifest.confidence
+    blocked = _blocked(c, task, ev, manifest)
+    if blocked is not None:
+        return _insufficient(c, task, label, ev.n, blocked)
     values = _human_values(c.metric, c.candidate, task, human, ev)
     if values is None or len(values) == 0:
-        return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
-                       ci_low=None, ci_high=None, n=0, status="insufficient",
-                       evidence=f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
+        return _insufficient(c, task, label, 0, f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
     n = len(values)
     draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
     value = float(values.mean())
@@ -225,7 +282,7 @@ def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: flo
         needed = (examples_needed(n, low, high, value, threshold) if math.isfinite(low) and math.isfinite(high)
                   else max(min_n, n + 1))
         if needed is not None:
-            needed = max(needed, manifest.min_examples)
+            needed = max(needed, manifest.min_examples, n + 1)
             why += f"; about {needed} examples would settle it"
     return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=threshold, observed=value, ci_low=low,
                    ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed)
@@ -239,35 +296,52 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
     conf = manifest.confidence
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:
-        return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=math.nan, observed=None,
-                       ci_low=None, ci_high=None, n=ev.n, status="insufficient", evidence=blocked)
-    failed = len(ev.failed(c.candidate)) + (len(ev.failed(c.baseline)) if c.baseline else 0)
-    if failed:
-        ev = ev.counting_failures(c.candidate, c.baseline)
+        return _insufficient(c, task, label, ev.n, blocked)
+    ev = ev.counting_against(c.candidate, c.baseline)
     metric = get_metric(c.metric)
+    own = metric.interval(ev.stats(c.metric)[c.candidate], conf) is not None
     n = ev.count(c.metric, c.candidate)
     if c.baseline is None:
         iv = ev.interval(c.metric, c.candidate, conf)
         value, low, high = iv.value, iv.low, iv.high
         above, threshold = _absolute(c)
-        p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
+        if own:
+            p = _inverted_p(lambda k: _bounds(ev.interval(c.metric, c.candidate, k)), threshold, above)
+        else:
+            p = _one_sided_p(ev.draws(c.metric)[c.candidate], threshold, above)
         what = f"{short(value)} [{short(low)}, {short(high)}]"
     else:
         n = min(n, ev.count(c.metric, c.baseline))
         # Improvement over the baseline, in the metric's good direction.
         sign = 1.0 if metric.higher_is_better else -1.0
-        diff = ev.paired(c.metric, c.candidate, c.baseline, conf)
-        value = sign * diff.delta
-        low, high = sorted((sign * diff.low, sign * diff.high))
+        baseline = c.baseline
+
+        def improvement(k: float) -> tuple[float, float]:
+            diff = ev.paired(c.metric, c.candidate, baseline, k)
+            low, high = sorted((sign * diff.low, sign * diff.high))
+            return low, high
+
+        value = sign * ev.paired(c.metric, c.candidate, baseline, conf).delta
+        low, high = improvement(conf)
         above = True
         threshold = (c.by or 0.0) if c.better_than else -(c.margin or 0.0)
-        d = ev.draws(c.metric)
-        p = _one_sided_p(sign * (d[c.candidate] - d[c.baseline]), threshold, above=True)
-        what = f"improvement over {c.baseline} {short(value)} [{short(low)}, {short(high)}]"
-    if failed:
-        what += f" (with {failed} failed requests counted against {c.candidate})"
-    min_n = metric.min_n(conf, above) if c.baseline is None else 1
-    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, min_n, p, what)
+        if own:
+            p = _inverted_p(improvement, threshold, above=True)
+        else:
+            d = ev.draws(c.metric)
+            p = _one_sided_p(sign * (d[c.candidate] - d[baseline]), threshold, above=True)
+        what = f"improvement over {baseline} {short(value)} [{short(low)}, {short(high)}]"
+    missing = int(ev.missing(c.metric, c.candidate).sum())
+    if c.metric in ev.no_worst:
+        return _insufficient(c, task, label, n, f"{missing} of {c.candidate}'s answers on {task} failed or have no "
+                             f"verdict, and {c.metric} cannot count them at their worst")
+    if missing:
+        what += f" (with {missing} failed requests or missing verdicts of {c.candidate} counted at their worst)"
+    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, _min_n(c, conf), p, what)
+
+
+def _bounds(iv: Interval) -> tuple[float, float]:
+    return iv.low, iv.high
 
 
 def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
@@ -298,7 +372,8 @@ def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence], human: HumanR
 
 
 def passed(verdicts: list[Verdict]) -> bool:
-    return all(v.status == "pass" for v in verdicts)
+    """Every criterion passes; no verdict at all is no evidence, not a pass."""
+    return bool(verdicts) and all(v.status == "pass" for v in verdicts)
 
 
 def failed_requests(evidence: dict[str, TaskEvidence]) -> dict[str, dict[str, list[str]]]:
@@ -317,4 +392,4 @@ def verdict_record(manifest: Manifest, verdicts: list[Verdict],
     return {"passed": passed(verdicts), "confidence": manifest.confidence, "min_examples": manifest.min_examples,
             "max_error_rate": manifest.max_error_rate, "max_unparsed": manifest.max_unparsed,
             "holm": manifest.holm, "counts": counts, "failed_requests": failed or {},
-            "criteria": [v.to_dict() for v in verdicts]}
+            "criteria": [v.to_dict() for v in verdicts], "manifest": manifest.model_dump(mode="json")}

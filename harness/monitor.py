@@ -237,8 +237,10 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
         if any("detector" in m.needs for m in wanted):
             claims = claims_of(ScoringInput(task.spec, examples, comps, None))
             findings = {TRAFFIC: detectors.get(task.ref.detector).detect(claims)}
+        # Errored rows and missing verdicts count at each metric's worst, as in the gate: an outage must not
+        # make the traffic's figures look better.
         scored[labelled] = used, TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps},
-                                              spec.resamples, spec.seed, findings)
+                                              spec.resamples, spec.seed, findings, worst_for=TRAFFIC)
     out, behind = [], {}
     for metric in metrics:
         labelled = "reference" in metric.needs
@@ -249,6 +251,8 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
         if math.isnan(iv.value) and metric.name not in rules:
             continue
         status, why = _status(rules.get(metric.name, []), iv.value, iv.low, iv.high, None, len(used), spec)
+        if metric.name in ev.no_worst and status != "info":
+            status, why = "insufficient", "errored rows that this metric cannot count at their worst"
         scope = "rows with a reference" if labelled else "rows"
         out.append(Reading(name, metric.name, iv.value, iv.low, iv.high, None, len(used), status,
                            _describe(rules.get(metric.name)), _because(f"{len(used)} {scope}", status, why)))

@@ -14,7 +14,7 @@ from harness.config import TaskSpec
 from harness.metrics import ScoringInput, get_metric, with_automatic
 from harness.metrics.classification import parse_label
 from harness.records import Comparison, Completion, Example, Finding, Judgement, MetricResult
-from harness.stats import Interval, PairedDifference, paired_difference, task_seed
+from harness.stats import Interval, PairedDifference, difference_of_intervals, paired_difference, task_seed
 from harness.stats import draws as bootstrap_draws
 from harness.stats import interval as interval_of
 
@@ -31,7 +31,11 @@ class TaskEvidence:
     seed: int
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # candidate -> hallucination findings
     judgements: dict[str, dict[str, list[Judgement]]] = field(default_factory=dict)  # candidate -> judge metric ->
-    worst_for: str | None = None  # a candidate whose failed requests count at each metric's worst (the gate's view)
+    # A candidate whose failed requests and missing machine verdicts count at each metric's worst (the gate's and
+    # the monitor's view); metrics that cannot say what their worst is, where such rows exist, land in `no_worst`.
+    worst_for: str | None = None
+    best_for: str | None = None  # a baseline whose missing machine verdicts count at each metric's best
+    no_worst: set[str] = field(default_factory=set)
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -51,10 +55,26 @@ class TaskEvidence:
                                            self.judgements.get(cand)))
                 for cand, comps in self.completions.items()
             }
-            if self.worst_for is not None:
-                failed = np.array([not c.ok for c in self.completions[self.worst_for]], bool)
-                self._stats[metric][self.worst_for] = m.worst_case(self._stats[metric][self.worst_for], failed)
+            for name, counted in ((self.worst_for, m.worst_case), (self.best_for, m.best_case)):
+                missing = self.missing(metric, name) if name is not None else None
+                if name is None or missing is None or not missing.any():
+                    continue
+                changed = counted(self._stats[metric][name], missing)
+                if changed is None:
+                    self.no_worst.add(metric)
+                else:
+                    self._stats[metric][name] = changed
         return self._stats[metric]
+
+    def missing(self, metric: str, candidate: str) -> np.ndarray:
+        """Per example: whether the candidate's request failed or the machine verdict behind the metric is missing."""
+        out = np.array([not c.ok for c in self.completions[candidate]], bool)
+        companion = get_metric(metric).unparsed
+        if companion is not None:
+            per = get_metric(companion).per_example(self.stats(companion)[candidate])
+            if per is not None:
+                out |= per == 1
+        return out
 
     def count(self, metric: str, candidate: str) -> int:
         """How many examples of the candidate have a value of the metric (unparsed verdicts have none)."""
@@ -64,19 +84,17 @@ class TaskEvidence:
         """The examples whose request failed for the candidate."""
         return [ex.id for ex, c in zip(self.examples, self.completions[candidate], strict=True) if not c.ok]
 
-    def counting_failures(self, candidate: str, baseline: str | None = None) -> TaskEvidence:
-        """The evidence a criterion on `candidate` (against `baseline`) is decided on when requests failed: the
-        candidate's failed requests at each metric's worst (a wrong or hallucinated answer, an infinite latency),
-        and the examples where the baseline's request failed left out, so that neither side gains by a failure."""
-        keep = [i for i in range(self.n) if baseline is None or self.completions[baseline][i].ok]
+    def counting_against(self, candidate: str, baseline: str | None = None) -> TaskEvidence:
+        """The evidence a criterion on `candidate` (against `baseline`) is decided on: the same examples and
+        resamples, with the candidate's failed requests and missing machine verdicts at each metric's worst (a
+        wrong or hallucinated answer, an infinite latency), and the baseline's missing verdicts at their best (its
+        failed requests are never counted: the gate refuses to compare with them). With nothing missing it gives the
+        reported figures."""
         names = [candidate] if baseline is None else [candidate, baseline]
-        return TaskEvidence(
-            self.task, [self.examples[i] for i in keep], self.labels,
-            {name: [self.completions[name][i] for i in keep] for name in names}, self.resamples, self.seed,
-            {name: [self.findings[name][i] for i in keep] for name in names if name in self.findings},
-            {name: {metric: [js[i] for i in keep] for metric, js in self.judgements[name].items()}
-             for name in names if name in self.judgements},
-            worst_for=candidate)
+        return TaskEvidence(self.task, self.examples, self.labels, {name: self.completions[name] for name in names},
+                            self.resamples, self.seed, {n: self.findings[n] for n in names if n in self.findings},
+                            {n: self.judgements[n] for n in names if n in self.judgements}, worst_for=candidate,
+                            best_for=baseline)
 
     def draws(self, metric: str) -> dict[str, np.ndarray]:
         """Bootstrap draws of every candidate on the same resamples (seeded by suite seed and task)."""
@@ -94,9 +112,15 @@ class TaskEvidence:
         return interval_of(value, self.draws(metric)[candidate], confidence)
 
     def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:
-        stats, d = self.stats(metric), self.draws(metric)
-        return paired_difference(get_metric(metric), stats[candidate], stats[baseline], self.n, d[candidate],
-                                 d[baseline], confidence)
+        m, stats = get_metric(metric), self.stats(metric)
+        if m.interval(stats[candidate], confidence) is not None:
+            # A metric whose own interval replaces the bootstrap's (a tail percentile) is compared through it too:
+            # each side at 1 - alpha/2, so that both bounds hold together with the confidence asked.
+            each = 1 - (1 - confidence) / 2
+            return difference_of_intervals(self.interval(metric, candidate, each),
+                                           self.interval(metric, baseline, each))
+        d = self.draws(metric)
+        return paired_difference(m, stats[candidate], stats[baseline], self.n, d[candidate], d[baseline], confidence)
 
     def results(self, confidence: float) -> list[MetricResult]:
         out = []

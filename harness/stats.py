@@ -194,6 +194,15 @@ def paired_difference(metric: Statistic, stats_a: np.ndarray, stats_b: np.ndarra
     return PairedDifference(delta, low, high, float(p), "paired_bootstrap")
 
 
+def difference_of_intervals(a: Interval, b: Interval) -> PairedDifference:
+    """a - b with bounds from each side's own interval (unpaired, conservative: both intervals at once): where
+    either side has no bound, the difference has none on that side. No p-value (the manifest inverts the
+    intervals where it needs one)."""
+    low, high = a.low - b.high, a.high - b.low
+    return PairedDifference(a.value - b.value, -np.inf if np.isnan(low) else low, np.inf if np.isnan(high) else high,
+                            float("nan"), "order_statistics")
+
+
 def _binary_outcomes(metric: Statistic, stats_a: np.ndarray,
                      stats_b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     a, b = metric.per_example(stats_a), metric.per_example(stats_b)

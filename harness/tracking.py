@@ -160,8 +160,8 @@ def metrics_of(run: RunDir) -> dict[str, float]:
 
 
 def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable[[str], None] = print) -> TrackedRun:
-    """Log a finished run directory to MLflow; registers its adapters when asked, the gate passed and the run is
-    complete (no failed request)."""
+    """Log a finished run directory to MLflow; registers its adapters when asked, the gate on the run's own manifest
+    passed and the run is complete (no failed request)."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -216,11 +216,14 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
             client.log_artifacts(run_id, str(path), f"adapters/{name}")
         registered = []
         if spec is not None and spec.register_adapters and passed:
-            if record["status"] == "complete":
-                registered = _register(client, MlflowException, run_id, record, adapters)
-            else:
-                # A run with failed requests is never the evidence an adapter is promoted on, whatever its gate.
+            # Promotion needs the manifest written before the run (a later one can be fitted to the results) and a
+            # run with no failed request, whatever a gate allowing failures said.
+            if record["status"] != "complete":
                 say(f"MLflow: adapters of {run.run_id} not registered: the run is {record['status']}")
+            elif verdict is None or verdict.get("manifest") != record.get("manifest"):
+                say(f"MLflow: adapters of {run.run_id} not registered: its verdict is not on the run's own manifest")
+            else:
+                registered = _register(client, MlflowException, run_id, record, adapters)
         client.set_terminated(run_id, "FINISHED")
     except MlflowException as exc:
         raise HarnessError(f"MLflow at {redact(uri)}: {exc.message.splitlines()[0]}") from None

@@ -41,10 +41,29 @@ def test_detector_counts_question_and_references_as_support():
                                    ("President Richard Nixon",)),
                              Claim("Richard Nixon", "Milhouse was named after a president.", "Named after whom?")])
     assert [f.hallucinated for f in found] == [False, True]
-    assert detector.describe() == {"name": "grounding", "version": "2", "tolerance": 0.1}
+    assert detector.describe() == {"name": "grounding", "version": "3", "tolerance": 0.1}
 
 
 def test_abstentions():
-    assert is_abstention("")
-    assert is_abstention("I don't know.")
-    assert not is_abstention("Philadelphia")
+    assert is_abstention("", "Where was it published?")
+    assert is_abstention("I don't know.", "Where was it published?")
+    assert is_abstention("I’m sorry, but the passage doesn’t say.", "Where was it published?")
+    # The question's own words assert nothing.
+    assert is_abstention("The passage does not mention where Arthur's Magazine was published.",
+                         "Where was Arthur's Magazine published?")
+    assert not is_abstention("Philadelphia", "Where was it published?")
+
+
+@pytest.mark.parametrize("answer", [
+    "It was sent from Berlin on 3 March 1999 by Lord Black. The cost is unknown.",
+    "It was sent from Berlin on 3 March 1999, and the cost is unknown.",
+    "I don't know, maybe Boston.",
+])
+def test_a_hedge_beside_an_assertion_is_no_abstention(answer):
+    """An answer is an abstention only when it asserts nothing besides saying it cannot answer: a fabrication
+    with a hedge added is checked as any answer (here: hallucinated), not counted as an abstention."""
+    question = "When was the magazine sent, and what did it cost?"
+    assert not is_abstention(answer, question)
+    found = GroundingDetector().detect([Claim(answer, PASSAGE, question)])[0]
+    assert found.hallucinated and not found.abstained
+    assert check("I don't know.", PASSAGE).abstained and not check("I don't know.", PASSAGE).hallucinated

@@ -65,7 +65,7 @@ def test_length_rule_separates_the_whole_qa_set_but_not_the_matched_pairs():
     assert bacc[("qa length-matched", f"length > {k} words")] < 0.6
     assert bacc[("qa length-matched", "always hallucinated")] == 0.5
     (diff,) = [d for d in report.differences if d.subset == "qa length-matched" and d.measure == "balanced_accuracy"]
-    assert diff.delta == pytest.approx(bacc[("qa length-matched", "grounding v2")] - bacc[
+    assert diff.delta == pytest.approx(bacc[("qa length-matched", f"grounding v{GroundingDetector.version}")] - bacc[
         ("qa length-matched", f"length > {k} words")])
     assert diff.ci_low <= diff.delta <= diff.ci_high
 

@@ -261,3 +261,98 @@ def test_a_tail_percentile_of_few_requests_has_no_upper_bound(evidence):
                            {"task": "qa", "metric": "e2e_ms_p99", "candidate": "ft", "at_most": 150})
     assert p95.status == "pass"
     assert p99.status == "insufficient" and p99.ci_high == np.inf and p99.examples_needed == 368
+
+
+def test_a_baselines_failures_make_the_comparison_insufficient_not_smaller(evidence):
+    # base fails exactly where ft is wrong: dropping those pairs would hide ft's misses.
+    wrong = [i for i, c in enumerate(evidence["qa"].completions["ft"]) if c.text != "yes"]
+    evidence["qa"] = _with_failures(evidence["qa"], "base", wrong)
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "better_than": "base",
+                                "by": 0.1}, max_error_rate=0.5)
+    assert v.status == "insufficient" and f"{len(wrong)} of 100 requests of base on qa failed" in v.evidence
+
+
+def test_blind_comparisons_and_ratings_wait_for_every_failed_request(evidence):
+    from harness.ratings import HumanRatings, Preference, Score
+
+    good = [Score("run", "qa", f"e{i}", "ft", "ada", 5, 5, 5) for i in range(40)]
+    wins = [Preference("run", "qa", f"e{i}", "base", "ft", "ada", "B") for i in range(40)]
+    manifest = Manifest.model_validate({"max_error_rate": 0.1, "criteria": [
+        {"task": "qa", "metric": "human_rating", "candidate": "ft", "at_least": 4},
+        {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "at_least": 0.6}]})
+    assert [v.status for v in resolve(manifest, evidence, HumanRatings(good, wins))] == ["pass", "pass"]
+    # The rival shown beside ft failed on some examples: its empty answers lose every blind comparison.
+    evidence["qa"] = _with_failures(evidence["qa"], "base", [1, 2])
+    rating, win = resolve(manifest, evidence, HumanRatings(good, wins))
+    assert rating.status == "pass"
+    assert win.status == "insufficient" and "requests of base on qa failed" in win.evidence
+    evidence["qa"] = _with_failures(evidence["qa"], "ft", list(range(20)))
+    rating, _ = resolve(manifest, evidence, HumanRatings(good, wins))
+    assert rating.status == "insufficient" and "20 of 100 requests of ft on qa failed" in rating.evidence
+
+
+def _grounded(tmp_path, hallucinated: np.ndarray, unparsed: np.ndarray) -> dict[str, TaskEvidence]:
+    from harness.records import Finding
+
+    task = load_task(str(write_yaml(tmp_path / "g" / "task.yaml", {
+        "name": "g", "kind": "grounded_qa", "source": "passage",
+        "data": {"test": "x.jsonl", "inputs": {"passage": "p", "q": "q"}, "reference": "r"},
+        "prompt": {"template": "{passage} {q}"}, "metrics": ["hallucination_rate"]})))
+    examples = [Example(f"e{i}", {"passage": "Paris.", "q": "city?"}, "Paris") for i in range(len(hallucinated))]
+    comps = [Completion(ex.id, "ft", "g", "Berlin" if h else "Paris", completion_tokens=1, ttft_s=0.01, e2e_s=0.02)
+             for ex, h in zip(examples, hallucinated, strict=True)]
+    findings = [Finding(hallucinated=False, raw="…", error="no verdict in the judge's reply") if u
+                else Finding(hallucinated=bool(h)) for h, u in zip(hallucinated, unparsed, strict=True)]
+    return {"g": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0,
+                              findings={"ft": findings})}
+
+
+def test_missing_verdicts_under_the_limit_count_at_their_worst(tmp_path):
+    # 400 answers, 14% hallucinated; the judge gave no verdict on 32 of the 56 hallucinated ones (8% of all, under
+    # max_unparsed): left out, the rate would read 0.065 and pass at most 0.10.
+    n = 400
+    hallucinated = np.arange(n) % 50 < 7
+    unparsed = hallucinated & (np.arange(n) % 50 < 4)
+    evidence = _grounded(tmp_path, hallucinated, unparsed)
+    reported = evidence["g"].interval("hallucination_rate", "ft", 0.95)
+    assert reported.value == pytest.approx(24 / 368)
+    (v,) = _verdicts(evidence, {"task": "g", "metric": "hallucination_rate", "candidate": "ft", "at_most": 0.10})
+    assert v.observed == pytest.approx(56 / 400) and v.status == "fail"
+    assert "32 failed requests or missing verdicts of ft counted at their worst" in v.evidence
+
+
+def test_a_latency_criterions_p_value_is_the_order_statistics_own(evidence):
+    from scipy.stats import binom
+
+    threshold = 110.0  # above every latency seen: 0.95^100 = 0.006, where the bootstrap says 1/2001
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "e2e_ms_p95", "candidate": "ft", "at_most": threshold})
+    e2e = np.array([c.e2e_s * 1000 for c in evidence["qa"].completions["ft"]])
+    below = int((e2e < threshold).sum())
+    # The bootstrap's p-value would be 1/(B+1) whenever the threshold is above every latency seen.
+    assert v.p_value == pytest.approx(binom.sf(below - 1, N, 0.95), rel=1e-3)
+
+
+def test_a_star_criterion_that_no_task_can_decide_is_refused(tmp_path):
+    metrics = {"a": with_automatic(_task(tmp_path).metrics), "b": with_automatic(_task(tmp_path, "b").metrics)}
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "*", "metric": "exact_match", "candidate": "ft", "better_than": "base"}]})
+    with pytest.raises(ConfigError, match=r"criteria\.0\.task: no task scores ft and base together"):
+        check_against(manifest, "m.yaml", {"a": ["ft"], "b": ["base"]}, metrics)
+    # The tasks a `*` criterion does not reach are not checked for it: b is too small for a p50 but scores no ft.
+    small = Manifest.model_validate({"criteria": [
+        {"task": "*", "metric": "e2e_ms_p50", "candidate": "ft", "at_most": 100}]})
+    check_against(small, "m.yaml", {"a": ["ft"], "b": ["base"]}, metrics, {"a": 100, "b": 5})
+    from harness.manifest import passed
+    assert not passed([])
+
+
+def test_a_comparison_of_tail_latencies_uses_both_sides_order_statistics(evidence, tmp_path):
+    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    paired = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "e2e_ms_p95", "candidate": "ft", "better_than": "base", "by": 50}]})
+    with pytest.raises(ConfigError, match="e2e_ms_p95 needs at least 86"):
+        check_against(paired, "m.yaml", {"qa": ["ft", "base"]}, metrics, {"qa": 50})
+    (v,) = resolve(paired, evidence)
+    ft, base = (evidence["qa"].interval("e2e_ms_p95", c, 0.975) for c in ("ft", "base"))
+    assert (v.ci_low, v.ci_high) == pytest.approx((base.low - ft.high, base.high - ft.low))
+    assert v.status == "pass"

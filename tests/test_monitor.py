@@ -164,3 +164,22 @@ def test_against_a_run_the_reference_is_the_candidates_gated_answers(small_suite
     [moved] = [r for r in loud.readings if r.signal == "label_shift"]
     assert moved.value > 0.5 and moved.p_value < 0.01
     assert quiet.candidate == "tiny-fewshot" and quiet.against == str(run_dir)
+
+
+def test_errored_traffic_counts_against_the_latency_it_hides(tmp_path):
+    """A sixth of the rows are timeouts with no latency: left out, the p95 of the rest would look fine."""
+    rows = TEST.iloc[:100]
+    log = tmp_path / "t.jsonl"
+    with log.open("w") as handle:
+        for i, (text, label) in enumerate(zip(rows.text, rows.category, strict=True)):
+            row = {"time": f"2026-11-02T00:{i // 60:02d}:{i % 60:02d}+00:00", "inputs": {"text": text}}
+            if i % 6 == 0:
+                row |= {"output": None, "error": "timeout"}
+            else:
+                row |= {"output": label, "latency": {"ttft_ms": 20, "e2e_ms": 200 + i, "output_tokens": 3}}
+            handle.write(json.dumps(row) + "\n")
+    report = monitor(log, suite(tmp_path, rules=[{"signal": "e2e_ms_p95", "at_most": 1000}], min_rows=30),
+                     say=lambda _: None)
+    [window] = report.windows
+    by = {r.signal: r for r in window.readings}
+    assert by["e2e_ms_p95"].status == "alert" and by["error_rate"].value == pytest.approx(0.17)

@@ -91,6 +91,16 @@ def test_a_run_lands_in_mlflow_with_metrics_intervals_verdict_files_and_a_regist
     assert replaced.data.tags["harness.verdict"] == "fail"
     assert len(client.search_model_versions("name='small-tiny-lora'")) == 1  # a failed gate registers nothing
 
+    # A manifest written after the run can be fitted to its results: passing on it promotes nothing.
+    lenient = write_yaml(tmp_path / "lenient.yaml", {"criteria": [
+        {"task": "keywords", "metric": "error_rate", "candidate": "tiny-lora", "at_most": 0.6}]})
+    code, _ = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(lenient))
+    assert code in (0, None)
+    run_cli(monkeypatch, capsys, "export", str(run.path))
+    [later] = _runs(client, "small")
+    assert later.data.tags["harness.verdict"] == "pass"
+    assert len(client.search_model_versions("name='small-tiny-lora'")) == 1
+
     # A run with failed requests is never promoted, even where a gate allowing failures passes it.
     record = run.read_run()
     run.write_run({**record, "status": "incomplete"})

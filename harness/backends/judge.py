@@ -2,9 +2,10 @@
 checked, opened and closed one way, and how its verdict is read from a reply.
 
 A verdict counts only when the reply gives it as it was asked for: on one line of its own, in the exact form
-(spaces, a closing full stop and markdown bold aside), once, and without repeating the instructions. A small model
-often echoes its prompt, and the prompt names every verdict form: read loosely, an echo is a verdict. No such
-line, two of them, or an echo is no verdict (unparsed), never guessed.
+(spaces, a closing full stop and markdown bold aside), once, and without repeating what the judge was shown. A
+small model often echoes its prompt: the system prompt names every verdict form, and the user turn holds the
+answer being judged, which the candidate wrote and which may itself hold a verdict line. Read loosely, an echo of
+either is a verdict. No such line, two of them, or an echo is no verdict (unparsed), never guessed.
 """
 
 from __future__ import annotations
@@ -67,15 +68,42 @@ class OpenJudge:
         self.env.close()
 
 
-def verdict_line(raw: str, line: re.Pattern[str], instructions: Iterable[str]) -> re.Match[str] | None:
+def verdict_line(raw: str, line: re.Pattern[str], *, system: str, instructions: Iterable[str] = (),
+                 headings: re.Pattern[str] | None = None, shown: Iterable[str] = ()) -> re.Match[str] | None:
     """The reply's one verdict: its only line that `line` matches whole, or None when there is none, more than
-    one, or the reply repeats any of the `instructions` (text only the prompt has)."""
+    one, or the reply is an echo of what the judge was shown:
+
+    * of the system prompt: it holds any of the `instructions` (text only the prompt has), or one of its lines is
+      a line of the `system` prompt other than a verdict form (`or`, a placeholder, a rubric line);
+    * of the user turn: one of its lines is a heading the user turn is written with (`headings`, matched whole
+      against the line), or its verdict line is also a line of an answer `shown` to the judge (the candidate's
+      text: a judge reading it out would give the candidate's verdict as its own)."""
     said = _plain(raw)
     if any(_plain(text) in said for text in instructions):
         return None
-    lines = (text.replace("*", "").strip().rstrip(".").rstrip() for text in raw.splitlines())
+    lines = [_line(text) for text in raw.splitlines()]
+    prompt_lines = {_plain(text) for text in map(_line, system.splitlines()) if text and not line.fullmatch(text)}
+    if any(_plain(text) in prompt_lines for text in lines if text):
+        return None
+    if headings is not None and any(headings.fullmatch(text) for text in lines):
+        return None
     found = [m for text in lines if (m := line.fullmatch(text))]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    verdict = _verdict(found[0])
+    if any(_verdict(m) == verdict for answer in shown for text in answer.splitlines()
+           if (m := line.fullmatch(_line(text)))):
+        return None
+    return found[0]
+
+
+def _line(text: str) -> str:
+    """A line as a verdict is read from it: without bold, surrounding spaces and a closing full stop."""
+    return text.replace("*", "").strip().rstrip(".").rstrip()
+
+
+def _verdict(found: re.Match[str]) -> tuple[str, ...]:
+    return tuple(group.upper() for group in found.groups() if group is not None)
 
 
 def _plain(text: str) -> str:

@@ -6,10 +6,17 @@ the question and the references do not support.
 * a short answer (2 to 10 words, stop words trimmed at both ends) whose words all occur but never
   together: "Lord Black of London" against a passage about Lord Black of Crossharbour.
 
-An abstention ("the passage does not say", "I don't know", an empty answer) is not a hallucination; it
-is counted separately. The default tolerance (0.1) is the value 5-fold cross-validation across HaluEval's
-length-matched questions chose (`harness validate-detector --tune tolerance=...`); the README quotes its
-held-out agreement with the human labels.
+An abstention is not a hallucination; it is counted separately. An answer is one when it is empty, or when it
+says it cannot answer (an abstention phrase: "the passage does not say", "I don't know", "unknown") and asserts
+nothing else: with those phrases taken out, every word left is a stop word, a word of the question (as written or
+by stem: "The passage does not mention who sent the parcel" to "Who sent the parcel?"), or one of the few words
+an abstention is put in (`_HEDGE`: passage, information, sorry...). A hedge beside an assertion ("It was sent from
+Berlin on 3 March 1999; the cost is unknown") is no abstention: the answer is checked as any other, so a
+fabrication cannot escape by adding one.
+
+The default tolerance (0.1) is the value 5-fold cross-validation across HaluEval's length-matched questions
+chose (`harness validate-detector --tune tolerance=...`); the README quotes its held-out agreement with the human
+labels.
 """
 
 from __future__ import annotations
@@ -33,6 +40,16 @@ _ABSTAIN = re.compile(
     r"unknown|unanswerable)\b",
     re.IGNORECASE,
 )
+# The words, besides stop words and the question's, that an abstention is put in: they assert nothing.
+_HEDGE = frozenset({
+    "passage", "text", "context", "document", "article", "source", "information", "info", "detail", "details", "data",
+    "provided", "provide", "given", "based", "according", "mention", "mentioned", "say", "says", "said", "state",
+    "stated", "specify", "specified", "tell", "told", "know", "known", "sure", "certain", "clear", "unclear",
+    "unable", "able", "determine", "answer", "question", "sorry", "afraid", "apologies", "unfortunately", "exact",
+    "exactly", "specific", "specifically", "available", "contain", "contains", "include", "includes", "indicate",
+    "indicates", "find", "found", "further", "additional", "i'm", "it's", "isn't", "doesn't", "don't", "didn't",
+    "can't", "couldn't", "there's", "won't"
+})
 # Answers to yes/no questions assert nothing the passage must contain word for word.
 _NEUTRAL = frozenset({"yes", "no"})
 _PHRASE_WORDS = (2, 10)
@@ -52,8 +69,22 @@ def _stemmed(words: list[str]) -> str:
     return " " + " ".join(_stem(w) for w in words) + " "
 
 
-def is_abstention(answer: str) -> bool:
-    return not answer.strip() or bool(_ABSTAIN.search(answer))
+_HEDGE_STEMS = frozenset(_stem(w) for w in _HEDGE)
+
+
+def is_abstention(answer: str, question: str) -> bool:
+    """Empty, or an abstention phrase and nothing asserted besides it (see the module's docstring): every word
+    outside the phrases is a stop word, a word of `question`, or an abstention's own (`_HEDGE`)."""
+    text = answer.replace("\u2019", "'")
+    if not text.strip():
+        return True
+    if not _ABSTAIN.search(text):
+        return False
+    asked = {w.lower() for w in _WORD.findall(question.replace("\u2019", "'"))}
+    asked |= {_stem(w) for w in asked}
+    said = _WORD.findall(_ABSTAIN.sub(" ", text))
+    return all(w.lower() in ENGLISH_STOP_WORDS or w.lower() in _HEDGE or _stem(w) in _HEDGE_STEMS
+               or w.lower() in asked or _stem(w) in asked for w in said)
 
 
 def unsupported_spans(answer: str, evidence: str) -> list[str]:
@@ -77,8 +108,10 @@ def _unsupported_phrase(answer: str, evidence: str) -> str | None:
     return None
 
 
-def check(answer: str, evidence: str, tolerance: float = 0.1) -> Finding:
-    if is_abstention(answer):
+def check(answer: str, evidence: str, tolerance: float = 0.1, question: str = "") -> Finding:
+    """The finding on `answer` against `evidence` (the source, question and references); `question` alone decides
+    which of the answer's words an abstention may repeat."""
+    if is_abstention(answer, question):
         return Finding(hallucinated=False, abstained=True)
     words = _content(answer)
     if not words:
@@ -112,13 +145,15 @@ class GroundingOptions(DetectorOptions):
 
 class GroundingDetector(Detector):
     name = "grounding"
-    version = "2"
+    # 3: a hedge beside an assertion is no abstention (findings kept under version 2 are made again).
+    version = "3"
 
     def __init__(self, tolerance: float = 0.1) -> None:
         self.tolerance = tolerance
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
-        return [check(c.answer, " ".join([c.source, c.question, *c.references]), self.tolerance) for c in claims]
+        return [check(c.answer, " ".join([c.source, c.question, *c.references]), self.tolerance, c.question)
+                for c in claims]
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "tolerance": self.tolerance}

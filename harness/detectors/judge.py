@@ -1,8 +1,9 @@
 """The `judge` detector: an LLM (an embedded or local model run in process, or any OpenAI-compatible
 server, e.g. the 70B baseline behind vLLM) reads the passage, the question and the answer with a fixed,
 versioned prompt and returns a verdict and the unsupported span. Its raw outputs are kept with the
-findings; an output without its one verdict line (or an echo of the prompt) is recorded as unparsed, not
-guessed, and a failed request is no finding to keep.
+findings; an output without its one verdict line (or an echo of the prompt: of its instructions, or of the user
+turn with the answer, which may hold a verdict line of its own) is recorded as unparsed, not guessed, and a failed
+request is no finding to keep. An abstention (`grounding.is_abstention`) is not sent to the judge.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SYSTEM = (
     "SPAN: <the unsupported words of the answer>"
 )
 USER = "Passage: {source}\n\nQuestion: {question}\n\nAnswer: {answer}"
+# A reply line that begins as a line of USER does is an echo of the user turn.
+HEADINGS = re.compile(r"(passage|question|answer):(\s.*)?", re.IGNORECASE)
 _VERDICT = re.compile(r"VERDICT:\s*(SUPPORTED|HALLUCINATED)", re.IGNORECASE)
 _SPAN = re.compile(r"SPAN:\s*(.+)", re.IGNORECASE)
 # What only an echo of the prompt holds: its sentences and the SPAN placeholder (of four words or more; the two
@@ -36,9 +39,11 @@ _SPAN = re.compile(r"SPAN:\s*(.+)", re.IGNORECASE)
 INSTRUCTIONS = tuple(part for part in re.split(r"(?<=[.:])\s+|\n", SYSTEM) if len(part.split()) >= 4)
 
 
-def parse(raw: str) -> tuple[bool | None, str | None]:
-    """(hallucinated, span) from the judge's reply; hallucinated is None when there is no verdict."""
-    verdict = verdict_line(raw, _VERDICT, INSTRUCTIONS)
+def parse(raw: str, answer: str) -> tuple[bool | None, str | None]:
+    """(hallucinated, span) from the judge's reply to the prompt showing `answer`; hallucinated is None when there
+    is no verdict (none, two, or an echo of the prompt or of the answer)."""
+    verdict = verdict_line(raw, _VERDICT, system=SYSTEM, instructions=INSTRUCTIONS, headings=HEADINGS,
+                           shown=(answer,))
     if not verdict:
         return None, None
     spans = [m.group(1).strip() for line in raw.splitlines() if (m := _SPAN.fullmatch(line.strip()))]
@@ -74,7 +79,9 @@ class JudgeDetector(Detector):
     name = "judge"
     # The prompt (PROMPT_VERSION) and how its reply is read. 2: a verdict only from its own line, never from an
     # echo of the prompt, so that findings kept under the looser reading of version judge-v1 are judged again.
-    version = "2"
+    # 3: nor from an echo of the user turn (its headings, or a verdict line the answer holds), and an answer that
+    # hedges besides asserting is judged, not taken for an abstention.
+    version = "3"
 
     def __init__(self, judge: OpenJudge, model: str) -> None:
         self.judge = judge
@@ -86,11 +93,12 @@ class JudgeDetector(Detector):
             user = USER.format(source=" ".join([c.source, *c.references]), question=c.question, answer=c.answer)
             messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
             requests.append(Request(str(i), messages, f"{SYSTEM}\n\n{user}\n\n", max_new_tokens=64))
-        todo = [r for r, c in zip(requests, claims, strict=True) if not is_abstention(c.answer)]
+        abstained = [is_abstention(c.answer, c.question) for c in claims]
+        todo = [r for r, skip in zip(requests, abstained, strict=True) if not skip]
         replies = {done.example_id: done for done in self.judge.generate(todo, "detector")}
         findings = []
         for i, claim in enumerate(claims):
-            if is_abstention(claim.answer):
+            if abstained[i]:
                 findings.append(Finding(hallucinated=False, abstained=True))
                 continue
             reply = replies[str(i)]
@@ -98,7 +106,7 @@ class JudgeDetector(Detector):
                 findings.append(Finding(hallucinated=False, error=f"the judge's request failed: {reply.error}",
                                         failed=True))
                 continue
-            hallucinated, span = parse(reply.text)
+            hallucinated, span = parse(reply.text, claim.answer)
             findings.append(Finding(hallucinated=bool(hallucinated), spans=(span,) if span else (), raw=reply.text,
                                     error=None if hallucinated is not None else "no verdict in the judge's reply"))
         return findings

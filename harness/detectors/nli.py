@@ -53,7 +53,8 @@ class NLIOptions(DetectorOptions):
 
 class NLIDetector(Detector):
     name = "nli"
-    version = "1"
+    # 2: a hedge beside an assertion is no abstention (grounding.is_abstention, read with the question).
+    version = "2"
 
     def __init__(self, model: str, threshold: float = 0.5) -> None:
         import torch
@@ -89,14 +90,15 @@ class NLIDetector(Detector):
         return out
 
     def detect(self, claims: list[Claim]) -> list[Finding]:
-        todo = [(i, h) for i, c in enumerate(claims) if not is_abstention(c.answer) for h in hypotheses(c)]
+        abstained = [is_abstention(c.answer, c.question) for c in claims]
+        todo = [(i, h) for i, c in enumerate(claims) if not abstained[i] for h in hypotheses(c)]
         probs = self.entailment([(" ".join([claims[i].source, *claims[i].references]), h) for i, h in todo])
         per_claim: dict[int, list[tuple[str, float]]] = {}
         for (i, h), p in zip(todo, probs, strict=True):
             per_claim.setdefault(i, []).append((h, p))
         findings = []
-        for i, claim in enumerate(claims):
-            if is_abstention(claim.answer):
+        for i, skip in enumerate(abstained):
+            if skip:
                 findings.append(Finding(hallucinated=False, abstained=True))
                 continue
             scored = per_claim.get(i, [])

@@ -57,6 +57,9 @@ class Metric(ABC):
     # machine gave no usable verdict (unparsed reply, failed call) and 0 where it did. Such answers are left out of
     # this metric; the manifest makes a criterion insufficient when their share is above its `max_unparsed`.
     unparsed: str | None = None
+    # Other candidates whose answers feed this metric (a pairwise judge's rival; "*": every other candidate of the
+    # task, as in blind comparisons): their failures count too.
+    rivals: tuple[str, ...] = ()
 
     @property
     def automatic(self) -> bool:
@@ -66,6 +69,8 @@ class Metric(ABC):
     def format(self, value: float | None) -> str:
         if value is None or np.isnan(value):
             return "–"
+        if np.isinf(value):
+            return "∞" if value > 0 else "-∞"
         return f"{value:.{self.decimals}f}"
 
     @abstractmethod
@@ -96,10 +101,17 @@ class Metric(ABC):
         """The fewest examples with which the interval can lie wholly above (`above`) or below a threshold."""
         return 1
 
-    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
-        """The statistics with the failed requests (a boolean mask over examples) counted at their worst for the
-        candidate, for the gate. Here the failed request's empty answer stands: no text scores lower."""
-        return stats
+    def best_case(self, stats: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+        """The statistics with the rows in `missing` at their best, for a baseline whose machine verdicts are missing
+        there (a comparison must not gain from them either); None where the metric cannot say."""
+        return None
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray | None:
+        """The statistics with the rows in `failed` (a boolean mask over examples: requests that failed, machine
+        verdicts that are missing) counted at their worst for the candidate, for the gate: never better than any
+        answer could have scored. None where the metric cannot say what its worst is; the gate then makes any
+        such row insufficient evidence rather than guess."""
+        return None
 
 
 class MeanMetric(Metric):
@@ -121,7 +133,17 @@ class MeanMetric(Metric):
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return np.where(stats[:, 1] > 0, stats[:, 0], np.nan)
 
-    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    def best_case(self, stats: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
+        """A baseline's missing verdict takes the metric's best value, so that it cannot favour the candidate."""
+        low, high = self.value_range
+        best = high if self.higher_is_better else low
+        if not np.isfinite(best):
+            return None
+        out = stats.copy()
+        out[missing] = (best, 1.0)
+        return out
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray | None:
         """A failed request takes the metric's worst value (a hallucination, not an abstention; no judge score at
         all is a 0), or the worst value observed where the range is unbounded on that side."""
         low, high = self.value_range

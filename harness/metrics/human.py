@@ -43,6 +43,7 @@ class HumanRating(RatingMetric):
 @register
 class HumanWinRate(RatingMetric):
     name = "human_win_rate"
+    rivals = ("*",)  # a blind comparison pits the candidate against whichever candidate was shown beside it
 
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:

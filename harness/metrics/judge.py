@@ -3,7 +3,9 @@ win rate against one candidate judged in both orders (position bias cancels: a w
 
 The judging itself is a stage (harness.judging: replies kept in the run directory, judged once); these
 metrics read its judgements. `<name>_unparsed` is the share of answers without a verdict (a reply without its
-one verdict line, an echo of the prompt, a failed request); they are left out of the score, never guessed.
+one verdict line, an echo of the prompt or of the user turn, a failed request); they are left out of the score,
+never guessed. A pairwise score declares its rival in `rivals`: the rival's failed requests are shown to the
+judge as empty answers, so the gate counts them too.
 `<name>_agreement` (from reviewers' ratings, for the manifest) is the share of rated answers where the judge is
 within one point of the reviewers' mean (pass/fail: the same side of 3), the answers paired as the Agreement page
 pairs them (`ratings.paired_with_ratings`).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +29,9 @@ from harness.ratings import HumanRatings, Output, paired_with_ratings
 
 PROMPT_VERSION = "rubric-v1"
 # How a verdict is read from a reply (judgements kept under another reading are asked again). 2: only from its own
-# line, once, in the exact form, and never from a reply that repeats the instructions.
-READING_VERSION = "2"
+# line, once, in the exact form, and never from a reply that repeats the instructions. 3: nor from one that
+# repeats a line of the system prompt, a heading of the user turn, or a verdict line of an answer it was shown.
+READING_VERSION = "3"
 _FORMS = {
     "1-5": ("SCORE: <a whole number from 1 (fails the criteria) to 5 (meets them fully)>",
             re.compile(r"SCORE:\s*([1-5])", re.IGNORECASE)),
@@ -36,6 +40,9 @@ _FORMS = {
 }
 _TASK = "You judge {what} against these criteria"
 _ASK = "then end with one line in exactly this form"
+# The headings the user turn is written with (judging._user), each on a line of its own or, for the reference,
+# before it: a reply line that is one of them is an echo of the user turn.
+HEADINGS = re.compile(r"input:|answer to judge:|answer [ab]:|reference answer:(\s.*)?", re.IGNORECASE)
 
 
 def form(spec: JudgeMetricSpec) -> str:
@@ -52,25 +59,29 @@ def system_prompt(spec: JudgeMetricSpec, rubric: str) -> str:
             f"{_FORMS[kind][0]}")
 
 
-def parse(kind: str, raw: str) -> str | None:
-    """The reply's verdict (its one verdict line), or None when there is none, more than one, or the reply
-    repeats the instructions (the format line, or the prompt's own sentences): an echo is no verdict."""
+def parse(kind: str, raw: str, *, system: str, shown: Sequence[str]) -> str | None:
+    """The reply's verdict (its one verdict line), or None when there is none, more than one, or the reply is an
+    echo: of the instructions (the format line, the prompt's own sentences, any other line of the `system`
+    prompt), or of the user turn (its headings, or a verdict line of one of the answers `shown`)."""
     instructions = (_TASK.format(what=_what(kind)), _ASK, _FORMS[kind][0])
-    found = verdict_line(raw, _FORMS[kind][1], instructions)
+    found = verdict_line(raw, _FORMS[kind][1], system=system, instructions=instructions, headings=HEADINGS,
+                         shown=shown)
     return found.group(1).upper() if found else None
 
 
-def point_score(kind: str, raw: str) -> float | None:
-    verdict = parse(kind, raw)
+def point_score(kind: str, raw: str, *, system: str, shown: Sequence[str]) -> float | None:
+    """The score of the answer `shown` from the judge's reply to `system` and that answer, or None."""
+    verdict = parse(kind, raw, system=system, shown=shown)
     if verdict is None:
         return None
     return float(verdict) if kind == "1-5" else float(verdict == "PASS")
 
 
-def pairwise_score(first: str, second: str) -> float | None:
-    """The candidate's outcome from two replies: candidate shown as A, then as B. Agreeing orders decide; a tie
-    or disagreeing orders (position bias) count half; a reply without a verdict makes it unparsed."""
-    a, b = parse("pairwise", first), parse("pairwise", second)
+def pairwise_score(first: str, second: str, *, system: str, shown: Sequence[str]) -> float | None:
+    """The candidate's outcome from two replies: candidate shown as A, then as B (`shown`: both answers). Agreeing
+    orders decide; a tie or disagreeing orders (position bias) count half; a reply without a verdict makes it
+    unparsed."""
+    a, b = (parse("pairwise", raw, system=system, shown=shown) for raw in (first, second))
     if a is None or b is None:
         return None
     as_a = {"A": 1.0, "B": 0.0, "TIE": 0.5}[a]
@@ -92,7 +103,7 @@ class JudgeScore(MeanMetric):
     family = "judge"
     decimals = 2
     needs = frozenset({"judge"})
-    # Set per judge by define_judge: `<name>_unparsed`.
+    # Set per judge by define_judge: `<name>_unparsed`, and for a pairwise judge its `against` candidate in `rivals`.
     unparsed: str
 
     def values(self, data: ScoringInput) -> np.ndarray:
@@ -124,6 +135,8 @@ class JudgeAgreement(RatingMetric):
 
     family = "judge"
     scale: str
+    # Set per judge by define_judge: `<judge>_unparsed`, so that the manifest's `max_unparsed` holds here too.
+    unparsed: str
 
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:
@@ -140,19 +153,22 @@ def agrees(judge: float, human_mean: float, scale: str) -> float:
 
 
 def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
-    """Register the judge's score, its unparsed share and its agreement with reviewers; checks the rubric."""
+    """Register the judge's score (a pairwise one naming its rival in `rivals`), its unparsed share and its
+    agreement with reviewers (qualified by the same unparsed share); checks the rubric."""
     rubric = rubric_text(spec, task)
     if not rubric.strip():
         raise ConfigError(task.file, f"{where}.rubric", "the rubric is empty")
     definition = json.dumps({"spec": spec.model_dump(mode="json"), "rubric": rubric}, sort_keys=True)
     made = [
-        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name, "unparsed": f"{spec.name}_unparsed"})(),
+        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name, "unparsed": f"{spec.name}_unparsed",
+                                                   "rivals": (spec.against,) if spec.against else ()})(),
         type(f"Judge_{spec.name}_unparsed", (JudgeUnparsed,), {"name": f"{spec.name}_unparsed",
                                                                 "judge": spec.name})(),
     ]
     if not spec.against:
         made.append(type(f"Judge_{spec.name}_agreement", (JudgeAgreement,), {
-            "name": f"{spec.name}_agreement", "reads": spec.name, "scale": spec.scale})())
+            "name": f"{spec.name}_agreement", "reads": spec.name, "scale": spec.scale,
+            "unparsed": f"{spec.name}_unparsed"})())
     for metric in made:
         if not define(metric, definition):
             raise ConfigError(task.file, f"{where}.name", f"metric name {metric.name!r} is a built-in metric's")
