@@ -39,7 +39,7 @@ def test_runs_without_metrics_are_bad_input(tmp_path):
 
 
 def test_a_bound_that_does_not_exist_reaches_any_value(tmp_path):
-    # A percentile of too few requests has no upper bound (null in metrics.json): a later run's higher p99 is no proven move.
+    # A percentile of too few requests has no upper bound (null in metrics.json): a higher one later is no proven move.
     before = _run(tmp_path / "a", {("ft", "token_f1"): (0.80, 0.76, 0.84), ("ft", "e2e_ms_p50"): (300, 250, None)})
     after = _run(tmp_path / "b", {("ft", "token_f1"): (0.80, 0.76, 0.84), ("ft", "e2e_ms_p50"): (900, 800, None)})
     changes = {(c.candidate, c.metric): c.movement for c in compare_runs(before, after, latency=True)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, register
 
@@ -88,14 +89,56 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
 
 
-@register
-class MacroF1(SumStatsMetric):
-    name = "macro_f1"
-    family = "classification"
+class _ConfusionF1(SumStatsMetric):
     needs = frozenset({"labels", "reference"})
+    family = "classification"
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """A failed row is a wrong label: a miss for its true label and a false positive for another (lower than an
+        invalid answer's miss alone), the false positives placed where they lower the metric most."""
+        k = stats.shape[1] // 3
+        rows = np.flatnonzero(failed)
+        true = np.argmax(stats[rows, :k] + stats[rows, 2 * k:], axis=1)  # a row counts its true label once
+        out = stats.copy()
+        out[rows] = 0
+        out[rows, 2 * k + true] = 1
+        if k < 2:  # a single label: no wrong one to name
+            return out
+        cap = len(rows) - np.bincount(true, minlength=k)  # no row names its own label
+        slots = np.repeat(np.arange(k), self._worst_false_positives(out.sum(axis=0), cap, len(rows)).astype(int))
+        # The rows matched to those false positives, none to its own label (possible: no label takes more than the
+        # rows of other labels give).
+        _, order = linear_sum_assignment(slots[None, :] == true[:, None])
+        out[rows, k + slots[order]] = 1
+        return out
+
+    def _worst_false_positives(self, sums: np.ndarray, cap: np.ndarray, m: int) -> np.ndarray:
+        """How many false positives each label takes (at most `cap`, `m` in all) to lower the metric most:
+        for each number of unseen labels opened (each adds an F1 of 0 to the macro mean), the rest one at a time
+        where one lowers it most (exact for a sum of per-label terms convex in their false positives, the labels
+        present fixed); the lowest of these."""
+        k = len(cap)
+        unseen = np.flatnonzero(sums.reshape(3, k).sum(axis=0) == 0)
+        best, lowest = np.zeros(k), np.inf
+        for opened in range(min(m, len(unseen)) + 1):
+            fps = np.isin(np.arange(k), unseen[:opened]).astype(float)
+            allowed = np.isin(np.arange(k), unseen[opened:], invert=True)
+            if allowed.sum() < 2:  # the failed rows' one true label alone: none of them can be placed
+                continue
+            for _ in range(m - opened):
+                one_more = sums + np.pad(fps, k) + np.eye(k, 3 * k, k)  # with one more false positive on each label
+                fps[np.argmin(np.where(allowed & (fps < cap), self.from_sums(one_more), np.inf))] += 1
+            if (value := float(self.from_sums((sums + np.pad(fps, k))[None])[0])) < lowest:
+                best, lowest = fps, value
+        return best
+
+
+@register
+class MacroF1(_ConfusionF1):
+    name = "macro_f1"
 
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         tp, fp, fn = np.split(sums, 3, axis=1)
@@ -105,13 +148,8 @@ class MacroF1(SumStatsMetric):
 
 
 @register
-class MicroF1(SumStatsMetric):
+class MicroF1(_ConfusionF1):
     name = "micro_f1"
-    family = "classification"
-    needs = frozenset({"labels", "reference"})
-
-    def stats(self, data: ScoringInput) -> np.ndarray:
-        return confusion_stats(data)
 
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         tp, fp, fn = (part.sum(axis=1) for part in np.split(sums, 3, axis=1))

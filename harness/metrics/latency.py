@@ -91,11 +91,20 @@ class InterTokenPercentile(Metric):
         return repeated_percentile(values, sample.counts[:, owner], self.q)
 
     def count(self, stats: np.ndarray) -> int:
+        """Requests with gaps: the gaps of one request are not independent evidence."""
         return len(np.unique(stats[:, 0]))
 
+    def min_n(self, confidence: float, above: bool) -> int:
+        # Counted in requests, as a request percentile's: a tail of few requests' gaps bounds nothing.
+        return order_statistic_min_n(self.q, confidence, upper=not above)
+
     def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
-        """A failed request adds one infinite gap (it never delivered its next token)."""
-        return np.concatenate([stats, np.array([(i, np.inf) for i in np.flatnonzero(failed)]).reshape(-1, 2)])
+        """A failed request's gaps are all infinite (it never delivered its next token), as many as an answered
+        request has on average (at least one): one gap alone would be lost among the answered requests' many."""
+        kept = stats[~failed[stats[:, 0].astype(int)]]
+        per_request = math.ceil(len(kept) / len(np.unique(kept[:, 0]))) if len(kept) else 1
+        rows = [(i, np.inf) for i in np.flatnonzero(failed) for _ in range(per_request)]
+        return np.concatenate([kept, np.array(rows).reshape(-1, 2)])
 
 
 class OutputTokensPerSecond(SumStatsMetric):
@@ -116,6 +125,12 @@ class OutputTokensPerSecond(SumStatsMetric):
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums[:, 0] / sums[:, 1]
+
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        # No token in as long as the slowest request took: all time, no output (a longer wait was never seen).
+        out = stats.copy()
+        out[failed] = (0.0, stats[:, 1].max(initial=0.0))
+        return out
 
 
 class ErrorRate(MeanMetric):
