@@ -212,13 +212,19 @@ def _passes(results: Path, record: dict, pop: Population, repeats: int, seed: in
     ratings = RatingStore.beside(results)
     kinds = list(criteria(pop))
     passes: dict[str, list[bool]] = {k: [] for k in kinds}
+    kept: Path | None = None
     for r in range(repeats):
         run = RunDir(results / f"{seed}-{r}")
         _draw_run(run, record, pop, np.random.default_rng([seed, r]), ratings)
+        if kept is not None:
+            # The judges' findings of the previous run: reused where an example got the same answer again (the
+            # harness keys them by answer and detector), so the scripted judges are asked about the rest only.
+            shutil.copytree(kept / "detections", run.path / "detections")
+            shutil.rmtree(kept)
         verdicts, _ = gate(run.path)
         for kind, v in zip(kinds, verdicts, strict=True):
             passes[kind].append(v.status == "pass")
-        shutil.rmtree(run.path)
+        kept = run.path
         if (r + 1) % 20 == 0:
             say(f"  {r + 1}/{repeats}: " + ", ".join(f"{k} {sum(p)}" for k, p in passes.items()))
     return passes

@@ -116,7 +116,7 @@ def run(
     tracked = tracking.choose(the_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
-    result = Runner(the_plan, results, err).execute(run_id, resume)
+    result = Runner(the_plan, results, err, manifest).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in the_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:

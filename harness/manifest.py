@@ -31,9 +31,7 @@ from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
-from harness.stats import Direction, Interval, decide, examples_needed, holm, mean_draws, percentile_interval
-
-HUMAN_RESAMPLES = 2000
+from harness.stats import Direction, Interval, bounded_mean_interval, decide, examples_needed, holm
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -46,11 +44,13 @@ def _rated(metric: str) -> bool:
 
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
-                  metrics: dict[str, list[str]], sizes: dict[str, int] | None = None) -> None:
+                  metrics: dict[str, list[str]], sizes: dict[str, int] | None = None,
+                  resamples: int | None = None) -> None:
     """Every criterion names a task, candidate and metric the run has (human metrics come from ratings), and can
-    be decided on the task's test examples (`sizes`, after sample and limit). `runs` maps each task to the
-    candidates scored on it."""
+    be decided on the task's test examples (`sizes`, after sample and limit) with the bootstrap's `resamples`.
+    `runs` maps each task to the candidates scored on it."""
     tasks = list(runs)
+    decided: list[tuple[int, Criterion, str]] = []
     candidates = list(dict.fromkeys(c for names in runs.values() for c in names))
     for i, c in enumerate(manifest.criteria):
         if c.task != "*" and c.task not in tasks:
@@ -74,22 +74,36 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
         for task in applies:
             if c.metric not in metrics[task] and not _rated(c.metric):
                 raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
+        refusal = METRICS[c.metric].not_gateable if c.metric in METRICS else None
+        if refusal:
+            raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} {refusal}")
         _check_reachable(c, i, where)
-        if sizes is not None and not _rated(c.metric):
-            for task in applies:
-                _check_decidable(c, i, where, manifest, task, sizes[task])
+        decided += [(i, c, task) for task in applies]
+    # Holm's correction asks the first verdict for alpha / m: each must be decidable at that level.
+    m = len(decided) if manifest.holm else 1
+    if sizes is not None:
+        for i, c, task in decided:
+            if not _rated(c.metric):
+                _check_decidable(c, i, where, manifest, task, sizes[task], 1 - (1 - manifest.confidence) / m)
+    alpha = (1 - manifest.confidence) / 2
+    if m > 1 and resamples is not None and 1 / (resamples + 1) >= alpha / m:
+        raise ConfigError(where, "holm", f"{m} verdicts under Holm's correction need p-values below {alpha / m:.2g}; "
+                          f"{resamples} bootstrap resamples give none below {1 / (resamples + 1):.2g} (set the suite's "
+                          f"bootstrap.resamples to at least {math.ceil(m / alpha)})")
     _check_consistent(manifest, where)
 
 
-def _check_decidable(c: Criterion, i: int, where: Path | str, manifest: Manifest, task: str, n: int) -> None:
+def _check_decidable(c: Criterion, i: int, where: Path | str, manifest: Manifest, task: str, n: int,
+                     confidence: float) -> None:
     """A criterion that cannot pass on the task's test examples, whatever the answers, is refused before any work."""
     if n < manifest.min_examples:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples (after sample and limit) but "
                           f"min_examples is {manifest.min_examples}: {c.describe()} can never pass")
-    needed = _min_n(c, manifest.confidence)
+    needed = _min_n(c, confidence)
     if n < needed:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples; {c.metric} needs at least "
-                          f"{needed} for a {manifest.confidence:.0%} bound on that side: {c.describe()} can never pass")
+                          f"{needed} for a {confidence:.3g} bound on that side"
+                          f"{' (Holm)' if confidence > manifest.confidence else ''}: {c.describe()} can never pass")
 
 
 def _min_n(c: Criterion, confidence: float) -> int:
@@ -192,9 +206,12 @@ def _blocked(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> s
     beyond `max_error_rate`; any failed request of a baseline or rival (what it would have answered is unknown, and
     a failure there would count for the candidate); too many missing machine verdicts behind the metric."""
     failed = ev.failed(c.candidate)
-    if len(failed) > manifest.max_error_rate * ev.n:
+    # Reviewers rate answers that exist: a failure cannot be rated at its worst, so ratings allow none.
+    allowed = 0.0 if _rated(c.metric) else manifest.max_error_rate
+    if len(failed) > allowed * ev.n:
         return (f"{len(failed)} of {ev.n} requests of {c.candidate} on {task} failed ({_listed(failed)}), above "
-                f"max_error_rate {manifest.max_error_rate:g}; `harness run --resume` retries them")
+                f"max_error_rate {allowed:g}{' for ratings' if _rated(c.metric) else ''}; `harness run --resume` "
+                "retries them")
     for other in _others(c, ev):
         if failed := ev.failed(other):
             return (f"{len(failed)} of {ev.n} requests of {other} on {task} failed ({_listed(failed)}): what it would "
@@ -256,13 +273,14 @@ def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manife
     if values is None or len(values) == 0:
         return _insufficient(c, task, label, 0, f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
     n = len(values)
-    draws = mean_draws(values, HUMAN_RESAMPLES, seed=0)
     value = float(values.mean())
-    low, high = percentile_interval(draws, conf)
+    # Few rated examples, coarse scores: an interval that holds at small n (a bootstrap of one rating is a point).
+    scale = get_metric(c.metric).value_range
+    low, high = bounded_mean_interval(values, *scale, conf)
     above, threshold = _absolute(c)
+    p = _inverted_p(lambda k: bounded_mean_interval(values, *scale, k), threshold, above)
     what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
-    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, 1,
-                    _one_sided_p(draws, threshold, above), what)
+    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, 1, p, what)
 
 
 def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: float, low: float, high: float,
@@ -297,9 +315,11 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:
         return _insufficient(c, task, label, ev.n, blocked)
-    ev = ev.counting_against(c.candidate, c.baseline)
     metric = get_metric(c.metric)
-    own = metric.interval(ev.stats(c.metric)[c.candidate], conf) is not None
+    needs_high = c.at_least is not None if c.baseline is None else metric.higher_is_better
+    ev = ev.counting_against(c.candidate, c.baseline, needs_high)
+    own = (metric.interval(ev.stats(c.metric)[c.candidate], conf) is not None if c.baseline is None
+           else metric.compared_by_intervals)
     n = ev.count(c.metric, c.candidate)
     if c.baseline is None:
         iv = ev.interval(c.metric, c.candidate, conf)

@@ -107,7 +107,8 @@ class MonitorReport:
 
 def signals_of(task: PlannedTask) -> list[str]:
     """Every name a monitor rule may use for this task: the drift signals and the task's metrics."""
-    metrics = [m for m in with_automatic(task.spec.metric_names) if "ratings" not in METRICS[m].needs]
+    # Ratings come from reviewers and judgements from a judging stage the monitor does not run.
+    metrics = [m for m in with_automatic(task.spec.metric_names) if not METRICS[m].needs & {"ratings", "judge"}]
     return DRIFT_SIGNALS.names() + metrics
 
 
@@ -251,8 +252,12 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
         if math.isnan(iv.value) and metric.name not in rules:
             continue
         status, why = _status(rules.get(metric.name, []), iv.value, iv.low, iv.high, None, len(used), spec)
-        if metric.name in ev.no_worst and status != "info":
-            status, why = "insufficient", "errored rows that this metric cannot count at their worst"
+        missing = bool(ev.missing(metric.name, TRAFFIC).any())
+        if missing and status != "info" and (metric.name in ev.no_worst or any(
+                (rule.at_most is not None) == metric.higher_is_better for rule in rules.get(metric.name, []))):
+            # The errored rows were counted at the metric's worst, which is the rule's good side for a rule that
+            # wants the value low on a metric where high is good (or the other way round), or not at all.
+            status, why = "insufficient", "errored rows that this rule cannot count against the traffic"
         scope = "rows with a reference" if labelled else "rows"
         out.append(Reading(name, metric.name, iv.value, iv.low, iv.high, None, len(used), status,
                            _describe(rules.get(metric.name)), _because(f"{len(used)} {scope}", status, why)))

@@ -64,8 +64,10 @@ class RunResult:
 class Runner:
     """One run of a plan into a results folder."""
 
-    def __init__(self, the_plan: RunPlan, results_dir: Path, console: Console | None = None) -> None:
+    def __init__(self, the_plan: RunPlan, results_dir: Path, console: Console | None = None,
+                 manifest_file: Path | None = None) -> None:
         self.plan = the_plan
+        self.manifest_file = manifest_file  # the --manifest given, if any: named when a resume refuses it
         self.results = ResultsDir(results_dir)
         self.console = console or Console(stderr=True)
         self.data_reports: list[TaskDataReport] = []
@@ -135,7 +137,7 @@ class Runner:
         finetune_s: dict[str, float] = {}
         self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
                                      timings=finetune_s)
-        run = open_run(self.results, self.plan, run_id, resume)
+        run = open_run(self.results, self.plan, run_id, resume, self.manifest_file)
         previous = run.read_run() if resume else {}
         started = previous.get("started_at") or now_iso()
         # A resumed run keeps the first attempt's training time: reusing the adapter costs nothing.
@@ -172,4 +174,4 @@ class Runner:
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
               console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
-    return Runner(plan(suite_file, manifest_file), results_dir, console).execute(run_id, resume)
+    return Runner(plan(suite_file, manifest_file), results_dir, console, manifest_file).execute(run_id, resume)

@@ -234,7 +234,8 @@ def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = 
 
 def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
     check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
-                  {t.name: t.metric_names for t in tasks}, {t.name: len(t.data.test) for t in tasks})
+                  {t.name: t.metric_names for t in tasks}, {t.name: len(t.data.test) for t in tasks},
+                  suite.bootstrap.resamples)
 
 
 def plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False) -> RunPlan:

@@ -3,6 +3,7 @@ as they finish; on resume only the examples without a successful answer are aske
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from rich.progress import TaskID as BarID
 from harness import adapter_probe
 from harness.backends import Backend, BackendEnv, Deployment
 from harness.config import Candidate
-from harness.errors import HarnessError
+from harness.errors import HarnessError, redact_all
 from harness.plan import PlannedTask, RunPlan
 from harness.records import Request
 from harness.store import ResultsDir, RunDir, new_run_id
@@ -30,8 +31,22 @@ def check_run_id(run_id: str | None, results: ResultsDir) -> None:
                            f"so the run stays inside {results.path}")
 
 
-def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume: bool) -> RunDir:
-    """A new run directory, or the unfinished one to resume (whose suite must not have changed)."""
+def manifest_name(the_plan: RunPlan, override: Path | None = None) -> str:
+    """Where the plan's manifest came from, for messages: the --manifest file, the suite's manifest file, or the
+    suite's inline block."""
+    if override is not None:
+        return str(override)
+    given = the_plan.suite.manifest
+    if isinstance(given, str):
+        return str(Path(given) if Path(given).is_absolute() else the_plan.suite_file.parent / given)
+    return f"{the_plan.suite_file}: manifest" if given is not None else "no manifest"
+
+
+def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume: bool,
+             manifest_file: Path | None = None) -> RunDir:
+    """A new run directory, or the unfinished one to resume, whose suite and manifest must not have changed: a
+    manifest written after seeing the results would become the run's own (the one promotion trusts) without new
+    evidence. `manifest_file` is the --manifest given, if any (to name it)."""
     suite = the_plan.suite
     check_run_id(run_id, results)
     if resume:
@@ -42,6 +57,11 @@ def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume:
         record = run.read_run()
         if record.get("suite_sha256") != the_plan.suite_sha256:
             raise HarnessError(f"{run.path}: the suite file changed since this run started; start a new run")
+        manifest = the_plan.manifest.model_dump(mode="json") if the_plan.manifest is not None else None
+        if redact_all(json.loads(json.dumps(manifest))) != record.get("manifest"):
+            raise HarnessError(f"{run.path}: the manifest ({manifest_name(the_plan, manifest_file)}) differs from the "
+                               "one this run was started with; resume with that one, or judge the run by another with "
+                               "`harness gate RUN --manifest`")
         if bool(record.get("in_process")) != the_plan.in_process:
             started = "with" if record.get("in_process") else "without"
             raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")

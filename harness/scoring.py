@@ -35,6 +35,8 @@ class TaskEvidence:
     # the monitor's view); metrics that cannot say what their worst is, where such rows exist, land in `no_worst`.
     worst_for: str | None = None
     best_for: str | None = None  # a baseline whose missing machine verdicts count at each metric's best
+    # Whether the criterion decided on this evidence needs high values to pass (None: count at each metric's worst).
+    needs_high: bool | None = None
     no_worst: set[str] = field(default_factory=set)
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -55,7 +57,10 @@ class TaskEvidence:
                                            self.judgements.get(cand)))
                 for cand, comps in self.completions.items()
             }
-            for name, counted in ((self.worst_for, m.worst_case), (self.best_for, m.best_case)):
+            # A criterion that passes on low values of a metric where high is good (at_most on a rate of right
+            # answers) is helped by a worst case: its candidate's missing rows go to the metric's best instead.
+            against = m.worst_case if self.needs_high in (None, m.higher_is_better) else m.best_case
+            for name, counted in ((self.worst_for, against), (self.best_for, m.best_case)):
                 missing = self.missing(metric, name) if name is not None else None
                 if name is None or missing is None or not missing.any():
                     continue
@@ -84,17 +89,19 @@ class TaskEvidence:
         """The examples whose request failed for the candidate."""
         return [ex.id for ex, c in zip(self.examples, self.completions[candidate], strict=True) if not c.ok]
 
-    def counting_against(self, candidate: str, baseline: str | None = None) -> TaskEvidence:
+    def counting_against(self, candidate: str, baseline: str | None = None, high: bool = True) -> TaskEvidence:
         """The evidence a criterion on `candidate` (against `baseline`) is decided on: the same examples and
         resamples, with the candidate's failed requests and missing machine verdicts at each metric's worst (a
-        wrong or hallucinated answer, an infinite latency), and the baseline's missing verdicts at their best (its
+        wrong or hallucinated answer, an infinite latency; at the metric's best where the criterion needs the value
+        low on a metric where high is good, or `high` on one where low is good), and the baseline's missing
+        verdicts at their best (its
         failed requests are never counted: the gate refuses to compare with them). With nothing missing it gives the
         reported figures."""
         names = [candidate] if baseline is None else [candidate, baseline]
         return TaskEvidence(self.task, self.examples, self.labels, {name: self.completions[name] for name in names},
                             self.resamples, self.seed, {n: self.findings[n] for n in names if n in self.findings},
                             {n: self.judgements[n] for n in names if n in self.judgements}, worst_for=candidate,
-                            best_for=baseline)
+                            best_for=baseline, needs_high=high)
 
     def draws(self, metric: str) -> dict[str, np.ndarray]:
         """Bootstrap draws of every candidate on the same resamples (seeded by suite seed and task)."""
@@ -113,7 +120,7 @@ class TaskEvidence:
 
     def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:
         m, stats = get_metric(metric), self.stats(metric)
-        if m.interval(stats[candidate], confidence) is not None:
+        if m.compared_by_intervals:
             # A metric whose own interval replaces the bootstrap's (a tail percentile) is compared through it too:
             # each side at 1 - alpha/2, so that both bounds hold together with the confidence asked.
             each = 1 - (1 - confidence) / 2

@@ -1,6 +1,6 @@
 """Experiment tracking with MLflow: a finished run directory logged as one MLflow run (parameters, every metric
 with its interval bounds, the verdict, the run's files and its adapters with their lineage), and adapters
-registered in the model registry when the gate passes.
+registered in the model registry when the gate passes (those the criteria judge as candidates).
 
 The run directory stays the record; MLflow gets a copy. Logging the same run again finds the MLflow run by its
 `harness.run_id` tag: unchanged content is not logged twice, changed content (a resumed run) replaces it.
@@ -161,7 +161,7 @@ def metrics_of(run: RunDir) -> dict[str, float]:
 
 def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable[[str], None] = print) -> TrackedRun:
     """Log a finished run directory to MLflow; registers its adapters when asked, the gate on the run's own manifest
-    passed and the run is complete (no failed request)."""
+    passed and the run is complete (no failed request): each adapter that is a criterion's candidate."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -223,11 +223,21 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
             elif verdict is None or verdict.get("manifest") != record.get("manifest"):
                 say(f"MLflow: adapters of {run.run_id} not registered: its verdict is not on the run's own manifest")
             else:
-                registered = _register(client, MlflowException, run_id, record, adapters)
+                judged = judged_adapters(verdict["manifest"], adapters)
+                for name in adapters.keys() - judged.keys():
+                    say(f"MLflow: adapter {name} of {run.run_id} not registered: no criterion has it as candidate")
+                registered = _register(client, MlflowException, run_id, record, judged)
         client.set_terminated(run_id, "FINISHED")
     except MlflowException as exc:
         raise HarnessError(f"MLflow at {redact(uri)}: {exc.message.splitlines()[0]}") from None
     return TrackedRun(run_id, experiment_id, redact(uri), registered)
+
+
+def judged_adapters(manifest: dict[str, Any] | None, adapters: dict[str, Path]) -> dict[str, Path]:
+    """The adapters a passing verdict speaks for: those whose candidate is the `candidate` of at least one criterion
+    (a baseline, or an adapter no criterion names, was not checked)."""
+    named = {c.get("candidate") for c in (manifest or {}).get("criteria", [])}
+    return {name: path for name, path in adapters.items() if name in named}
 
 
 def _register(client: Any, mlflow_error: type[Exception], run_id: str, record: dict[str, Any],

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from harness.backends.base import Request
@@ -89,3 +91,30 @@ def test_replicas_share_the_requests_and_retries_move_to_the_next():
         out = list(backend.generate(_requests(4), "c", "t"))
     assert all(c.ok for c in out) and len(healthy.requests) == 4
     assert sorted(c.attempts for c in out) == [1, 1, 2, 2]
+
+
+def test_a_retried_request_is_timed_from_its_first_attempt():
+    """A server whose first answer to each prompt hangs past the client's timeout, the retry answering at once:
+    the user waited through the timed-out attempt and the backoff, so the latencies do too (from the first
+    attempt's start), not only the fast last attempt's. The gaps between tokens are the answering attempt's."""
+    seen: set[str] = set()
+
+    def reply(body):
+        prompt = body["messages"][0]["content"]
+        if prompt not in seen:
+            seen.add(prompt)
+            time.sleep(1.0)
+        return "yes"
+
+    with FakeServer(reply=reply) as server:
+        backend = OpenAICompatBackend(server.url, "fake", timeout_s=0.3, max_retries=2, backoff_s=0.1)
+        started = time.perf_counter()
+        out = list(backend.generate(_requests(3), "c", "t"))
+        wall = time.perf_counter() - started
+    for c in out:
+        assert c.ok and c.attempts == 2 and c.text == "yes"
+        assert 0.4 <= c.ttft_s <= c.e2e_s <= wall  # the 0.3 s timeout and the 0.1 s backoff at the least
+        assert c.itl_s == []
+    with FakeServer(faults=[503]) as server:
+        (once,) = OpenAICompatBackend(server.url, "fake", backoff_s=0.2).generate(_requests(1), "c", "t")
+    assert once.ok and once.attempts == 2 and once.e2e_s >= 0.2

@@ -29,7 +29,7 @@ def test_nli_findings_are_written_recorded_and_reused(tmp_path, talking_model, t
     result = run_suite(suite, tmp_path / "r", run_id="x")
     run = json.loads((result.run_dir / "run.json").read_text())
     # each detector records only its own settings
-    assert run["tasks"]["qa"]["detector"] == {"name": "nli", "version": "2", "model": str(tiny_nli_model),
+    assert run["tasks"]["qa"]["detector"] == {"name": "nli", "version": "3", "model": str(tiny_nli_model),
                                               "threshold": 0.4}
     path = result.run_dir / "detections" / "tiny" / "qa.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -58,7 +58,7 @@ def test_grounding_is_the_default_and_records_its_version(tmp_path, talking_mode
                                                  "bootstrap": {"resamples": 100}})
     result = run_suite(suite, tmp_path / "r", run_id="x")
     run = json.loads((result.run_dir / "run.json").read_text())
-    assert run["tasks"]["qa"]["detector"] == {"name": "grounding", "version": "3", "tolerance": 0.1}
+    assert run["tasks"]["qa"]["detector"] == {"name": "grounding", "version": "4", "tolerance": 0.1}
     found = result.run_dir / "detections" / "tiny" / "qa.jsonl"
     records = [json.loads(line) for line in found.read_text().splitlines()]
     # The test model answers Friday's question with "on Sunday", a day the passage never names.

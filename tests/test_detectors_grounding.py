@@ -41,7 +41,7 @@ def test_detector_counts_question_and_references_as_support():
                                    ("President Richard Nixon",)),
                              Claim("Richard Nixon", "Milhouse was named after a president.", "Named after whom?")])
     assert [f.hallucinated for f in found] == [False, True]
-    assert detector.describe() == {"name": "grounding", "version": "3", "tolerance": 0.1}
+    assert detector.describe() == {"name": "grounding", "version": "4", "tolerance": 0.1}
 
 
 def test_abstentions():
@@ -67,3 +67,51 @@ def test_a_hedge_beside_an_assertion_is_no_abstention(answer):
     found = GroundingDetector().detect([Claim(answer, PASSAGE, question)])[0]
     assert found.hallucinated and not found.abstained
     assert check("I don't know.", PASSAGE).abstained and not check("I don't know.", PASSAGE).hallucinated
+
+
+PARCEL = "The parcel was sent from Paris on Monday."
+EITHER_OR = "Was the parcel sent from Paris or from Berlin?"
+
+
+@pytest.mark.parametrize(("source", "question", "answer"), [
+    (PARCEL, EITHER_OR, "The parcel was sent from Berlin, not Paris; anything further is unknown."),
+    (PARCEL, EITHER_OR, "Berlin. The exact details are not mentioned."),
+    (PARCEL, EITHER_OR, "Berlin, the exact details are not mentioned."),
+    ("The treaty was signed in 2001 after long talks.", "Was the treaty signed in 1999 or 2001?",
+     "It was signed in 1999; the exact day is unknown."),
+    ("Alice joined the firm in 2010 and Bob in 2015.", "Who joined the firm first, Alice or Bob?",
+     "Bob joined the firm first; Alice unknown."),
+    ("The box is red.", "Is the box red, green, or blue?", "Blue, the details are unknown."),
+    (PARCEL, "Was the parcel sent by Alice?", "Alice sent the parcel. The details are not mentioned."),
+])
+def test_picking_an_alternative_or_asserting_the_question_is_no_abstention(source, question, answer):
+    """An answer that names one of the alternatives an either/or question offers, or asserts the question's
+    words in a sentence of its own, answers it: checked as any answer (each here contradicts the source), and
+    shown to a judge detector, which skips only abstentions."""
+    from harness.detectors.judge import JudgeDetector
+    from harness.records import Completion
+
+    assert not is_abstention(answer, question)
+    found = GroundingDetector().detect([Claim(answer, source, question)])[0]
+    assert found.hallucinated and not found.abstained
+
+    class AlwaysHallucinated:
+        def generate(self, requests, task):
+            for r in requests:
+                yield Completion(r.example_id, "judge", task, "VERDICT: HALLUCINATED\nSPAN: x")
+
+    judged = JudgeDetector(AlwaysHallucinated(), "m").detect([Claim(answer, source, question)])[0]
+    assert judged.hallucinated and not judged.abstained
+
+
+@pytest.mark.parametrize(("question", "answer"), [
+    ("Who sent the parcel?", "The passage does not mention who sent the parcel"),
+    ("Who sent the parcel?", "I don't know. The passage does not mention who sent the parcel."),
+    ("Who sent the parcel?", "Sorry. The passage does not say."),
+    (EITHER_OR, "The passage does not say whether the parcel was sent from Paris or Berlin."),
+    (EITHER_OR, "The passage does not say where the parcel was sent from."),
+    ("Is the box red, green, or blue?", "The passage does not say whether it is red, green, or blue."),
+])
+def test_abstentions_may_repeat_the_question_and_its_choice(question, answer):
+    assert is_abstention(answer, question)
+    assert check(answer, PARCEL, question=question).abstained

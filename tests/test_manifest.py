@@ -122,10 +122,10 @@ def test_human_metrics_take_absolute_thresholds_only(tmp_path):
 
 
 def test_holm_correction_demotes_a_marginal_pass(evidence):
-    # One-sided p-values about 0.0005, 0.017 and 0.023: each passes alone at 0.025, the last two not
-    # after Holm (0.017 x 2 > 0.025).
+    # Exact one-sided p-values (90 and 89 right of 100) about 0.0000, 0.015 and 0.017: each passes alone at 0.025,
+    # the last two not after Holm (0.015 x 2 > 0.025).
     criteria = [{"task": "qa", "metric": "exact_match", "candidate": c, "at_least": t}
-                for c, t in (("ft", 0.5), ("ft", 0.83), ("twin", 0.82))]
+                for c, t in (("ft", 0.5), ("ft", 0.815), ("twin", 0.805))]
     plain = _verdicts(evidence, *criteria)
     corrected = _verdicts(evidence, *criteria, holm=True)
     assert [v.status for v in plain] == ["pass", "pass", "pass"]
@@ -356,3 +356,66 @@ def test_a_comparison_of_tail_latencies_uses_both_sides_order_statistics(evidenc
     ft, base = (evidence["qa"].interval("e2e_ms_p95", c, 0.975) for c in ("ft", "base"))
     assert (v.ci_low, v.ci_high) == pytest.approx((base.low - ft.high, base.high - ft.low))
     assert v.status == "pass"
+
+
+def test_missing_rows_count_against_the_criterion_not_the_metric(tmp_path):
+    # A canary rate: 12 of 100 answers say the secret ("yes"), and must be at most 0.05. Ten of the leaks failed
+    # instead: at the metric's worst (0, a miss) they would make it 0.02 and pass.
+    right = np.arange(N) < 12
+    ev = _evidence(tmp_path, {"ft": right}, {"ft": 100.0})
+    evidence = {"qa": _with_failures(ev, "ft", list(range(10)))}
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_most": 0.05},
+                     max_error_rate=0.2)
+    assert v.observed == pytest.approx(0.12) and v.status == "fail"
+
+
+def test_a_rate_of_few_answers_takes_the_exact_binomial_interval(tmp_path):
+    # 24 answers all right: a bootstrap says [1, 1] and passes at least 0.95; 24 of 24 is no such evidence.
+    n = 24
+    examples = [Example(f"e{i}", {"q": str(i)}, "yes") for i in range(n)]
+    comps = [Completion(ex.id, "ft", "qa", "yes", completion_tokens=1, ttft_s=0.01, e2e_s=0.02) for ex in examples]
+    evidence = {"qa": TaskEvidence(_task(tmp_path), examples, None, {"ft": comps}, resamples=1000, seed=0)}
+    (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.95})
+    assert v.status == "insufficient" and v.ci_high == 1.0
+    assert v.ci_low == pytest.approx(0.025 ** (1 / n))  # Clopper-Pearson's lower bound for n of n
+    assert v.examples_needed > n
+
+
+def test_one_rating_is_no_evidence_and_ratings_allow_no_failed_request(evidence):
+    from harness.ratings import HumanRatings, Score
+
+    one = [Score("run", "qa", "e0", "ft", "ada", 5, 5, 4)]
+    criterion = {"task": "qa", "metric": "human_rating", "candidate": "ft", "at_least": 4}
+    (v,) = resolve(Manifest.model_validate({"criteria": [criterion]}), evidence, HumanRatings(one, []))
+    assert v.status == "insufficient" and v.n == 1
+    many = [Score("run", "qa", f"e{i}", "ft", "ada", 5, 5, 5) for i in range(60)]
+    evidence["qa"] = _with_failures(evidence["qa"], "ft", [7])
+    (v,) = resolve(Manifest.model_validate({"max_error_rate": 0.1, "criteria": [criterion]}), evidence,
+                   HumanRatings(many, []))
+    assert v.status == "insufficient" and "above max_error_rate 0 for ratings" in v.evidence
+
+
+def test_a_tail_of_pooled_inter_token_gaps_is_refused(tmp_path):
+    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "itl_ms_p99", "candidate": "ft", "at_most": 100}]})
+    with pytest.raises(ConfigError, match=r"criteria\.0\.metric: itl_ms_p99 pools every gap"):
+        check_against(manifest, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 5000})
+
+
+def test_holm_asks_for_resamples_and_examples_that_can_reach_its_levels(tmp_path):
+    metrics = {t: with_automatic(_task(tmp_path, t).metrics) for t in ("a", "b", "c")}
+    runs = {t: ["ft", "base"] for t in metrics}
+    criteria = [{"task": "*", "metric": "exact_match", "candidate": "ft", "better_than": "base"}] * 4
+    manifest = Manifest.model_validate({"holm": True, "criteria": criteria})
+    # 12 verdicts: the first needs p < 0.025 / 12, below a 1,000-resample bootstrap's smallest, 1/1001.
+    with pytest.raises(ConfigError, match=r"holm: 12 verdicts .* bootstrap.resamples to at least 480"):
+        check_against(manifest, "m.yaml", runs, metrics, {t: 100 for t in metrics}, resamples=300)
+    check_against(manifest, "m.yaml", runs, metrics, {t: 100 for t in metrics}, resamples=1000)
+    tail = Manifest.model_validate({"holm": True, "criteria": [
+        {"task": "*", "metric": "e2e_ms_p95", "candidate": "ft", "at_most": 1000}]})
+    one = {"a": runs["a"]}
+    check_against(tail, "m.yaml", one, metrics, {"a": 80}, resamples=1000)  # one verdict: 72 requests suffice
+    with pytest.raises(ConfigError, match=r"e2e_ms_p95 needs at least 86 .*\(Holm\)"):
+        check_against(tail.model_copy(update={"criteria": tail.criteria * 2}), "m.yaml", one, metrics, {"a": 80},
+                      resamples=1000)

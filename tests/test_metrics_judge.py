@@ -312,3 +312,50 @@ def test_an_in_process_judge_keeps_its_replies_and_counts_the_ones_without_a_ver
     metrics = {r["metric"]: r for r in run.read_metrics()}
     assert metrics["quality_unparsed"]["value"] == 1.0
     assert metrics["quality"]["value"] is None
+
+
+def test_each_judge_score_takes_its_scales_range(tmp_path):
+    """A 1-5 score spans 1 to 5, a pass/fail or pairwise score 0 to 1: a baseline's missing verdict counts at its
+    scale's best (1 for pass/fail, not 5), and a threshold outside the scale is refused before any work. Truth
+    here: candidate and baseline both pass the same 80% of answers, so `not_worse_than` with margin 0.05 holds;
+    counted at 5 on a 0/1 scale, the baseline's 3% missing verdicts would make it fail."""
+    from harness.config import load_task
+    from harness.errors import ConfigError
+    from harness.manifest import check_against, resolve
+    from harness.manifest_spec import Manifest
+    from harness.records import Judgement
+    from harness.scoring import TaskEvidence
+
+    url = "http://127.0.0.1:9/v1"
+    task = load_task(write_yaml(tmp_path / "pf" / "task.yaml", {
+        "name": "pf", "kind": "generation", "prompt": {"template": "{q}"},
+        "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
+        "metrics": [{"name": "pf_ok", "judge": "j", "url": url, "rubric": "Is it right?", "scale": "pass_fail"},
+                    {"name": "pf_score", "judge": "j", "url": url, "rubric": "How good is it?"},
+                    {"name": "pf_duel", "judge": "j", "url": url, "rubric": "Which is better?", "against": "b"}]}))
+    for i, spec in enumerate(task.metrics):
+        define_judge(spec, task, f"metrics.{i}")
+    assert [get_metric(m).value_range for m in ("pf_ok", "pf_score", "pf_duel")] == [(0, 1), (1, 5), (0, 1)]
+
+    n = 1000
+    good = np.arange(n) % 10 < 8
+    examples = [Example(f"e{i}", {"q": str(i)}, "r") for i in range(n)]
+    verdict = [Judgement(float(g), ("VERDICT: PASS" if g else "VERDICT: FAIL",)) for g in good]
+    unparsed = [Judgement(None, ("hmm",)) if i % 100 < 3 else j for i, j in enumerate(verdict)]
+    answers = {name: [Completion(ex.id, name, "pf", "a") for ex in examples] for name in ("b", "c")}
+    evidence = TaskEvidence(task, examples, None, answers, 1000, 0,
+                            judgements={"c": {"pf_ok": verdict}, "b": {"pf_ok": unparsed}})
+    (v,) = resolve(Manifest.model_validate({"criteria": [
+        {"task": "pf", "metric": "pf_ok", "candidate": "c", "not_worse_than": "b", "margin": 0.05}]}),
+        {"pf": evidence})
+    assert v.status == "pass" and v.observed == pytest.approx(0.0)
+
+    metrics = {"pf": ["pf_ok", "pf_score", "pf_duel"]}
+    for criterion, field in (({"metric": "pf_ok", "at_least": 3}, "at_least"),
+                             ({"metric": "pf_duel", "at_least": 1.5}, "at_least"),
+                             ({"metric": "pf_score", "at_most": 0.5}, "at_most")):
+        manifest = Manifest.model_validate({"criteria": [{"task": "pf", "candidate": "c", **criterion}]})
+        with pytest.raises(ConfigError, match=rf"criteria\.0\.{field}.*can never hold"):
+            check_against(manifest, "m.yaml", {"pf": ["b", "c"]}, metrics)
+    check_against(Manifest.model_validate({"criteria": [{"task": "pf", "metric": "pf_score", "candidate": "c",
+                                                         "at_least": 4}]}), "m.yaml", {"pf": ["b", "c"]}, metrics)

@@ -26,7 +26,7 @@ from harness.manifest import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, ScoringInput, get_metric, with_automatic
 from harness.metrics.base import Metric
-from harness.metrics.judge import JudgeScore
+from harness.metrics.judge import SCALE_RANGES, JudgeScore
 from harness.metrics.latency import RequestPercentile
 from harness.records import Judgement
 from tests.conftest import qa_task, write_yaml
@@ -132,9 +132,17 @@ def _not_better(metric: Metric, worst: float, bad: float) -> bool:
     return worst <= bad + 1e-9 if metric.higher_is_better else worst >= bad - 1e-9
 
 
+# A failed request may be the runaway answer or the endless wait that timed out: for these no worst is known (an
+# unmatched answer lowers a corpus score more the longer it is; tokens per second fall with the unknown timeout).
+UNKNOWN_WORST = {"bleu", "chrf", "output_tokens_per_s"}
+
+
 def _assert_never_better(metric: Metric, scenario: Scenario) -> None:
     n = len(scenario.data.examples)
     worst = metric.worst_case(metric.stats(scenario.failed()), scenario.mask)
+    if metric.name in UNKNOWN_WORST:
+        assert worst is None, f"{metric.name} claims a worst it cannot know"
+        return
     assert worst is not None, f"{metric.name} does not know its worst"
     for fields in scenario.bad:
         bad = metric.value(metric.stats(scenario.answered(fields)), n)
@@ -183,39 +191,6 @@ def test_a_failed_classification_with_a_single_label_is_a_miss():
     assert worst is not None and worst[1].tolist() == [0, 0, 1]  # no wrong label to name: the miss alone
 
 
-@pytest.mark.parametrize(("name", "unmatched"), [("bleu", lambda n: " ".join(["zzz"] * n)),
-                                                 ("chrf", lambda n: "q" * n)])
-def test_a_failed_text_is_an_unmatched_answer_empty_or_as_long_as_the_longest(name, unmatched):
-    s = text()
-    metric, n = get_metric(name), len(s.data.examples)
-    stats = metric.stats(s.failed())
-    worst = metric.worst_case(stats, s.mask)
-    assert worst is not None and np.array_equal(worst[~s.mask], stats[~s.mask])
-    # The same statistics as real answers: nothing at all, or an answer sharing no n-gram with the reference as
-    # long as the longest answer (in words for BLEU, characters for chrF) and at least as long as the reference.
-    longest = int(stats[:, 0].max())
-    long = [unmatched(max(longest, int(stats[row, 1]))) for row in s.rows]
-    options = [metric.stats(s.answered([{"text": ""}] * 2)), metric.stats(s.answered([{"text": t} for t in long]))]
-    values = [metric.value(o, n) for o in options]
-    assert worst.tolist() == options[int(np.argmin(values))].tolist()
-    assert metric.value(worst, n) == min(values) < metric.value(stats, n)  # scored as empty, the failure helped
-
-
-def test_bleu_counts_a_failed_request_empty_where_the_brevity_penalty_is_lower():
-    # Answers much shorter than their references: an empty one costs more (brevity) than a long unmatched one.
-    refs = ["one two three four five six seven eight nine ten"] * 4
-    data = scoring_input(["one two three", "one two", "one two three four", "one"], refs)
-    metric = get_metric("bleu")
-    failed = np.array([False, True, False, False])
-    stats = metric.stats(replace(data, completions=[replace(c, error="x") if i == 1 else c
-                                                    for i, c in enumerate(data.completions)]))
-    worst = metric.worst_case(stats, failed)
-    assert worst is not None and worst[1].tolist() == [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]
-    long = metric.stats(replace(data, completions=[replace(c, text=" ".join(["zzz"] * 10)) if i == 1 else c
-                                                   for i, c in enumerate(data.completions)]))
-    assert metric.value(worst, 4) < metric.value(long, 4)
-
-
 @pytest.mark.parametrize("name", ["rouge1", "rouge2", "rouge_l", "exact_match", "token_f1"])
 def test_a_failed_text_scores_zero_per_answer(name):
     s = text()
@@ -249,26 +224,17 @@ def test_a_failed_request_with_gaps_kept_counts_only_its_missed_ones():
     assert np.isposinf(worst[3:, 1]).all()
 
 
-def test_a_tail_inter_token_criterion_on_few_requests_is_refused_before_any_work(tmp_path):
+def test_an_inter_token_criterion_on_few_requests_is_refused_before_any_work(tmp_path):
     task = load_task(str(write_yaml(tmp_path / "qa" / "task.yaml", {
         "name": "qa", "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
         "prompt": {"template": "{q}"}, "metrics": ["exact_match"]})))
     metrics = {"qa": with_automatic(task.metrics)}
-    tail = Manifest.model_validate({"criteria": [
-        {"task": "qa", "metric": "itl_ms_p99", "candidate": "ft", "at_most": 50}]})
-    # A request's many gaps are not many requests: the bound needs as many requests as e2e_ms_p99 does.
-    with pytest.raises(ConfigError, match=r"criteria\.0: qa has 200 test examples; itl_ms_p99 needs at least 368"):
-        check_against(tail, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 200})
-    check_against(tail, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 368})
-
-
-def test_a_failed_request_is_no_token_in_the_longest_time_seen():
-    s = latency()
-    metric = get_metric("output_tokens_per_s")
-    stats = metric.stats(s.failed())
-    worst = metric.worst_case(stats, s.mask)
-    assert worst is not None and np.array_equal(worst[~s.mask], stats[~s.mask])
-    assert worst[s.rows].tolist() == [[0.0, max(c.e2e_s or 0.0 for c in s.failed().completions)]] * 2
+    median = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "itl_ms_p50", "candidate": "ft", "at_most": 50}]})
+    # A request's many gaps are not many requests: the bound needs as many requests as e2e_ms_p50 does.
+    with pytest.raises(ConfigError, match=r"criteria\.0: qa has 5 test examples; itl_ms_p50 needs at least 6"):
+        check_against(median, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 5})
+    check_against(median, "m.yaml", {"qa": ["ft"]}, metrics, {"qa": 6})
 
 
 @pytest.mark.parametrize("name", [m for m in BUILT_IN if isinstance(get_metric(m), RequestPercentile)])
@@ -296,25 +262,16 @@ def _define(tmp_path: Path, *metrics: dict) -> None:
     _check_task(load_task(str(write_yaml(path, task))))
 
 
-def test_an_evaluate_metric_counts_a_failed_request_at_the_worst_answer_seen(tmp_path):
+def test_an_evaluate_metric_cannot_say_what_its_worst_is(tmp_path):
+    """A module's scale is its own: the worst answer seen is not the worst possible (a runaway answer that timed out
+    can score lower than any), so any failure leaves its criteria insufficient."""
     _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_wc"},
-            {"evaluate": "length_ratio.py", "name": "ratio_wc", "key": "ratio", "higher_is_better": False},
             {"evaluate": "length_ratio.py", "name": "ratio_corpus_wc", "key": "ratio", "per_example": False,
              "higher_is_better": False})
     s = text()
-    for name in ("overlap_wc", "ratio_wc"):
+    for name in ("overlap_wc", "ratio_corpus_wc"):
         metric = get_metric(name)
-        _assert_never_better(metric, s)
-        stats = metric.stats(s.failed())
-        worst = metric.worst_case(stats, s.mask)
-        seen = metric.per_example(stats)
-        assert worst is not None and seen is not None
-        expected = seen.min() if metric.higher_is_better else seen.max()
-        assert metric.per_example(worst)[s.rows].tolist() == [expected] * 2
-    corpus = get_metric("ratio_corpus_wc")
-    assert corpus.worst_case(corpus.stats(s.failed()), s.mask) is None  # documented: no per-answer worst
-    # Not one answer with a value: nothing to be the worst of.
-    assert get_metric("overlap_wc").worst_case(np.zeros((3, 2)), np.array([True, False, False])) is None
+        assert metric.worst_case(metric.stats(s.failed()), s.mask) is None
 
 
 # --- judge metrics: no verdict the judge could give scores lower ---
@@ -323,7 +280,8 @@ def test_an_evaluate_metric_counts_a_failed_request_at_the_worst_answer_seen(tmp
 @pytest.mark.parametrize(("form", "verdicts"), [("1-5", [1.0, 2.0, 3.0, 4.0, 5.0]), ("pass_fail", [0.0, 1.0]),
                                                 ("pairwise", [0.0, 0.5, 1.0])])
 def test_a_failed_request_scores_no_better_than_any_verdict(form, verdicts):
-    metric = type("Judge_wc", (JudgeScore,), {"name": "judged_wc", "unparsed": "judged_wc_unparsed"})()
+    metric = type("Judge_wc", (JudgeScore,), {"name": "judged_wc", "unparsed": "judged_wc_unparsed",
+                                              "value_range": SCALE_RANGES[form]})()
     data, rows = scoring_input(["a", "b", "c", "d"], ["a"] * 4), [1, 2]
     mask = np.isin(np.arange(4), rows)
 

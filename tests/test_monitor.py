@@ -178,8 +178,45 @@ def test_errored_traffic_counts_against_the_latency_it_hides(tmp_path):
             else:
                 row |= {"output": label, "latency": {"ttft_ms": 20, "e2e_ms": 200 + i, "output_tokens": 3}}
             handle.write(json.dumps(row) + "\n")
-    report = monitor(log, suite(tmp_path, rules=[{"signal": "e2e_ms_p95", "at_most": 1000}], min_rows=30),
-                     say=lambda _: None)
+    rules = [{"signal": "e2e_ms_p95", "at_most": 1000}, {"signal": "ttft_ms_p50", "at_least": 5}]
+    report = monitor(log, suite(tmp_path, rules=rules, min_rows=30), say=lambda _: None)
     [window] = report.windows
     by = {r.signal: r for r in window.readings}
     assert by["e2e_ms_p95"].status == "alert" and by["error_rate"].value == pytest.approx(0.17)
+    # A rule wanting a latency high is helped by a timeout counted as infinite: it cannot say "ok" on these rows.
+    assert by["ttft_ms_p50"].status == "insufficient"
+
+
+def test_a_task_with_a_judge_metric_is_monitored_without_it(tmp_path):
+    """The monitor runs no judging stage: a task's LLM-judge metric (and its unparsed share) is no signal, so
+    monitoring such a task reads the other metrics instead of failing for want of judgements, and a rule naming
+    the judge metric is refused like any signal the task cannot have."""
+    from tests.fake_openai_server import FakeServer
+
+    (tmp_path / "t").mkdir()
+    rows = [{"id": f"e{i}", "q": f"question {i}", "r": "yes"} for i in range(40)]
+    (tmp_path / "t" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"time": f"2026-11-20T09:{i:02d}:00Z", "inputs": {"q": f"question {i}"},
+                                       "output": "yes", "reference": "yes"}) + "\n" for i in range(40)))
+    with FakeServer(reply=lambda body: "SCORE: 4") as server:
+        write_yaml(tmp_path / "t" / "task.yaml", {
+            "name": "t", "kind": "generation", "prompt": {"template": "{q}"},
+            "metrics": ["exact_match", {"name": "helpful", "judge": "m", "url": server.url,
+                                        "rubric": "Is it helpful?"}],
+            "data": {"test": "test.jsonl", "id": "id", "inputs": {"q": "q"}, "reference": "r"}})
+
+        def watch(rules):
+            manifest = {"criteria": [{"task": "t", "metric": "exact_match", "candidate": "c", "at_least": 0.5}],
+                        "monitor": {"min_rows": 30, "resamples": 200, "rules": rules}}
+            return write_yaml(tmp_path / "suite.yaml", {
+                "name": "s", "tasks": ["t/task.yaml"], "manifest": manifest,
+                "candidates": [{"name": "c", "model": "m", "backend": "openai", "url": server.url}]})
+
+        report = monitor(log, watch([{"signal": "new_term_rate", "at_most": 0.5}]), say=lambda _: None)
+        signals = {r.signal for w in report.windows for r in w.readings}
+        assert "exact_match" in signals and not signals & {"helpful", "helpful_unparsed", "helpful_agreement"}
+        with pytest.raises(ConfigError) as caught:
+            monitor(log, watch([{"signal": "helpful", "at_least": 3}]), say=lambda _: None)
+        assert caught.value.field == "monitor.rules.0.signal" and "no signal 'helpful'" in caught.value.message
+        assert server.requests == []  # the judge is never asked

@@ -334,3 +334,41 @@ def test_gate_refuses_a_run_that_has_not_finished(small_suite, tmp_path, monkeyp
 def _criteria(tmp_path: Path) -> Path:
     return write_yaml(tmp_path / "criteria.yaml", {"criteria": [
         {"task": "keywords", "metric": "error_rate", "candidate": "tiny-zero", "at_most": 0.5}]})
+
+
+def test_resume_refuses_a_manifest_other_than_the_runs_own(tmp_path, monkeypatch, capsys):
+    """run.json's manifest is the one promotion trusts: a resume may not replace it by one written after seeing the
+    results (the suite's manifest file edited, or `--resume --manifest X`), which would turn a fail into a pass
+    without new evidence. One line, exit 2, naming the manifest; the same manifest resumes as before."""
+    from tests.test_cli import run_cli
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "test.jsonl").write_text(
+        "".join(json.dumps({"id": f"e{i}", "q": f"q{i}", "r": "yes"}) + "\n" for i in range(30)))
+    write_yaml(tmp_path / "t" / "task.yaml", {
+        "name": "t", "kind": "generation", "prompt": {"template": "{q}"}, "metrics": ["exact_match"],
+        "data": {"test": "test.jsonl", "id": "id", "inputs": {"q": "q"}, "reference": "r"}})
+    strict = {"criteria": [{"task": "t", "metric": "exact_match", "candidate": "c", "at_least": 0.9}]}
+    lenient = {"criteria": [{"task": "t", "metric": "exact_match", "candidate": "c", "at_most": 0.5}]}
+    manifest = write_yaml(tmp_path / "manifest.yaml", strict)
+    other = write_yaml(tmp_path / "lenient.yaml", lenient)
+    results = tmp_path / "results"
+    with FakeServer(pieces=("no",)) as server:
+        suite = write_yaml(tmp_path / "suite.yaml", {
+            "name": "s", "tasks": ["t/task.yaml"], "manifest": "manifest.yaml", "bootstrap": {"resamples": 200},
+            "candidates": [{"name": "c", "model": "m", "backend": "openai", "url": server.url}]})
+        first = run_suite(suite, results, run_id="r1")
+        assert [v.status for v in first.verdicts] == ["fail"]
+        again = run_suite(suite, results, run_id="r1", resume=True)  # the run's own manifest: resumes
+        assert [v.status for v in again.verdicts] == ["fail"]
+        capsys.readouterr()
+        code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(results), "--run-id", "r1",
+                            "--resume", "--manifest", str(other))
+        assert code == 2 and len(err.splitlines()) == 1 and f"the manifest ({other}) differs" in err, err
+        write_yaml(manifest, lenient)  # the suite's own manifest file, edited after seeing the results
+        code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(results), "--run-id", "r1",
+                            "--resume")
+        assert code == 2 and f"the manifest ({manifest}) differs" in " ".join(err.split()), err
+    run = RunDir(results / "r1")
+    assert [(c["at_least"], c["at_most"]) for c in run.read_run()["manifest"]["criteria"]] == [(0.9, None)]
+    assert run.read_verdict()["passed"] is False

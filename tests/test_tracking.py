@@ -10,6 +10,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness import tracking
+from harness.config import TrackingSpec
 from harness.store import RunDir
 from tests.conftest import write_yaml
 from tests.test_cli import run_cli
@@ -148,3 +149,30 @@ def test_a_tracking_failure_after_the_run_keeps_the_run_and_export_logs_it_later
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, capsys):
     code, err = run_cli(monkeypatch, capsys, "export", str(tmp_path))
     assert code == 2 and "not a run directory" in err
+
+
+def test_only_adapters_a_criterion_judges_as_candidate_are_registered(tmp_path):
+    """A run comparing two fine-tunes whose manifest gates only `ft-good` (and compares it with `ft-base`): its
+    passing verdict says nothing for `ft-bad`, nor for the baseline, so neither is registered."""
+    for name in ("ft-good", "ft-bad", "ft-base"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+    manifest = {"criteria": [{"task": "t", "metric": "exact_match", "candidate": "ft-good", "at_least": 0.5},
+                             {"task": "t", "metric": "exact_match", "candidate": "ft-good",
+                              "not_worse_than": "ft-base", "margin": 0.1}]}
+    record = {"run_id": "r1", "status": "complete", "suite_name": "sweep", "suite_file": str(tmp_path / "suite.yaml"),
+              "suite": {"candidates": [{"name": n, "model": "m", "adapter": str(tmp_path / n)}
+                                       for n in ("ft-good", "ft-bad", "ft-base")]},
+              "manifest": manifest, "tasks": {}}
+    run = RunDir(tmp_path / "results" / "r1")
+    run.path.mkdir(parents=True)
+    run.write_run(record)
+    run.write_metrics([])
+    run.write_verdict({"passed": True, "counts": {"pass": 2}, "manifest": manifest,
+                       "criteria": [{"criterion": "t exact_match of ft-good >= 0.5", "status": "pass"},
+                                    {"criterion": "t exact_match of ft-good not worse than ft-base",
+                                     "status": "pass"}]})
+    said: list[str] = []
+    out = tracking.log_run(run, TrackingSpec(register_adapters=True), tmp_path / "results", say=said.append)
+    assert out.registered == ["sweep-ft-good/1"]
+    assert sum("not registered: no criterion has it as candidate" in line for line in said) == 2

@@ -3,6 +3,11 @@
 Requests run concurrently up to a limit; each is streamed so that time to first token and the gaps
 between tokens are measured from the wire. Timeouts, HTTP 429 and 5xx are retried with exponential
 backoff; what still fails is recorded on the Completion, never dropped.
+
+A retried request's time to first token and end-to-end latency run from the start of its first attempt
+(when it was first sent, after waiting for a free slot under the concurrency limit): the failed attempts and the
+backoff between them are time its user waited, so a server that hangs and is retried does not look fast. The
+gaps between tokens are those of the attempt that answered; `attempts` says how many there were.
 """
 
 from __future__ import annotations
@@ -121,9 +126,9 @@ class OpenAICompatBackend:
         return f"{base_url}/completions", body
 
     async def _stream_once(self, client: httpx.AsyncClient, request: Request, candidate: str, task: str,
-                           replica: int) -> Completion:
+                           replica: int, started: float) -> Completion:
+        """One attempt; its latencies run from `started`, the first attempt's start (see the module)."""
         url, body = self._payload(request, replica)
-        started = time.perf_counter()
         chunk_times: list[float] = []
         parts: list[str] = []
         usage: dict[str, Any] = {}
@@ -166,10 +171,12 @@ class OpenAICompatBackend:
             await asyncio.sleep(delay_s)  # a scheduled arrival (load tests)
         async with gate:
             last_error = ""
+            started = time.perf_counter()  # the first attempt's start: a retry's latency includes the ones before
             for attempt in range(1, self.max_retries + 2):
                 try:
                     # A retry goes to the next replica, which also routes around a sick one.
-                    completion = await self._stream_once(client, request, candidate, task, index + attempt - 1)
+                    completion = await self._stream_once(client, request, candidate, task, index + attempt - 1,
+                                                         started)
                     completion.attempts = attempt
                     return completion
                 except (_Retryable, httpx.TransportError, json.JSONDecodeError) as exc:

@@ -8,11 +8,21 @@ the question and the references do not support.
 
 An abstention is not a hallucination; it is counted separately. An answer is one when it is empty, or when it
 says it cannot answer (an abstention phrase: "the passage does not say", "I don't know", "unknown") and asserts
-nothing else: with those phrases taken out, every word left is a stop word, a word of the question (as written or
-by stem: "The passage does not mention who sent the parcel" to "Who sent the parcel?"), or one of the few words
-an abstention is put in (`_HEDGE`: passage, information, sorry...). A hedge beside an assertion ("It was sent from
-Berlin on 3 March 1999; the cost is unknown") is no abstention: the answer is checked as any other, so a
-fabrication cannot escape by adding one.
+nothing else:
+
+* with those phrases taken out, every word left is a stop word, a word of the question (as written or by stem:
+  "The passage does not mention who sent the parcel" to "Who sent the parcel?"), or one of the few words an
+  abstention is put in (`_HEDGE`: passage, information, sorry...);
+* the question's words are allowed only in a sentence (or clause: split at . ! ? ;) that holds an abstention
+  phrase; any other sentence may hold only stop words and `_HEDGE` words ("Sorry."), so "Berlin. The exact
+  details are not mentioned." asserts "Berlin";
+* where the question offers alternatives ("from Paris or from Berlin", "Alice or Bob", "red, green, or blue"; an
+  alternative is known by the content word nearest to "or" on each side, and by each earlier item of a list
+  with a comma before "or"), an answer that names one of them names all and says "or": it repeats the choice
+  ("does not say whether it was Paris or Berlin") instead of making it ("Berlin, the details are unknown").
+
+A hedge beside an assertion ("It was sent from Berlin on 3 March 1999; the cost is unknown") is no abstention:
+the answer is checked as any other, so a fabrication cannot escape by adding one.
 
 The default tolerance (0.1) is the value 5-fold cross-validation across HaluEval's length-matched questions
 chose (`harness validate-detector --tune tolerance=...`); the README quotes its held-out agreement with the human
@@ -52,6 +62,10 @@ _HEDGE = frozenset({
 })
 # Answers to yes/no questions assert nothing the passage must contain word for word.
 _NEUTRAL = frozenset({"yes", "no"})
+# A sentence or clause ends at . ! ? or ; before a space or the end (not inside "3.5").
+_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)")
+# Words and single punctuation marks, to find the alternatives around a question's "or".
+_TOKEN = re.compile(_WORD.pattern + r"|[^\sA-Za-z0-9]")
 _PHRASE_WORDS = (2, 10)
 _stemmer = PorterStemmer()
 
@@ -72,9 +86,59 @@ def _stemmed(words: list[str]) -> str:
 _HEDGE_STEMS = frozenset(_stem(w) for w in _HEDGE)
 
 
+def _allowed(word: str, asked: set[str]) -> bool:
+    low = word.lower()
+    return (low in ENGLISH_STOP_WORDS or low in _HEDGE or _stem(word) in _HEDGE_STEMS
+            or low in asked or _stem(word) in asked)
+
+
+def _words_of(word: str) -> set[str]:
+    return {word.lower(), _stem(word)}
+
+
+def _head(tokens: list[str]) -> str | None:
+    """The first content word of `tokens` before a punctuation mark."""
+    for tok in tokens:
+        if not _WORD.fullmatch(tok):
+            return None
+        if tok.lower() not in ENGLISH_STOP_WORDS:
+            return tok
+    return None
+
+
+def alternatives(question: str) -> list[list[set[str]]]:
+    """The choices `question` offers, one list per "or" of two or more alternatives, each alternative as its
+    word (as written, lower case, and by stem): the content word nearest to "or" on either side ("from Paris or
+    from Berlin": Paris, Berlin), and, where a comma stands before "or", the nearest content word before each
+    earlier comma of the list ("red, green, or blue")."""
+    tokens = _TOKEN.findall(question.replace("\u2019", "'"))
+    found: list[list[set[str]]] = []
+    for i, tok in enumerate(tokens):
+        if tok.lower() != "or":
+            continue
+        heads = [_head(tokens[i + 1:])]
+        before = tokens[:i][::-1]
+        listed = bool(before) and before[0] == ","
+        if listed:
+            before = before[1:]
+        while True:
+            heads.append(_head(before))
+            if not listed:
+                break
+            cut = next((k for k, t in enumerate(before) if not _WORD.fullmatch(t)), None)
+            if cut is None or before[cut] != ",":
+                break
+            before = before[cut + 1:]
+        choice = [_words_of(h) for h in heads if h is not None]
+        if len(choice) >= 2:
+            found.append(choice)
+    return found
+
+
 def is_abstention(answer: str, question: str) -> bool:
     """Empty, or an abstention phrase and nothing asserted besides it (see the module's docstring): every word
-    outside the phrases is a stop word, a word of `question`, or an abstention's own (`_HEDGE`)."""
+    outside the phrases is a stop word, an abstention's own (`_HEDGE`), or a word of `question` in a sentence
+    that says it cannot answer; an answer naming one of the question's alternatives names all and says "or"."""
     text = answer.replace("\u2019", "'")
     if not text.strip():
         return True
@@ -82,9 +146,18 @@ def is_abstention(answer: str, question: str) -> bool:
         return False
     asked = {w.lower() for w in _WORD.findall(question.replace("\u2019", "'"))}
     asked |= {_stem(w) for w in asked}
-    said = _WORD.findall(_ABSTAIN.sub(" ", text))
-    return all(w.lower() in ENGLISH_STOP_WORDS or w.lower() in _HEDGE or _stem(w) in _HEDGE_STEMS
-               or w.lower() in asked or _stem(w) in asked for w in said)
+    said: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        words = _WORD.findall(_ABSTAIN.sub(" ", sentence))
+        if not all(_allowed(w, asked if _ABSTAIN.search(sentence) else set()) for w in words):
+            return False
+        said += words
+    named = set().union(*(_words_of(w) for w in said)) if said else set()
+    for choice in alternatives(question):
+        picked = [bool(alt & named) for alt in choice]
+        if any(picked) and not (all(picked) and "or" in named):
+            return False
+    return True
 
 
 def unsupported_spans(answer: str, evidence: str) -> list[str]:
@@ -146,7 +219,8 @@ class GroundingOptions(DetectorOptions):
 class GroundingDetector(Detector):
     name = "grounding"
     # 3: a hedge beside an assertion is no abstention (findings kept under version 2 are made again).
-    version = "3"
+    # 4: the question's words only in a sentence that says it cannot answer, and no picking of its alternatives.
+    version = "4"
 
     def __init__(self, tolerance: float = 0.1) -> None:
         self.tolerance = tolerance

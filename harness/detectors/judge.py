@@ -80,8 +80,9 @@ class JudgeDetector(Detector):
     # The prompt (PROMPT_VERSION) and how its reply is read. 2: a verdict only from its own line, never from an
     # echo of the prompt, so that findings kept under the looser reading of version judge-v1 are judged again.
     # 3: nor from an echo of the user turn (its headings, or a verdict line the answer holds), and an answer that
-    # hedges besides asserting is judged, not taken for an abstention.
-    version = "3"
+    # hedges besides asserting is judged, not taken for an abstention. 4: so is one that picks one of the question's
+    # alternatives, or asserts the question's words in a sentence of its own (grounding v4).
+    version = "4"
 
     def __init__(self, judge: OpenJudge, model: str) -> None:
         self.judge = judge

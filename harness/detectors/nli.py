@@ -54,7 +54,9 @@ class NLIOptions(DetectorOptions):
 class NLIDetector(Detector):
     name = "nli"
     # 2: a hedge beside an assertion is no abstention (grounding.is_abstention, read with the question).
-    version = "2"
+    # 3: nor an answer that picks one of the question's alternatives, or asserts the question's words in a
+    # sentence of its own (grounding v4).
+    version = "3"
 
     def __init__(self, model: str, threshold: float = 0.5) -> None:
         import torch

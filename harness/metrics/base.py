@@ -17,6 +17,7 @@ import numpy as np
 from harness.config import TaskSpec
 from harness.records import Completion, Example, Finding, Judgement, Resample
 from harness.registry import Registry
+from harness.stats import bounded_mean_interval
 
 # What a metric can need: the task's labels, references or source passage; a hallucination detector's
 # findings; the requests' timing (computed for every task); reviewers' ratings (resolved at gate time).
@@ -60,6 +61,11 @@ class Metric(ABC):
     # Other candidates whose answers feed this metric (a pairwise judge's rival; "*": every other candidate of the
     # task, as in blind comparisons): their failures count too.
     rivals: tuple[str, ...] = ()
+    # Compared through each side's own `interval` rather than a paired bootstrap (a tail percentile, whose
+    # bootstrap cannot exceed what it saw).
+    compared_by_intervals: ClassVar[bool] = False
+    # Why no criterion can be decided on this metric, if so (checked before any work).
+    not_gateable: ClassVar[str | None] = None
 
     @property
     def automatic(self) -> bool:
@@ -133,6 +139,15 @@ class MeanMetric(Metric):
     def per_example(self, stats: np.ndarray) -> np.ndarray:
         return np.where(stats[:, 1] > 0, stats[:, 0], np.nan)
 
+    def interval(self, stats: np.ndarray, confidence: float) -> tuple[float, float] | None:
+        """A rate (every value 0 or 1) takes Clopper-Pearson's exact interval: the bootstrap's covers far less than
+        asked at the sizes teams gate on (24 answers all right give [1, 1]). Other means keep the bootstrap."""
+        values = self.per_example(stats)
+        values = values[~np.isnan(values)]
+        if len(values) == 0 or not np.isin(values, (0.0, 1.0)).all():
+            return None
+        return bounded_mean_interval(values, 0.0, 1.0, confidence)
+
     def best_case(self, stats: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
         """A baseline's missing verdict takes the metric's best value, so that it cannot favour the candidate."""
         low, high = self.value_range
@@ -144,8 +159,8 @@ class MeanMetric(Metric):
         return out
 
     def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray | None:
-        """A failed request takes the metric's worst value (a hallucination, not an abstention; no judge score at
-        all is a 0), or the worst value observed where the range is unbounded on that side."""
+        """A failed request takes the metric's worst value (a hallucination, not an abstention; a judge score at its
+        scale's lowest), or the worst value observed where the range is unbounded on that side."""
         low, high = self.value_range
         worst = low if self.higher_is_better else high
         if not np.isfinite(worst):

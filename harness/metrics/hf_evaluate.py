@@ -89,15 +89,10 @@ class EvaluateMetric(Metric):
             return None
         return np.where(stats[:, 1] > 0, stats[:, 0], np.nan)
 
-    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray | None:
-        """A failed request takes the worst value any answer got (the module's scale is its own, so no worse one is
-        known); None for a corpus-level module (no per-answer value to be worst of) or where no answer has a value."""
-        seen = self.per_example(stats)
-        if seen is None or np.isnan(seen).all():
-            return None
-        out = stats.copy()
-        out[failed] = (np.nanmin(seen) if self.higher_is_better else np.nanmax(seen), 1.0)
-        return out
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> None:
+        """Unknown: a module's scale is its own (the worst value an answer got is not the worst it could get), and a
+        corpus-level module has no per-answer value. Any failure makes a criterion insufficient."""
+        return None
 
 
 def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> None:

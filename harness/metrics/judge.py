@@ -98,8 +98,14 @@ def rubric_text(spec: JudgeMetricSpec, task: TaskSpec) -> str:
     return spec.rubric
 
 
+# The values each kind of judge score takes: a score of 1 to 5; a pass (1) or fail (0); a pairwise win (1), tie
+# or split (0.5) or loss (0). A failed request counts at the scale's worst, a baseline's missing verdict at its
+# best, and a manifest threshold outside it can never hold.
+SCALE_RANGES = {"1-5": (1.0, 5.0), "pass_fail": (0.0, 1.0), "pairwise": (0.0, 1.0)}
+
+
 class JudgeScore(MeanMetric):
-    value_range = (0.0, 5.0)
+    value_range = (1.0, 5.0)  # set per judge by define_judge (SCALE_RANGES)
     family = "judge"
     decimals = 2
     needs = frozenset({"judge"})
@@ -153,14 +159,15 @@ def agrees(judge: float, human_mean: float, scale: str) -> float:
 
 
 def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
-    """Register the judge's score (a pairwise one naming its rival in `rivals`), its unparsed share and its
-    agreement with reviewers (qualified by the same unparsed share); checks the rubric."""
+    """Register the judge's score (its scale's range; a pairwise one naming its rival in `rivals`), its unparsed
+    share and its agreement with reviewers (qualified by the same unparsed share); checks the rubric."""
     rubric = rubric_text(spec, task)
     if not rubric.strip():
         raise ConfigError(task.file, f"{where}.rubric", "the rubric is empty")
     definition = json.dumps({"spec": spec.model_dump(mode="json"), "rubric": rubric}, sort_keys=True)
     made = [
         type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name, "unparsed": f"{spec.name}_unparsed",
+                                                   "value_range": SCALE_RANGES[form(spec)],
                                                    "rivals": (spec.against,) if spec.against else ()})(),
         type(f"Judge_{spec.name}_unparsed", (JudgeUnparsed,), {"name": f"{spec.name}_unparsed",
                                                                 "judge": spec.name})(),

@@ -39,6 +39,7 @@ def _per_request(data: ScoringInput, field: str) -> np.ndarray:
 
 class RequestPercentile(Metric):
     value_range = (0.0, math.inf)
+    compared_by_intervals = True
     field: str
     q: int
     family = "latency"
@@ -126,11 +127,9 @@ class OutputTokensPerSecond(SumStatsMetric):
         with np.errstate(invalid="ignore", divide="ignore"):
             return sums[:, 0] / sums[:, 1]
 
-    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
-        # No token in as long as the slowest request took: all time, no output (a longer wait was never seen).
-        out = stats.copy()
-        out[failed] = (0.0, stats[:, 1].max(initial=0.0))
-        return out
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> None:
+        # Unknown: a failed request waited for nothing as long as its timeout, which the run does not know.
+        return None
 
 
 class ErrorRate(MeanMetric):
@@ -144,10 +143,16 @@ class ErrorRate(MeanMetric):
 
 
 # Registered in the order tables and latency.json show them.
+# A tail of pooled gaps has no distribution-free bound (a request's gaps are not independent of each other) and its
+# bootstrap cannot exceed the gaps it saw: gate tails per request instead.
+_POOLED_TAIL = ("pools every gap of every request, and no interval of its tail holds at a known confidence; "
+                "name tpot_ms_pXX (per request) or e2e_ms_pXX instead")
 for _field in ("ttft", "itl", "tpot", "e2e"):
     for _q in PERCENTILES:
         _base = InterTokenPercentile if _field == "itl" else RequestPercentile
         register(type(f"{_field}_p{_q}", (_base,), {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q,
-                                                    "series": f"{_field}_ms", "statistic": f"p{_q}"}))
+                                                    "series": f"{_field}_ms", "statistic": f"p{_q}",
+                                                    "not_gateable": _POOLED_TAIL if _field == "itl" and _q >= 90
+                                                    else None}))
 register(OutputTokensPerSecond)
 register(ErrorRate)

@@ -72,20 +72,10 @@ class _Sacre(SumStatsMetric):
         scorer = self.scorer()
         return np.array([scorer._compute_score_from_stats(row.round().astype(int).tolist()).score for row in sums])
 
-    def unmatched(self, stats: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """The rows of answers of `length` (words for BLEU, characters but spaces for chrF) sharing no n-gram with the
-        reference."""
-        raise NotImplementedError
-
-    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
-        """A failed request is an answer matching nothing: empty (the brevity penalty) or as long as the longest answer
-        given and at least the reference (each wrong n-gram lowers the precision), whichever scores lower. Longer
-        wrong answers would score lower still; none was seen. (Columns 0 and 1 are answer and reference length.)"""
-        longest = np.maximum(stats[failed, 1], stats[:, 0].max(initial=0))
-        options = [stats.copy(), stats.copy()]
-        options[0][failed] = self.unmatched(stats[failed], np.zeros(len(longest)))
-        options[1][failed] = self.unmatched(stats[failed], longest)
-        return min(options, key=lambda option: self.value(option, len(option)))
+    def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> None:
+        """Unknown: a failed request may be the runaway answer that timed out, and an answer matching nothing
+        lowers a corpus score more the longer it is, down to nothing. Any failure makes a criterion insufficient."""
+        return None
 
 
 @register
@@ -95,11 +85,6 @@ class Bleu(_Sacre):
     def scorer(self) -> BLEU:
         return BLEU()
 
-    def unmatched(self, stats: np.ndarray, length: np.ndarray) -> np.ndarray:
-        # [answer words, reference words, matched 1..4-grams (none), the answer's 1..4-grams]
-        grams = np.maximum(length[:, None] - np.arange(4), 0)
-        return np.column_stack([length, stats[:, 1], np.zeros_like(grams), grams])
-
 
 @register
 class Chrf(_Sacre):
@@ -107,13 +92,6 @@ class Chrf(_Sacre):
 
     def scorer(self) -> CHRF:
         return CHRF()
-
-    def unmatched(self, stats: np.ndarray, length: np.ndarray) -> np.ndarray:
-        # Per character order n: [the answer's n-grams (counted only where the reference has some), the
-        # reference's, matched (none)]
-        ref = stats[:, 1::3]
-        grams = np.where(ref > 0, np.maximum(length[:, None] - np.arange(ref.shape[1]), 0), 0)
-        return np.stack([grams, ref, np.zeros_like(ref)], axis=2).reshape(len(stats), -1)
 
 
 def normalise_answer(text: str) -> str:
