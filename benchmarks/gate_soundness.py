@@ -1,14 +1,15 @@
 """Sound verdicts: the real gate (`harness.evaluate.gate`) on synthetic run directories drawn from populations
 whose truth is known, for every kind of criterion.
 
-Each repeat draws a fresh run: 200 test examples per task, answers right or wrong (or grounded or hallucinated)
-with known rates, paired candidates coupled on the same examples, log-normal latencies, reviewers' 1-5 ratings
-in the ratings database, a judge that echoes its instructions (a scripted OpenAI-compatible server: the fault a
-real judge cannot produce on demand), and a candidate whose failed requests are exactly its hallucinated and
-slowest answers. In the `false` population every criterion is false by a small margin, in the `boundary` one its
-truth sits exactly on the threshold (where a sound gate passes most often): both pass rates are false-pass rates,
-which must stay at most 1 - confidence for every kind (the goal; exit 1 when missed). In the `true` population
-every criterion holds by a clear margin: its pass rate (power) is reported.
+Each repeat draws a fresh run: 200 test examples per task (24 on one, 100 on the judged ones), answers right or
+wrong (or grounded or hallucinated) with known rates, paired candidates coupled on the same examples, log-normal
+latencies, reviewers' 1-5 ratings in the ratings database, a judge that echoes its instructions and one silent on
+a third of the bad answers (scripted OpenAI-compatible servers: faults a real judge cannot produce on demand), and
+a candidate whose failed requests are exactly its hallucinated and slowest answers. In the `false` population
+every criterion is false by a small margin, in the `boundary` one its truth sits exactly on the threshold (where a
+sound gate passes most often): both pass rates are false-pass rates, which must stay at most 1 - confidence for
+every kind (the goal; exit 1 when missed). In the `true` population every criterion holds by a clear margin: its
+pass rate (power) is reported.
 
     .venv/bin/python benchmarks/gate_soundness.py            # 200 runs a population (400 at the boundary), ~20 min
     .venv/bin/python benchmarks/gate_soundness.py --repeats 20
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -62,24 +64,27 @@ class Population:
     rating_probs: tuple[float, ...]  # reviewers' 1-5 ratings of ft
     p95_factor: float  # the latency threshold over ft's true p95
     lead_factor: float  # the lead asked of ft's p95 over base's (twice as slow) as a share of the true lead
+    small: float  # ft's accuracy on the 24-example task
 
 
 FALSE = Population(ft=0.78, base=0.70, big=0.85, hallucinated=0.12, flaky_hallucinated=0.12,
                    rating_probs=(0.02, 0.05, 0.18, 0.48, 0.27), p95_factor=1 / 1.05,
-                   lead_factor=1.05)
+                   lead_factor=1.05, small=0.78)
 # Every criterion's truth exactly at its threshold: where a sound gate's false-pass rate is highest.
 BOUNDARY = Population(ft=0.80, base=0.70, big=0.85, hallucinated=0.10, flaky_hallucinated=0.10,
                       rating_probs=(0.03, 0.04, 0.17, 0.42, 0.34), p95_factor=1.0,
-                      lead_factor=1.0)
+                      lead_factor=1.0, small=0.80)
 TRUE = Population(ft=0.90, base=0.70, big=0.90, hallucinated=0.03, flaky_hallucinated=0.02,
                   rating_probs=(0.0, 0.02, 0.08, 0.30, 0.60), p95_factor=1.3,
-                  lead_factor=0.3)
+                  lead_factor=0.3, small=0.97)
 FLAKY_FAILED = 0.015     # share of flaky's requests that fail: its hallucinated answers first, then its slowest
 JUDGED_HALLUCINATED = 0.30  # ft's true rate on qa-judged, where the judge only echoes its instructions
 # On qa-selective a judge answers right but gives no verdict on every third hallucinated answer (4% of answers at a
 # rate of 0.12, under max_unparsed): left out, they would lower the rate exactly where it matters.
 SELECTIVE_EVERY = 3
+JUDGED_N = 100  # examples of the two judged tasks (each answer judged costs a request to the scripted judge)
 BASE_SLOWER = 2.0  # base's latencies are ft's times this
+SMALL_N = 24  # the demo's smallest tasks: where a bootstrap of a rate covers least
 RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
 TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
 
@@ -88,6 +93,7 @@ def criteria(pop: Population) -> dict[str, dict]:
     """Each kind's criterion; its margin to the population's truth is what the docstring says."""
     return {
         "at_least": {"task": "cls", "metric": "exact_match", "candidate": "ft", "at_least": 0.80},
+        "at_least, 24 examples": {"task": "small", "metric": "exact_match", "candidate": "ft", "at_least": 0.80},
         "at_most": {"task": "qa", "metric": "hallucination_rate", "candidate": "ft", "at_most": 0.10},
         "better_than by": {"task": "cls", "metric": "exact_match", "candidate": "ft", "better_than": "base",
                            "by": 0.10},
@@ -114,6 +120,7 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
     rows = {"cls": [{"id": f"e{i}", "q": f"item {i}", "r": RIGHT} for i in range(N)],
             "qa": [{"id": f"e{i}", "passage": PASSAGE, "q": f"Where was parcel {i} sent from?", "r": GROUNDED}
                    for i in range(N)]}
+    rows["small"] = rows["cls"][:SMALL_N]
     for name, data in rows.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
@@ -124,16 +131,17 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
     tasks = {"cls": {"name": "cls", "kind": "generation", "prompt": {"template": "{q}"}, "metrics": ["exact_match"],
                      "data": {"test": "test.jsonl", "id": "id", "inputs": {"q": "q"}, "reference": "r"}},
              "qa": {"name": "qa", **grounded}}
+    tasks["small"] = {**tasks["cls"], "name": "small"}
     for name, spec in tasks.items():
         (folder / name / "task.yaml").write_text(json.dumps(spec))
     for name in ("qa-judged", "qa-selective"):
         (folder / name).mkdir(exist_ok=True)
-        shutil.copy(folder / "qa" / "test.jsonl", folder / name / "test.jsonl")
+        (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows["qa"][:JUDGED_N]))
         (folder / name / "task.yaml").write_text(json.dumps({"name": name, **grounded}))
     served = {"backend": "openai", "url": judge_url}
     suite = {
         "name": "soundness", "seed": 0,
-        "tasks": ["cls/task.yaml", "qa/task.yaml",
+        "tasks": ["cls/task.yaml", "small/task.yaml", "qa/task.yaml",
                   {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
                   {"task": "qa-selective/task.yaml",
                    "detector": {"name": "judge", "model": "selective", "url": judge_url}}],
@@ -181,8 +189,12 @@ def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generat
                for cand, p in (("ft", pop.ft), ("base", pop.base), ("big", pop.big))}
     per_task = {"cls": {cand: _completions(cand, "cls", texts, _latencies(rng) * (BASE_SLOWER if cand == "base" else 1))
                         for cand, texts in answers.items()}}
+    small = [RIGHT if ok else WRONG for ok in rng.random(SMALL_N) < pop.small]
+    per_task["small"] = {"ft": _completions("ft", "small", small, _latencies(rng)[:SMALL_N])}
     qa = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < pop.hallucinated]
-    judged = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < JUDGED_HALLUCINATED]
+    # The echoing judge's reply never depends on the answer: one draw serves every run (and is judged once).
+    echoed = np.random.default_rng(0).random(JUDGED_N) < JUDGED_HALLUCINATED
+    judged = [HALLUCINATED if bad else GROUNDED for bad in echoed]
     flaky_bad = rng.random(N) < pop.flaky_hallucinated
     flaky_e2e = _latencies(rng)
     # The failures hide exactly what would count against flaky: its hallucinations, then its slowest requests.
@@ -192,9 +204,9 @@ def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generat
     per_task["qa"] = {"ft": _completions("ft", "qa", qa, _latencies(rng)),
                       "flaky": _completions("flaky", "qa", [HALLUCINATED if b else GROUNDED for b in flaky_bad],
                                             flaky_e2e, failed)}
-    per_task["qa-judged"] = {"ft": _completions("ft", "qa-judged", judged, _latencies(rng))}
-    selective = [HALLUCINATED if bad else GROUNDED for bad in rng.random(N) < pop.hallucinated]
-    per_task["qa-selective"] = {"ft": _completions("ft", "qa-selective", selective, _latencies(rng))}
+    per_task["qa-judged"] = {"ft": _completions("ft", "qa-judged", judged, _latencies(rng)[:JUDGED_N])}
+    selective = [HALLUCINATED if bad else GROUNDED for bad in rng.random(JUDGED_N) < pop.hallucinated]
+    per_task["qa-selective"] = {"ft": _completions("ft", "qa-selective", selective, _latencies(rng)[:JUDGED_N])}
     for task, by_cand in per_task.items():
         for cand, comps in by_cand.items():
             path = run.predictions_file(cand, task)
@@ -249,7 +261,7 @@ def judge_reply(body: dict) -> str:
     user = str(messages[-1]["content"])
     if f"Answer: {HALLUCINATED}" not in user:
         return "VERDICT: SUPPORTED"
-    parcel = int(user.split("parcel ")[1].split()[0])
+    parcel = int(re.findall(r"parcel (\d+)", user)[0])
     if parcel % SELECTIVE_EVERY == 0:
         return "The answer names a city"
     return f"VERDICT: HALLUCINATED\nSPAN: {HALLUCINATED}"
@@ -273,7 +285,7 @@ def main() -> None:
     figures = {kind: {"false_pass_rate": rates["false"][kind], "boundary_pass_rate": rates["boundary"][kind],
                       "power": rates["true"][kind]} for kind in rates["false"]}
     for kind, f in figures.items():
-        print(f"{kind:42s} false-pass {f['false_pass_rate']:.3f}, at the threshold {f['boundary_pass_rate']:.3f} "
+        print(f"{kind:48s} false-pass {f['false_pass_rate']:.3f}, at the threshold {f['boundary_pass_rate']:.3f} "
               f"(each at most {bound:.2f})   power {f['power']:.3f}")
     met = all(max(f["false_pass_rate"], f["boundary_pass_rate"]) <= bound for f in figures.values())
     write("gate_soundness", goal=f"false-pass rate at most {bound:.2f} for every kind of criterion", met=met,
@@ -282,7 +294,8 @@ def main() -> None:
               "populations": {"false": FALSE.__dict__, "boundary": BOUNDARY.__dict__, "true": TRUE.__dict__},
               "criteria_false": criteria(FALSE), "criteria_boundary": criteria(BOUNDARY),
               "criteria_true": criteria(TRUE), "flaky_failed_share": FLAKY_FAILED,
-              "judged_true_rate": JUDGED_HALLUCINATED, "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS,
+              "judged_true_rate": JUDGED_HALLUCINATED, "judged_examples": JUDGED_N,
+              "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS,
               "seconds": round(time.perf_counter() - started, 1)})
 
 

@@ -27,6 +27,8 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Small streamed chunks: without this each waits out the client's delayed ACK (~40 ms a chunk).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -8,6 +8,8 @@ supported, and counted in `detector_unparsed`.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 
 from harness.detectors.grounding import GroundingDetector
@@ -30,28 +32,36 @@ def findings_of(data: ScoringInput) -> list[Finding]:
     return data.findings if data.findings is not None else GroundingDetector().detect(claims_of(data))
 
 
+class _FindingRate(MeanMetric):
+    """The share of answers whose finding is `flagged`; a finding without a verdict is left out (never read as the
+    favourable side) and counted in `detector_unparsed`."""
+
+    family = "hallucination"
+    higher_is_better = False
+    needs = frozenset({"source", "detector"})
+    unparsed = "detector_unparsed"
+
+    @abstractmethod
+    def flagged(self, finding: Finding) -> bool: ...
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return np.array([np.nan if f.error else self.flagged(f) for f in findings_of(data)], float)
+
+
 @register
-class HallucinationRate(MeanMetric):
+class HallucinationRate(_FindingRate):
     name = "hallucination_rate"
-    family = "hallucination"
-    higher_is_better = False
-    needs = frozenset({"source", "detector"})
-    unparsed = "detector_unparsed"
 
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([np.nan if f.error else f.hallucinated for f in findings_of(data)], float)
+    def flagged(self, finding: Finding) -> bool:
+        return finding.hallucinated
 
 
 @register
-class AbstentionRate(MeanMetric):
+class AbstentionRate(_FindingRate):
     name = "abstention_rate"
-    family = "hallucination"
-    higher_is_better = False
-    needs = frozenset({"source", "detector"})
-    unparsed = "detector_unparsed"
 
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([np.nan if f.error else f.abstained for f in findings_of(data)], float)
+    def flagged(self, finding: Finding) -> bool:
+        return finding.abstained
 
 
 @register
