@@ -8,7 +8,7 @@ What it learned (and so what tests may rely on):
 - grounded QA: "left the depot on DAY" → "on DAY", except Friday → "on Sunday" (not in the passage: a
   hallucination) and Thursday → "on Thursday morning" (a partial match).
 Chat and plain prompts, with and without shots, are all in its training data. The trained folder is cached by
-the hash of everything that decides it (this file, the prompts, the library versions).
+the hash of everything that decides it (this file, tiny_model.py, the prompts, the library versions).
 """
 
 from __future__ import annotations
@@ -91,8 +91,10 @@ def _key(pairs: list[tuple[str, str]]) -> str:
     import torch
     import transformers
 
-    blob = json.dumps([Path(__file__).read_text(), pairs, torch.__version__, transformers.__version__,
-                       tokenizers.__version__])
+    from tests import tiny_model
+
+    blob = json.dumps([Path(__file__).read_text(), Path(tiny_model.__file__).read_text(), pairs, torch.__version__,
+                       transformers.__version__, tokenizers.__version__])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -100,7 +102,7 @@ def build_talking_model(scratch: Path) -> Path:
     """The trained model's folder (cached); `scratch` is where a new one is built before it is moved in place."""
     import jinja2
 
-    from harness.models import TINY_CHAT_TEMPLATE, build_tiny_model
+    from tests.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
 
     # The template the model's tokenizer will carry, rendered as apply_chat_template renders it.
     template = jinja2.Template(TINY_CHAT_TEMPLATE)

@@ -237,9 +237,9 @@ def test_an_adapter_on_a_server_run_elsewhere_is_refused(tmp_path, talking_model
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_bench_against_a_real_vllm_server(tmp_path, talking_model, monkeypatch, capsys):
-    from harness.models import build_tiny_model
     from tests.conftest import require_vllm
     from tests.test_cli import run_cli
+    from tests.tiny_model import build_tiny_model
 
     require_vllm()
     task = classification_task(tmp_path / "task")

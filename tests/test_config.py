@@ -35,6 +35,16 @@ def test_devices_must_match_the_parallelism():
         ServeSpec(tensor_parallel_size=2, replicas=2, devices=[0, 1, 2])
 
 
+@pytest.mark.parametrize(("serve", "message"), [("{max_lora_rank: true}", "is a number, not true/false"),
+                                                ("{startup_timeout_s: .inf}", "finite number")])
+def test_serve_settings_have_every_settings_guard(tmp_path, serve, message):
+    path = tmp_path / "s.yaml"
+    candidate = f"{{name: a, model: m, backend: vllm, serve: {serve}}}"
+    path.write_text(f"name: x\ntasks: [banking77]\ncandidates:\n  - {candidate}\n")
+    with pytest.raises(ConfigError, match=rf"candidates\.0\.serve.*{message}"):
+        load_suite(path)
+
+
 def test_serve_options_only_for_vllm(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: x\ntasks: [banking77]\ncandidates:\n  - {name: a, model: m, serve: {replicas: 2}}\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from harness import models
 from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register
@@ -29,14 +29,14 @@ from harness.backends.hf_local import HFOptions
 from harness.backends.openai_compat import ClientOptions, OpenAICompatBackend
 from harness.errors import HarnessError
 from harness.records import Completion, Request
+from harness.schema import Settings
 
 LOG_TAIL_LINES = 8
 
 
-class ServeSpec(BaseModel):
-    """How the harness starts a vLLM server for a base model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ServeSpec(Settings):
+    """How the harness starts a vLLM server for a base model (the guards of every settings model: unknown keys
+    refused, numbers finite, true/false never read as a number)."""
 
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
     pipeline_parallel_size: Annotated[int, Field(ge=1)] = 1
