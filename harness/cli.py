@@ -16,7 +16,6 @@ from harness.errors import HarnessError, first_line, redact
 
 if TYPE_CHECKING:
     from harness.config import TrackingSpec
-    from harness.detectors import Detector
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate fine-tuned language models against their bases and big baselines, with evidence.")
@@ -306,15 +305,16 @@ def validate_detector(
     from dataclasses import asdict
 
     from harness import report
+    from harness.detection import detector_settings, open_detector, tuning_grid
     from harness.detectors.tuning import cross_validate
     from harness.detectors.validation import DEFAULT_DATA, load_qa, validate
 
     data = data or DEFAULT_DATA
     # --model and --url as given (a detector that takes neither says so); the numeric options have defaults,
     # so only the chosen detector's own are passed.
-    settings = _detector_settings(detector, model, url, {"tolerance": tolerance, "threshold": threshold})
-    grid = _tuning_grid(tune, detector) if tune else None
-    the_detector = _open_detector(settings, "validate-detector")
+    settings = detector_settings(detector, model, url, {"tolerance": tolerance, "threshold": threshold})
+    grid = tuning_grid(tune, detector) if tune else None
+    the_detector = open_detector(settings, "validate-detector", err.print)
     try:
         result = validate(the_detector, data, resamples=resamples, limit=limit, include_general=general,
                           progress=err.print)
@@ -326,52 +326,15 @@ def validate_detector(
         # Tuned on the length-matched pairs: on the whole QA set a stricter setting also catches the longer
         # (hallucinated) answers, the length trap again.
         _, matched = load_qa(data)
-        tuned = cross_validate(lambda v: _open_detector({**settings, field: v}, f"--tune {field}"), field, values,
-                               matched, {"qa length-matched": matched}, f"{the_detector.name} "
-                               f"v{the_detector.version}", folds=folds, resamples=resamples, progress=err.print)
+        tuned = cross_validate(lambda v: open_detector({**settings, field: v}, f"--tune {field}", err.print),
+                               field, values, matched, {"qa length-matched": matched},
+                               f"{the_detector.name} v{the_detector.version}", folds=folds, resamples=resamples,
+                               progress=err.print)
     for table in report.validation_tables(result, tuned):
         out.print(table)
     if json_out:
         record = {**result.to_dict(), "cross_validation": asdict(tuned) if tuned else None}
         json_out.write_text(json.dumps(record, indent=2))
-
-
-def _detector_settings(name: str, model: str | None, url: str | None, numbers: dict[str, float]) -> dict:
-    from harness.detectors import DETECTORS
-
-    takes = DETECTORS[name].model_fields if name in DETECTORS else {}
-    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
-    return {"name": name, **named, **{k: v for k, v in numbers.items() if k in takes}}
-
-
-def _tuning_grid(tune: str, detector: str) -> tuple[str, tuple[float, ...]]:
-    """`FIELD=V1,V2,...` for --tune: a numeric setting of the chosen detector and at least two values."""
-    from harness.detectors import DETECTORS
-
-    field, _, listed = tune.partition("=")
-    numeric = {k for k, f in DETECTORS[detector].model_fields.items() if f.annotation in (float, int)} \
-        if detector in DETECTORS else set()
-    if field not in numeric:
-        raise HarnessError(f"--tune: {field!r} is not a numeric setting of detector {detector!r} "
-                           f"(it has: {', '.join(sorted(numeric)) or 'none'})")
-    try:
-        values = tuple(dict.fromkeys(float(v) for v in listed.split(",")))
-    except ValueError:
-        raise HarnessError(f"--tune: {listed!r} is not a comma-separated list of numbers") from None
-    if len(values) < 2:
-        raise HarnessError("--tune: give at least two values to choose among")
-    return field, values
-
-
-def _open_detector(settings: dict, where: str) -> Detector:
-    from harness.config import TaskRef
-    from harness.loading import validate as validate_config
-
-    spec = validate_config(TaskRef, {"task": "-", "detector": settings}, where).detector
-    problem = spec.problem()
-    if problem:
-        raise HarnessError(problem)
-    return spec.open(err.print)
 
 
 @app.command("dashboard")

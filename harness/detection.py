@@ -1,15 +1,19 @@
 """The detection stage: a task's hallucination detector over every candidate's answers, with the findings
 kept in the run directory (evidence for the dashboard, and no second pass of a model detector when a run
 is gated or re-scored). A finding is reused while the answer and the detector are unchanged; a failed
-request (a judge's timeout) is no finding: it counts as unparsed in this scoring and is asked again next time."""
+request (a judge's timeout) is no finding: it counts as unparsed in this scoring and is asked again next time.
+Also the detector a command line asks for (`harness validate-detector`), validated as a suite's would be."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
-from harness.config import TaskSpec
-from harness.detectors import Detector, DetectorOptions
+from harness.config import TaskRef, TaskSpec
+from harness.detectors import DETECTORS, Detector, DetectorOptions
+from harness.errors import HarnessError
+from harness.loading import validate
 from harness.metrics import ScoringInput
 from harness.metrics.hallucination import claims_of
 from harness.records import Completion, Example, Finding
@@ -56,3 +60,38 @@ def task_findings(run: RunDir, task: TaskSpec, spec: DetectorOptions, examples: 
                 for ex, c, f in zip(examples, claims, findings, strict=True) if f is not None and not f.failed))
         out[cand] = [f for f in findings if f is not None]
     return out
+
+
+def detector_settings(name: str, model: str | None, url: str | None, numbers: dict[str, float]) -> dict[str, Any]:
+    """A `detector:` block from command-line options: `model` and `url` as given (a detector that takes neither
+    says so when validated), and of the numeric options only those the chosen detector has."""
+    takes = DETECTORS[name].model_fields if name in DETECTORS else {}
+    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
+    return {"name": name, **named, **{k: v for k, v in numbers.items() if k in takes}}
+
+
+def tuning_grid(tune: str, detector: str) -> tuple[str, tuple[float, ...]]:
+    """`FIELD=V1,V2,...` (`harness validate-detector --tune`): a numeric setting of the chosen detector and at least
+    two values."""
+    field, _, listed = tune.partition("=")
+    numeric = ({k for k, f in DETECTORS[detector].model_fields.items() if f.annotation in (float, int)}
+               if detector in DETECTORS else set())
+    if field not in numeric:
+        raise HarnessError(f"--tune: {field!r} is not a numeric setting of detector {detector!r} "
+                           f"(it has: {', '.join(sorted(numeric)) or 'none'})")
+    try:
+        values = tuple(dict.fromkeys(float(v) for v in listed.split(",")))
+    except ValueError:
+        raise HarnessError(f"--tune: {listed!r} is not a comma-separated list of numbers") from None
+    if len(values) < 2:
+        raise HarnessError("--tune: give at least two values to choose among")
+    return field, values
+
+
+def open_detector(settings: dict[str, Any], where: str, say: Callable[[str], None]) -> Detector:
+    """The detector a `detector:` block names, validated as a suite's would be (errors name `where`), checked."""
+    spec = validate(TaskRef, {"task": "-", "detector": settings}, where).detector
+    problem = spec.problem()
+    if problem:
+        raise HarnessError(problem)
+    return spec.open(say)

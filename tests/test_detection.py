@@ -116,3 +116,20 @@ def test_validate_detector_command(monkeypatch, capsys, tmp_path):
                           ("tolerance=0.1,2", "tolerance")]:
         code, err = run_cli(monkeypatch, capsys, "validate-detector", "--no-general", "--tune", tune)
         assert code == 2 and message in err and "Traceback" not in err, (tune, err)
+
+
+def test_a_command_lines_detector_settings_and_tuning_grid_are_checked_against_the_detector():
+    from harness.detection import detector_settings, open_detector, tuning_grid
+    from harness.errors import ConfigError, HarnessError
+
+    # Of the numeric options only the chosen detector's own are passed; model and url as given.
+    assert detector_settings("grounding", None, None, {"tolerance": 0.2, "threshold": 0.5}) == {
+        "name": "grounding", "tolerance": 0.2}
+    assert tuning_grid("tolerance=0.1,0.2,0.1", "grounding") == ("tolerance", (0.1, 0.2))
+    for tune, message in [("threshold=0.1,0.2", "not a numeric setting of detector 'grounding'"),
+                          ("tolerance=0.1", "at least two values"), ("tolerance=a,b", "comma-separated")]:
+        with pytest.raises(HarnessError, match=message):
+            tuning_grid(tune, "grounding")
+    assert open_detector({"name": "grounding", "tolerance": 0.3}, "here", print).name == "grounding"
+    with pytest.raises(ConfigError, match=r"here: detector\.model"):
+        open_detector({"name": "grounding", "model": "x"}, "here", print)
