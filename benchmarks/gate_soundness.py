@@ -1,4 +1,4 @@
-"""Sound verdicts: the real gate (`harness.evaluate.gate`) on synthetic run directories drawn from populations
+"""Sound verdicts: the real gate (`harness.evaluation.gate`) on synthetic run directories drawn from populations
 whose truth is known, for every kind of criterion.
 
 Each repeat draws a fresh run: 200 test examples per task (24 on one, 100 on the judged ones), answers right or
@@ -34,9 +34,9 @@ from record import ROOT, write
 
 sys.path.insert(0, str(ROOT))
 
-from harness.evaluate import gate
-from harness.pipeline import Runner
-from harness.plan import plan
+from harness.evaluation import gate
+from harness.pipeline import Pipeline
+from harness.plan import make_plan
 from harness.ratings import RatingStore, Score
 from harness.records import Completion
 from harness.store import RunDir
@@ -246,8 +246,8 @@ def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[P
     """The suite and the run record every repeat of the population shares (as `harness run` writes it)."""
     suite = _suite(folder, judge_url, pop)
     results = folder / "results"
-    the_plan = plan(suite)
-    runner = Runner(the_plan, results)
+    run_plan = make_plan(suite)
+    runner = Pipeline(run_plan, results)
     return results, runner._record(RunDir(results / "template"), "incomplete", time.strftime("%FT%T"), {})
 
 

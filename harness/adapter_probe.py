@@ -32,10 +32,10 @@ class ProbeResult:
         return asdict(self)
 
 
-def probe_requests(the_plan: RunPlan, cand: Candidate, n: int = PROBES) -> list[Request]:
+def probe_requests(run_plan: RunPlan, cand: Candidate, n: int = PROBES) -> list[Request]:
     """The first prompts of each task the candidate runs, in turn, as it will be asked them (its few-shot
     examples and prompt changes included), with short answers."""
-    per_task = [the_plan.requests(t, cand) for t in the_plan.tasks if cand.runs(t.name)]
+    per_task = [run_plan.requests(t, cand) for t in run_plan.tasks if cand.runs(t.name)]
     picked: list[Request] = []
     for i in range(max((len(r) for r in per_task), default=0)):
         picked += [r[i] for r in per_task if i < len(r)]

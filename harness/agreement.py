@@ -149,7 +149,7 @@ def judge_agreement(judge: str, scale: str, scores: list[Score], judged: dict[tu
     from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
-    from harness.metrics.judge import agrees
+    from harness.metrics.rubric_judge import agrees
 
     x, y = paired_with_ratings(scores, judged)
     if len(x) < 3:

@@ -26,7 +26,7 @@ from harness.backends.base import LoadBackend
 from harness.config import Candidate
 from harness.errors import ConfigError, HarnessError
 from harness.finetune import NotTrained, finetune_all
-from harness.plan import RunPlan, plan
+from harness.plan import RunPlan, make_plan
 from harness.records import Completion, Request
 from harness.stats import latency_percentile
 from harness.store import ResultsDir, now_iso, write_json
@@ -338,13 +338,13 @@ class BenchOptions:
     targets: Targets
 
 
-def bench_target(the_plan: RunPlan, cand: Candidate, results: ResultsDir, say: Callable[[str], None]) -> Deployment:
+def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: Callable[[str], None]) -> Deployment:
     """The candidate as `harness run` serves it: with its `adapter:`, or for a fine-tune with the adapter trained
     for it, found by content hash as `harness run` finds it. Bench never trains, and never measures a base under
     a fine-tune's name: a fine-tune not trained yet is refused."""
-    where = f"candidates.{the_plan.suite.candidates.index(cand)}"
+    where = f"candidates.{run_plan.suite.candidates.index(cand)}"
     if cand.adapter and not cand.options.local_weights:
-        raise ConfigError(the_plan.suite_file, f"{where}.adapter", (
+        raise ConfigError(run_plan.suite_file, f"{where}.adapter", (
             f"backend {cand.backend} sends requests for {cand.model!r} to a server run elsewhere, which loads no "
             "adapter from here, so bench would measure the model without it; serve the adapter there and name it "
             "as `model`"))
@@ -353,13 +353,13 @@ def bench_target(the_plan: RunPlan, cand: Candidate, results: ResultsDir, say: C
     say(f"finding the adapter trained for {cand.name} (by the hash of its base, data and settings)")
     try:
         # No data reports: they decide whether training may start, and bench trains nothing.
-        adapters = finetune_all(the_plan, [], results.adapters, say, only=cand.name, lookup_only=True)
+        adapters = finetune_all(run_plan, [], results.adapters, say, only=cand.name, lookup_only=True)
     except NotTrained as exc:
         whose = cand.name if exc.candidate == cand.name else f"{exc.candidate}, which {cand.name} continues,"
-        raise ConfigError(the_plan.suite_file, f"{where}.finetune", (
+        raise ConfigError(run_plan.suite_file, f"{where}.finetune", (
             f"candidate {cand.name} is fine-tuned, but {whose} has no adapter trained for its current settings, "
             f"data and base (none at {exc.target}), and benching its base in its place would mislead; train it "
-            f"first: harness finetune {the_plan.suite_file} --candidate {cand.name} --results {results.path}"
+            f"first: harness finetune {run_plan.suite_file} --candidate {cand.name} --results {results.path}"
         )) from None
     return cand.deployment(str(adapters[cand.name]))
 
@@ -367,8 +367,8 @@ def bench_target(the_plan: RunPlan, cand: Candidate, results: ResultsDir, say: C
 def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say: Callable[[str], None],
                 on_level: Callable[[LevelResult], None]) -> tuple[Path, list[LevelResult]]:
     """Load-test one candidate of a suite; writes latency.json, latency.png and report.md."""
-    the_plan = plan(suite_file)
-    cand = the_plan.suite.candidate(options.candidate)
+    run_plan = make_plan(suite_file)
+    cand = run_plan.suite.candidate(options.candidate)
     if not cand.options.served:
         raise HarnessError(f"{suite_file}: candidate {cand.name} uses backend {cand.backend}; bench needs a "
                            f"served backend ({', '.join(_served_backends())})")
@@ -378,22 +378,22 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
         raise HarnessError("bench: --warmup must be 0 or more")
     levels = [LoadLevel(c) for c in options.concurrency] + [LoadLevel(max(options.concurrency), r)
                                                              for r in options.rates]
-    tasks = [t for t in the_plan.tasks if cand.runs(t.name)]
+    tasks = [t for t in run_plan.tasks if cand.runs(t.name)]
     new_tokens = options.output_len or max(t.spec.generation.max_new_tokens for t in tasks)
     if options.prompts_file:
         source, described = read_prompts(options.prompts_file, new_tokens), str(options.prompts_file)
     elif options.random_input_len:
         # As many as the bench sends, so that every request has a prompt of its own without marks.
         source = random_prompts(len(levels) * (options.warmup + options.requests), options.random_input_len,
-                                new_tokens, the_plan.suite.seed)
+                                new_tokens, run_plan.suite.seed)
         described = f"random, {options.random_input_len} words"
     else:
         # Task-qualified ids: two tasks may share example ids, and latency.json lists each level's prompts.
         source = [replace(r, example_id=f"{t.name}/{r.example_id}", max_new_tokens=new_tokens)
-                  for t in tasks for r in the_plan.requests(t, cand)]
+                  for t in tasks for r in run_plan.requests(t, cand)]
         described = f"the test prompts of {', '.join(t.name for t in tasks)}"
     results_root = ResultsDir(results_dir)
-    target = bench_target(the_plan, cand, results_root, say)
+    target = bench_target(run_plan, cand, results_root, say)
     # A server this bench starts (weights here) has an empty cache; one run elsewhere may hold these prompts
     # from earlier benches or traffic, so there every prompt carries a mark new to this bench.
     draw = draw_prompts(source, len(levels), options.warmup, options.requests,
@@ -413,7 +413,7 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
         backend = cast(LoadBackend, cand.options.open(target, env))  # a served backend takes arrivals
         try:
             results = run_levels(backend, cand.name, draw.levels, levels, options.targets, cand.cost_per_hour,
-                                 the_plan.suite.seed, on_level)
+                                 run_plan.suite.seed, on_level)
         finally:
             backend.close()
     meta = {"suite": str(suite_file), "started_at": started, "finished_at": now_iso(), "requests": options.requests,

@@ -76,13 +76,13 @@ def finetune(
 ) -> None:
     """Train the LoRA adapters the suite asks for (cached by content hash); prints their folders."""
     from harness.finetune import finetune_all
-    from harness.plan import check_data, plan
+    from harness.plan import check_data, make_plan
     from harness.store import ResultsDir
 
-    the_plan = plan(suite)
+    run_plan = make_plan(suite)
     if candidate is not None:
-        the_plan.suite.candidate(candidate)
-    adapters = finetune_all(the_plan, check_data(the_plan), ResultsDir(results).adapters, lambda msg: err.print(msg),
+        run_plan.suite.candidate(candidate)
+    adapters = finetune_all(run_plan, check_data(run_plan), ResultsDir(results).adapters, lambda msg: err.print(msg),
                             candidate)
     if not adapters:
         raise HarnessError(f"{suite}: no candidate has a `finetune:` block" + (f" ({candidate})" if candidate else ""))
@@ -108,15 +108,15 @@ def run(
     failed, or MLflow logging failed (the run directory is kept); 2: bad input."""
     from harness import report, tracking
     from harness.manifest import passed
-    from harness.pipeline import Runner
-    from harness.plan import plan
+    from harness.pipeline import Pipeline
+    from harness.plan import make_plan
 
-    the_plan = plan(suite, manifest, in_process)
-    tracked = tracking.choose(the_plan.suite.tracking, track, tracking_uri)
+    run_plan = make_plan(suite, manifest, in_process)
+    tracked = tracking.choose(run_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
-    result = Runner(the_plan, results, err, manifest).execute(run_id, resume)
-    for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in the_plan.tasks}):
+    result = Pipeline(run_plan, results, err, manifest).execute(run_id, resume)
+    for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in run_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
         out.print(report.verdict_table(result.verdicts))
@@ -218,7 +218,7 @@ def gate(
 ) -> None:
     """Verdicts for an existing run: writes verdict.json; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
     from harness import report
-    from harness.evaluate import gate as run_gate
+    from harness.evaluation import gate as run_gate
     from harness.manifest import passed
 
     verdicts, record = run_gate(run_dir, manifest)

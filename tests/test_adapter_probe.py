@@ -8,7 +8,7 @@ import pytest
 
 from harness.adapter_probe import PROBE_TOKENS, probe_requests
 from harness.pipeline import run_suite
-from harness.plan import plan
+from harness.plan import make_plan
 from tests.conftest import classification_task, qa_task, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -61,10 +61,10 @@ def test_probes_are_the_candidates_own_prompts_across_its_tasks_with_short_answe
     suite = write_yaml(tmp_path / "suite.yaml", {
         "name": "p", "tasks": [str(kw), {"task": str(qa), "limit": 8}],
         "candidates": [{"name": "ft", "model": str(talking_model), "adapter": str(lora_adapter), "few_shot": 1}]})
-    the_plan = plan(suite)
-    cand = the_plan.suite.candidates[0]
-    probes = probe_requests(the_plan, cand)
-    own = {r.example_id: (t.name, r) for t in the_plan.tasks for r in the_plan.requests(t, cand)}
+    run_plan = make_plan(suite)
+    cand = run_plan.suite.candidates[0]
+    probes = probe_requests(run_plan, cand)
+    own = {r.example_id: (t.name, r) for t in run_plan.tasks for r in run_plan.requests(t, cand)}
     originals = [own[p.example_id.split("-", 2)[2]] for p in probes]
     assert [task for task, _ in originals] == ["keywords", "qa"] * 3 + ["qa", "qa"], "tasks in turn"
     assert len({p.example_id for p in probes}) == 8

@@ -84,7 +84,7 @@ def test_judge_agreement_with_reviewers_on_the_same_answers():
 
 def test_the_gate_and_the_agreement_page_pair_a_judge_with_the_ratings_of_the_same_answers(tmp_path):
     from harness.agreement import judge_agreement
-    from harness.metrics.judge import JudgeAgreement
+    from harness.metrics.rubric_judge import JudgeAgreement
     from harness.ratings import RatingStore
 
     judge = {"e0": 5.0, "e1": 1.0, "e2": 4.0, "e3": 2.0}

@@ -69,7 +69,7 @@ def test_poisson_arrivals_have_the_asked_rate():
 def test_levels_set_the_concurrency_and_skip_warmup():
     prompts = draw_prompts(random_prompts(2 * (2 + 12), input_words=5, max_new_tokens=4, seed=0), levels=2,
                            warmup=2, requests=12).levels
-    with FakeServer(delay_s=0.02) as server:
+    with FakeServer(delay_s=0.1) as server:
         backend = OpenAICompatBackend(server.url, "fake")
         seen = []
 

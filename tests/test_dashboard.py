@@ -233,7 +233,7 @@ def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
 def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     from sklearn.metrics import cohen_kappa_score
 
-    from harness.evaluate import gate
+    from harness.evaluation import gate
     from harness.ratings import Preference, Score
 
     store = RatingStore.beside(own_results)

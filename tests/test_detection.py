@@ -6,7 +6,7 @@ import json
 import pytest
 
 from harness.detectors.base import Finding
-from harness.evaluate import gate
+from harness.evaluation import gate
 from harness.pipeline import run_suite
 from tests.conftest import classification_task, qa_task, write_yaml
 from tests.test_cli import run_cli

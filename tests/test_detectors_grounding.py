@@ -88,7 +88,7 @@ def test_picking_an_alternative_or_asserting_the_question_is_no_abstention(sourc
     """An answer that names one of the alternatives an either/or question offers, or asserts the question's
     words in a sentence of its own, answers it: checked as any answer (each here contradicts the source), and
     shown to a judge detector, which skips only abstentions."""
-    from harness.detectors.judge import JudgeDetector
+    from harness.detectors.hallucination_judge import JudgeDetector
     from harness.records import Completion
 
     assert not is_abstention(answer, question)

@@ -12,7 +12,7 @@ from harness.data import load_task_data
 from harness.errors import HarnessError
 from harness.finetune import finetune_candidate
 from harness.models import native_dtype
-from harness.plan import plan
+from harness.plan import make_plan
 from harness.store import LINEAGE_FILE as LINEAGE
 from harness.store import RunDir
 from tests.conftest import classification_task, qa_task, write_yaml
@@ -121,7 +121,7 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
                        {"name": "overridden", "model": str(talking_model), "adapter": str(adapter),
                         "prompts": {"keywords": {"system": "Pick one of: {labels}"}}}],
         "bootstrap": {"resamples": 100}})
-    here, there = plan(suite), plan(elsewhere)
+    here, there = make_plan(suite), make_plan(elsewhere)
     assert there.requests(there.tasks[0], there.suite.candidate("named")) == \
         here.requests(here.tasks[0], here.suite.candidate("tuned")), "the prompts it was trained and scored on"
     assert there.suite.candidate("named").options.chat is False
@@ -255,5 +255,5 @@ def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path,
                        {"name": "successor", "model": str(talking_model), "finetune": {**SPEC, **change}},
                        {"name": "later", "model": str(talking_model), "finetune": SPEC}]})
     with pytest.raises(ConfigError) as caught:
-        plan(suite)
+        make_plan(suite)
     assert caught.value.field == field and message in caught.value.message

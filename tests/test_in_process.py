@@ -12,8 +12,8 @@ from harness.backends.hf_local import HFOptions
 from harness.backends.vllm_server import ServerPool, VllmOptions, VllmServer
 from harness.config import PROJECT_ROOT
 from harness.errors import HarnessError
-from harness.pipeline import Runner
-from harness.plan import plan
+from harness.pipeline import Pipeline
+from harness.plan import make_plan
 from harness.store import RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.test_cli import run_cli
@@ -41,13 +41,13 @@ def _suites(tmp_path, talking_model, lora_adapter):
 
 def test_in_process_turns_served_candidates_into_their_transformers_twins(tmp_path, talking_model, lora_adapter):
     served, _ = _suites(tmp_path, talking_model, lora_adapter)
-    assert all(isinstance(c.options, VllmOptions) for c in plan(served).suite.candidates)
-    the_plan = plan(served, in_process=True)
-    options = {c.name: c.options for c in the_plan.suite.candidates}
+    assert all(isinstance(c.options, VllmOptions) for c in make_plan(served).suite.candidates)
+    run_plan = make_plan(served, in_process=True)
+    options = {c.name: c.options for c in run_plan.suite.candidates}
     assert all(isinstance(o, HFOptions) for o in options.values())
     # the completions endpoint takes the plain prompt: in process, no chat template
     assert [options[n].chat_template() for n in ("chat", "plain", "ft", "bare")] == [None, False, False, False]
-    assert the_plan.in_process and the_plan.suite.candidate("ft").adapter == str(lora_adapter)
+    assert run_plan.in_process and run_plan.suite.candidate("ft").adapter == str(lora_adapter)
 
 
 def test_an_in_process_run_of_a_served_suite_answers_as_the_in_process_suite(tmp_path, talking_model, lora_adapter,
@@ -57,7 +57,7 @@ def test_an_in_process_run_of_a_served_suite_answers_as_the_in_process_suite(tmp
     code, err = run_cli(monkeypatch, capsys, "run", str(served), "--results", str(results), "--run-id", "switched",
                         "--in-process")
     assert code in (0, None), err
-    Runner(plan(local), results).execute("local")
+    Pipeline(make_plan(local), results).execute("local")
     record = json.loads((results / "switched" / "run.json").read_text())
     assert record["in_process"] is True and record["status"] == "complete"
     assert {c["backend"] for c in record["suite"]["candidates"]} == {"hf"}
@@ -79,8 +79,8 @@ def test_an_in_process_run_of_a_served_suite_answers_as_the_in_process_suite(tmp
 
 def test_the_demo_suite_is_served_one_server_per_base_model(tmp_path):
     demo = PROJECT_ROOT / "suites" / "demo.yaml"
-    the_plan = plan(demo)
-    candidates = the_plan.suite.candidates
+    run_plan = make_plan(demo)
+    candidates = run_plan.suite.candidates
     assert all(isinstance(c.options, VllmOptions) for c in candidates)
     targets = [c.deployment("/adapters/smol-ft" if c.finetune else None) for c in candidates]
     pool = ServerPool(targets, str, tmp_path)
@@ -90,7 +90,7 @@ def test_the_demo_suite_is_served_one_server_per_base_model(tmp_path):
     assert list(smol.adapters) == ["smol-ft"]
     command = VllmServer(smol, tmp_path).command()
     assert "--enable-prefix-caching" in command and "--enable-lora" in command
-    twin = plan(demo, in_process=True).suite.candidates
+    twin = make_plan(demo, in_process=True).suite.candidates
     assert all(isinstance(c.options, HFOptions) for c in twin)
     assert {c.name: c.options.chat_template() for c in twin} == {
         "smol-zero": None, "smol-fewshot": None, "gemma-fewshot": False, "smol-ft": False}

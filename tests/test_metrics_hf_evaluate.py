@@ -15,7 +15,7 @@ import yaml
 from harness.config import load_task
 from harness.errors import ConfigError
 from harness.metrics import METRICS, get_metric
-from harness.plan import plan
+from harness.plan import make_plan
 from harness.records import Resample
 from harness.scoring import TaskEvidence
 from harness.stats import draws, task_seed
@@ -123,8 +123,8 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model,
     rows = [r for r in run.read_metrics() if r["metric"] == "overlap_suite"]
     assert {r["candidate"] for r in rows} == {"a", "b"}
     module = evaluate.load(str(EXAMPLE / "word_overlap.py"))
-    the_plan = plan(suite)
-    refs = {e.id: e.references[0] for e in the_plan.tasks[0].data.test}
+    run_plan = make_plan(suite)
+    refs = {e.id: e.references[0] for e in run_plan.tasks[0].data.test}
     for row in rows:
         preds = run.read_predictions(row["candidate"], "qa")
         direct = np.mean([module.compute(predictions=[p.text.strip()], references=[refs[p.example_id]])["overlap"]

@@ -26,8 +26,8 @@ from harness.manifest import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, ScoringInput, get_metric, with_automatic
 from harness.metrics.base import Metric
-from harness.metrics.judge import SCALE_RANGES, JudgeScore
 from harness.metrics.latency import RequestPercentile
+from harness.metrics.rubric_judge import SCALE_RANGES, JudgeScore
 from harness.records import Judgement
 from tests.conftest import qa_task, write_yaml
 from tests.helpers import scoring_input

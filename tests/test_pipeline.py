@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from harness.config import load_suite
+from harness.generation import open_run
 from harness.metrics import METRICS
-from harness.pipeline import Runner, run_suite
-from harness.plan import plan, plan_tasks
-from harness.runner import open_run
+from harness.pipeline import Pipeline, run_suite
+from harness.plan import make_plan, plan_tasks
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
@@ -294,13 +294,13 @@ def test_manifest_file_named_in_the_suite_and_a_run_without_predictions(small_su
     data = yaml.safe_load(small_suite.read_text())
     data["manifest"] = "criteria.yaml"
     small_suite.write_text(yaml.safe_dump(data))
-    the_plan = plan(small_suite)
-    assert the_plan.manifest is not None and the_plan.manifest.criteria[0].metric == "error_rate"
+    run_plan = make_plan(small_suite)
+    assert run_plan.manifest is not None and run_plan.manifest.criteria[0].metric == "error_rate"
 
     # A run directory whose generation never produced a prediction cannot be gated.
     results = tmp_path / "results"
-    run_dir = open_run(ResultsDir(results), the_plan, "empty", resume=False)
-    run_dir.write_run(Runner(the_plan, results)._record(run_dir, "running", "now", {}))
+    run_dir = open_run(ResultsDir(results), run_plan, "empty", resume=False)
+    run_dir.write_run(Pipeline(run_plan, results)._record(run_dir, "running", "now", {}))
     code, err = run_cli(monkeypatch, capsys, "gate", str(run_dir.path))
     assert code == 2 and "the run has no predictions" in err
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness.config import Suite
 from harness.errors import ConfigError, HarnessError
-from harness.plan import _upgrade_snapshot, plan
+from harness.plan import _upgrade_snapshot, make_plan
 from harness.store import LINEAGE_FILE
 from tests.conftest import classification_task, write_yaml
 
@@ -27,7 +27,7 @@ def test_candidate_task_scope_and_prompt_changes_are_checked(tmp_path, talking_m
         "candidates": [{"name": "a", "model": str(talking_model)},
                        {"name": "b", "model": str(talking_model), **change}]})
     with pytest.raises(ConfigError, match=message) as info:
-        plan(suite)
+        make_plan(suite)
     assert info.value.field == field
 
 
@@ -38,7 +38,7 @@ def test_a_lora_rank_vllm_would_refuse_is_found_first(tmp_path, talking_model, l
         suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [task], "candidates": [
             {"name": "ft", "model": str(talking_model), "backend": "vllm", **cand}]})
         with pytest.raises(ConfigError, match="exceeds max_lora_rank") as info:
-            plan(suite)
+            make_plan(suite)
         assert info.value.field == "candidates.0.serve.max_lora_rank"
 
 
@@ -51,7 +51,7 @@ def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, talking_
                        {"name": "b", "model": str(talking_model), "tasks": ["keywords"]}],
         "manifest": {"criteria": [{"task": "other", "metric": "accuracy", "candidate": "b", "better_than": "a"}]}})
     with pytest.raises(ConfigError, match="candidate 'b' is not scored on other"):
-        plan(suite)
+        make_plan(suite)
 
 
 def test_a_schema_1_snapshot_keeps_only_its_own_backend_and_detector_settings():
@@ -89,7 +89,7 @@ def test_backend_settings_are_checked_against_the_chosen_backend(tmp_path, candi
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": ["banking77"],
                                                  "candidates": [{"name": "a", "model": "m", **candidate}]})
     with pytest.raises(ConfigError, match=message) as info:
-        plan(suite)
+        make_plan(suite)
     assert info.value.field == field and info.value.path == suite
 
 
@@ -103,7 +103,7 @@ def test_detector_settings_are_checked_against_the_chosen_detector(tmp_path, det
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [{"task": "banking77", "detector": detector}],
                                                  "candidates": [{"name": "a", "model": "m"}]})
     with pytest.raises(ConfigError, match=message) as info:
-        plan(suite)
+        make_plan(suite)
     assert info.value.field == field
 
 
@@ -112,7 +112,7 @@ def test_a_human_metric_listed_in_a_task_is_refused(tmp_path, talking_model):
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": [str(task)],
                                                  "candidates": [{"name": "a", "model": str(talking_model)}]})
     with pytest.raises(ConfigError, match="human_rating comes from reviewers' ratings"):
-        plan(suite)
+        make_plan(suite)
 
 
 @pytest.mark.parametrize("name", ["../up", "/abs", "a/b", ""])
@@ -120,7 +120,7 @@ def test_a_suite_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
     suite = write_yaml(tmp_path / "suite.yaml", {"name": name, "tasks": ["banking77"],
                                                  "candidates": [{"name": "a", "model": "m"}]})
     with pytest.raises(ConfigError) as info:
-        plan(suite)
+        make_plan(suite)
     assert info.value.field == "name"
 
 
@@ -129,7 +129,7 @@ def test_a_backend_with_local_weights_needs_them_found(tmp_path, backend):
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": ["banking77"], "candidates": [
         {"name": "a", "model": str(tmp_path / "nowhere"), "backend": backend}]})
     with pytest.raises(ConfigError, match="does not exist") as info:
-        plan(suite)
+        make_plan(suite)
     assert info.value.field == "candidates.0.model"
 
 
@@ -159,10 +159,10 @@ def test_an_adapter_is_prompted_as_it_was_trained_unless_the_suite_says_otherwis
         {"name": "told", "model": str(talking_model), "adapter": adapter, "chat": True,
          "prompts": {"keywords": {"system": "Pick a label."}}},
         {"name": "elsewhere", "model": str(talking_model), "adapter": str(lora_adapter)}]})
-    the_plan = plan(suite)
-    keywords = the_plan.tasks[0]
-    cand = {c.name: c for c in the_plan.suite.candidates}
-    asked = {(c, t.name): the_plan.requests(t, cand[c]) for c in cand for t in the_plan.tasks if cand[c].runs(t.name)}
+    run_plan = make_plan(suite)
+    keywords = run_plan.tasks[0]
+    cand = {c.name: c for c in run_plan.suite.candidates}
+    asked = {(c, t.name): run_plan.requests(t, cand[c]) for c in cand for t in run_plan.tasks if cand[c].runs(t.name)}
 
     # Named in another suite, the adapter is asked the bare prompt it learned, without the chat template ...
     bare = [f"Message: {ex.inputs['text']}\nIntent:" for ex in keywords.data.test]
@@ -170,7 +170,7 @@ def test_an_adapter_is_prompted_as_it_was_trained_unless_the_suite_says_otherwis
     assert [r.messages for r in asked["named", "keywords"]] == [[{"role": "user", "content": b}] for b in
                                                                 [b.removesuffix("\nIntent:") for b in bare]]
     assert cand["named"].options.chat is False and cand["served"].options.endpoint == "completions"
-    assert plan(suite, in_process=True).suite.candidate("served").options.chat_template() is False
+    assert make_plan(suite, in_process=True).suite.candidate("served").options.chat_template() is False
     # ... on the task it was trained on: another task gets the suite's prompt (the chat setting stays as trained).
     assert asked["named", "other"] == asked["base", "other"]
     # The suite's own settings win; an adapter trained elsewhere (no lineage) is prompted as the suite says.
@@ -178,15 +178,15 @@ def test_an_adapter_is_prompted_as_it_was_trained_unless_the_suite_says_otherwis
     assert asked["told", "keywords"][0].messages[0] == {"role": "system", "content": "Pick a label."}
     assert asked["elsewhere", "keywords"] == asked["base", "keywords"] and cand["elsewhere"].options.chat is None
     # and where each came from, as run.json records it
-    sources = {(c, t): (how.prompt, how.chat) for c, per in the_plan.prompting.items() for t, how in per.items()}
+    sources = {(c, t): (how.prompt, how.chat) for c, per in run_plan.prompting.items() for t, how in per.items()}
     assert sources == {("named", "keywords"): ("lineage", "lineage"), ("named", "other"): ("suite", "lineage"),
                        ("served", "keywords"): ("lineage", "lineage"),
                        ("told", "keywords"): ("suite", "suite"), ("told", "other"): ("suite", "suite"),
                        ("elsewhere", "keywords"): ("suite", "suite"), ("elsewhere", "other"): ("suite", "suite")}
-    assert "trained on task keywords, not other" in the_plan.prompting["named"]["other"].why
-    assert "`prompts.keywords` overrides" in the_plan.prompting["told"]["keywords"].why
-    assert "`chat` overrides" in the_plan.prompting["told"]["keywords"].why
-    assert "no lineage.json" in the_plan.prompting["elsewhere"]["keywords"].why
+    assert "trained on task keywords, not other" in run_plan.prompting["named"]["other"].why
+    assert "`prompts.keywords` overrides" in run_plan.prompting["told"]["keywords"].why
+    assert "`chat` overrides" in run_plan.prompting["told"]["keywords"].why
+    assert "no lineage.json" in run_plan.prompting["elsewhere"]["keywords"].why
 
 
 @pytest.mark.parametrize(("lineage", "field", "message"), [
@@ -203,7 +203,7 @@ def test_a_lineage_that_cannot_be_followed_is_one_line_naming_the_file(tmp_path,
         "name": "s", "tasks": [str(classification_task(tmp_path / "task", n_test=4, n_train=8))],
         "candidates": [{"name": "named", "model": str(talking_model), "adapter": str(adapter)}]})
     with pytest.raises(HarnessError, match=re.escape(message)) as info:
-        plan(suite)
+        make_plan(suite)
     assert len(str(info.value).splitlines()) == 1
     if field == "candidates.0.adapter":
         assert info.value.field == field and info.value.path == suite

@@ -9,7 +9,7 @@ from harness.backends import BACKENDS
 from harness.config import Candidate, load_task
 from harness.detectors import DETECTORS
 from harness.errors import ConfigError
-from harness.evaluate import latency_summary
+from harness.evaluation import latency_summary
 from harness.manifest import check_against
 from harness.metrics import METRICS, with_automatic
 from harness.metrics.base import MeanMetric, ScoringInput

@@ -19,7 +19,7 @@ from harness.agreement import (
 )
 from harness.errors import HarnessError
 from harness.metrics import METRICS
-from harness.metrics.judge import JudgeAgreement
+from harness.metrics.rubric_judge import JudgeAgreement
 from harness.ratings import RatingStore
 
 

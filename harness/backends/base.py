@@ -35,7 +35,7 @@ def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
 
 class Backend(Protocol):
     """Generates Completions for Requests. Completions are yielded as they finish (any order),
-    so the runner can persist each one at once. `dtype` is what the weights compute in, where known (None for
+    so the generation stage can persist each one at once. `dtype` is what the weights compute in, where known (None for
     a server run by someone else)."""
 
     @property

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.detectors import grounding, judge, nli
+from harness.detectors import grounding, hallucination_judge, nli
 from harness.detectors.base import DETECTORS, Claim, Detector, DetectorOptions, Finding, register
 
-__all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "grounding", "judge",
-           "nli", "register"]
+__all__ = ["DETECTORS", "Claim", "Detector", "DetectorOptions", "Finding", "grounding",
+           "hallucination_judge", "nli", "register"]

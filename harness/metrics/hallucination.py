@@ -1,6 +1,6 @@
 """Hallucination and abstention rates from a detector's per-example findings (harness/detectors).
 
-The runner runs the task's detector (suite `detector:`, default `grounding`) and hands its findings in;
+The evaluation stage runs the task's detector (suite `detector:`, default `grounding`) and hands its findings in;
 without findings (a metric used on its own) the default grounding rule decides. An answer the detector gave no
 verdict on (a judge's reply without one, a failed request) is left out of both rates, never counted as
 supported, and counted in `detector_unparsed`.

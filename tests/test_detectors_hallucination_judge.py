@@ -12,7 +12,7 @@ import pytest
 from harness.config import TaskSpec
 from harness.detection import Detectors, task_findings
 from harness.detectors import Claim
-from harness.detectors.judge import SYSTEM, USER, JudgeDetector, JudgeOptions, parse
+from harness.detectors.hallucination_judge import SYSTEM, USER, JudgeDetector, JudgeOptions, parse
 from harness.metrics import ScoringInput, get_metric
 from harness.records import Completion, Example
 from harness.store import RunDir

@@ -1,7 +1,7 @@
 """An LLM judge as a metric: a versioned rubric per task, a 1–5 or pass/fail score per answer, or a pairwise
 win rate against one candidate judged in both orders (position bias cancels: a win must hold both ways).
 
-The judging itself is a stage (harness.judging: replies kept in the run directory, judged once); these
+The judging itself is a stage (harness.rubric_judging: replies kept in the run directory, judged once); these
 metrics read its judgements. `<name>_unparsed` is the share of answers without a verdict (a reply without its
 one verdict line, an echo of the prompt or of the user turn, a failed request); they are left out of the score,
 never guessed. A pairwise score declares its rival in `rivals`: the rival's failed requests are shown to the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.judge import verdict_line
+from harness.backends.judge_model import verdict_line
 from harness.config import JudgeMetricSpec, TaskSpec
 from harness.errors import ConfigError
 from harness.metrics.base import MeanMetric, ScoringInput, define

@@ -13,12 +13,12 @@ from typing import Any
 
 from harness.config import Candidate
 from harness.detection import Detectors, task_findings
-from harness.judging import Judges, task_judgements
 from harness.manifest import failed_requests, resolve, verdict_record
 from harness.metrics import get_metric
 from harness.plan import PlannedTask, RunPlan, plan_from_run
 from harness.ratings import human_ratings
 from harness.records import Comparison, Completion, Example, MetricResult, Verdict
+from harness.rubric_judging import Judges, task_judgements
 from harness.scoring import TaskEvidence
 from harness.store import RunDir
 
@@ -32,17 +32,17 @@ class Scored:
     failed: int
 
 
-def score_run(the_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
+def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
     """Intervals, paired comparisons and verdicts from the predictions on disk."""
-    boot = the_plan.suite.bootstrap
+    boot = run_plan.suite.bootstrap
     evidence: dict[str, TaskEvidence] = {}
     failed = 0
     detectors = Detectors(say)
-    judges = Judges(the_plan.suite, say)
+    judges = Judges(run_plan.suite, say)
     try:
-        for task in the_plan.tasks:
+        for task in run_plan.tasks:
             completions = {}
-            for cand in the_plan.suite.candidates_of(task.name):
+            for cand in run_plan.suite.candidates_of(task.name):
                 latest = _latest_per_example(run.read_predictions(cand.name, task.name))
                 aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
                 failed += sum(not c.ok for c in aligned)
@@ -55,26 +55,26 @@ def score_run(the_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
                 if note:
                     say(note)
             evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions,
-                                               boot.resamples, the_plan.suite.seed, findings, judgements)
+                                               boot.resamples, run_plan.suite.seed, findings, judgements)
     finally:
         detectors.close()
         judges.close()
     results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     verdicts = None
-    if the_plan.manifest is not None:
-        verdicts = resolve(the_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id))
+    if run_plan.manifest is not None:
+        verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id))
     return Scored(evidence, results, comparisons, verdicts, failed)
 
 
-def write_scored(the_plan: RunPlan, run: RunDir, scored: Scored) -> None:
+def write_scored(run_plan: RunPlan, run: RunDir, scored: Scored) -> None:
     """metrics.json, comparisons.json, scores.jsonl, latency.json and verdict.json."""
     run.write_metrics(scored.results)
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
     run.write_latency(latency_summary(scored.results))
-    if scored.verdicts is not None and the_plan.manifest is not None:
-        run.write_verdict(verdict_record(the_plan.manifest, scored.verdicts, failed_requests(scored.evidence)))
+    if scored.verdicts is not None and run_plan.manifest is not None:
+        run.write_verdict(verdict_record(run_plan.manifest, scored.verdicts, failed_requests(scored.evidence)))
 
 
 def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -108,10 +108,10 @@ def _missing(ex: Example, cand: Candidate, task: PlannedTask) -> Completion:
 
 def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
     """Verdicts for an existing run; writes verdict.json."""
-    the_plan, run = plan_from_run(run_dir, manifest_file)
-    assert the_plan.manifest is not None
-    scored = score_run(the_plan, run)
+    run_plan, run = plan_from_run(run_dir, manifest_file)
+    assert run_plan.manifest is not None
+    scored = score_run(run_plan, run)
     verdicts = scored.verdicts or []
-    record = verdict_record(the_plan.manifest, verdicts, failed_requests(scored.evidence))
+    record = verdict_record(run_plan.manifest, verdicts, failed_requests(scored.evidence))
     run.write_verdict(record)
     return verdicts, record

@@ -31,23 +31,23 @@ def check_run_id(run_id: str | None, results: ResultsDir) -> None:
                            f"so the run stays inside {results.path}")
 
 
-def manifest_name(the_plan: RunPlan, override: Path | None = None) -> str:
+def manifest_name(run_plan: RunPlan, override: Path | None = None) -> str:
     """Where the plan's manifest came from, for messages: the --manifest file, the suite's manifest file, or the
     suite's inline block."""
     if override is not None:
         return str(override)
-    given = the_plan.suite.manifest
+    given = run_plan.suite.manifest
     if isinstance(given, str):
-        return str(Path(given) if Path(given).is_absolute() else the_plan.suite_file.parent / given)
-    return f"{the_plan.suite_file}: manifest" if given is not None else "no manifest"
+        return str(Path(given) if Path(given).is_absolute() else run_plan.suite_file.parent / given)
+    return f"{run_plan.suite_file}: manifest" if given is not None else "no manifest"
 
 
-def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume: bool,
+def open_run(results: ResultsDir, run_plan: RunPlan, run_id: str | None, resume: bool,
              manifest_file: Path | None = None) -> RunDir:
     """A new run directory, or the unfinished one to resume, whose suite and manifest must not have changed: a
     manifest written after seeing the results would become the run's own (the one promotion trusts) without new
     evidence. `manifest_file` is the --manifest given, if any (to name it)."""
-    suite = the_plan.suite
+    suite = run_plan.suite
     check_run_id(run_id, results)
     if resume:
         run = results.run(run_id) if run_id else results.find_resumable(suite.name)
@@ -55,14 +55,14 @@ def open_run(results: ResultsDir, the_plan: RunPlan, run_id: str | None, resume:
             raise HarnessError(f"nothing to resume in {results.path} for suite {suite.name!r}"
                                + (f" (run id {run_id})" if run_id else ""))
         record = run.read_run()
-        if record.get("suite_sha256") != the_plan.suite_sha256:
+        if record.get("suite_sha256") != run_plan.suite_sha256:
             raise HarnessError(f"{run.path}: the suite file changed since this run started; start a new run")
-        manifest = the_plan.manifest.model_dump(mode="json") if the_plan.manifest is not None else None
+        manifest = run_plan.manifest.model_dump(mode="json") if run_plan.manifest is not None else None
         if redact_all(json.loads(json.dumps(manifest))) != record.get("manifest"):
-            raise HarnessError(f"{run.path}: the manifest ({manifest_name(the_plan, manifest_file)}) differs from the "
+            raise HarnessError(f"{run.path}: the manifest ({manifest_name(run_plan, manifest_file)}) differs from the "
                                "one this run was started with; resume with that one, or judge the run by another with "
                                "`harness gate RUN --manifest`")
-        if bool(record.get("in_process")) != the_plan.in_process:
+        if bool(record.get("in_process")) != run_plan.in_process:
             started = "with" if record.get("in_process") else "without"
             raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")
         return run
@@ -81,22 +81,22 @@ class _Work:
     bar: BarID
 
 
-def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
+def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
              timings: dict[str, float], probes: dict[str, dict], dtypes: dict[str, str | None]) -> None:
     """Generate what is missing; fine-tuned candidates are served with the adapter trained for them, once
     probes show the adapter changes answers (results into `probes`; each candidate's dtype into `dtypes`)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    candidates = the_plan.suite.candidates
+    candidates = run_plan.suite.candidates
     targets = [c.deployment(str(adapters[c.name]) if c.name in adapters else None) for c in candidates]
     with Progress(*columns, console=console) as progress:
         todo: list[_Work] = []
         for cand in candidates:
-            for task in (t for t in the_plan.tasks if cand.runs(t.name)):
+            for task in (t for t in run_plan.tasks if cand.runs(t.name)):
                 ids = [ex.id for ex in task.data.test]
                 done = run.compact_predictions(cand.name, task.name, ids)
                 bar = progress.add_task(f"{cand.name} × {task.name}", total=len(ids), completed=len(done))
-                pending = [r for r in the_plan.requests(task, cand) if r.example_id not in done]
+                pending = [r for r in run_plan.requests(task, cand) if r.example_id not in done]
                 todo.append(_Work(cand, task, pending, bar))
 
         def say(msg: str) -> None:
@@ -109,17 +109,17 @@ def generate(the_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
         with BackendEnv([t for _, t in active], say, run.logs_dir) as env:
             for cand, target in active:
                 t0 = time.perf_counter()
-                backend = _open_checked(the_plan, cand, target, env, probes, say)
+                backend = _open_checked(run_plan, cand, target, env, probes, say)
                 timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
                 dtypes[f"{cand.name}/generate"] = backend.dtype
                 _generate_candidate(run, cand, work_of[cand.name], backend, progress, timings)
 
 
-def _open_checked(the_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,
+def _open_checked(run_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,
                   probes: dict[str, dict], say: Callable[[str], None]) -> Backend:
     """The candidate's backend; one with an adapter only once the probe shows the adapter changes answers.
     The base answers first and is closed before the adapter loads: never two copies in memory."""
-    requests = adapter_probe.probe_requests(the_plan, cand) if target.adapter else []
+    requests = adapter_probe.probe_requests(run_plan, cand) if target.adapter else []
     base_answers: dict[str, str] = {}
     if requests:
         base = cand.options.open(adapter_probe.base_of(target), env)

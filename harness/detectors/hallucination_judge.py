@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.backends.judge import JudgeModel, OpenJudge, verdict_line
+from harness.backends.judge_model import JudgeModel, OpenJudge, verdict_line
 from harness.detectors.base import Detector, DetectorOptions, register
 from harness.detectors.grounding import is_abstention
 from harness.records import Claim, Finding, Request

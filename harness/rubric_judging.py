@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from harness.backends.judge import OpenJudge
+from harness.backends.judge_model import OpenJudge
 from harness.config import JudgeMetricSpec, Suite, TaskSpec
-from harness.metrics.judge import (
+from harness.metrics.rubric_judge import (
     PROMPT_VERSION,
     READING_VERSION,
     form,
@@ -54,7 +54,7 @@ class Judges:
 
 
 def _user(example: Example, answers: list[str]) -> str:
-    """The user turn: the inputs, the reference, the answers under headings (`metrics.judge.HEADINGS` knows them:
+    """The user turn: the inputs, the reference, the answers under headings (`metrics.rubric_judge.HEADINGS` knows them:
     a reply that repeats one is an echo)."""
     lines = [f"{k}: {v}" for k, v in example.inputs.items()]
     if example.references:

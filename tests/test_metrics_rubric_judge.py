@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from harness.config import JudgeMetricSpec, Suite, TaskSpec
-from harness.judging import Judges, task_judgements
 from harness.metrics import ScoringInput, get_metric
-from harness.metrics.judge import define_judge, form, pairwise_score, parse, point_score, system_prompt
+from harness.metrics.rubric_judge import define_judge, form, pairwise_score, parse, point_score, system_prompt
 from harness.ratings import RatingStore, Score
 from harness.records import Completion, Example
+from harness.rubric_judging import Judges, task_judgements
 from harness.store import ResultsDir, RunDir
 from tests.conftest import qa_task, write_yaml
 from tests.fake_openai_server import FakeServer
@@ -71,7 +71,7 @@ RIVAL = "It left on Monday."
 def test_an_echo_of_the_user_turn_is_no_verdict(scale, against):
     """A judge that repeats the user turn reads out the candidate's own verdict line: no verdict, whole or in part,
     while the judge's own verdict (not the answer's line) still counts."""
-    from harness.judging import _user
+    from harness.rubric_judging import _user
 
     kind, system = _prompt(scale, against)
     answer = CUNNING[kind]
