@@ -186,14 +186,16 @@ def _numbers(text: str, kind: type) -> list:
 @app.command("bench")
 def bench(
     suite: Path = typer.Argument(..., help="suite YAML file"),
-    candidate: str = typer.Option(..., "--candidate", help="the candidate to load-test (backend openai or vllm)"),
+    candidate: str = typer.Option(..., "--candidate", help="the candidate to load-test (one its backend serves)"),
     concurrency: str = typer.Option("1,4,16", "--concurrency", help="concurrency levels, comma-separated"),
     rate: str = typer.Option("", "--rate", help="request rates (req/s, Poisson arrivals), comma-separated"),
-    requests: int = typer.Option(64, "--requests", help="requests per level, each on a prompt no other request sends"),
-    warmup: int = typer.Option(4, "--warmup", help="warm-up requests per level, on prompts of their own, not counted"),
+    requests: int = typer.Option(64, "--requests", min=1,
+                                 help="requests per level, each on a prompt no other request sends"),
+    warmup: int = typer.Option(4, "--warmup", min=0,
+                               help="warm-up requests per level, on prompts of their own, not counted"),
     prompts: Path = typer.Option(None, "--prompts", help="JSONL file with a `prompt` field per line"),
-    random_input_len: int = typer.Option(None, "--random-input-len", help="random prompts of this many words"),
-    output_len: int = typer.Option(None, "--output-len", help="fixed output length (ignores end of sequence)"),
+    random_input_len: int = typer.Option(None, "--random-input-len", min=1, help="random prompts of this many words"),
+    output_len: int = typer.Option(None, "--output-len", min=1, help="fixed output length (ignores end of sequence)"),
     slo: str = typer.Option("", "--slo", help="goodput targets in ms, e.g. ttft=500,tpot=50,e2e=3000"),
     results: Path = typer.Option(Path("results"), "--results", help="directory for the bench directory"),
 ) -> None:
@@ -286,14 +288,15 @@ def monitor(
 def validate_detector(
     data: Path = typer.Argument(None, help="a HaluEval folder (qa_*_data.jsonl, general_data.jsonl); default: "
                                            "the copy shipped in data/halueval"),
-    detector: str = typer.Option("grounding", "--detector", help="grounding, nli or judge"),
-    model: str = typer.Option(None, "--model", help="nli: entailment model; judge: judging model"),
-    url: str = typer.Option(None, "--url", help="judge: OpenAI-compatible server"),
-    tolerance: float = typer.Option(0.1, "--tolerance", help="grounding: unsupported content-word share"),
-    threshold: float = typer.Option(0.5, "--threshold", help="nli: entailment probability needed"),
+    detector: str = typer.Option("grounding", "--detector", help="a registered detector (grounding, nli, judge, …)"),
+    model: str = typer.Option(None, "--model", help="the detector's model (nli: entailment; judge: judging model)"),
+    url: str = typer.Option(None, "--url", help="the detector's server (judge: OpenAI-compatible)"),
+    sets: list[str] = typer.Option([], "--set", help="FIELD=VALUE: any setting of the detector, as its `detector:` "
+                                   "block would have it (e.g. tolerance=0.2); repeatable"),
     general: bool = typer.Option(True, "--general/--no-general", help="also score general_data.jsonl"),
-    limit: int = typer.Option(None, "--limit", help="a seeded sample of this many answers per set (quick checks)"),
-    resamples: int = typer.Option(2000, "--resamples"),
+    limit: int = typer.Option(None, "--limit", min=1,
+                              help="a seeded sample of this many answers per set (quick checks)"),
+    resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples of each interval"),
     tune: str = typer.Option(None, "--tune", help="FIELD=V1,V2,...: choose the detector's FIELD by "
                                                   "cross-validation across the length-matched questions; "
                                                   "report it held out"),
@@ -310,9 +313,8 @@ def validate_detector(
     from harness.detectors.validation import DEFAULT_DATA, load_qa, validate
 
     data = data or DEFAULT_DATA
-    # --model and --url as given (a detector that takes neither says so); the numeric options have defaults,
-    # so only the chosen detector's own are passed.
-    settings = detector_settings(detector, model, url, {"tolerance": tolerance, "threshold": threshold})
+    # --model and --url as given (a detector that takes neither says so), then every --set.
+    settings = detector_settings(detector, model, url, sets)
     grid = tuning_grid(tune, detector) if tune else None
     the_detector = open_detector(settings, "validate-detector", err.print)
     try:

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from harness.config import TaskRef, TaskSpec
 from harness.detectors import DETECTORS, Detector, DetectorOptions
 from harness.errors import HarnessError
@@ -62,12 +64,22 @@ def task_findings(run: RunDir, task: TaskSpec, spec: DetectorOptions, examples: 
     return out
 
 
-def detector_settings(name: str, model: str | None, url: str | None, numbers: dict[str, float]) -> dict[str, Any]:
-    """A `detector:` block from command-line options: `model` and `url` as given (a detector that takes neither
-    says so when validated), and of the numeric options only those the chosen detector has."""
-    takes = DETECTORS[name].model_fields if name in DETECTORS else {}
-    named = {k: v for k, v in {"model": model, "url": url}.items() if v is not None}
-    return {"name": name, **named, **{k: v for k, v in numbers.items() if k in takes}}
+def detector_settings(name: str, model: str | None, url: str | None, sets: list[str]) -> dict[str, Any]:
+    """A `detector:` block from command-line options: `model` and `url` as given, and each `--set FIELD=VALUE` with
+    VALUE read as YAML reads it (0.2 a number, true a boolean). Any detector's settings, with no option of its own
+    here: a field it does not take is refused when the block is validated, as in a suite."""
+    block: dict[str, Any] = {"name": name, **{k: v for k, v in {"model": model, "url": url}.items() if v is not None}}
+    for item in sets:
+        field, sep, text = item.partition("=")
+        if not sep or not field.strip():
+            raise HarnessError(f"--set {item!r}: expected FIELD=VALUE (e.g. --set tolerance=0.2)")
+        if field.strip() == "name":
+            raise HarnessError("--set name=…: the detector is chosen with --detector")
+        try:
+            block[field.strip()] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            block[field.strip()] = text
+    return block
 
 
 def tuning_grid(tune: str, detector: str) -> tuple[str, tuple[float, ...]]:

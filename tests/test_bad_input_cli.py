@@ -181,6 +181,20 @@ def test_usage_errors_are_one_line(case):
         assert expected in lines[0]
 
 
+def test_numeric_options_out_of_range_are_one_line(case):
+    bench = ("bench", "suite.yaml", "--candidate", "tiny")
+    for args, option in (((*bench, "--random-input-len", "-5"), "--random-input-len"),
+                         ((*bench, "--warmup", "-1"), "--warmup"), ((*bench, "--output-len", "-3"), "--output-len"),
+                         ((*bench, "--requests", "0"), "--requests"),
+                         (("validate-detector", "--limit", "-1"), "--limit"),
+                         (("validate-detector", "--resamples", "0"), "--resamples")):
+        proc = harness(case.parent, *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
+        assert f"Invalid value for '{option}'" in lines[0] and "greater than or equal to" in lines[0], lines[0]
+    assert not (case.parent / "results").exists()  # refused before any work
+
+
 def test_gate_refuses_unfinished_runs_and_run_files_of_the_wrong_shape(case):
     results = case.parent / "results"
     proc = harness(case.parent, "run", "suite.yaml", "--results", "results", "--run-id", "r")

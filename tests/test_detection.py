@@ -110,6 +110,28 @@ def test_validate_detector_command(monkeypatch, capsys, tmp_path):
     assert code == 2 and "qa_one-turn_data.jsonl: file not found" in err
     code, err = run_cli(monkeypatch, capsys, "validate-detector", str(DEFAULT_DATA), "--detector", "nli")
     assert code == 2 and "detector `nli` needs `model`" in err
+
+
+def test_validate_detector_refuses_bad_options_and_data_in_one_line(monkeypatch, capsys, tmp_path):
+    from harness.detectors.validation import QA_FILES
+
+    cases = [(["--limit", "-1"], "--limit"), (["--resamples", "0"], "--resamples"),
+             (["--set", "tolerance=lots"], "detector.tolerance"), (["--set", "threshold=0.5"], "detector.threshold"),
+             (["--set", "tolerance"], "expected FIELD=VALUE")]
+    for options, message in cases:
+        code, err = run_cli(monkeypatch, capsys, "validate-detector", "--no-general", *options)
+        assert code == 2 and message in err and "Traceback" not in err, (options, err)
+    # Every pair differs in length by more than a word: nothing tests the detector past answer length.
+    row = {"knowledge": "k", "question": "q", "right_answer": "yes", "hallucinated_answer": "no, it was built in 1850"}
+    for name in QA_FILES:
+        (tmp_path / name).write_text(json.dumps(row) + "\n")
+    code, err = run_cli(monkeypatch, capsys, "validate-detector", str(tmp_path), "--no-general")
+    assert code == 2 and "no qa length-matched answers" in err and "Traceback" not in err, err
+    # A setting of the chosen detector given with --set is the one it runs with.
+    code, _ = run_cli(monkeypatch, capsys, "validate-detector", "--no-general", "--limit", "40", "--resamples", "200",
+                      "--set", "tolerance=0.35", "--json", str(tmp_path / "v.json"))
+    assert code in (0, None)
+    assert json.loads((tmp_path / "v.json").read_text())["detector"]["tolerance"] == 0.35
     for tune, message in [("threshold=0.1,0.2", "'threshold' is not a numeric setting of detector 'grounding'"),
                           ("tolerance=0.1,x", "is not a comma-separated list of numbers"),
                           ("tolerance=0.1", "at least two values"),
@@ -122,9 +144,13 @@ def test_a_command_lines_detector_settings_and_tuning_grid_are_checked_against_t
     from harness.detection import detector_settings, open_detector, tuning_grid
     from harness.errors import ConfigError, HarnessError
 
-    # Of the numeric options only the chosen detector's own are passed; model and url as given.
-    assert detector_settings("grounding", None, None, {"tolerance": 0.2, "threshold": 0.5}) == {
-        "name": "grounding", "tolerance": 0.2}
+    # model and url as given; each --set read as YAML reads a value.
+    assert detector_settings("grounding", None, None, ["tolerance=0.2"]) == {"name": "grounding", "tolerance": 0.2}
+    assert detector_settings("judge", "m", None, ["candidate=true", "url=http://h:1/v1"]) == {
+        "name": "judge", "model": "m", "candidate": True, "url": "http://h:1/v1"}
+    for bad in ["tolerance", "=0.2", "name=nli"]:
+        with pytest.raises(HarnessError, match="--set"):
+            detector_settings("grounding", None, None, [bad])
     assert tuning_grid("tolerance=0.1,0.2,0.1", "grounding") == ("tolerance", (0.1, 0.2))
     for tune, message in [("threshold=0.1,0.2", "not a numeric setting of detector 'grounding'"),
                           ("tolerance=0.1", "at least two values"), ("tolerance=a,b", "comma-separated")]:

@@ -93,6 +93,10 @@ def load_qa(folder: Path) -> tuple[list[LabelledClaim], list[LabelledClaim]]:
     return everything, matched
 
 
+def _files_of(subset: str) -> tuple[str, ...]:
+    return (GENERAL_FILE,) if subset == "general" else tuple(QA_FILES)
+
+
 def load_general(folder: Path) -> list[LabelledClaim]:
     path = folder / GENERAL_FILE
     items = []
@@ -191,6 +195,10 @@ def validate(detector: Detector, folder: Path, resamples: int = 2000, confidence
     subsets = {"qa": qa, "qa length-matched": matched}
     if include_general:
         subsets["general"] = load_general(folder)
+    for subset, items in subsets.items():
+        if not items:  # the length-matched pairs are the test that answer length alone cannot pass
+            raise HarnessError(f"{folder}: no {subset} answers in {', '.join(_files_of(subset))} (a pair is "
+                               "length-matched when its right and hallucinated answers differ by at most one word)")
     if limit:
         rng = np.random.default_rng(seed)
         subsets = {k: [v[i] for i in sorted(rng.choice(len(v), min(limit, len(v)), replace=False))]
