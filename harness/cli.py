@@ -112,6 +112,8 @@ def run(
     from harness.plan import make_plan
 
     run_plan = make_plan(suite, manifest, in_process)
+    for note in run_plan.notes:
+        err.print(f"[yellow]note[/] {note}", soft_wrap=True)
     tracked = tracking.choose(run_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")

@@ -117,8 +117,18 @@ def _min_n(c: Criterion, confidence: float) -> int:
 
 
 def _check_reachable(c: Criterion, i: int, where: Path | str) -> None:
-    """A threshold the metric can never meet makes a criterion that fails whatever the model does."""
+    """A threshold the metric can never meet makes a criterion that fails whatever the model does; one it can never
+    miss, a criterion that passes whatever the model does (evidence of nothing)."""
     low, high = METRICS[c.metric].value_range if c.metric in METRICS else (-math.inf, math.inf)
+    if c.at_most is not None and c.at_most >= high:
+        raise ConfigError(where, f"criteria.{i}.at_most", f"{c.metric} is at most {high:g}; "
+                          f"at most {c.at_most:g} can never fail")
+    if c.at_least is not None and c.at_least <= low:
+        raise ConfigError(where, f"criteria.{i}.at_least", f"{c.metric} is at least {low:g}; "
+                          f"at least {c.at_least:g} can never fail")
+    if c.margin is not None and c.margin >= high - low:
+        raise ConfigError(where, f"criteria.{i}.margin", f"{c.metric} spans {low:g} to {high:g}; "
+                          f"a loss of no more than {c.margin:g} can never fail")
     if c.at_least is not None and c.at_least > high:
         raise ConfigError(where, f"criteria.{i}.at_least", f"{c.metric} is at most {high:g}; "
                           f"at least {c.at_least:g} can never hold")

@@ -6,6 +6,7 @@ PyPI but no model hub. `prepare` turns one into an ordinary safetensors folder, 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -215,7 +216,21 @@ def check_model_ref(model: str) -> str | None:
         return None if (path / "config.json").is_file() else f"model directory has no config.json: {model}"
     if model.startswith((".", "/", "~")):
         return f"model path does not exist: {model}"
+    if "/" not in model and not _in_hf_cache(model):
+        # Not embedded, not a folder, not a hub id (org/name): a typo of an embedded name, found before any work.
+        close = difflib.get_close_matches(model, list(EMBEDDED), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"embedded: {', '.join(EMBEDDED)}"
+        return f"model {model!r} is neither embedded, a local directory, nor a Hugging Face id (org/name); {hint}"
     return None
+
+
+def _in_hf_cache(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except ValueError:  # not a valid repository id
+        return False
 
 
 def model_problem(model: str) -> str | None:
@@ -224,9 +239,7 @@ def model_problem(model: str) -> str | None:
     problem = check_model_ref(model)
     if problem or model in EMBEDDED or Path(model).expanduser().is_dir():
         return problem
-    from huggingface_hub import try_to_load_from_cache
-
-    if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+    if not _in_hf_cache(model):
         return (f"model {model!r} is neither a local directory nor in the Hugging Face cache "
                 f"(download it first: hf download {model})")
     return None

@@ -80,6 +80,7 @@ class RunPlan:
     in_process: bool = False  # served candidates generated with transformers instead (`--in-process`)
     # Per candidate with an adapter (given or trained here), per task it runs: how it is prompted there.
     prompting: dict[str, dict[str, Prompting]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user should know before work starts (said, not fatal)
 
     def spec_for(self, task: PlannedTask, candidate: Candidate) -> TaskSpec:
         """The task as this candidate is asked it: in the prompt its adapter was trained with where that applies,
@@ -209,7 +210,10 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     tasks = plan_tasks(suite, suite_file)
     # Before the in-process switch, which carries a served candidate's chat setting over to transformers.
     suite, prompting = as_trained(suite, suite_file, [t.spec for t in tasks])
+    notes = []
     if in_process:
+        notes = [f"{suite_file}: candidates.{i}: {', '.join(ignored)} apply to its server only; --in-process ignores "
+                 "them" for i, c in enumerate(suite.candidates) if (ignored := c.options.in_process_ignores())]
         suite = suite.model_copy(update={"candidates": [
             c.model_copy(update={"options": c.options.in_process() or c.options}) for c in suite.candidates]})
     extra_train = _check_candidates(suite, suite_file, tasks)
@@ -218,7 +222,8 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
         check_manifest(manifest, Path(where), suite, tasks)
-    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train, in_process, prompting)
+    return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train, in_process, prompting,
+                   notes)
 
 
 def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:

@@ -44,7 +44,7 @@ def make_case(root: Path, model: Path) -> Path:
     (task_dir / "task.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
     (root / "manifest.yaml").write_text(yaml.safe_dump({"confidence": 0.9, "criteria": [
         {"task": "support-qa", "metric": "token_f1", "candidate": "b", "not_worse_than": "a", "margin": 0.5},
-        {"task": "support-qa", "metric": "hallucination_rate", "candidate": "a", "at_most": 1.0}]}, sort_keys=False))
+        {"task": "support-qa", "metric": "hallucination_rate", "candidate": "a", "at_most": 0.99}]}, sort_keys=False))
     suite = root / "suite.yaml"
     suite.write_text(yaml.safe_dump({
         "name": "fuzz", "seed": 0, "tasks": [{"task": "support-qa/task.yaml", "sample": 3}],

@@ -50,6 +50,20 @@ def test_in_process_turns_served_candidates_into_their_transformers_twins(tmp_pa
     assert run_plan.in_process and run_plan.suite.candidate("ft").adapter == str(lora_adapter)
 
 
+def test_in_process_says_which_server_settings_it_drops_and_keeps_the_dtype(tmp_path, talking_model):
+    task = str(classification_task(tmp_path / "task", n_test=8))
+    suite = write_yaml(tmp_path / "s.yaml", {"name": "s", "tasks": [task], "candidates": [
+        {"name": "plain", "model": str(talking_model), "backend": "vllm"},
+        {"name": "tuned", "model": str(talking_model), "backend": "vllm",
+         "serve": {"max_model_len": 256, "dtype": "float32", "prefix_caching": False}}]})
+    assert make_plan(suite).notes == []
+    run_plan = make_plan(suite, in_process=True)
+    assert run_plan.notes == [f"{suite}: candidates.1: serve.max_model_len, serve.prefix_caching apply to its server "
+                              "only; --in-process ignores them"]
+    assert run_plan.suite.candidate("tuned").options.dtype == "float32"
+    assert run_plan.suite.candidate("plain").options.dtype == "auto"
+
+
 def test_an_in_process_run_of_a_served_suite_answers_as_the_in_process_suite(tmp_path, talking_model, lora_adapter,
                                                                               monkeypatch, capsys):
     served, local = _suites(tmp_path, talking_model, lora_adapter)

@@ -419,3 +419,20 @@ def test_holm_asks_for_resamples_and_examples_that_can_reach_its_levels(tmp_path
     with pytest.raises(ConfigError, match=r"e2e_ms_p95 needs at least 86 .*\(Holm\)"):
         check_against(tail.model_copy(update={"criteria": tail.criteria * 2}), "m.yaml", one, metrics, {"a": 80},
                       resamples=1000)
+
+
+@pytest.mark.parametrize(("rule", "field"), [
+    ({"metric": "hallucination_rate", "at_most": 1.5}, "at_most"),
+    ({"metric": "hallucination_rate", "at_most": 1}, "at_most"),
+    ({"metric": "exact_match", "at_least": 0}, "at_least"), ({"metric": "rouge_l", "at_least": -0.2}, "at_least"),
+    ({"metric": "exact_match", "not_worse_than": "base", "margin": 1}, "margin")])
+def test_a_criterion_no_value_can_fail_is_refused(rule, field):
+    """Evidence of nothing: a gate that passes whatever the model does (a ceiling at or over the metric's top)."""
+    metrics = {"qa": ["exact_match", "rouge_l", "hallucination_rate"]}
+    manifest = Manifest.model_validate({"criteria": [{"task": "qa", "candidate": "ft", **rule}]})
+    with pytest.raises(ConfigError, match=rf"m\.yaml: criteria\.0\.{field}: .*can never fail"):
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, metrics)
+    # Just inside the range the criterion can go either way.
+    inside = {**rule, field: {"at_most": 0.99, "at_least": 0.01, "margin": 0.99}[field]}
+    check_against(Manifest.model_validate({"criteria": [{"task": "qa", "candidate": "ft", **inside}]}), "m.yaml",
+                  {"qa": ["ft", "base"]}, metrics)

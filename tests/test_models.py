@@ -43,6 +43,9 @@ def test_model_references():
     assert models.check_model_ref("smollm2-135m-instruct") is None
     assert models.check_model_ref("org/some-hub-model") is None
     assert "does not exist" in models.check_model_ref("./nowhere/model")
+    # A bare name that is neither embedded nor cached is a typo, named with the nearest embedded one.
+    assert "did you mean 'smollm2-135m-instruct'" in models.check_model_ref("smollm2-135m-instruc")
+    assert "embedded: " in models.check_model_ref("zzzz")
     with pytest.raises(HarnessError, match="model path does not exist"):
         models.resolve("/nowhere/model")
 

@@ -131,6 +131,11 @@ def test_a_backend_with_local_weights_needs_them_found(tmp_path, backend):
     with pytest.raises(ConfigError, match="does not exist") as info:
         make_plan(suite)
     assert info.value.field == "candidates.0.model"
+    typo = write_yaml(tmp_path / "typo.yaml", {"name": "s", "tasks": ["banking77"], "candidates": [
+        {"name": "a", "model": "smollm2-135m-instruc", "backend": backend}]})
+    with pytest.raises(ConfigError, match="did you mean 'smollm2-135m-instruct'") as info:
+        make_plan(typo)
+    assert info.value.field == "candidates.0.model"
 
 
 # The demo's fine-tune learned the bare message: no system prompt, no label list, no chat template.

@@ -76,6 +76,11 @@ class BackendOptions(Settings):
         where the weights are not here (a server run by someone else)."""
         return None
 
+    def in_process_ignores(self) -> list[str]:
+        """The settings the user wrote that have no meaning in process (a server's), said when `--in-process` drops
+        them rather than dropped silently."""
+        return []
+
     def chat_template(self) -> bool | None:
         """Whether prompts go through the model's chat template (None: when it has one); a fine-tune trains
         on prompts rendered the same way."""

@@ -82,8 +82,12 @@ class VllmOptions(ClientOptions):
                                           f"{self.serve.max_lora_rank}; vLLM would refuse it")
 
     def in_process(self) -> BackendOptions:
-        # The completions endpoint takes the plain prompt: in process that is a prompt without chat template.
-        return HFOptions(chat=False if self.endpoint == "completions" else None)
+        # The completions endpoint takes the plain prompt: in process that is a prompt without chat template; the
+        # weights compute in the dtype the server would have used.
+        return HFOptions(chat=False if self.endpoint == "completions" else None, dtype=self.serve.dtype)
+
+    def in_process_ignores(self) -> list[str]:
+        return sorted(f"serve.{name}" for name in self.serve.model_fields_set - {"dtype"})
 
     def open(self, target: Deployment, env: BackendEnv) -> Backend:
         served = [t for t in env.targets if isinstance(t.options, VllmOptions)]
