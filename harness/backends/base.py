@@ -63,6 +63,8 @@ class BackendOptions(Settings):
     local_weights: ClassVar[bool] = False
     # Requests go over HTTP with a concurrency limit, so `harness bench` can load-test it.
     served: ClassVar[bool] = False
+    # The PyPI distributions its figures depend on: their installed versions go into run.json.
+    packages: ClassVar[tuple[str, ...]] = ()
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
         """(field, message) for what stops this candidate from running, found before any work: weights that

@@ -30,6 +30,7 @@ class HFOptions(BackendOptions):
     chat: bool | None = Field(None, description="use the chat template; default: when the model has one")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     local_weights = True
+    packages = ("torch", "transformers", "peft")
 
     def chat_template(self) -> bool | None:
         return self.chat

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field
@@ -55,6 +55,7 @@ class ClientOptions(BackendOptions):
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     max_retries: Annotated[int, Field(ge=0)] = 3
     served = True
+    packages: ClassVar[tuple[str, ...]] = ("httpx",)
 
     def chat_template(self) -> bool | None:
         # The completions endpoint gets the plain prompt; the chat endpoint applies the server's template.

