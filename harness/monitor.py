@@ -26,7 +26,6 @@ import pandas as pd
 from harness.config import DataSpec, load_suite
 from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
-from harness.drift.inputs import words
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import load_manifest
 from harness.manifest_spec import Manifest, MonitorRule, MonitorSpec
@@ -284,6 +283,7 @@ def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, l
     inp = DriftInput(ref.task.spec, ref.side, _traffic_side(ref.task, rows), spec.resamples, spec.confidence,
                      spec.seed)
     readings, details = [], {}
+    metric_readings, behind = _metric_readings(ref, name, rows, rules, detectors)
     for signal_name, signal in DRIFT_SIGNALS.items():
         if not signal.applies(inp):
             continue
@@ -293,13 +293,9 @@ def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, l
                                 status, _describe(rules.get(signal_name)), _because(m.evidence, status, why)))
         if m.detail:
             details[signal_name] = m.detail
-    metric_readings, behind = _metric_readings(ref, name, rows, rules, detectors)
+        if status == "alert" and (lines := [rows[i].line for i in signal.rows_behind(inp, m)[:50]]):
+            behind[signal_name] = lines
     readings += metric_readings
-    new_terms = {t["term"] for t in details.get("new_term_rate", {}).get("new_terms", [])}
-    alerted = {r.signal for r in readings if r.status == "alert"}
-    if alerted & {"new_term_rate", "domain_auc"} and new_terms:
-        behind["new_term_rate"] = [r.line for r, text in zip(rows, inp.traffic.texts, strict=True)
-                                   if set(words(text)) & new_terms][:50]
     times = [r.row.utc for r in rows]
     return WindowReport(name, min(times).isoformat(), max(times).isoformat(), len(rows), readings, details, behind)
 

@@ -13,6 +13,7 @@ from harness.compare import Change
 from harness.data_check import TaskDataReport
 from harness.detectors.tuning import CrossValidation
 from harness.detectors.validation import MEASURES, ValidationReport
+from harness.drift import DRIFT_SIGNALS, DetailTable
 from harness.manifest import short
 from harness.metrics import METRICS
 from harness.monitor import MonitorReport
@@ -298,11 +299,14 @@ def monitor_markdown(report: MonitorReport) -> str:
               "|---|---|---:|---|---|"]
     lines += [f"| {r.signal} | {r.status} | {reading_text(r)} | {r.rule or '–'} | {r.evidence} |"
               for r in last.readings]
-    terms = last.details.get("new_term_rate", {})
-    if terms.get("new_terms"):
-        lines += ["", "New words (not in the reference), by messages using them: "
-                  + ", ".join(f"{t['term']} ({t['rows']})" for t in terms["new_terms"]) + "."]
-    if terms.get("rising_terms"):
-        lines += ["", "Words much more frequent than in the reference (log-odds z): "
-                  + ", ".join(f"{t['term']} ({t['z']})" for t in terms["rising_terms"]) + "."]
+    for table in signal_tables(last.details):
+        lines += ["", f"{table.title}:", "", "| " + " | ".join(table.columns) + " |",
+                  "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(str(row.get(c, "")) for c in table.columns) + " |" for row in table.rows]
     return "\n".join([*lines, ""])
+
+
+def signal_tables(details: dict[str, dict]) -> list[DetailTable]:
+    """Each drift signal's details as it says they read (a signal no longer installed shows none)."""
+    return [table for name, detail in details.items() if name in DRIFT_SIGNALS
+            for table in DRIFT_SIGNALS[name].tables(detail) if table.rows]

@@ -286,9 +286,13 @@ def test_monitoring_page_shows_alerts_new_words_and_the_rows_behind(tmp_path, mo
     windows = at.dataframe[0].value
     assert list(windows.index) == ["2026-11-02", "2026-11-03", "all"] and list(windows["rows"]) == [80, 80, 160]
     assert windows.loc["all", "domain_auc"].startswith("🔴")
-    new_words = at.dataframe[1].value
-    assert "routing" in set(new_words.term)
-    behind = at.dataframe[3].value
+    frames = {tuple(f.value.columns): f.value for f in at.dataframe[1:]}
+    assert "routing" in set(frames["term", "rows"].term)  # new words, as the new-term signal says to show them
+    assert "card_arrival" in set(frames["label", "reference", "traffic"].label)  # every answer was card_arrival
+    # Rows behind an alert: domain_auc's are the messages its classifier was surest came from elsewhere.
+    behind = at.dataframe[-1].value
     assert len(behind) > 0 and set(behind.input) <= set(clinc.text)
+    assert {e.label for e in at.selectbox if e.key == "mon_behind"} and "domain_auc" in at.selectbox(
+        key="mon_behind").options
     assert len(at.get("vega_lite_chart")) == 1
     assert "Monitoring" in shown

@@ -59,8 +59,12 @@ def test_clinc_traffic_is_flagged_with_its_new_words_and_the_rows_behind(tmp_pat
         behind = window["examples"]["new_term_rate"]
         texts = [rows.text.iloc[line - 1] for line in behind]
         assert behind and all(set(t.lower().split()) & set(terms) for t in texts)
+        # domain_auc's rows: the traffic messages its classifier found least like the reference, distinct lines.
+        unlike = window["examples"]["domain_auc"]
+        assert 0 < len(unlike) == len(set(unlike)) <= 50 and all(1 <= line <= 300 for line in unlike)
     markdown = folder.report_md.read_text()
-    assert "New words (not in the reference)" in markdown and "routing" in markdown
+    assert "New words (never in the reference), by messages using them:" in markdown
+    assert "| routing |" in markdown and "Predicted labels that moved most" in markdown
 
 
 def test_feedback_rows_are_scored_by_the_tasks_metrics_under_the_manifests_rules(tmp_path):

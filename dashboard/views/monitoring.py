@@ -12,7 +12,7 @@ import streamlit as st
 from dashboard.context import Context
 from dashboard.data import MonitorView, list_monitors, load_monitor, log_lines
 from harness.records import Reading
-from harness.report import reading_text
+from harness.report import reading_text, signal_tables
 
 STATUS_ICON = {"ok": "🟢 ok", "alert": "🔴 alert", "insufficient": "🟡 insufficient", "info": "⚪ no rule"}
 
@@ -79,13 +79,10 @@ def render(ctx: Context) -> None:
     st.altair_chart(_trend(view, signal), width="stretch")
     window = st.selectbox("Window", [w["window"] for w in record["windows"]],
                           index=len(record["windows"]) - 1, key="mon_window")
-    details = view.details(window).get("new_term_rate", {})
-    left, right = st.columns(2)
-    left.markdown("**New words** (never in the reference), by messages using them")
-    left.dataframe(pd.DataFrame(details.get("new_terms", []), columns=["term", "rows"]), hide_index=True)
-    right.markdown("**Rising words** (a larger share of messages than in the reference)")
-    right.dataframe(pd.DataFrame(details.get("rising_terms", []),
-                                 columns=["term", "z", "traffic_rows", "reference_rows"]), hide_index=True)
+    tables = signal_tables(view.details(window))
+    for column, table in zip(st.columns(2) * len(tables), tables, strict=False):
+        column.markdown(f"**{table.title}**")
+        column.dataframe(pd.DataFrame(table.rows, columns=list(table.columns)), hide_index=True)
     behind = view.examples(window)
     if behind:
         st.subheader("Rows behind an alert")

@@ -53,7 +53,18 @@ class Measurement:
     ci_high: float | None = None
     p_value: float | None = None
     evidence: str = ""
-    detail: dict[str, Any] = field(default_factory=dict)  # lists a person reads: new terms, label changes
+    # What the signal's `tables` and `rows_behind` read: new terms, label changes, the rows most unlike the reference.
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DetailTable:
+    """A list a person reads beside a signal's value (new words, moved labels): a title and rows of named columns,
+    shown alike by the report and the Monitoring page."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
 
 
 class DriftSignal(ABC):
@@ -74,6 +85,15 @@ class DriftSignal(ABC):
 
     @abstractmethod
     def measure(self, inp: DriftInput) -> Measurement: ...
+
+    def rows_behind(self, inp: DriftInput, m: Measurement) -> list[int]:
+        """The traffic rows (indices into `inp.traffic`) a person should read when this signal alerts, most telling
+        first; none by default."""
+        return []
+
+    def tables(self, detail: dict[str, Any]) -> list[DetailTable]:
+        """How the `detail` of a measurement reads (it comes back from the monitor's JSON); none by default."""
+        return []
 
 
 DRIFT_SIGNALS: Registry[DriftSignal] = Registry("drift signal")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
 import numpy as np
 from scipy.stats import ks_2samp, rankdata
@@ -13,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline, make_union
 
-from harness.drift.base import DriftInput, DriftSignal, Measurement, register, relative_change
+from harness.drift.base import DetailTable, DriftInput, DriftSignal, Measurement, register, relative_change
 from harness.stats import percentile_interval
 
 _WORD = re.compile(r"[a-z][a-z0-9']*")
@@ -72,6 +73,16 @@ class NewTermRate(DriftSignal):
                                     f"in the reference" + (f"; new: {shown}" if shown else ""),
                            detail={"new_terms": terms, "rising_terms": rising_terms(ref_words, new_words)})
 
+    def rows_behind(self, inp: DriftInput, m: Measurement) -> list[int]:
+        new = {t["term"] for t in m.detail.get("new_terms", [])}
+        return [i for i, text in enumerate(inp.traffic.texts) if set(words(text)) & new]
+
+    def tables(self, detail: dict[str, Any]) -> list[DetailTable]:
+        return [DetailTable("New words (never in the reference), by messages using them", ("term", "rows"),
+                            detail.get("new_terms", [])),
+                DetailTable("Rising words (a larger share of messages than in the reference, log-odds z)",
+                            ("term", "z", "traffic_rows", "reference_rows"), detail.get("rising_terms", []))]
+
 
 def rising_terms(reference: list[set[str]], traffic: list[set[str]], top: int = 15) -> list[dict[str, float]]:
     """Words used by a larger share of traffic messages than of reference messages, by the z-score of the
@@ -120,8 +131,14 @@ class DomainAUC(DriftSignal):
         draws = _auc(pos[np.random.default_rng(boot).integers(0, len(pos), (inp.resamples, len(pos)))],
                      neg[np.random.default_rng(boot + 1).integers(0, len(neg), (inp.resamples, len(neg)))])
         low, high = percentile_interval(draws, inp.confidence)
+        # The traffic messages the classifier was surest were not reference-like: what a person reads first.
+        unlike = [int(i) for i in np.argsort(-pos, kind="stable")[:50]]
         return Measurement(float(value), low, high,
-                           evidence=f"{folds}-fold classifier on {n_new} traffic and {n_ref} reference messages")
+                           evidence=f"{folds}-fold classifier on {n_new} traffic and {n_ref} reference messages",
+                           detail={"most_unlike": unlike})
+
+    def rows_behind(self, inp: DriftInput, m: Measurement) -> list[int]:
+        return list(m.detail.get("most_unlike", []))
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:

@@ -4,10 +4,11 @@ labels it predicts (abstention, invalid-label and quality rates come from the ta
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
-from harness.drift.base import DriftInput, DriftSignal, Measurement, register, relative_change
+from harness.drift.base import DetailTable, DriftInput, DriftSignal, Measurement, register, relative_change
 from harness.drift.inputs import words
 
 INVALID = "(invalid)"
@@ -60,6 +61,14 @@ class LabelShift(DriftSignal):
         top = ", ".join(f"{c['label']} {c['reference']:.0%}→{c['traffic']:.0%}" for c in changes[:3])
         return Measurement(float(observed), p_value=p, evidence=f"TVD {observed:.3f}, p={p:.3g}; moved most: {top}",
                            detail={"label_changes": changes})
+
+    def rows_behind(self, inp: DriftInput, m: Measurement) -> list[int]:
+        grown = [c["label"] for c in m.detail.get("label_changes", []) if c["traffic"] > c["reference"]][:1]
+        return [i for i, label in enumerate(inp.traffic.labels or []) if (label or INVALID) in grown]
+
+    def tables(self, detail: dict[str, Any]) -> list[DetailTable]:
+        return [DetailTable("Predicted labels that moved most (share of messages)", ("label", "reference", "traffic"),
+                            detail.get("label_changes", []))]
 
 
 def _shares(labels: list[str]) -> dict[str, float]:
