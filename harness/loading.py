@@ -4,6 +4,7 @@ taken out of the location)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ _UNIONS: dict[str, tuple[str, str, dict[str, type[BaseModel]]]] = {
 
 
 _METRIC_KINDS = ("name", "evaluate", "judge")
+# The parts of a location pydantic adds for a validator or a union member, never written by the user.
+_SCHEMA_PART = re.compile(r"^(function-(after|before|wrap|plain)|json-or-python|lax-or-strict|chain)\[.*\]$")
 
 
 def _where_and_why(err: Any) -> tuple[str | None, str]:
@@ -51,6 +54,9 @@ def _where_and_why(err: Any) -> tuple[str | None, str]:
     i = 0
     while i < len(loc):
         part = loc[i]
+        if _SCHEMA_PART.match(part):
+            i += 1
+            continue
         if i >= 2 and loc[i - 2] == "metrics" and loc[i - 1].isdigit() and part in _METRIC_KINDS:
             i += 1  # the kind of a task's metric entry is told by its own key, not written by the user
             continue

@@ -45,6 +45,15 @@ def test_serve_settings_have_every_settings_guard(tmp_path, serve, message):
         load_suite(path)
 
 
+def test_a_field_inside_a_validated_union_is_named_as_written(tmp_path):
+    """pydantic puts a validator's and a union member's name into an error's location; the user wrote neither."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ntasks: [banking77]\ncandidates: [{name: a, model: m}]\nmanifest: {monitor: {}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    assert str(info.value) == f"{path}: manifest.criteria: Field required"
+
+
 def test_serve_options_only_for_vllm(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: x\ntasks: [banking77]\ncandidates:\n  - {name: a, model: m, serve: {replicas: 2}}\n")

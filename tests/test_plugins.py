@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.store import ResultsDir
 from tests.conftest import qa_task, write_yaml
+from tests.helpers import traffic_log
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,30 @@ def test_an_installed_package_adds_a_backend_and_a_detector(installed, tmp_path)
         {"name": "c", "model": "canned", "backend": "canned", "temperature": 2}]})
     proc = harness(installed, tmp_path, "run", str(bad), "--results", str(tmp_path / "r"))
     assert proc.returncode == 2 and "bad.yaml: candidates.0.temperature" in proc.stderr, proc.stderr
+
+
+def test_an_installed_drift_signal_is_watched_and_shows_its_rows_and_details(installed, tmp_path):
+    import pandas as pd
+
+    messages = pd.read_csv(ROOT / "tasks" / "banking77" / "test.csv").text.tolist()[:200]
+    shouted = [m.upper() if i % 4 == 0 else m for i, m in enumerate(messages)]  # a quarter of the traffic shouts
+    log = traffic_log(tmp_path / "t.jsonl", shouted, ["card_arrival"] * 200, per_day=200)
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "watch", "tasks": ["banking77"], "candidates": [{"name": "c", "model": "smollm2-135m-instruct"}],
+        "manifest": {"criteria": [{"task": "banking77", "metric": "accuracy", "candidate": "c", "at_least": 0.5}],
+                     "monitor": {"resamples": 300, "rules": [{"signal": "shouting_rate", "at_most": 0.05}]}}})
+    proc = harness(installed, tmp_path, "monitor", str(log), "--against", str(suite), "--results",
+                   str(tmp_path / "results"))
+    assert proc.returncode == 1, proc.stderr[-3000:]  # an alert
+    [folder] = ResultsDir(tmp_path / "results").monitors()
+    window = folder.read()["windows"][-1]
+    reading = next(r for r in window["readings"] if r["signal"] == "shouting_rate")
+    assert reading["status"] == "alert" and 0.15 < reading["value"] < 0.3
+    assert window["examples"]["shouting_rate"] == [i + 1 for i in range(0, 200, 4)][:50]
+    markdown = folder.report_md.read_text()
+    words = [w["word"] for w in window["details"]["shouting_rate"]["words"]]
+    assert len(words) == 20 and all(w.isupper() for w in words)
+    assert "Words in capitals:" in markdown and all(f"| {w} |" in markdown for w in words)
 
 
 def test_a_plugin_that_fails_to_import_is_one_line_naming_it(installed, tmp_path):
