@@ -26,7 +26,8 @@ from rich.table import Table
 from harness import models
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmServer
-from harness.bench import LevelPrompts, LevelResult, LoadLevel, Targets, random_prompts, read_prompts, run_levels
+from harness.bench import LevelResult, LoadLevel, Targets, run_levels
+from harness.bench_prompts import LevelPrompts, random_prompts, read_prompts
 
 from record import alternate, spread, write
 

@@ -11,17 +11,8 @@ import pytest
 from harness.backends.base import Completion
 from harness.backends.openai_compat import OpenAICompatBackend
 from harness.backends.vllm_server import VllmServer
-from harness.bench import (
-    LoadLevel,
-    Targets,
-    distinct_prompts,
-    draw_prompts,
-    poisson_arrivals,
-    random_prompts,
-    read_prompts,
-    run_levels,
-    summarise,
-)
+from harness.bench import LoadLevel, Targets, run_levels, summarise
+from harness.bench_prompts import distinct_prompts, draw_prompts, poisson_arrivals, random_prompts, read_prompts
 from harness.errors import HarnessError
 from harness.records import Request
 from tests.conftest import classification_task, write_yaml
