@@ -15,7 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.config import FinetuneSpec, TaskSpec
+from harness.config import TaskSpec
+from harness.finetune_spec import FinetuneSpec
 from harness.records import Example
 from harness.store import read_lineage
 

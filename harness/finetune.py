@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapter_lineage import AdapterIdentity, TrainingSet, identify, weights_digest
-from harness.config import Candidate, FinetuneSpec, Suite, TaskSpec
+from harness.config import Candidate, Suite, TaskSpec
 from harness.data import stratified_sample
 from harness.data_check import TaskDataReport, without_overlap
 from harness.errors import HarnessError
+from harness.finetune_spec import FinetuneSpec
 from harness.finetune_torchrun import distributed_args, launch, read_job
 from harness.models import check_adapter_dir
 from harness.plan import RunPlan, parent_of

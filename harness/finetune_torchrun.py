@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapter_lineage import TrainingSet
-from harness.config import FinetuneSpec, TaskSpec
+from harness.config import TaskSpec
 from harness.errors import HarnessError
+from harness.finetune_spec import FinetuneSpec
 from harness.records import Example
 from harness.store import LINEAGE_FILE
 

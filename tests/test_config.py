@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends.vllm_server import ServeSpec
-from harness.config import PROJECT_ROOT, TaskSpec, load_suite, load_task
+from harness.config import PROJECT_ROOT, DataSpec, TaskSpec, load_suite, load_task
 from harness.errors import ConfigError
 from harness.plan import load_suite_manifest, plan_tasks
 from harness.sources import SOURCES, DataSource, Table, register
@@ -105,8 +105,9 @@ def test_a_data_block_is_read_by_the_source_its_keys_name_and_written_back_as_it
     assert type(task.data.source) is source
     dumped = task.data.model_dump(mode="json", exclude_defaults=True)
     assert dumped == {"inputs": {"q": "q"}, "reference": "r", **data}
-    # A torchrun worker rebuilds the task from its dump.
+    # A torchrun worker rebuilds the task from its dump; code builds the block from its parts.
     assert TaskSpec.model_validate(task.model_dump(mode="json")).data == task.data
+    assert DataSpec(inputs={"q": "q"}, reference="r", source=task.data.source) == task.data
 
 
 def test_a_source_may_not_claim_another_sources_setting():
