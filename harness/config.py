@@ -5,7 +5,6 @@ Every model rejects unknown keys, and every error names the file and the field.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from functools import reduce
 from pathlib import Path
@@ -27,9 +26,12 @@ from harness.backends.judge_model import JudgeModel
 from harness.detectors import DETECTORS, DetectorOptions
 from harness.detectors.grounding import GroundingOptions
 from harness.errors import ConfigError
+from harness.finetune_spec import FinetuneSpec
 from harness.loading import read_yaml, validate
 from harness.manifest_spec import Manifest
 from harness.schema import SafeName, Settings
+from harness.sources import SOURCES, DataSource
+from harness.sources.base import claiming, either
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = PROJECT_ROOT / "tasks"
@@ -37,56 +39,55 @@ TASKS_DIR = PROJECT_ROOT / "tasks"
 TaskKind = Literal["classification", "generation", "grounded_qa"]
 
 
-class SplitSpec(Settings):
-    """A seeded split of one file into train and test."""
-
-    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    seed: Annotated[int, Field(ge=0)] = 0
-
-
-class DatasetSplits(Settings):
-    test: str = "test"
-    train: str | None = Field("train", description="optional unless named: a dataset without it has no train rows")
+def _source_kind(value: Any) -> str | None:
+    # The source is told by the keys the task wrote; a block with none of any source's is read as files, the
+    # source whose settings sit flat in the block.
+    if isinstance(value, DataSource):
+        return value.kind
+    return next((cls.kind for cls in claiming(value).values()), "files") if isinstance(value, dict) else None
 
 
-class DatasetSpec(Settings):
-    """Rows from Hugging Face `datasets`: a hub id or local dataset folder, or a folder written by save_to_disk."""
-
-    id: str | None = Field(None, description="hub id (e.g. PolyAI/banking77; offline it must be in the datasets "
-                           "cache), or a local folder of data files relative to the task")
-    saved: str | None = Field(None, description="a folder written by Dataset(Dict).save_to_disk, relative to the task")
-    config: str | None = Field(None, description="the dataset's configuration (subset) name")
-    revision: str | None = Field(None, description="commit, tag or branch on the hub; pin it for repeatable runs")
-    splits: DatasetSplits = DatasetSplits()
-
-    @model_validator(mode="after")
-    def _one_place(self) -> DatasetSpec:
-        if (self.id is None) == (self.saved is None):
-            raise ValueError("give either `id` or `saved`")
-        if self.saved is not None and (self.config or self.revision):
-            raise ValueError("`config` and `revision` go with `id`, not with `saved`")
-        return self
+if TYPE_CHECKING:  # what every registered model is; pydantic validates against the union of them
+    AnyDataSource = DataSource
+else:
+    AnyDataSource = Annotated[reduce(operator.or_, [Annotated[cls, Tag(cls.kind)] for cls in SOURCES.values()]),
+                              Discriminator(_source_kind)]
 
 
 class DataSpec(Settings):
-    dataset: DatasetSpec | None = Field(None, description="rows from Hugging Face datasets instead of files")
-    test: str | None = None
-    train: str | None = None
-    path: str | None = Field(None, description="one file to split into train and test with `split`")
-    split: SplitSpec | None = None
-    format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+    """The task's columns, and where its rows come from: the registered source whose settings the block holds
+    (files: `test`, `train`, `path`…; `dataset: {…}`; `dvc: {…}`). In YAML the source's settings sit beside the
+    columns; they are gathered into `source`, validated by the source's model, and written back flat."""
+
     inputs: dict[str, str] = Field(description="prompt variable -> column")
     reference: str | list[str] | None = Field(None, description="column, or columns of several references")
     id: str | None = Field(None, description="column holding a stable example id; else a hash of the inputs")
+    source: AnyDataSource
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_source(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("source"), DataSource):
+            return data
+        common = {k: v for k, v in data.items() if k in cls.model_fields and k != "source"}
+        rest = {k: v for k, v in data.items() if k not in common}
+        chosen = claiming(rest)
+        if len(chosen) > 1:
+            (a, one), (b, other), *_ = chosen.items()
+            raise ValueError(f"`{a}` and `{b}` are settings of two sources of rows ({one.kind}, {other.kind}); "
+                             f"give one: {either()}")
+        if not rest:
+            raise ValueError(f"{either()} is required")
+        return {**common, "source": rest}
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        source = out.pop("source")
+        return {**out, **source}
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
-        if self.dataset is not None and (self.path or self.test or self.train or self.split):
-            raise ValueError("give either `dataset` or files (`test`/`train`, or `path` with `split`), not both")
-        if self.path and (self.test or self.train):
-            raise ValueError("give either `path` (with `split`) or `test`/`train`, not both")
-        if not self.path and not self.test and self.dataset is None:
-            raise ValueError("`test` (or `path` with `split`, or `dataset`) is required")
+    def _has_inputs(self) -> DataSpec:
         if not self.inputs:
             raise ValueError("`inputs` must map at least one prompt variable to a column")
         return self
@@ -251,53 +252,6 @@ class TaskRef(Settings):
         return {"name": "grounding", **value} if isinstance(value, dict) else value
 
 
-class DistributedSpec(Settings):
-    """Training on several GPUs through torchrun (one process per GPU) and transformers' Trainer."""
-
-    processes: Annotated[int, Field(gt=0)] = Field(1, description="processes (GPUs) on this machine")
-    strategy: Literal["ddp", "fsdp"] = Field(
-        "ddp", description="ddp: a full copy of the base per GPU; fsdp: the base sharded across GPUs (70B)")
-    fsdp_wrap: str | None = Field(None, description="fsdp: the decoder layer class to wrap, e.g. LlamaDecoderLayer")
-
-
-class FinetuneSpec(Settings):
-    """A LoRA fine-tune of the candidate's model on one task's training split (peft + transformers)."""
-
-    task: str = Field(description="the suite task whose training split is used")
-    limit: Annotated[int, Field(gt=0)] | None = Field(None, description="seeded stratified subset of train")
-    decontaminate: bool = Field(False, description="drop training rows that also occur in the test split; "
-                                "train/test overlap then no longer blocks training")
-    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    rank: Annotated[int, Field(gt=0)] = 8
-    alpha: Annotated[float, Field(gt=0)] = 16
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    last_layers: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="LoRA on the last N transformer layers only (default: all): the backward pass stops "
-        "below them, so a step costs less, and the adapter learns less")
-    epochs: Annotated[float, Field(gt=0)] = 1.0
-    max_steps: Annotated[int, Field(gt=0)] | None = None
-    learning_rate: Annotated[float, Field(gt=0)] = 2e-4
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    gradient_accumulation: Annotated[int, Field(gt=0)] = 1
-    max_seq_len: Annotated[int, Field(gt=0)] = 512
-    eval_steps: Annotated[int, Field(gt=0)] = 20
-    early_stopping_patience: Annotated[int, Field(ge=0)] = 3
-    gradient_checkpointing: bool = False
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="auto: bfloat16 where the GPU or CPU computes it natively, else float32")
-    distributed: DistributedSpec = DistributedSpec()
-    seed: Annotated[int, Field(ge=0)] = 0
-    extra_train: list[str] = Field(
-        default_factory=list, description="more training rows in the task's own columns (CSV, JSONL or Parquet, "
-        "paths relative to the suite), e.g. reviewed traffic from `harness monitor --export-labelled`")
-    parent: str | None = Field(
-        None, description="continue training this adapter (a suite candidate's name, or an adapter folder read "
-        "as `adapter:` is); the successor's lineage names it")
-
-
 class Candidate(Settings):
     """A model to score: the fields every candidate has, plus its backend's own settings (`options`).
 
@@ -423,10 +377,3 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     return validate(Suite, read_yaml(path), path)
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Examples from a task's data source (files or Hugging Face datasets) with its field mapping: stable ids, splits,
+"""Examples from a task's data source (files, Hugging Face datasets, DVC) with its field mapping: stable ids, splits,
 samples, the label-set check."""
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.config import DataSpec, SplitSpec, TaskSpec
+from harness.config import DataSpec, TaskSpec
 from harness.errors import ConfigError, HarnessError
 from harness.records import Example
-from harness.sources import source_of
 from harness.sources.base import Role
 from harness.sources.files import read_table
 
@@ -24,7 +23,7 @@ class TaskData:
     test: list[Example]
     train: list[Example]
     labels: list[str] | None
-    files: dict[str, str]  # file path -> sha256, or dataset@revision:split -> fingerprint, for run.json
+    files: dict[str, str]  # file path -> sha256, dataset@revision:split -> fingerprint, dvc:repo@commit:path -> md5
 
 
 def _example_id(inputs: dict[str, str]) -> str:
@@ -144,7 +143,7 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
                    seed: int = 0) -> TaskData:
     """Load, split and cut down a task's examples; checks columns, emptiness and the label set."""
     task_file = task.file
-    tables = {t.role: t for t in source_of(task.data).tables(task)}
+    tables = {t.role: t for t in task.data.source.tables(task_file)}
     files = {t.identity: t.digest for t in tables.values()}
 
     def examples(role: Role) -> list[Example]:
@@ -152,7 +151,8 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
         return _to_examples(table.frame, task.data, task_file, table.field, table.identity) if table else []
 
     if "all" in tables:
-        split = task.data.split or SplitSpec()
+        split = tables["all"].split
+        assert split is not None, "a source gives an `all` table with its split"
         train, test = _seeded_split(examples("all"), split.test_size, split.seed)
     else:
         test, train = examples("test"), examples("train")
@@ -180,7 +180,8 @@ def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where:
     the file that asked for them (`where`) and its field."""
     spec = task.data.model_copy(update={"id": None})
     try:
-        rows = _to_examples(read_table(path, spec.format, where, field_name), spec, where, field_name, str(path))
+        frame = read_table(path, spec.source.file_format(), where, field_name)
+        rows = _to_examples(frame, spec, where, field_name, str(path))
     except ConfigError as exc:
         raise ConfigError(where, field_name, exc.message) from None
     outside = _outside(rows, labels) if labels is not None else None

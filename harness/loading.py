@@ -60,6 +60,9 @@ def _where_and_why(err: Any) -> tuple[str | None, str]:
         if i >= 2 and loc[i - 2] == "metrics" and loc[i - 1].isdigit() and part in _METRIC_KINDS:
             i += 1  # the kind of a task's metric entry is told by its own key, not written by the user
             continue
+        if part == "source" and loc[i - 1:i] == ["data"] and i + 1 < len(loc):
+            i += 2  # a data source's settings sit in the data block as written; `source` and its kind are ours
+            continue
         if part in _UNIONS:
             kind, tag_field, models = _UNIONS[part]
             if part != "options":

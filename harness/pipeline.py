@@ -17,7 +17,7 @@ from rich.console import Console
 
 from harness import report
 from harness.backends import BACKENDS
-from harness.config import PROJECT_ROOT, file_sha256
+from harness.config import PROJECT_ROOT
 from harness.data_check import TaskDataReport
 from harness.detectors import DETECTORS
 from harness.errors import HarnessError
@@ -28,6 +28,7 @@ from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
+from harness.sources.files import file_sha256
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
 # The harness's own figures depend on these; each backend and detector declares its own (`packages`), and every

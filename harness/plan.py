@@ -19,7 +19,6 @@ from harness.config import (
     Suite,
     TaskRef,
     TaskSpec,
-    file_sha256,
     load_suite,
     load_task,
 )
@@ -33,6 +32,7 @@ from harness.metrics.hf_evaluate import define_evaluate
 from harness.metrics.rubric_judge import define_judge
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
+from harness.sources.files import file_sha256
 from harness.store import RunDir
 
 # A run that reached scoring: complete, or with failed requests scored as empty answers.

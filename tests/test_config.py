@@ -1,13 +1,19 @@
-"""Configuration models: the shipped suites validate, and the serve options check themselves."""
+"""Configuration models: the shipped suites validate, the serve options check themselves, and a data block is read by
+the source its keys name."""
 
 from pathlib import Path
 
 import pytest
 
 from harness.backends.vllm_server import ServeSpec
-from harness.config import PROJECT_ROOT, load_suite
+from harness.config import PROJECT_ROOT, DataSpec, TaskSpec, load_suite, load_task
 from harness.errors import ConfigError
 from harness.plan import load_suite_manifest, plan_tasks
+from harness.sources import SOURCES, DataSource, Table, register
+from harness.sources.dvc_repo import Dvc
+from harness.sources.files import Files
+from harness.sources.hf_datasets import HFDatasets
+from tests.conftest import write_yaml
 
 SUITES = sorted((PROJECT_ROOT / "suites").glob("*.yaml"))
 
@@ -73,3 +79,55 @@ def test_a_vllm_server_gets_the_native_dtype_on_a_cpu(tmp_path, monkeypatch, ask
     server = vllm_server.VllmServer(vllm_server.ServerGroup("m", "m", ServeSpec(dtype=asked)), tmp_path)
     command = server.command()
     assert command[command.index("--dtype") + 1] == passed
+
+
+def _task_with(tmp_path, data):
+    spec = {"name": "t", "kind": "generation", "data": {"inputs": {"q": "q"}, "reference": "r", **data},
+            "prompt": {"template": "{q}"}, "metrics": ["exact_match"]}
+    return load_task(str(write_yaml(tmp_path / "task.yaml", spec)))
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    ({}, r"data: `test` \(or `path` with `split`\), `dvc` or `dataset` is required"),
+    ({"test": "t.jsonl", "dvc": {"repo": "r", "path": "p"}},
+     r"data: `test` and `dvc` are settings of two sources of rows \(files, dvc\)"),
+    ({"dvc": {"repo": "r", "path": "p"}, "format": "csv"}, r"data: `dvc` and `format` are settings of two sources"),
+    ({"dvc": {"path": "p"}}, r"data\.dvc\.repo: Field required"),
+    ({"dvc": {"repo": "r", "path": "p", "revision": "v1"}}, r"data\.dvc\.revision: Extra inputs"),
+    ({"dvc": {"repo": "r", "path": "p", "test": "t"}}, r"data\.dvc: give either `path`"),
+    ({"dataset": {"saved": "s", "splits": {"tests": "x"}}}, r"data\.dataset\.splits\.tests: Extra inputs"),
+    ({"test": "t.jsonl", "fromat": "csv"}, r"data\.fromat: Extra inputs"),
+    ({"path": "p.jsonl", "split": {"test_size": True}}, r"data\.split: `test_size` is a number"),
+])
+def test_a_data_block_error_names_the_field_as_written(tmp_path, data, error):
+    with pytest.raises(ConfigError, match=rf"task\.yaml: {error}"):
+        _task_with(tmp_path, data)
+
+
+@pytest.mark.parametrize(("data", "source"), [
+    ({"path": "p.jsonl", "split": {"test_size": 0.3}, "format": "jsonl"}, Files),
+    ({"dataset": {"id": "x", "revision": "v1"}}, HFDatasets),
+    ({"dvc": {"repo": "r", "test": "t.csv", "train": "u.csv", "rev": "v2"}}, Dvc),
+])
+def test_a_data_block_is_read_by_the_source_its_keys_name_and_written_back_as_it_was(tmp_path, data, source):
+    task = _task_with(tmp_path, data)
+    assert type(task.data.source) is source
+    dumped = task.data.model_dump(mode="json", exclude_defaults=True)
+    assert dumped == {"inputs": {"q": "q"}, "reference": "r", **data}
+    # A torchrun worker rebuilds the task from its dump; code builds the block from its parts.
+    assert TaskSpec.model_validate(task.model_dump(mode="json")).data == task.data
+    assert DataSpec(inputs={"q": "q"}, reference="r", source=task.data.source) == task.data
+
+
+def test_a_source_may_not_claim_another_sources_setting():
+    class Clash(DataSource):
+        kind = "clash"
+        summary = "`clash`"
+        test: str
+
+        def tables(self, task_file: Path) -> list[Table]:
+            return []
+
+    with pytest.raises(ValueError, match="claims test, settings of 'files'"):
+        register(Clash)
+    assert "clash" not in SOURCES

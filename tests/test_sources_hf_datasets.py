@@ -78,7 +78,7 @@ def test_dataset_problems_name_the_task_file_and_field(tmp_path, dataset, field,
 
 
 def test_a_dataset_block_with_files_too_is_refused_at_load(tmp_path):
-    with pytest.raises(ConfigError, match=r"data: .*either `dataset` or files"):
+    with pytest.raises(ConfigError, match=r"data: `dataset` and `test` are settings of two sources of rows"):
         load_task(str(classification_task(tmp_path, data={"dataset": {"saved": "x"}, "test": "t.jsonl",
                                                           "inputs": {"text": "text"}, "reference": "label"})))
 
