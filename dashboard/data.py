@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
 from harness.store import ResultsDir, RunDir, read_json
 
@@ -59,6 +60,7 @@ class RunView:
     examples: dict[str, pd.DataFrame] = field(default_factory=dict)  # task -> id, inputs, reference
     labels: dict[str, list[str] | None] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)  # candidate -> cost per hour
+    task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
 
     @property
     def run_id(self) -> str:
@@ -95,6 +97,7 @@ def load_run(path: Path) -> RunView:
             [{"example_id": ex.id, **{f"input:{k}": v for k, v in ex.inputs.items()},
               "reference": " | ".join(ex.references)} for ex in task.data.test])
         view.labels[task.name] = task.data.labels
+        view.task_metrics[task.name] = task.metrics
     view.costs = {c.name: c.cost_per_hour for c in suite.candidates}
     return view
 

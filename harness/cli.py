@@ -118,7 +118,7 @@ def run(
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
     result = Pipeline(run_plan, results, err, manifest).execute(run_id, resume)
-    for table in report.terminal_tables(result.results, {t.name: t.spec.metric_names for t in run_plan.tasks}):
+    for table in report.terminal_tables(result.results, {t.name: t.metrics for t in run_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
         out.print(report.verdict_table(result.verdicts))

@@ -158,9 +158,6 @@ class JudgeMetricSpec(Settings):
         return None if self.candidate else JudgeModel(model=self.judge, url=self.url, api_key_env=self.api_key_env)
 
 
-DefinedMetric = EvaluateMetricSpec | JudgeMetricSpec
-
-
 def _metric_kind(entry: Any) -> str | None:
     # Told apart by their own key, so that an error names the fields of the kind the user meant.
     if isinstance(entry, str | EvaluateMetricSpec | JudgeMetricSpec):
@@ -197,10 +194,6 @@ class TaskSpec(Settings):
     @property
     def base_dir(self) -> Path:
         return self.file.parent
-
-    @property
-    def defined_metrics(self) -> list[DefinedMetric]:
-        return [m for m in self.metrics if not isinstance(m, str)]
 
     @property
     def metric_names(self) -> list[str]:

@@ -6,7 +6,7 @@ yet, and reading reviewers' ratings for the human metrics). `harness gate` is th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 from harness.config import Candidate
 from harness.detection import Detectors, task_findings
 from harness.manifest import failed_requests, resolve, verdict_record
-from harness.metrics import get_metric
+from harness.metrics import TaskMetrics
 from harness.plan import PlannedTask, RunPlan, plan_from_run
 from harness.ratings import human_ratings
 from harness.records import Comparison, Completion, Example, MetricResult, Verdict
@@ -49,13 +49,14 @@ def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
                 completions[cand.name] = aligned
             findings = (task_findings(run, task.spec, task.ref.detector, task.data.test, completions, detectors)
                         if task.needs_detector else {})
-            judgements = task_judgements(run, task.spec, task.data.test, completions, judges, say)
+            judgements = task_judgements(run, task.spec, task.metrics, task.data.test, completions, judges, say)
             for name in task.metric_names:
-                note = getattr(get_metric(name), "note", None)
+                note = task.metrics[name].note
                 if note:
                     say(note)
             evidence[task.name] = TaskEvidence(task.spec, task.data.test, task.data.labels, completions,
-                                               boot.resamples, run_plan.suite.seed, findings, judgements)
+                                               boot.resamples, run_plan.suite.seed, findings, judgements,
+                                               metrics=task.metrics)
     finally:
         detectors.close()
         judges.close()
@@ -72,16 +73,18 @@ def write_scored(run_plan: RunPlan, run: RunDir, scored: Scored) -> None:
     run.write_metrics(scored.results)
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
-    run.write_latency(latency_summary(scored.results))
+    run.write_latency(latency_summary(scored.results, {name: ev.metrics for name, ev in scored.evidence.items()}))
     if scored.verdicts is not None and run_plan.manifest is not None:
         run.write_verdict(verdict_record(run_plan.manifest, scored.verdicts, failed_requests(scored.evidence)))
 
 
-def latency_summary(results: list[MetricResult]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Latency of the scoring requests, nested per candidate and task: {"ttft_ms": {"p50": …}, …}."""
+def latency_summary(results: list[MetricResult], metrics: Mapping[str, TaskMetrics]
+                    ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Latency of the scoring requests, nested per candidate and task: {"ttft_ms": {"p50": …}, …} (`metrics`: each
+    task's)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results:
-        metric = get_metric(r.metric)
+        metric = metrics[r.task][r.metric]
         if metric.series is None:
             continue
         task = out.setdefault(r.candidate, {}).setdefault(r.task, {})

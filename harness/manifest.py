@@ -26,7 +26,7 @@ import numpy as np
 from harness.errors import ConfigError
 from harness.loading import read_yaml, validate
 from harness.manifest_spec import Criterion, Manifest
-from harness.metrics import METRICS, get_metric
+from harness.metrics import Metric, TaskMetrics
 from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
@@ -39,16 +39,16 @@ def load_manifest(path: str | Path) -> Manifest:
     return validate(Manifest, read_yaml(path), path)
 
 
-def _rated(metric: str) -> bool:
-    return metric in METRICS and "ratings" in METRICS[metric].needs
+def _rated(metric: str, metrics: TaskMetrics) -> bool:
+    return metric in metrics and "ratings" in metrics[metric].needs
 
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
-                  metrics: dict[str, list[str]], sizes: dict[str, int] | None = None,
+                  metrics: dict[str, TaskMetrics], sizes: dict[str, int] | None = None,
                   resamples: int | None = None) -> None:
     """Every criterion names a task, candidate and metric the run has (human metrics come from ratings), and can
     be decided on the task's test examples (`sizes`, after sample and limit) with the bootstrap's `resamples`.
-    `runs` maps each task to the candidates scored on it."""
+    `runs` maps each task to the candidates scored on it, `metrics` each task to its metrics."""
     tasks = list(runs)
     decided: list[tuple[int, Criterion, str]] = []
     candidates = list(dict.fromkeys(c for names in runs.values() for c in names))
@@ -65,26 +65,19 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
                                   f"the run has no candidate {name!r} (has {', '.join(candidates)})")
             if name is not None and c.task != "*" and name not in runs[c.task]:
                 raise ConfigError(where, f"criteria.{i}.{field}", f"candidate {name!r} is not scored on {c.task}")
-        if _rated(c.metric) and c.baseline is not None:
-            raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
-                              "comparisons already pit candidates against each other)")
         if not applies:
             raise ConfigError(where, f"criteria.{i}.task", f"no task scores {' and '.join(named)} together, so "
                               "this criterion could never be decided")
         for task in applies:
-            if c.metric not in metrics[task] and not _rated(c.metric):
-                raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
-        refusal = METRICS[c.metric].not_gateable if c.metric in METRICS else None
-        if refusal:
-            raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} {refusal}")
-        _check_reachable(c, i, where)
+            _check_metric(c, i, where, metrics[task], task)
         decided += [(i, c, task) for task in applies]
     # Holm's correction asks the first verdict for alpha / m: each must be decidable at that level.
     m = len(decided) if manifest.holm else 1
     if sizes is not None:
         for i, c, task in decided:
-            if not _rated(c.metric):
-                _check_decidable(c, i, where, manifest, task, sizes[task], 1 - (1 - manifest.confidence) / m)
+            if not _rated(c.metric, metrics[task]):
+                _check_decidable(c, metrics[task][c.metric], i, where, manifest, task, sizes[task],
+                                 1 - (1 - manifest.confidence) / m)
     alpha = (1 - manifest.confidence) / 2
     if m > 1 and resamples is not None and 1 / (resamples + 1) >= alpha / m:
         raise ConfigError(where, "holm", f"{m} verdicts under Holm's correction need p-values below {alpha / m:.2g}; "
@@ -93,33 +86,46 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
     _check_consistent(manifest, where)
 
 
-def _check_decidable(c: Criterion, i: int, where: Path | str, manifest: Manifest, task: str, n: int,
+def _check_metric(c: Criterion, i: int, where: Path | str, metrics: TaskMetrics, task: str) -> None:
+    """The task scores the criterion's metric (or it comes from ratings), and a criterion on it can be decided."""
+    rated = _rated(c.metric, metrics)
+    if rated and c.baseline is not None:
+        raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
+                          "comparisons already pit candidates against each other)")
+    if c.metric not in metrics.names and not rated:
+        raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
+    metric = metrics[c.metric]
+    if metric.not_gateable:
+        raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} {metric.not_gateable}")
+    _check_reachable(c, metric, i, where)
+
+
+def _check_decidable(c: Criterion, metric: Metric, i: int, where: Path | str, manifest: Manifest, task: str, n: int,
                      confidence: float) -> None:
     """A criterion that cannot pass on the task's test examples, whatever the answers, is refused before any work."""
     if n < manifest.min_examples:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples (after sample and limit) but "
                           f"min_examples is {manifest.min_examples}: {c.describe()} can never pass")
-    needed = _min_n(c, confidence)
+    needed = _min_n(metric, c, confidence)
     if n < needed:
         raise ConfigError(where, f"criteria.{i}", f"{task} has {n} test examples; {c.metric} needs at least "
                           f"{needed} for a {confidence:.3g} bound on that side"
                           f"{' (Holm)' if confidence > manifest.confidence else ''}: {c.describe()} can never pass")
 
 
-def _min_n(c: Criterion, confidence: float) -> int:
+def _min_n(metric: Metric, c: Criterion, confidence: float) -> int:
     """The fewest examples with which the criterion's interval can lie wholly on its side. A comparison through
     each side's own interval (a tail percentile) needs both bounds, each at 1 - alpha/2."""
-    metric = get_metric(c.metric)
     if c.baseline is None:
         return metric.min_n(confidence, c.at_least is not None)
     each = 1 - (1 - confidence) / 2
     return max(metric.min_n(each, True), metric.min_n(each, False))
 
 
-def _check_reachable(c: Criterion, i: int, where: Path | str) -> None:
+def _check_reachable(c: Criterion, metric: Metric, i: int, where: Path | str) -> None:
     """A threshold the metric can never meet makes a criterion that fails whatever the model does; one it can never
     miss, a criterion that passes whatever the model does (evidence of nothing)."""
-    low, high = METRICS[c.metric].value_range if c.metric in METRICS else (-math.inf, math.inf)
+    low, high = metric.value_range
     if c.at_most is not None and c.at_most >= high:
         raise ConfigError(where, f"criteria.{i}.at_most", f"{c.metric} is at most {high:g}; "
                           f"at most {c.at_most:g} can never fail")
@@ -180,11 +186,11 @@ def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | 
     judge's agreement with the reviewers, which reads the judge's per-example scores)."""
     if human is None:
         return None
-    rater = get_metric(metric)
+    rater = ev.metrics[metric]
     assert isinstance(rater, RatingMetric)
     judged = None
     if rater.reads is not None:
-        per = get_metric(rater.reads).per_example(ev.stats(rater.reads)[candidate])
+        per = ev.metrics[rater.reads].per_example(ev.stats(rater.reads)[candidate])
         judged = {ex.id: float(v) for ex, v in zip(ev.examples, per, strict=True)
                   if not np.isnan(v)} if per is not None else {}
     return rater.rated_values(human, task, candidate, judged)
@@ -205,7 +211,7 @@ def _listed(ids: list[str], most: int = 5) -> str:
 def _others(c: Criterion, ev: TaskEvidence) -> list[str]:
     """The other candidates whose answers decide the criterion: its baseline, a pairwise judge's rival, and for a
     blind comparison every candidate of the task (`*`)."""
-    rivals = get_metric(c.metric).rivals
+    rivals = ev.metrics[c.metric].rivals
     named = [c.baseline] if c.baseline is not None else []
     named += [r for r in ev.candidates if r != c.candidate] if "*" in rivals else list(rivals)
     return [name for name in dict.fromkeys(named) if name in ev.completions]
@@ -217,20 +223,21 @@ def _blocked(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> s
     a failure there would count for the candidate); too many missing machine verdicts behind the metric."""
     failed = ev.failed(c.candidate)
     # Reviewers rate answers that exist: a failure cannot be rated at its worst, so ratings allow none.
-    allowed = 0.0 if _rated(c.metric) else manifest.max_error_rate
+    rated = _rated(c.metric, ev.metrics)
+    allowed = 0.0 if rated else manifest.max_error_rate
     if len(failed) > allowed * ev.n:
         return (f"{len(failed)} of {ev.n} requests of {c.candidate} on {task} failed ({_listed(failed)}), above "
-                f"max_error_rate {allowed:g}{' for ratings' if _rated(c.metric) else ''}; `harness run --resume` "
+                f"max_error_rate {allowed:g}{' for ratings' if rated else ''}; `harness run --resume` "
                 "retries them")
     for other in _others(c, ev):
         if failed := ev.failed(other):
             return (f"{len(failed)} of {ev.n} requests of {other} on {task} failed ({_listed(failed)}): what it would "
                     f"have answered is unknown, so {c.candidate} cannot be compared with it; `harness run --resume` "
                     "retries them")
-    unparsed = get_metric(c.metric).unparsed
+    unparsed = ev.metrics[c.metric].unparsed
     if unparsed is not None:
         for name in [c.candidate, *_others(c, ev)]:
-            share = get_metric(unparsed).value(ev.stats(unparsed)[name], ev.n)
+            share = ev.metrics[unparsed].value(ev.stats(unparsed)[name], ev.n)
             if share > manifest.max_unparsed:
                 return (f"{share:.0%} of the verdicts behind {c.metric} of {name} on {task} are missing (unparsed "
                         f"replies or failed calls), above max_unparsed {manifest.max_unparsed:.0%}")
@@ -285,7 +292,7 @@ def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manife
     n = len(values)
     value = float(values.mean())
     # Few rated examples, coarse scores: an interval that holds at small n (a bootstrap of one rating is a point).
-    scale = get_metric(c.metric).value_range
+    scale = ev.metrics[c.metric].value_range
     low, high = bounded_mean_interval(values, *scale, conf)
     above, threshold = _absolute(c)
     p = _inverted_p(lambda k: bounded_mean_interval(values, *scale, k), threshold, above)
@@ -319,13 +326,13 @@ def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: flo
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                  human: HumanRatings | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
-    if _rated(c.metric):
+    if _rated(c.metric, ev.metrics):
         return _resolve_rated(c, task, label, ev, manifest, human)
     conf = manifest.confidence
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:
         return _insufficient(c, task, label, ev.n, blocked)
-    metric = get_metric(c.metric)
+    metric = ev.metrics[c.metric]
     needs_high = c.at_least is not None if c.baseline is None else metric.higher_is_better
     ev = ev.counting_against(c.candidate, c.baseline, needs_high)
     own = (metric.interval(ev.stats(c.metric)[c.candidate], conf) is not None if c.baseline is None
@@ -367,7 +374,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                              f"verdict, and {c.metric} cannot count them at their worst")
     if missing:
         what += f" (with {missing} failed requests or missing verdicts of {c.candidate} counted at their worst)"
-    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, _min_n(c, conf), p, what)
+    return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, _min_n(metric, c, conf), p, what)
 
 
 def _bounds(iv: Interval) -> tuple[float, float]:

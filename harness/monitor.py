@@ -29,7 +29,7 @@ from harness.drift import DRIFT_SIGNALS, DriftInput, Side
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import load_manifest
 from harness.manifest_spec import Manifest, MonitorRule, MonitorSpec
-from harness.metrics import METRICS, ScoringInput, with_automatic
+from harness.metrics import ScoringInput
 from harness.metrics.classification import parse_label
 from harness.metrics.hallucination import claims_of
 from harness.plan import FINISHED, PlannedTask, load_suite_manifest, plan_tasks, tasks_of_run
@@ -107,7 +107,7 @@ class MonitorReport:
 def signals_of(task: PlannedTask) -> list[str]:
     """Every name a monitor rule may use for this task: the drift signals and the task's metrics."""
     # Ratings come from reviewers and judgements from a judging stage the monitor does not run.
-    metrics = [m for m in with_automatic(task.spec.metric_names) if not METRICS[m].needs & {"ratings", "judge"}]
+    metrics = [m for m in task.metric_names if not task.metrics[m].needs & {"ratings", "judge"}]
     return DRIFT_SIGNALS.names() + metrics
 
 
@@ -224,7 +224,7 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
     """The task's metrics on the window: on every row, or (needing a reference) on the rows with feedback.
     Each of the two row sets is scored once (one evidence, one detector pass) for all its metrics."""
     task, spec = ref.task, ref.spec
-    metrics = [METRICS[m] for m in signals_of(task) if m in METRICS]
+    metrics = [task.metrics[m] for m in signals_of(task) if m in task.metrics]
     scored: dict[bool, tuple[list[LoggedRow], TaskEvidence]] = {}
     for labelled in (False, True):
         used = [r for r in rows if r.row.reference is not None] if labelled else rows
@@ -240,7 +240,8 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
         # Errored rows and missing verdicts count at each metric's worst, as in the gate: an outage must not
         # make the traffic's figures look better.
         scored[labelled] = used, TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps},
-                                              spec.resamples, spec.seed, findings, worst_for=TRAFFIC)
+                                              spec.resamples, spec.seed, findings, worst_for=TRAFFIC,
+                                              metrics=task.metrics)
     out, behind = [], {}
     for metric in metrics:
         labelled = "reference" in metric.needs

@@ -175,7 +175,8 @@ class Pipeline:
         status = "complete" if scored.failed == 0 else "incomplete"
         record = {**self._record(run, status, started, timings), "failed_requests": scored.failed}
         run.write_run(record)
-        run.write_report(report.markdown(record, scored.results, scored.verdicts))
+        run.write_report(report.markdown(record, scored.results, scored.verdicts,
+                                         known={t.name: t.metrics for t in self.plan.tasks}))
         return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
 
 

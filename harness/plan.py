@@ -14,7 +14,6 @@ from harness import models
 from harness.adapter_prompts import Prompting, as_trained
 from harness.config import (
     Candidate,
-    EvaluateMetricSpec,
     JudgeMetricSpec,
     Suite,
     TaskRef,
@@ -27,9 +26,8 @@ from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import check_against, load_manifest
 from harness.manifest_spec import Manifest
-from harness.metrics import METRICS, with_automatic
-from harness.metrics.hf_evaluate import define_evaluate
-from harness.metrics.rubric_judge import define_judge
+from harness.metrics import TaskMetrics
+from harness.metrics.defined import task_metrics
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
 from harness.sources.files import file_sha256
@@ -44,6 +42,7 @@ class PlannedTask:
     ref: TaskRef
     spec: TaskSpec
     data: TaskData
+    metrics: TaskMetrics  # what its metric names mean: built-in ones and those it defines itself
 
     @property
     def name(self) -> str:
@@ -52,12 +51,12 @@ class PlannedTask:
     @property
     def needs_detector(self) -> bool:
         """A detector runs when the task has a source passage and a metric that reads findings."""
-        return self.spec.source is not None and any("detector" in METRICS[m].needs for m in self.spec.metric_names)
+        return self.spec.source is not None and any("detector" in self.metrics[m].needs for m in self.spec.metric_names)
 
     @property
     def metric_names(self) -> list[str]:
         """The task's own metrics, then the ones every task gets (latency, errors)."""
-        return with_automatic(self.spec.metric_names)
+        return self.metrics.names
 
     def spec_for(self, candidate: Candidate) -> TaskSpec:
         """The task with the suite's prompt changes for this candidate, if any (what a fine-tune trains on);
@@ -106,15 +105,6 @@ class RunPlan:
         return {t.name: t.metric_names for t in self.tasks}
 
 
-def _define_metrics(spec: TaskSpec) -> None:
-    """Register the metrics the task defines itself (evaluate modules, judges), checked before any work."""
-    for i, metric in enumerate(spec.metrics):
-        if isinstance(metric, EvaluateMetricSpec):
-            define_evaluate(metric, spec, f"metrics.{i}")
-        elif isinstance(metric, JudgeMetricSpec):
-            define_judge(metric, spec, f"metrics.{i}")
-
-
 def _check_judges(spec: TaskSpec, suite: Suite, suite_file: Path) -> None:
     """Judges name candidates the suite has, and their models or servers are there."""
     scored = [c.name for c in suite.candidates_of(spec.name)]
@@ -137,15 +127,16 @@ def _check_judges(spec: TaskSpec, suite: Suite, suite_file: Path) -> None:
             raise ConfigError(spec.file, f"metrics.{i}.judge", problem)
 
 
-def _check_task(spec: TaskSpec) -> None:
-    _define_metrics(spec)
+def _check_task(spec: TaskSpec) -> TaskMetrics:
+    """The task's metrics, built (its own, checked before any work) and each one's needs met by the task."""
+    metrics = task_metrics(spec)
     have = {"labels": spec.labels is not None, "reference": spec.data.reference is not None,
             "source": spec.source is not None, "detector": spec.source is not None, "latency": True,
             "ratings": False, "judge": True}
     for name in spec.metric_names:
-        if name not in METRICS:
-            raise ConfigError(spec.file, "metrics", f"unknown metric {name!r}; known: {', '.join(METRICS.names())}")
-        needs = METRICS[name].needs
+        if name not in metrics:
+            raise ConfigError(spec.file, "metrics", f"unknown metric {name!r}; known: {', '.join(metrics.known())}")
+        needs = metrics[name].needs
         if "ratings" in needs:
             raise ConfigError(spec.file, "metrics", f"{name} comes from reviewers' ratings; name it in the "
                               "manifest's criteria, not in the task's metrics")
@@ -153,11 +144,11 @@ def _check_task(spec: TaskSpec) -> None:
         if missing:
             raise ConfigError(spec.file, "metrics", f"metric {name!r} needs the task to define {missing[0]}")
     check_template(spec)
+    return metrics
 
 
 def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
     tasks = []
-    defined: dict[str, tuple[Path, str]] = {}  # metrics the suite's tasks define: name -> (task file, definition)
     for i, ref in enumerate(suite.tasks):
         try:
             spec = load_task(ref.task, relative_to=suite_file.parent)
@@ -165,20 +156,15 @@ def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
             if exc.field == "tasks":
                 raise ConfigError(suite_file, f"tasks.{i}.task", f"unknown task {ref.task!r}") from None
             raise
-        _check_task(spec)
+        metrics = _check_task(spec)
         _check_judges(spec, suite, suite_file)
-        for metric in spec.defined_metrics:
-            earlier = defined.setdefault(metric.name, (spec.file, getattr(METRICS[metric.name], "definition", "")))
-            if earlier[1] != getattr(METRICS[metric.name], "definition", ""):
-                raise ConfigError(spec.file, "metrics", f"metric {metric.name!r} is defined differently in "
-                                  f"{earlier[0]}; give one of them another name")
         try:
             data = load_task_data(spec, ref.limit, ref.sample, suite.seed)
         except ConfigError as exc:
             if exc.field == "sample":  # a suite setting, checked against the task's data
                 raise ConfigError(suite_file, f"tasks.{i}.sample", exc.message) from None
             raise
-        tasks.append(PlannedTask(ref, spec, data))
+        tasks.append(PlannedTask(ref, spec, data, metrics))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(suite_file, "tasks", "two task entries resolve to the same task name")
@@ -197,7 +183,7 @@ def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = 
 
 def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
     check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
-                  {t.name: t.metric_names for t in tasks}, {t.name: len(t.data.test) for t in tasks},
+                  {t.name: t.metrics for t in tasks}, {t.name: len(t.data.test) for t in tasks},
                   suite.bootstrap.resamples)
 
 

@@ -123,8 +123,9 @@ class Resample:
     """A block of b bootstrap resamples of n examples, as indices (b, n); the counts view (how often each
     example occurs in each resample) is computed once and shared by every metric and candidate."""
 
-    def __init__(self, idx: np.ndarray) -> None:
+    def __init__(self, idx: np.ndarray, first: int = 0) -> None:
         self.idx = idx
+        self.first = first  # the place of its first resample in the whole series (a later block's is not 0)
 
     @classmethod
     def identity(cls, n: int) -> Resample:

@@ -3,7 +3,8 @@ registered once, and an unknown name answered with the names that exist."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -27,10 +28,19 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
-    def replace(self, name: str, entry: T) -> T:
-        """Set an entry defined at run time (a task's own metric), over an earlier definition of it."""
-        self._entries[name] = entry
-        return entry
+    @contextmanager
+    def scoped(self, entries: Mapping[str, T]) -> Iterator[Registry[T]]:
+        """The entries registered for the block only (a test's own metric, as a user would register it), removed on
+        leaving it; a name already registered is refused as `add` refuses it, before any is added."""
+        for name in entries:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._entries.update(entries)
+        try:
+            yield self
+        finally:
+            for name in entries:
+                del self._entries[name]
 
     def __getitem__(self, name: str) -> T:
         try:

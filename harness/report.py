@@ -15,7 +15,7 @@ from harness.detectors.tuning import CrossValidation
 from harness.detectors.validation import MEASURES, ValidationReport
 from harness.drift import DRIFT_SIGNALS, DetailTable
 from harness.manifest import short
-from harness.metrics import METRICS
+from harness.metrics import TaskMetrics
 from harness.monitor import MonitorReport
 from harness.records import STATUSES, MetricResult, Reading, Verdict
 
@@ -23,15 +23,16 @@ HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_pe
 TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
 
 
-def fmt(value: float | None, metric: str) -> str:
-    """A metric's value as its registration says to show it (BLEU and milliseconds to one decimal)."""
+def fmt(value: float | None, metric: str, known: TaskMetrics = TaskMetrics()) -> str:
+    """A metric's value as its declaration says to show it (BLEU and milliseconds to one decimal); `known`: the
+    task's metrics, where it may define the metric itself."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return METRICS[metric].format(value) if metric in METRICS else f"{value:.3f}"
+    return known[metric].format(value) if metric in known else f"{value:.3f}"
 
 
-def fmt_ci(r: MetricResult) -> str:
-    return f"{fmt(r.value, r.metric)} [{fmt(r.ci_low, r.metric)}, {fmt(r.ci_high, r.metric)}]"
+def fmt_ci(r: MetricResult, known: TaskMetrics = TaskMetrics()) -> str:
+    return f"{fmt(r.value, r.metric, known)} [{fmt(r.ci_low, r.metric, known)}, {fmt(r.ci_high, r.metric, known)}]"
 
 
 def _grouped(results: list[MetricResult]) -> dict[str, dict[str, dict[str, MetricResult]]]:
@@ -46,17 +47,18 @@ def _columns(task_metrics: list[str]) -> list[str]:
     return [*task_metrics, *[m for m in HEADLINE_LATENCY if m not in task_metrics]]
 
 
-def terminal_tables(results: list[MetricResult], task_metrics: dict[str, list[str]]) -> list[Table]:
+def terminal_tables(results: list[MetricResult], known: Mapping[str, TaskMetrics]) -> list[Table]:
     tables = []
     for task, by_cand in _grouped(results).items():
-        cols = [*task_metrics[task], *[m for m in TERMINAL_LATENCY if m not in task_metrics[task]]]
+        listed = known[task].listed
+        cols = [*listed, *[m for m in TERMINAL_LATENCY if m not in listed]]
         n = next(iter(next(iter(by_cand.values())).values())).n
         table = Table(title=f"{task} (n={n}, 95% bootstrap intervals)", title_justify="left")
         table.add_column("candidate", style="bold")
         for col in cols:
             table.add_column(col, justify="right")
         for cand, metrics in by_cand.items():
-            table.add_row(cand, *[fmt_ci(metrics[c]) if c in cols[: len(task_metrics[task])]
+            table.add_row(cand, *[fmt_ci(metrics[c], known[task]) if c in listed
                                   else fmt(metrics[c].value, c) for c in cols])
         tables.append(table)
     return tables
@@ -103,7 +105,7 @@ def latency_trio(values: Mapping[str, float | None], kind: str) -> str:
     return " / ".join(fmt(values.get(f"{kind}_ms_p{q}"), f"{kind}_ms_p{q}") for q in (50, 90, 99))
 
 
-def latency_markdown(run: dict[str, Any], results: list[MetricResult]) -> list[str]:
+def latency_markdown(run: dict[str, Any], results: list[MetricResult], known: Mapping[str, TaskMetrics]) -> list[str]:
     """Per task, each candidate's headline quality beside its latency percentiles and cost: the frontier a
     "small fine-tune against a big model" decision is about."""
     lines = ["## Latency and cost", "",
@@ -117,13 +119,15 @@ def latency_markdown(run: dict[str, Any], results: list[MetricResult]) -> list[s
             values = {name: r.value for name, r in metrics.items()}
             trios = [latency_trio(values, kind) for kind in ("ttft", "itl", "e2e")]
             cost = cost_per_1k_requests(run, cand, task)
-            lines.append(f"| {cand} | {fmt_ci(metrics[quality]) if quality in metrics else '–'} | "
+            lines.append(f"| {cand} | {fmt_ci(metrics[quality], known[task]) if quality in metrics else '–'} | "
                          + " | ".join(trios) + f" | {'–' if cost is None else f'{cost:.4f}'} |")
         lines.append("")
     return lines
 
 
-def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Verdict] | None = None) -> str:
+def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Verdict] | None = None, *,
+             known: Mapping[str, TaskMetrics]) -> str:
+    """report.md; `known`: each task's metrics."""
     lines = [f"# Run {run['run_id']}", "",
              f"Suite **{run['suite_name']}** (`{run['suite_file']}`), status **{run['status']}**, "
              f"started {run['started_at']}, finished {run['finished_at']}.", ""]
@@ -140,10 +144,11 @@ def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Ve
         lines += [f"## {task}", "", f"{info['kind']}, {info['n_test']} test examples, task version {info['version']}.",
                   "", "| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
         for cand, metrics in by_cand.items():
-            cells = [fmt_ci(metrics[c]) if c in info["metrics"] else fmt(metrics[c].value, c) for c in cols]
+            cells = [fmt_ci(metrics[c], known[task]) if c in info["metrics"] else fmt(metrics[c].value, c)
+                     for c in cols]
             lines.append(f"| {cand} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += latency_markdown(run, results)
+    lines += latency_markdown(run, results, known)
     lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in run["timings_s"].items()]
     versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())

@@ -12,22 +12,24 @@ from collections.abc import Callable
 
 from harness.backends.judge_model import OpenJudge
 from harness.config import JudgeMetricSpec, Suite, TaskSpec
+from harness.metrics import TaskMetrics
 from harness.metrics.rubric_judge import (
     PROMPT_VERSION,
     READING_VERSION,
+    JudgeScore,
     form,
     pairwise_score,
     point_score,
-    rubric_text,
     system_prompt,
 )
 from harness.records import Completion, Example, Judgement, Request
 from harness.store import RunDir
 
 
-def judge_key(spec: JudgeMetricSpec, task: TaskSpec) -> str:
+def judge_key(metric: JudgeScore) -> str:
+    spec = metric.spec
     return json.dumps({"prompt": PROMPT_VERSION, "reading": READING_VERSION, "judge": spec.judge, "url": spec.url,
-                       "candidate": spec.candidate, "rubric": rubric_text(spec, task),
+                       "candidate": spec.candidate, "rubric": metric.rubric,
                        "rubric_version": spec.rubric_version, "scale": spec.scale, "against": spec.against},
                       sort_keys=True)
 
@@ -66,19 +68,21 @@ def _user(example: Example, answers: list[str]) -> str:
     return "Input:\n" + "\n".join(lines) + "\n\n" + shown
 
 
-def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], completions: dict[str, list[Completion]],
-                    judges: Judges, say: Callable[[str], None]) -> dict[str, dict[str, list[Judgement]]]:
-    """candidate -> judge metric -> judgements aligned with the examples; asks only what the files do not hold."""
+def task_judgements(run: RunDir, task: TaskSpec, metrics: TaskMetrics, examples: list[Example],
+                    completions: dict[str, list[Completion]], judges: Judges, say: Callable[[str], None]
+                    ) -> dict[str, dict[str, list[Judgement]]]:
+    """candidate -> judge metric (of the task's `metrics`) -> judgements aligned with the examples; asks only what the
+    files do not hold."""
     out: dict[str, dict[str, list[Judgement]]] = {cand: {} for cand in completions}
-    specs = [m for m in task.defined_metrics if isinstance(m, JudgeMetricSpec)]
-    keys = {spec.name: judge_key(spec, task) for spec in specs}
+    scores = [m for m in metrics.own.values() if isinstance(m, JudgeScore)]
+    keys = {m.name: judge_key(m) for m in scores}
     texts_of = {cand: [c.text if c.ok else "" for c in comps] for cand, comps in completions.items()}
     for cand in completions:
         kept = run.read_judgements(cand, task.name)
         rows: list[dict] = [row for (metric, _), row in kept.items() if metric not in keys]
         texts = texts_of[cand]
-        for spec in specs:
-            key = keys[spec.name]
+        for metric in scores:
+            spec, key = metric.spec, keys[metric.name]
             other = texts_of[spec.against] if spec.against else None
             shown = [[texts[i]] if other is None else [texts[i], other[i]] for i in range(len(examples))]
             judged: list[Judgement | None] = []
@@ -92,7 +96,7 @@ def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], comple
                     judged[i] = Judgement(None, judged=False)
             elif todo:
                 say(f"judging {len(todo)} answers of {cand} on {task.name} ({spec.name}, judge {spec.judge})")
-                for i, j in zip(todo, _ask(judges.get(spec), spec, task, examples, texts, other, todo), strict=True):
+                for i, j in zip(todo, _ask(judges.get(spec), metric, task, examples, texts, other, todo), strict=True):
                     judged[i] = j
             done = [j for j in judged if j is not None]
             out[cand][spec.name] = done
@@ -108,9 +112,10 @@ def task_judgements(run: RunDir, task: TaskSpec, examples: list[Example], comple
     return out
 
 
-def _ask(judge: OpenJudge, spec: JudgeMetricSpec, task: TaskSpec, examples: list[Example], texts: list[str],
+def _ask(judge: OpenJudge, metric: JudgeScore, task: TaskSpec, examples: list[Example], texts: list[str],
          other: list[str] | None, todo: list[int]) -> list[Judgement]:
-    system = system_prompt(spec, rubric_text(spec, task))
+    spec = metric.spec
+    system = system_prompt(spec, metric.rubric)
     requests = []
     for i in todo:
         shown = [[texts[i]]] if other is None else [[texts[i], other[i]], [other[i], texts[i]]]

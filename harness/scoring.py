@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from harness.config import TaskSpec
-from harness.metrics import ScoringInput, get_metric, with_automatic
+from harness.metrics import ScoringInput, TaskMetrics
 from harness.metrics.classification import parse_label
 from harness.records import Comparison, Completion, Example, Finding, Judgement, MetricResult
 from harness.stats import Interval, PairedDifference, difference_of_intervals, paired_difference, task_seed
@@ -38,6 +38,7 @@ class TaskEvidence:
     # Whether the criterion decided on this evidence needs high values to pass (None: count at each metric's worst).
     needs_high: bool | None = None
     no_worst: set[str] = field(default_factory=set)
+    metrics: TaskMetrics = field(kw_only=True)  # what the task's metric names mean (its own ones included)
     _stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -51,7 +52,7 @@ class TaskEvidence:
 
     def stats(self, metric: str) -> dict[str, np.ndarray]:
         if metric not in self._stats:
-            m = get_metric(metric)
+            m = self.metrics[metric]
             self._stats[metric] = {
                 cand: m.stats(ScoringInput(self.task, self.examples, comps, self.labels, self.findings.get(cand),
                                            self.judgements.get(cand)))
@@ -74,16 +75,16 @@ class TaskEvidence:
     def missing(self, metric: str, candidate: str) -> np.ndarray:
         """Per example: whether the candidate's request failed or the machine verdict behind the metric is missing."""
         out = np.array([not c.ok for c in self.completions[candidate]], bool)
-        companion = get_metric(metric).unparsed
+        companion = self.metrics[metric].unparsed
         if companion is not None:
-            per = get_metric(companion).per_example(self.stats(companion)[candidate])
+            per = self.metrics[companion].per_example(self.stats(companion)[candidate])
             if per is not None:
                 out |= per == 1
         return out
 
     def count(self, metric: str, candidate: str) -> int:
         """How many examples of the candidate have a value of the metric (unparsed verdicts have none)."""
-        return get_metric(metric).count(self.stats(metric)[candidate])
+        return self.metrics[metric].count(self.stats(metric)[candidate])
 
     def failed(self, candidate: str) -> list[str]:
         """The examples whose request failed for the candidate."""
@@ -101,17 +102,17 @@ class TaskEvidence:
         return TaskEvidence(self.task, self.examples, self.labels, {name: self.completions[name] for name in names},
                             self.resamples, self.seed, {n: self.findings[n] for n in names if n in self.findings},
                             {n: self.judgements[n] for n in names if n in self.judgements}, worst_for=candidate,
-                            best_for=baseline, needs_high=high)
+                            best_for=baseline, needs_high=high, metrics=self.metrics)
 
     def draws(self, metric: str) -> dict[str, np.ndarray]:
         """Bootstrap draws of every candidate on the same resamples (seeded by suite seed and task)."""
         if metric not in self._draws:
-            self._draws[metric] = bootstrap_draws(get_metric(metric), self.stats(metric), self.n, self.resamples,
-                                        task_seed(self.seed, self.task.name))
+            self._draws[metric] = bootstrap_draws(self.metrics[metric], self.stats(metric), self.n, self.resamples,
+                                                  task_seed(self.seed, self.task.name))
         return self._draws[metric]
 
     def interval(self, metric: str, candidate: str, confidence: float) -> Interval:
-        m, stats = get_metric(metric), self.stats(metric)[candidate]
+        m, stats = self.metrics[metric], self.stats(metric)[candidate]
         value = m.value(stats, self.n)
         own = m.interval(stats, confidence)
         if own is not None and not np.isnan(value):
@@ -119,7 +120,7 @@ class TaskEvidence:
         return interval_of(value, self.draws(metric)[candidate], confidence)
 
     def paired(self, metric: str, candidate: str, baseline: str, confidence: float) -> PairedDifference:
-        m, stats = get_metric(metric), self.stats(metric)
+        m, stats = self.metrics[metric], self.stats(metric)
         if m.compared_by_intervals:
             # A metric whose own interval replaces the bootstrap's (a tail percentile) is compared through it too:
             # each side at 1 - alpha/2, so that both bounds hold together with the confidence asked.
@@ -131,8 +132,8 @@ class TaskEvidence:
 
     def results(self, confidence: float) -> list[MetricResult]:
         out = []
-        for metric in with_automatic(self.task.metric_names):
-            higher = get_metric(metric).higher_is_better
+        for metric in self.metrics.names:
+            higher = self.metrics[metric].higher_is_better
             for cand in self.candidates:
                 iv = self.interval(metric, cand, confidence)
                 out.append(MetricResult(self.task.name, cand, metric, iv.value, iv.low, iv.high, self.n, higher))
@@ -142,10 +143,10 @@ class TaskEvidence:
         """Every pair of candidates (later one against earlier one) on the task's own metrics."""
         out = []
         for baseline, cand in combinations(self.candidates, 2):
-            for metric in self.task.metric_names:
+            for metric in self.metrics.listed:
                 diff = self.paired(metric, cand, baseline, confidence)
                 out.append(Comparison(self.task.name, metric, cand, baseline, diff.delta, diff.low, diff.high,
-                                      diff.p_value, diff.test, self.n, get_metric(metric).higher_is_better))
+                                      diff.p_value, diff.test, self.n, self.metrics[metric].higher_is_better))
         return out
 
     def rows(self) -> list[dict[str, Any]]:
@@ -153,8 +154,8 @@ class TaskEvidence:
         out = []
         for cand, comps in self.completions.items():
             columns = {}
-            for metric in self.task.metric_names:
-                per = get_metric(metric).per_example(self.stats(metric)[cand])
+            for metric in self.metrics.listed:
+                per = self.metrics[metric].per_example(self.stats(metric)[cand])
                 if per is not None:
                     columns[metric] = per
             for i, (ex, c) in enumerate(zip(self.examples, comps, strict=True)):

@@ -60,7 +60,7 @@ def resample_blocks(n: int, resamples: int, seed: int) -> Iterator[Resample]:
     done = 0
     while done < resamples:
         b = min(block, resamples - done)
-        yield Resample(rng.integers(0, n, size=(b, n)))
+        yield Resample(rng.integers(0, n, size=(b, n)), first=done)
         done += b
 
 

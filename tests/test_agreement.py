@@ -98,7 +98,7 @@ def test_the_gate_and_the_agreement_page_pair_a_judge_with_the_ratings_of_the_sa
     human = store.of_run("run")
     assert [s.example_id for s in human.scores][:3] == ["e3", "e0", "e0"]
 
-    gate = type("Q", (JudgeAgreement,), {"name": "q_agreement", "reads": "q", "scale": "1-5"})()
+    gate = JudgeAgreement(name="q_agreement", reads="q", scale="1-5", unparsed="q_unparsed")
     values = gate.rated_values(human, "t", "ft", judge)
     assert list(values) == [1.0, 1.0, 1.0, 1.0]
     page = judge_agreement("q", "1-5", human.scores, {("t", e, "ft"): v for e, v in judge.items()})

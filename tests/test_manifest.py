@@ -7,7 +7,7 @@ from harness.data import Example
 from harness.errors import ConfigError
 from harness.manifest import check_against, load_manifest, resolve, verdict_record
 from harness.manifest_spec import Manifest
-from harness.metrics import with_automatic
+from harness.metrics.defined import task_metrics
 from harness.scoring import TaskEvidence
 from tests.conftest import write_yaml
 
@@ -27,7 +27,8 @@ def _evidence(tmp_path, right: dict[str, np.ndarray], e2e_ms: dict[str, float], 
                           e2e_s=e2e_ms[cand] / 1000 * (1 + i / 1000)) for i, ok in enumerate(r)]
         for cand, r in right.items()
     }
-    return TaskEvidence(_task(tmp_path, name), examples, None, completions, resamples=2000, seed=0)
+    task = _task(tmp_path, name)
+    return TaskEvidence(task, examples, None, completions, resamples=2000, seed=0, metrics=task_metrics(task))
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_human_metrics_take_absolute_thresholds_only(tmp_path):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "human_rating", "candidate": "ft", "better_than": "base"}]})
     with pytest.raises(ConfigError, match="human_rating takes at_least or at_most"):
-        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": with_automatic(_task(tmp_path).metrics)})
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": task_metrics(_task(tmp_path))})
 
 
 def test_holm_correction_demotes_a_marginal_pass(evidence):
@@ -161,14 +162,15 @@ def test_criteria_must_name_what_the_run_has(tmp_path, change, field):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.8, **change}]})
     with pytest.raises(ConfigError, match=field):
-        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": with_automatic(_task(tmp_path).metrics)})
+        check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, {"qa": task_metrics(_task(tmp_path))})
 
 
 def _with_failures(ev: TaskEvidence, candidate: str, ids: list[int]) -> TaskEvidence:
     """The same evidence with some of the candidate's requests failed (no text, no latency)."""
     comps = [Completion(c.example_id, c.candidate, c.task, "", error="HTTP 503") if i in ids else c
              for i, c in enumerate(ev.completions[candidate])]
-    return TaskEvidence(ev.task, ev.examples, ev.labels, {**ev.completions, candidate: comps}, ev.resamples, ev.seed)
+    return TaskEvidence(ev.task, ev.examples, ev.labels, {**ev.completions, candidate: comps}, ev.resamples, ev.seed,
+                        metrics=ev.metrics)
 
 
 def test_failed_requests_make_the_candidates_criteria_insufficient_by_default(evidence):
@@ -207,7 +209,7 @@ def test_a_failed_request_counts_as_a_hallucination_not_an_abstention(tmp_path):
                 for i in range(N)]
     comps = [Completion(f"e{i}", "ft", "g", "Paris", completion_tokens=1, ttft_s=0.01, e2e_s=0.02)
              if i >= 10 else Completion(f"e{i}", "ft", "g", "", error="timeout") for i in range(N)]
-    ev = {"g": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0)}
+    ev = {"g": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0, metrics=task_metrics(task))}
     criterion = {"task": "g", "metric": "hallucination_rate", "candidate": "ft", "at_most": 0.02}
     (v,) = _verdicts(ev, criterion, max_error_rate=0.2)
     assert v.observed == pytest.approx(0.10) and v.status == "fail"
@@ -219,7 +221,8 @@ def test_min_examples_counts_values_that_exist(evidence, tmp_path):
     ev = evidence["qa"]
     comps = [Completion(c.example_id, c.candidate, c.task, c.text, completion_tokens=5, ttft_s=None,
                         e2e_s=c.e2e_s) for c in ev.completions["ft"]]
-    evidence["qa"] = TaskEvidence(ev.task, ev.examples, None, {"ft": comps}, ev.resamples, ev.seed)
+    evidence["qa"] = TaskEvidence(ev.task, ev.examples, None, {"ft": comps}, ev.resamples, ev.seed,
+                                  metrics=ev.metrics)
     # Every request succeeded but none has a TTFT: 100 rows, no value.
     (v,) = _verdicts(evidence, {"task": "qa", "metric": "ttft_ms_p50", "candidate": "ft", "at_most": 1000},
                      min_examples=50)
@@ -241,7 +244,7 @@ def test_gate_and_monitor_share_the_decision_at_the_threshold():
 
 
 def test_a_criterion_the_data_can_never_decide_is_refused_before_any_work(tmp_path):
-    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    metrics = {"qa": task_metrics(_task(tmp_path))}
     floor = Manifest.model_validate({"min_examples": 500, "criteria": [
         {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.5}]})
     with pytest.raises(ConfigError, match=r"criteria\.0: qa has 133 test examples .* min_examples is 500"):
@@ -304,7 +307,7 @@ def _grounded(tmp_path, hallucinated: np.ndarray, unparsed: np.ndarray) -> dict[
     findings = [Finding(hallucinated=False, raw="…", error="no verdict in the judge's reply") if u
                 else Finding(hallucinated=bool(h)) for h, u in zip(hallucinated, unparsed, strict=True)]
     return {"g": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0,
-                              findings={"ft": findings})}
+                              findings={"ft": findings}, metrics=task_metrics(task))}
 
 
 def test_missing_verdicts_under_the_limit_count_at_their_worst(tmp_path):
@@ -333,7 +336,7 @@ def test_a_latency_criterions_p_value_is_the_order_statistics_own(evidence):
 
 
 def test_a_star_criterion_that_no_task_can_decide_is_refused(tmp_path):
-    metrics = {"a": with_automatic(_task(tmp_path).metrics), "b": with_automatic(_task(tmp_path, "b").metrics)}
+    metrics = {"a": task_metrics(_task(tmp_path)), "b": task_metrics(_task(tmp_path, "b"))}
     manifest = Manifest.model_validate({"criteria": [
         {"task": "*", "metric": "exact_match", "candidate": "ft", "better_than": "base"}]})
     with pytest.raises(ConfigError, match=r"criteria\.0\.task: no task scores ft and base together"):
@@ -347,7 +350,7 @@ def test_a_star_criterion_that_no_task_can_decide_is_refused(tmp_path):
 
 
 def test_a_comparison_of_tail_latencies_uses_both_sides_order_statistics(evidence, tmp_path):
-    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    metrics = {"qa": task_metrics(_task(tmp_path))}
     paired = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "e2e_ms_p95", "candidate": "ft", "better_than": "base", "by": 50}]})
     with pytest.raises(ConfigError, match="e2e_ms_p95 needs at least 86"):
@@ -374,7 +377,9 @@ def test_a_rate_of_few_answers_takes_the_exact_binomial_interval(tmp_path):
     n = 24
     examples = [Example(f"e{i}", {"q": str(i)}, "yes") for i in range(n)]
     comps = [Completion(ex.id, "ft", "qa", "yes", completion_tokens=1, ttft_s=0.01, e2e_s=0.02) for ex in examples]
-    evidence = {"qa": TaskEvidence(_task(tmp_path), examples, None, {"ft": comps}, resamples=1000, seed=0)}
+    task = _task(tmp_path)
+    evidence = {"qa": TaskEvidence(task, examples, None, {"ft": comps}, resamples=1000, seed=0,
+                                   metrics=task_metrics(task))}
     (v,) = _verdicts(evidence, {"task": "qa", "metric": "exact_match", "candidate": "ft", "at_least": 0.95})
     assert v.status == "insufficient" and v.ci_high == 1.0
     assert v.ci_low == pytest.approx(0.025 ** (1 / n))  # Clopper-Pearson's lower bound for n of n
@@ -396,7 +401,7 @@ def test_one_rating_is_no_evidence_and_ratings_allow_no_failed_request(evidence)
 
 
 def test_a_tail_of_pooled_inter_token_gaps_is_refused(tmp_path):
-    metrics = {"qa": with_automatic(_task(tmp_path).metrics)}
+    metrics = {"qa": task_metrics(_task(tmp_path))}
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "itl_ms_p99", "candidate": "ft", "at_most": 100}]})
     with pytest.raises(ConfigError, match=r"criteria\.0\.metric: itl_ms_p99 pools every gap"):
@@ -404,7 +409,7 @@ def test_a_tail_of_pooled_inter_token_gaps_is_refused(tmp_path):
 
 
 def test_holm_asks_for_resamples_and_examples_that_can_reach_its_levels(tmp_path):
-    metrics = {t: with_automatic(_task(tmp_path, t).metrics) for t in ("a", "b", "c")}
+    metrics = {t: task_metrics(_task(tmp_path, t)) for t in ("a", "b", "c")}
     runs = {t: ["ft", "base"] for t in metrics}
     criteria = [{"task": "*", "metric": "exact_match", "candidate": "ft", "better_than": "base"}] * 4
     manifest = Manifest.model_validate({"holm": True, "criteria": criteria})

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.config import load_task
+from harness.config import TaskSpec, load_task
 from harness.errors import ConfigError
-from harness.metrics import METRICS, get_metric
-from harness.plan import make_plan
+from harness.metrics import METRICS, TaskMetrics
+from harness.metrics.hf_evaluate import EvaluateMetric
+from harness.plan import make_plan, plan_from_run
 from harness.records import Resample
 from harness.scoring import TaskEvidence
 from harness.stats import draws, task_seed
@@ -41,17 +42,16 @@ def _task(tmp_path: Path, *metrics: dict) -> Path:
     return write_yaml(path, task)
 
 
-def _define(tmp_path: Path, *metrics: dict):
+def _define(tmp_path: Path, *metrics: dict) -> tuple[TaskSpec, TaskMetrics]:
     from harness.plan import _check_task
 
     spec = load_task(str(_task(tmp_path, *metrics)))
-    _check_task(spec)
-    return spec
+    return spec, _check_task(spec)
 
 
 def test_a_per_example_module_gives_the_modules_values_with_a_bootstrap_interval(tmp_path):
-    _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_t1"})
-    metric = get_metric("overlap_t1")
+    _, defined = _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_t1"})
+    metric = defined["overlap_t1"]
     data = scoring_input(ANSWERS, REFERENCES)
     stats = metric.stats(data)
     module = evaluate.load(str(EXAMPLE / "word_overlap.py"))
@@ -66,9 +66,9 @@ def test_a_per_example_module_gives_the_modules_values_with_a_bootstrap_interval
 
 
 def test_a_corpus_level_module_is_recomputed_on_resamples_up_to_its_bound(tmp_path):
-    _define(tmp_path, {"evaluate": "length_ratio.py", "name": "ratio_t2", "key": "ratio", "per_example": False,
-                       "max_resamples": 50, "higher_is_better": False})
-    metric = get_metric("ratio_t2")
+    _, defined = _define(tmp_path, {"evaluate": "length_ratio.py", "name": "ratio_t2", "key": "ratio",
+                                    "per_example": False, "max_resamples": 50, "higher_is_better": False})
+    metric = defined["ratio_t2"]
     assert "corpus-level" in metric.note
     stats = metric.stats(scoring_input(ANSWERS, REFERENCES))
     module = evaluate.load(str(MODULES / "length_ratio.py"))
@@ -81,12 +81,17 @@ def test_a_corpus_level_module_is_recomputed_on_resamples_up_to_its_bound(tmp_pa
     row = first.idx[0]
     assert got[0] == pytest.approx(module.compute(predictions=[ANSWERS[i] for i in row],
                                                   references=[REFERENCES[i] for i in row])["ratio"])
+    # Nothing is kept on the metric between calls: the same draws again, and a later block of the series (a large
+    # task's resamples come in several) computes only what remains of the bound.
+    assert np.array_equal(draws(metric, {"c": stats}, len(ANSWERS), 120, task_seed(0, "t"))["c"], got, equal_nan=True)
+    later = metric.aggregate(stats, Resample(first.idx[:20], first=40))
+    assert np.isfinite(later[:10]).all() and np.isnan(later[10:]).all()
 
 
 def test_paired_comparisons_and_intervals_cover_an_evaluate_metric(tmp_path):
-    spec = _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_t3"})
+    spec, defined = _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_t3"})
     a, b = scoring_input(ANSWERS, REFERENCES), scoring_input(ANSWERS[::-1], REFERENCES)
-    ev = TaskEvidence(spec, a.examples, None, {"a": a.completions, "b": b.completions}, 400, 0)
+    ev = TaskEvidence(spec, a.examples, None, {"a": a.completions, "b": b.completions}, 400, 0, metrics=defined)
     [low, high] = [ev.interval("overlap_t3", "a", 0.95).low, ev.interval("overlap_t3", "a", 0.95).high]
     assert low < ev.interval("overlap_t3", "a", 0.95).value < high
     comparison = [c for c in ev.comparisons(0.95) if c.metric == "overlap_t3"]
@@ -105,6 +110,13 @@ def test_module_problems_name_the_task_field(tmp_path, entry, field, words):
     with pytest.raises(ConfigError) as info:
         _define(tmp_path, entry)
     assert info.value.field == field and words in str(info.value)
+
+
+def test_a_task_defines_a_name_once(tmp_path):
+    with pytest.raises(ConfigError, match="'twice' is already one of this task's metrics") as info:
+        _define(tmp_path, {"evaluate": "word_overlap.py", "name": "twice"},
+                {"evaluate": "length_ratio.py", "name": "twice", "key": "ratio"})
+    assert info.value.field == "metrics.2.name"
 
 
 def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model, monkeypatch, capsys):
@@ -131,4 +143,7 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model,
                           for p in preds])
         assert row["value"] == pytest.approx(direct)
     assert [v["metric"] for v in run.read_verdict()["criteria"]] == ["overlap_suite"]
-    assert "overlap_suite" in METRICS
+    # The task's own metric is its planned task's, never a registered one; the run rebuilt from disk has it back.
+    assert "overlap_suite" not in METRICS and "overlap_suite" in run_plan.tasks[0].metrics
+    rebuilt, _ = plan_from_run(run.path)
+    assert isinstance(rebuilt.tasks[0].metrics["overlap_suite"], EvaluateMetric)

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from harness.config import JudgeMetricSpec, Suite, TaskSpec
-from harness.metrics import ScoringInput, get_metric
-from harness.metrics.rubric_judge import define_judge, form, pairwise_score, parse, point_score, system_prompt
+from harness.metrics import ScoringInput
+from harness.metrics.defined import task_metrics
+from harness.metrics.rubric_judge import form, pairwise_score, parse, point_score, system_prompt
 from harness.ratings import RatingStore, Score
 from harness.records import Completion, Example
 from harness.rubric_judging import Judges, task_judgements
@@ -108,13 +109,11 @@ def test_the_judging_stage_reads_each_reply_knowing_the_answers_it_showed(tmp_pa
             "metrics": [{"judge": "judge-model", "url": server.url, "rubric": "Is it right?", "name": "quality"},
                         {"judge": "judge-model", "url": server.url, "rubric": "Which is better?", "name": "pref",
                          "against": "a"}]})
-        for i, spec in enumerate(task.metrics):
-            define_judge(spec, task, f"metrics.{i}")
         suite = Suite.model_validate({"name": "s", "tasks": ["qa"], "candidates": [
             {"name": "a", "model": "m"}, {"name": "b", "model": "m"}]})
         judges = Judges(suite, print)
         try:
-            found = task_judgements(RunDir(tmp_path), task, examples, answers, judges, print)
+            found = task_judgements(RunDir(tmp_path), task, task_metrics(task), examples, answers, judges, print)
         finally:
             judges.close()
     assert [j.score for j in found["a"]["quality"]] == [3.0] * 3
@@ -132,11 +131,10 @@ def test_judge_metrics_declare_their_rival_and_their_unparsed_share():
         "metrics": [{"judge": "j", "url": "http://127.0.0.1:9/v1", "rubric": "Is it right?", "name": "solo_q"},
                     {"judge": "j", "url": "http://127.0.0.1:9/v1", "rubric": "Which is better?", "name": "duel_q",
                      "against": "base"}]})
-    for i, spec in enumerate(task.metrics):
-        define_judge(spec, task, f"metrics.{i}")
-    assert get_metric("duel_q").rivals == ("base",)
-    assert get_metric("solo_q").rivals == ()
-    assert get_metric("solo_q_agreement").unparsed == get_metric("solo_q").unparsed == "solo_q_unparsed"
+    metrics = task_metrics(task)
+    assert metrics["duel_q"].rivals == ("base",)
+    assert metrics["solo_q"].rivals == ()
+    assert metrics["solo_q_agreement"].unparsed == metrics["solo_q"].unparsed == "solo_q_unparsed"
 
 
 def test_a_failed_judge_request_is_unparsed_now_and_asked_again_next_time(tmp_path):
@@ -148,20 +146,20 @@ def test_a_failed_judge_request_is_unparsed_now_and_asked_again_next_time(tmp_pa
             "name": "qa", "kind": "generation", "prompt": {"template": "{question}"},
             "data": {"test": "qa.jsonl", "inputs": {"question": "question"}, "reference": "answer"},
             "metrics": [{"judge": "judge-model", "url": server.url, "rubric": "Is it right?", "name": "quality"}]})
-        define_judge(task.metrics[0], task, "metrics.0")
+        metrics = task_metrics(task)
         suite = Suite.model_validate({"name": "s", "tasks": ["qa"], "candidates": [{"name": "a", "model": "m"}]})
 
         def judged():
             judges = Judges(suite, print)
             try:
-                return task_judgements(run, task, examples, answers, judges, print)["a"]["quality"]
+                return task_judgements(run, task, metrics, examples, answers, judges, print)["a"]["quality"]
             finally:
                 judges.close()
 
         found = judged()
         [lost] = [i for i, j in enumerate(found) if j.failed]
         data = ScoringInput(task, examples, answers["a"], None, judgements={"quality": found})
-        score, unparsed = get_metric("quality"), get_metric("quality_unparsed")
+        score, unparsed = metrics["quality"], metrics["quality_unparsed"]
         assert score.unparsed == unparsed.name
         assert score.value(score.stats(data), 5) == 4.0 and np.isnan(score.per_example(score.stats(data))[lost])
         assert unparsed.per_example(unparsed.stats(data))[lost] == 1.0
@@ -257,6 +255,12 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
             store.save_score(Score("j", "qa", example_id, "b", "rev1", human, human, human))
             agree += judged is not None and abs(judged - human) <= 1
         usable = sum(quality[e]["judgement"]["score"] is not None for e in rated)
+        # The Agreement page finds the judge among the task's own metrics and pairs it with the same ratings.
+        from tests.test_dashboard import app
+
+        page = next(df.value for df in app(results, monkeypatch, "Agreement").dataframe if "kappa" in df.value)
+        assert page[["task", "judge", "items"]].values.tolist() == [["qa", "quality", usable]]
+        assert page.agreement.tolist() == [pytest.approx(agree / usable)]
         criteria = [{"task": "qa", "metric": "quality_agreement", "candidate": "b", "at_least": 0.0}]
         # A quarter of the judge's replies have no verdict: above the default max_unparsed (10%), its agreement with
         # people is no evidence either.
@@ -333,9 +337,8 @@ def test_each_judge_score_takes_its_scales_range(tmp_path):
         "metrics": [{"name": "pf_ok", "judge": "j", "url": url, "rubric": "Is it right?", "scale": "pass_fail"},
                     {"name": "pf_score", "judge": "j", "url": url, "rubric": "How good is it?"},
                     {"name": "pf_duel", "judge": "j", "url": url, "rubric": "Which is better?", "against": "b"}]}))
-    for i, spec in enumerate(task.metrics):
-        define_judge(spec, task, f"metrics.{i}")
-    assert [get_metric(m).value_range for m in ("pf_ok", "pf_score", "pf_duel")] == [(0, 1), (1, 5), (0, 1)]
+    metrics = task_metrics(task)
+    assert [metrics[m].value_range for m in ("pf_ok", "pf_score", "pf_duel")] == [(0, 1), (1, 5), (0, 1)]
 
     n = 1000
     good = np.arange(n) % 10 < 8
@@ -344,18 +347,18 @@ def test_each_judge_score_takes_its_scales_range(tmp_path):
     unparsed = [Judgement(None, ("hmm",)) if i % 100 < 3 else j for i, j in enumerate(verdict)]
     answers = {name: [Completion(ex.id, name, "pf", "a") for ex in examples] for name in ("b", "c")}
     evidence = TaskEvidence(task, examples, None, answers, 1000, 0,
-                            judgements={"c": {"pf_ok": verdict}, "b": {"pf_ok": unparsed}})
+                            judgements={"c": {"pf_ok": verdict}, "b": {"pf_ok": unparsed}}, metrics=metrics)
     (v,) = resolve(Manifest.model_validate({"criteria": [
         {"task": "pf", "metric": "pf_ok", "candidate": "c", "not_worse_than": "b", "margin": 0.05}]}),
         {"pf": evidence})
     assert v.status == "pass" and v.observed == pytest.approx(0.0)
 
-    metrics = {"pf": ["pf_ok", "pf_score", "pf_duel"]}
     for criterion, field in (({"metric": "pf_ok", "at_least": 3}, "at_least"),
                              ({"metric": "pf_duel", "at_least": 1.5}, "at_least"),
                              ({"metric": "pf_score", "at_most": 0.5}, "at_most")):
         manifest = Manifest.model_validate({"criteria": [{"task": "pf", "candidate": "c", **criterion}]})
         with pytest.raises(ConfigError, match=rf"criteria\.0\.{field}.*can never hold"):
-            check_against(manifest, "m.yaml", {"pf": ["b", "c"]}, metrics)
+            check_against(manifest, "m.yaml", {"pf": ["b", "c"]}, {"pf": metrics})
     check_against(Manifest.model_validate({"criteria": [{"task": "pf", "metric": "pf_score", "candidate": "c",
-                                                         "at_least": 4}]}), "m.yaml", {"pf": ["b", "c"]}, metrics)
+                                                         "at_least": 4}]}), "m.yaml", {"pf": ["b", "c"]},
+                  {"pf": metrics})

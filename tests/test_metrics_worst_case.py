@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.config import load_task
+from harness.config import JudgeMetricSpec, load_task
 from harness.errors import ConfigError
 from harness.manifest import check_against
 from harness.manifest_spec import Manifest
-from harness.metrics import METRICS, ScoringInput, get_metric, with_automatic
+from harness.metrics import METRICS, ScoringInput, TaskMetrics, get_metric
 from harness.metrics.base import Metric
+from harness.metrics.defined import task_metrics
 from harness.metrics.latency import RequestPercentile
 from harness.metrics.rubric_judge import SCALE_RANGES, JudgeScore
 from harness.records import Judgement
@@ -151,7 +152,7 @@ def _assert_never_better(metric: Metric, scenario: Scenario) -> None:
 
 # Built-in metrics of answers: tasks define `evaluate` and judge metrics (tested below); the ratings metrics come
 # from reviewers' ratings of answers that exist (the gate refuses them on failed requests instead).
-BUILT_IN = sorted(name for name, m in METRICS.items() if not hasattr(m, "definition") and "ratings" not in m.needs)
+BUILT_IN = sorted(name for name, m in METRICS.items() if "ratings" not in m.needs)
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -228,7 +229,7 @@ def test_an_inter_token_criterion_on_few_requests_is_refused_before_any_work(tmp
     task = load_task(str(write_yaml(tmp_path / "qa" / "task.yaml", {
         "name": "qa", "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
         "prompt": {"template": "{q}"}, "metrics": ["exact_match"]})))
-    metrics = {"qa": with_automatic(task.metrics)}
+    metrics = {"qa": task_metrics(task)}
     median = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "itl_ms_p50", "candidate": "ft", "at_most": 50}]})
     # A request's many gaps are not many requests: the bound needs as many requests as e2e_ms_p50 does.
@@ -251,7 +252,7 @@ MODULES = Path(__file__).parent / "evaluate_modules"
 OWN_CASE = Path(__file__).resolve().parents[1] / "examples" / "own-case"
 
 
-def _define(tmp_path: Path, *metrics: dict) -> None:
+def _define(tmp_path: Path, *metrics: dict) -> TaskMetrics:
     from harness.plan import _check_task
 
     for module in [OWN_CASE / "word_overlap.py", MODULES / "length_ratio.py"]:
@@ -259,18 +260,18 @@ def _define(tmp_path: Path, *metrics: dict) -> None:
     path = qa_task(tmp_path)
     task = yaml.safe_load(path.read_text())
     task["metrics"] = ["exact_match", *metrics]
-    _check_task(load_task(str(write_yaml(path, task))))
+    return _check_task(load_task(str(write_yaml(path, task))))
 
 
 def test_an_evaluate_metric_cannot_say_what_its_worst_is(tmp_path):
     """A module's scale is its own: the worst answer seen is not the worst possible (a runaway answer that timed out
     can score lower than any), so any failure leaves its criteria insufficient."""
-    _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_wc"},
-            {"evaluate": "length_ratio.py", "name": "ratio_corpus_wc", "key": "ratio", "per_example": False,
-             "higher_is_better": False})
+    defined = _define(tmp_path, {"evaluate": "word_overlap.py", "name": "overlap_wc"},
+                      {"evaluate": "length_ratio.py", "name": "ratio_corpus_wc", "key": "ratio", "per_example": False,
+                       "higher_is_better": False})
     s = text()
     for name in ("overlap_wc", "ratio_corpus_wc"):
-        metric = get_metric(name)
+        metric = defined[name]
         assert metric.worst_case(metric.stats(s.failed()), s.mask) is None
 
 
@@ -280,8 +281,10 @@ def test_an_evaluate_metric_cannot_say_what_its_worst_is(tmp_path):
 @pytest.mark.parametrize(("form", "verdicts"), [("1-5", [1.0, 2.0, 3.0, 4.0, 5.0]), ("pass_fail", [0.0, 1.0]),
                                                 ("pairwise", [0.0, 0.5, 1.0])])
 def test_a_failed_request_scores_no_better_than_any_verdict(form, verdicts):
-    metric = type("Judge_wc", (JudgeScore,), {"name": "judged_wc", "unparsed": "judged_wc_unparsed",
-                                              "value_range": SCALE_RANGES[form]})()
+    spec = JudgeMetricSpec(name="judged_wc", judge="j", rubric="x", scale="pass_fail" if form == "pass_fail" else "1-5",
+                           against="b" if form == "pairwise" else None)
+    metric = JudgeScore(name="judged_wc", spec=spec, rubric="x", unparsed="judged_wc_unparsed",
+                        value_range=SCALE_RANGES[form])
     data, rows = scoring_input(["a", "b", "c", "d"], ["a"] * 4), [1, 2]
     mask = np.isin(np.arange(4), rows)
 

@@ -4,15 +4,23 @@ run.json snapshots of the first schema)."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from harness.config import Suite
 from harness.errors import ConfigError, HarnessError
+from harness.manifest import check_against
+from harness.manifest_spec import Manifest
+from harness.metrics import METRICS
 from harness.plan import _upgrade_snapshot, make_plan
+from harness.records import Completion
+from harness.scoring import TaskEvidence
 from harness.store import LINEAGE_FILE
-from tests.conftest import classification_task, write_yaml
+from tests.conftest import classification_task, qa_task, write_yaml
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
@@ -52,6 +60,48 @@ def test_a_criterion_on_a_task_its_candidate_skips_is_refused(tmp_path, talking_
         "manifest": {"criteria": [{"task": "other", "metric": "accuracy", "candidate": "b", "better_than": "a"}]}})
     with pytest.raises(ConfigError, match="candidate 'b' is not scored on other"):
         make_plan(suite)
+
+
+def test_two_tasks_may_define_one_metric_name_differently(tmp_path, talking_model):
+    """A task's own metrics are its planned task's, never the registry's: two tasks of one suite define `judged` as
+    judges of two scales and `overlap` as two evaluate modules, and each task is checked and scored with its own."""
+    modules = {"a": Path(__file__).resolve().parents[1] / "examples" / "own-case" / "word_overlap.py",
+               "b": Path(__file__).parent / "evaluate_modules" / "length_ratio.py"}
+    paths = []
+    for name, scale, extra in (("a", "pass_fail", {}), ("b", "1-5", {"key": "ratio", "per_example": False})):
+        path = qa_task(tmp_path / name)
+        shutil.copy(modules[name], path.parent)
+        task = {**yaml.safe_load(path.read_text()), "name": name, "metrics": [
+            {"evaluate": modules[name].name, "name": "overlap", **extra},
+            {"judge": "m", "candidate": True, "rubric": "Is it right?", "scale": scale, "name": "judged"}]}
+        paths.append(str(write_yaml(path, task)))
+    run_plan = make_plan(write_yaml(tmp_path / "suite.yaml", {"name": "s", "tasks": paths, "candidates": [
+        {"name": "m", "model": str(talking_model)}]}))
+    a, b = run_plan.tasks
+    assert "overlap" not in METRICS and "judged" not in METRICS
+    assert (a.metrics["judged"].value_range, b.metrics["judged"].value_range) == ((0.0, 1.0), (1.0, 5.0))
+
+    # The manifest is checked against each task's own: at least 3 can hold on b's 1-5 scale, never on a's pass/fail.
+    metrics, runs = {t.name: t.metrics for t in run_plan.tasks}, {"a": ["m"], "b": ["m"]}
+    criterion = {"metric": "judged", "candidate": "m", "at_least": 3}
+    check_against(Manifest.model_validate({"criteria": [{"task": "b", **criterion}]}), "m.yaml", runs, metrics)
+    with pytest.raises(ConfigError, match="judged is at most 1; at least 3 can never hold"):
+        check_against(Manifest.model_validate({"criteria": [{"task": "*", **criterion}]}), "m.yaml", runs, metrics)
+
+    # The same answers (each reference and one word more) scored on each: a's per-answer word overlap, b's ratio of
+    # all answer words to all reference words.
+    values = {}
+    for task in run_plan.tasks:
+        refs = [ex.references[0] for ex in task.data.test]
+        answers = [Completion(ex.id, "m", task.name, f"{ref} zebra") for ex, ref in zip(task.data.test, refs,
+                                                                                          strict=True)]
+        evidence = TaskEvidence(task.spec, task.data.test, None, {"m": answers}, 200, 0, metrics=task.metrics)
+        values[task.name] = (evidence.interval("overlap", "m", 0.95).value, refs)
+    overlap, refs = values["a"]
+    assert overlap == pytest.approx(np.mean([len(set(r.lower().split())) / len(set(r.lower().split()) | {"zebra"})
+                                             for r in refs]))
+    ratio, refs = values["b"]
+    assert ratio == pytest.approx(sum(len(r.split()) + 1 for r in refs) / sum(len(r.split()) for r in refs))
 
 
 def test_a_schema_1_snapshot_keeps_only_its_own_backend_and_detector_settings():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import ResultsDir
+from harness.store import ResultsDir, RunDir
 from tests.conftest import qa_task, write_yaml
 from tests.helpers import traffic_log
 
@@ -57,6 +57,39 @@ def test_an_installed_package_adds_a_backend_and_a_detector(installed, tmp_path)
         {"name": "c", "model": "canned", "backend": "canned", "temperature": 2}]})
     proc = harness(installed, tmp_path, "run", str(bad), "--results", str(tmp_path / "r"))
     assert proc.returncode == 2 and "bad.yaml: candidates.0.temperature" in proc.stderr, proc.stderr
+
+
+def test_an_installed_metric_and_data_source_run_and_gate_like_built_in_ones(installed, tmp_path):
+    task = write_yaml(tmp_path / "sums" / "task.yaml", {
+        "name": "sums", "kind": "generation", "data": {"sums": {"n": 24, "seed": 5}, "inputs": {"question": "question"},
+                                                     "reference": "answer"},
+        "prompt": {"template": "{question}"}, "metrics": ["exact_match", "answer_words"]})
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "sums", "tasks": [str(task)],
+        "candidates": [{"name": "terse", "model": "canned", "backend": "canned", "answer": "42"},
+                       {"name": "wordy", "model": "canned", "backend": "canned", "answer": "it is forty two"}],
+        "bootstrap": {"resamples": 200},
+        "manifest": {"criteria": [{"task": "sums", "metric": "answer_words", "candidate": "terse", "at_most": 2},
+                                  {"task": "sums", "metric": "answer_words", "candidate": "wordy", "at_most": 2}]}})
+    proc = harness(installed, tmp_path, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "x")
+    assert proc.returncode == 1, proc.stderr[-3000:]  # wordy fails its criterion
+    run = RunDir(tmp_path / "r" / "x")
+    words = {r["candidate"]: r["value"] for r in json.loads(run.metrics_json.read_text())
+             if r["metric"] == "answer_words"}
+    assert words == {"terse": 1.0, "wordy": 4.0}
+    verdicts = {c["candidate"]: c["status"] for c in json.loads(run.verdict_json.read_text())["criteria"]}
+    assert verdicts == {"terse": "pass", "wordy": "fail"}
+    record = json.loads(run.run_json.read_text())
+    assert record["tasks"]["sums"]["n_test"] == 24
+    assert list(record["tasks"]["sums"]["data_sha256"]) == ["sums:n=24,seed=5"]
+    # The source's settings are checked like a built-in source's, named as the task wrote them.
+    bad = write_yaml(tmp_path / "bad" / "task.yaml", {
+        "name": "bad", "kind": "generation", "data": {"sums": {"n": 0}, "inputs": {"question": "question"}},
+        "prompt": {"template": "{question}"}, "metrics": ["answer_words"]})
+    bad_suite = write_yaml(tmp_path / "bad.yaml", {"name": "b", "tasks": [str(bad)], "candidates": [
+        {"name": "c", "model": "canned", "backend": "canned"}]})
+    proc = harness(installed, tmp_path, "run", str(bad_suite), "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2 and f"{bad}: data.sums.n" in proc.stderr, proc.stderr
 
 
 def test_an_installed_drift_signal_is_watched_and_shows_its_rows_and_details(installed, tmp_path):

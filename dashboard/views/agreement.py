@@ -18,7 +18,6 @@ from harness.agreement import (
     win_rates,
 )
 from harness.errors import HarnessError
-from harness.metrics import METRICS
 from harness.metrics.rubric_judge import JudgeAgreement
 from harness.ratings import RatingStore
 
@@ -67,15 +66,18 @@ def render(ctx: Context) -> None:
             st.dataframe(pd.DataFrame([asdict(c) for c in corr]), hide_index=True)
         else:
             st.caption("Too few rated outputs with metric values to correlate (needs three or more).")
-        judges = [m for m in METRICS.values() if isinstance(m, JudgeAgreement) and m.reads in automatic]
+        # Each task's judges, on that task's answers: two tasks may define judges of one name differently.
+        judges = [(task, m) for task, known in view.task_metrics.items() for m in known.own.values()
+                  if isinstance(m, JudgeAgreement) and m.reads in automatic]
         if judges:
             st.subheader("LLM judges against the reviewers")
             st.caption("A judge is trusted as far as it agrees with people: Spearman's rho with the mean rating, "
                        "Cohen's kappa (quadratic-weighted on 1–5), and the share within one point (the manifest's "
                        "`<judge>_agreement`, on the same pairs of answer and ratings as the gate).")
-            found_judges = [judge_agreement(m.reads, m.scale, scores, automatic[m.reads]) for m in judges
-                            if m.reads is not None]
-            rows = [asdict(j) for j in found_judges if j is not None]
+            found_judges = [(task, judge_agreement(m.reads, m.scale, scores,
+                                                   {k: v for k, v in automatic[m.reads].items() if k[0] == task}))
+                            for task, m in judges if m.reads is not None]
+            rows = [{"task": task, **asdict(j)} for task, j in found_judges if j is not None]
             if rows:
                 st.dataframe(pd.DataFrame(rows), hide_index=True)
             else:

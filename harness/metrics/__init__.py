@@ -1,7 +1,10 @@
-"""Metrics, one module per family; importing this package registers them all by name."""
+"""Metrics, one module per family; importing this package registers the built-in ones by name."""
 
 from harness.metrics import classification, hallucination, human, latency, text
-from harness.metrics.base import METRICS, Metric, ScoringInput, get_metric, register, with_automatic
+from harness.metrics.base import METRICS, MeanOf, Metric, ScoringInput, TaskMetrics, get_metric, register
+from harness.plugins import load
 
-__all__ = ["METRICS", "Metric", "ScoringInput", "classification", "get_metric", "hallucination", "human", "latency",
-           "register", "text", "with_automatic"]
+__all__ = ["METRICS", "MeanOf", "Metric", "ScoringInput", "TaskMetrics", "classification", "get_metric",
+           "hallucination", "human", "latency", "register", "text"]
+
+load("harness.metrics")  # installed packages' own, after the built-in ones

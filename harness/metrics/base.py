@@ -1,4 +1,4 @@
-"""The metric interface and registry.
+"""The metric interface, the registry of built-in metrics and a task's metrics.
 
 A metric turns a task's examples and completions into a per-example statistics matrix (n × d), and
 knows how to aggregate any resample of its rows into a value. The bootstrap in `harness.stats` only
@@ -9,19 +9,21 @@ corpus BLEU, percentiles), gets confidence intervals and paired tests the same w
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from harness.config import TaskSpec
 from harness.records import Completion, Example, Finding, Judgement, Resample
-from harness.registry import Registry
+from harness.registry import Registry, UnknownName
 from harness.stats import bounded_mean_interval
 
 # What a metric can need: the task's labels, references or source passage; a hallucination detector's
 # findings; the requests' timing (computed for every task); reviewers' ratings (resolved at gate time).
 Need = Literal["labels", "reference", "source", "detector", "latency", "ratings", "judge"]
+M = TypeVar("M", bound="Metric")
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,23 @@ class ScoringInput:
         return [c.text if c.ok else "" for c in self.completions]
 
 
+@dataclass(frozen=True, kw_only=True)
 class Metric(ABC):
-    """A registered metric declares what it is (family, direction, display) and what it needs; the planner,
-    the scorer, the gate and the reports read these declarations, never the metric's name."""
+    """A metric is an instance that declares what it is (family, direction, display) and what it needs; the planner,
+    the scorer, the gate and the reports read these declarations, never the metric's name. Frozen: one instance
+    serves every task and candidate, so nothing may be kept on it between calls."""
 
-    name: ClassVar[str]
-    family: ClassVar[str]
-    higher_is_better: ClassVar[bool] = True
+    name: str
+    family: str
+    higher_is_better: bool = True
     # The values the metric can take; a manifest threshold outside them can never hold.
-    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    decimals: ClassVar[int] = 3
-    unit: ClassVar[str] = ""
-    needs: ClassVar[frozenset[Need]] = frozenset()
+    value_range: tuple[float, float] = (0.0, 1.0)
+    decimals: int = 3
+    unit: str = ""
+    needs: frozenset[Need] = frozenset()
     # Latency metrics: the series ("ttft_ms") and statistic ("p50") they fill in latency.json.
-    series: ClassVar[str | None] = None
-    statistic: ClassVar[str | None] = None
+    series: str | None = None
+    statistic: str | None = None
     # A metric fed by a machine's verdicts (a detector, an LLM judge): the metric giving, per example, 1 where the
     # machine gave no usable verdict (unparsed reply, failed call) and 0 where it did. Such answers are left out of
     # this metric; the manifest makes a criterion insufficient when their share is above its `max_unparsed`.
@@ -63,9 +67,14 @@ class Metric(ABC):
     rivals: tuple[str, ...] = ()
     # Compared through each side's own `interval` rather than a paired bootstrap (a tail percentile, whose
     # bootstrap cannot exceed what it saw).
-    compared_by_intervals: ClassVar[bool] = False
+    compared_by_intervals: bool = False
     # Why no criterion can be decided on this metric, if so (checked before any work).
-    not_gateable: ClassVar[str | None] = None
+    not_gateable: str | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What a run says about how this metric is computed, where that needs saying."""
+        return None
 
     @property
     def automatic(self) -> bool:
@@ -183,40 +192,63 @@ class SumStatsMetric(Metric):
         return self.from_sums(sample.counts @ stats)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MeanOf(MeanMetric):
+    """The mean of a per-example function of the answers (as lighteval's `SampleLevelMetric(fn, …)`): the function
+    is plain maths, tested on its own; the instance declares the rest."""
+
+    fn: Callable[[ScoringInput], np.ndarray]
+
+    def values(self, data: ScoringInput) -> np.ndarray:
+        return self.fn(data)
+
+
+# The built-in metrics, by name; a task's own metrics are its TaskMetrics', never entered here.
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: one instance of each metric, found by its name."""
-    METRICS.add(cls.name, cls())
-    return cls
-
-
-def define(metric: Metric, definition: str) -> bool:
-    """Register a metric a task defines (an `evaluate` module, a judge). The same definition again (the task read
-    a second time) keeps the first; another definition replaces it (the run being planned is the one that counts:
-    a rubric changed since an older run); returns False when the name is a registered metric's own."""
-    if metric.name in METRICS:
-        known = getattr(METRICS[metric.name], "definition", None)
-        if known is None:
-            return False
-        if known == definition:
-            return True
-    metric.definition = definition  # type: ignore[attr-defined]
-    METRICS.replace(metric.name, metric)
-    return True
+def register(metric: M) -> M:
+    """Register a built-in metric under its name."""
+    METRICS.add(metric.name, metric)
+    return metric
 
 
 def get_metric(name: str) -> Metric:
+    """A built-in metric by name; a task's metrics are found through its TaskMetrics."""
     return METRICS[name]
 
 
-def with_automatic(listed: list[str]) -> list[str]:
-    """A task's listed metrics, the share of missing machine verdicts behind any of them (reported beside the
-    metric it qualifies), then the ones every task gets (latency, errors)."""
-    names = list(listed)
-    for name in listed:
-        companion = METRICS[name].unparsed if name in METRICS else None
-        if companion is not None and companion not in names:
-            names.append(companion)
-    return names + [name for name, m in METRICS.items() if m.automatic and name not in names]
+@dataclass(frozen=True)
+class TaskMetrics:
+    """One task's metrics: the names it lists (`listed`, a judge's unparsed share included) and what a name means for
+    it: a metric the task defines itself (`own`: an `evaluate` module, a judge's score, unparsed share and agreement
+    with reviewers), else a built-in one. The planned task holds it, so that two tasks of a suite may each define a
+    metric of one name and a run rebuilt from disk gets its tasks' own back."""
+
+    listed: tuple[str, ...] = ()
+    own: Mapping[str, Metric] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Metric:
+        found = self.own.get(name)
+        if found is not None:
+            return found
+        if name in METRICS:
+            return METRICS[name]
+        raise UnknownName(f"unknown metric {name!r}; known: {', '.join(self.known())}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.own or name in METRICS
+
+    def known(self) -> list[str]:
+        return sorted({*METRICS, *self.own})
+
+    @property
+    def names(self) -> list[str]:
+        """What the task scores: its listed metrics, the share of missing machine verdicts behind any of them
+        (reported beside the metric it qualifies), then the ones every task gets (latency, errors)."""
+        names = list(self.listed)
+        for name in self.listed:
+            companion = self[name].unparsed if name in self else None
+            if companion is not None and companion not in names:
+                names.append(companion)
+        return names + [name for name, m in METRICS.items() if m.automatic and name not in names]

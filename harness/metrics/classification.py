@@ -7,11 +7,12 @@ predictions; an invalid answer is a miss for its true label and a false positive
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, register
+from harness.metrics.base import MeanOf, Need, ScoringInput, SumStatsMetric, register
 
 _STRIP = re.compile(r"^[\s\"'`*.:,;!()\[\]-]+|[\s\"'`*.:,;!()\[\]-]+$")
 
@@ -45,25 +46,19 @@ def predictions(data: ScoringInput) -> list[str | None]:
     return [parse_label(t, data.labels) for t in data.texts]
 
 
-@register
-class Accuracy(MeanMetric):
-    name = "accuracy"
-    family = "classification"
-    needs = frozenset({"labels", "reference"})
-
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([p == e.reference for p, e in zip(predictions(data), data.examples, strict=True)], float)
+def correct(data: ScoringInput) -> np.ndarray:
+    """Per answer: 1 where it names the reference label."""
+    return np.array([p == e.reference for p, e in zip(predictions(data), data.examples, strict=True)], float)
 
 
-@register
-class InvalidLabelRate(MeanMetric):
-    name = "invalid_label_rate"
-    higher_is_better = False
-    family = "classification"
-    needs = frozenset({"labels"})
+def invalid(data: ScoringInput) -> np.ndarray:
+    """Per answer: 1 where it names no label."""
+    return np.array([p is None for p in predictions(data)], float)
 
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([p is None for p in predictions(data)], float)
+
+register(MeanOf(name="accuracy", family="classification", needs=frozenset({"labels", "reference"}), fn=correct))
+register(MeanOf(name="invalid_label_rate", family="classification", higher_is_better=False,
+                needs=frozenset({"labels"}), fn=invalid))
 
 
 def confusion_stats(data: ScoringInput) -> np.ndarray:
@@ -89,9 +84,10 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
 
 
+@dataclass(frozen=True, kw_only=True)
 class _ConfusionF1(SumStatsMetric):
-    needs = frozenset({"labels", "reference"})
-    family = "classification"
+    family: str = "classification"
+    needs: frozenset[Need] = frozenset({"labels", "reference"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         return confusion_stats(data)
@@ -136,10 +132,7 @@ class _ConfusionF1(SumStatsMetric):
         return best
 
 
-@register
 class MacroF1(_ConfusionF1):
-    name = "macro_f1"
-
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         tp, fp, fn = np.split(sums, 3, axis=1)
         present = (tp + fp + fn) > 0
@@ -147,13 +140,14 @@ class MacroF1(_ConfusionF1):
         return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
-@register
 class MicroF1(_ConfusionF1):
-    name = "micro_f1"
-
     def from_sums(self, sums: np.ndarray) -> np.ndarray:
         tp, fp, fn = (part.sum(axis=1) for part in np.split(sums, 3, axis=1))
         return _f1(tp, fp, fn)
+
+
+register(MacroF1(name="macro_f1"))
+register(MicroF1(name="micro_f1"))
 
 
 def per_class_f1(data: ScoringInput) -> dict[str, float]:

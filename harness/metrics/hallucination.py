@@ -8,12 +8,13 @@ supported, and counted in `detector_unparsed`.
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from harness.detectors.grounding import GroundingDetector
-from harness.metrics.base import MeanMetric, ScoringInput, register
+from harness.metrics.base import MeanMetric, Need, ScoringInput, register
 from harness.records import Claim, Finding
 
 
@@ -32,46 +33,31 @@ def findings_of(data: ScoringInput) -> list[Finding]:
     return data.findings if data.findings is not None else GroundingDetector().detect(claims_of(data))
 
 
-class _FindingRate(MeanMetric):
+@dataclass(frozen=True, kw_only=True)
+class FindingRate(MeanMetric):
     """The share of answers whose finding is `flagged`; a finding without a verdict is left out (never read as the
     favourable side) and counted in `detector_unparsed`."""
 
-    family = "hallucination"
-    higher_is_better = False
-    needs = frozenset({"source", "detector"})
-    unparsed = "detector_unparsed"
-
-    @abstractmethod
-    def flagged(self, finding: Finding) -> bool: ...
+    flagged: Callable[[Finding], bool]
+    family: str = "hallucination"
+    higher_is_better: bool = False
+    needs: frozenset[Need] = frozenset({"source", "detector"})
+    unparsed: str | None = "detector_unparsed"
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([np.nan if f.error else self.flagged(f) for f in findings_of(data)], float)
 
 
-@register
-class HallucinationRate(_FindingRate):
-    name = "hallucination_rate"
-
-    def flagged(self, finding: Finding) -> bool:
-        return finding.hallucinated
+def hallucinated(finding: Finding) -> bool:
+    return finding.hallucinated
 
 
-@register
-class AbstentionRate(_FindingRate):
-    name = "abstention_rate"
-
-    def flagged(self, finding: Finding) -> bool:
-        return finding.abstained
+def abstained(finding: Finding) -> bool:
+    return finding.abstained
 
 
-@register
 class DetectorUnparsed(MeanMetric):
     """Share of answers the detector gave no verdict on: 1 where the finding has an error, else 0."""
-
-    name = "detector_unparsed"
-    family = "hallucination"
-    higher_is_better = False
-    needs = frozenset({"source", "detector"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([f.error is not None for f in findings_of(data)], float)
@@ -79,3 +65,9 @@ class DetectorUnparsed(MeanMetric):
     def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray:
         # A candidate's failed request is no failure of the detector's: the rates count it at their worst.
         return stats
+
+
+register(FindingRate(name="hallucination_rate", flagged=hallucinated))
+register(FindingRate(name="abstention_rate", flagged=abstained))
+register(DetectorUnparsed(name="detector_unparsed", family="hallucination", higher_is_better=False,
+                          needs=frozenset({"source", "detector"})))

@@ -7,29 +7,29 @@ where the score of a set is not the mean of its items) are recomputed on resampl
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.config import EvaluateMetricSpec, TaskSpec
 from harness.errors import ConfigError, first_line
-from harness.metrics.base import Metric, ScoringInput, define
+from harness.metrics.base import Metric, Need, ScoringInput
 from harness.metrics.classification import parse_label
 from harness.records import Resample
 
 
+@dataclass(frozen=True, kw_only=True)
 class EvaluateMetric(Metric):
-    value_range = (-math.inf, math.inf)  # a module's own scale, unknown here
-    family = "evaluate"
+    """A task's metric computed by an `evaluate` module (`module`, loaded at plan time; `key`: its result to use)."""
 
-    def __init__(self, spec: EvaluateMetricSpec, module: Any, key: str) -> None:
-        self.spec, self.module, self.key = spec, module, key
-        # Corpus-level: each candidate's answers, by the id stats() gives them; resamples computed per bundle.
-        self._bundles: dict[int, tuple[list[Any], list[Any]]] = {}
-        self._computed: dict[int, int] = {}
+    spec: EvaluateMetricSpec
+    module: Any
+    key: str
+    family: str = "evaluate"
+    value_range: tuple[float, float] = (-math.inf, math.inf)  # a module's own scale, unknown here
+    needs: frozenset[Need] = frozenset({"reference"})
 
     @property
     def note(self) -> str | None:
@@ -53,35 +53,30 @@ class EvaluateMetric(Metric):
         return float(np.mean(value)) if isinstance(value, list | tuple | np.ndarray) else float(value)
 
     def stats(self, data: ScoringInput) -> np.ndarray:
+        """Per-example: (value, 1), (0, 0) where the module gave none. Corpus-level: each row's (prediction,
+        reference) itself, as objects, for `aggregate` to recompute the module on any resample of them."""
         predictions, references = self.inputs(data)
-        n = len(predictions)
         if self.spec.per_example:
             values = np.array([self.compute([p], [r]) for p, r in zip(predictions, references, strict=True)], float)
             valid = ~np.isnan(values)
             return np.stack([np.where(valid, values, 0.0), valid.astype(float)], axis=1)
-        bundle = len(self._bundles)
-        self._bundles[bundle] = (predictions, references)
-        return np.stack([np.arange(n, dtype=float), np.full(n, float(bundle))], axis=1)
+        rows = np.empty((len(predictions), 2), dtype=object)
+        for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+            rows[i, 0], rows[i, 1] = prediction, reference  # one by one: a reference may be a list (`all`)
+        return rows
 
     def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
         if self.spec.per_example:
             sums = sample.counts @ stats
             with np.errstate(invalid="ignore", divide="ignore"):
                 return sums[:, 0] / sums[:, 1]
-        if len(stats) == 0:
-            return np.full(sample.size, np.nan)
-        bundle = int(stats[0, 1])
-        predictions, references = self._bundles[bundle]
-        rows = stats[:, 0].astype(int)
         out = np.full(sample.size, np.nan)
-        identity = sample.size == 1 and np.array_equal(sample.idx[0], np.arange(len(rows)))
-        for b in range(sample.size):
-            if not identity and self._computed.get(bundle, 0) >= self.spec.max_resamples:
-                break
-            picked = rows[sample.idx[b]]
-            out[b] = self.compute([predictions[i] for i in picked], [references[i] for i in picked])
-            if not identity:
-                self._computed[bundle] = self._computed.get(bundle, 0) + 1
+        if len(stats) == 0:
+            return out
+        # The first `max_resamples` of the series only: each is a full compute() call.
+        for b in range(min(sample.size, self.spec.max_resamples - sample.first)):
+            picked = stats[sample.idx[b]]
+            out[b] = self.compute(list(picked[:, 0]), list(picked[:, 1]))
         return out
 
     def per_example(self, stats: np.ndarray) -> np.ndarray | None:
@@ -95,15 +90,13 @@ class EvaluateMetric(Metric):
         return None
 
 
-def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> None:
-    """Load the module, check it computes on one of the task's references, and register the metric; any problem
-    is a ConfigError naming the task file and `metrics.N.…`."""
+def evaluate_metric(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> EvaluateMetric:
+    """Load the module and check it computes on one of the task's references; any problem is a ConfigError naming
+    the task file and `metrics.N.…`."""
     import evaluate
 
     local = task.base_dir / spec.evaluate
     ref = str(local.resolve()) if local.exists() else spec.evaluate
-    definition = json.dumps({"spec": spec.model_dump(mode="json"), "module": ref,
-                             "sha256": _module_digest(local) if local.exists() else None}, sort_keys=True)
     try:
         module = evaluate.load(ref)
     except Exception as exc:  # the hub client, the module cache and the module's own code raise their own kinds
@@ -128,18 +121,5 @@ def define_evaluate(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> Non
                 raise ConfigError(task.file, f"{where}.key", f"{spec.evaluate} returns {', '.join(result)}; "
                                   "say which with `key`")
             key = numeric[0]
-    metric = type(f"Evaluate_{spec.name}", (EvaluateMetric,), {
-        "name": spec.name, "higher_is_better": spec.higher_is_better, "needs": frozenset({"reference"}),
-    })(spec, module, key)
-    if not define(metric, definition):
-        raise ConfigError(task.file, f"{where}.name", f"metric name {spec.name!r} is a built-in metric's")
+    return EvaluateMetric(name=spec.name, higher_is_better=spec.higher_is_better, spec=spec, module=module, key=key)
 
-
-def _module_digest(path: Path) -> str:
-    import hashlib
-
-    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()

@@ -7,16 +7,18 @@ the answers, so the gate resolves them from ratings; a manifest criterion names 
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.metrics.base import MeanMetric, ScoringInput, register
+from harness.metrics.base import MeanMetric, Need, ScoringInput, register
 from harness.ratings import HumanRatings, item_means, item_wins
 
 
+@dataclass(frozen=True, kw_only=True)
 class RatingMetric(MeanMetric):
-    family = "human"
-    needs = frozenset({"ratings"})
+    family: str = "human"
+    needs: frozenset[Need] = frozenset({"ratings"})
     # A task metric whose per-example values the ratings are compared with (a judge's agreement), if any.
     reads: str | None = None
 
@@ -29,22 +31,18 @@ class RatingMetric(MeanMetric):
         """One value per rated example of the candidate on the task (`judged`: the `reads` metric by example)."""
 
 
-@register
 class HumanRating(RatingMetric):
-    name = "human_rating"
-    decimals = 2
-    value_range = (1.0, 5.0)
-
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:
         return item_means([s for s in human.scores if s.task == task], candidate)
 
 
-@register
 class HumanWinRate(RatingMetric):
-    name = "human_win_rate"
-    rivals = ("*",)  # a blind comparison pits the candidate against whichever candidate was shown beside it
-
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:
         return item_wins([p for p in human.preferences if p.task == task], candidate)
+
+
+register(HumanRating(name="human_rating", decimals=2, value_range=(1.0, 5.0)))
+# A blind comparison pits the candidate against whichever candidate was shown beside it.
+register(HumanWinRate(name="human_win_rate", rivals=("*",)))

@@ -12,24 +12,25 @@ statistics), so a tail percentile measured on few requests has no upper bound ra
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from harness.metrics.base import MeanMetric, Metric, Resample, ScoringInput, SumStatsMetric, register
+from harness.metrics.base import MeanOf, Metric, Need, Resample, ScoringInput, SumStatsMetric, register
 from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, repeated_percentile
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
 
 
-def _per_request(data: ScoringInput, field: str) -> np.ndarray:
+def _per_request(data: ScoringInput, timing: str) -> np.ndarray:
     out = []
     for c in data.completions:
         if not c.ok or c.e2e_s is None:
             out.append(_NAN)
-        elif field == "ttft":
+        elif timing == "ttft":
             out.append(_NAN if c.ttft_s is None else c.ttft_s * 1000)
-        elif field == "e2e":
+        elif timing == "e2e":
             out.append(c.e2e_s * 1000)
         else:  # tpot
             tokens = c.completion_tokens or 0
@@ -37,19 +38,28 @@ def _per_request(data: ScoringInput, field: str) -> np.ndarray:
     return np.array(out)
 
 
-class RequestPercentile(Metric):
-    value_range = (0.0, math.inf)
-    compared_by_intervals = True
-    field: str
+@dataclass(frozen=True, kw_only=True)
+class _Latency(Metric):
+    """What every latency metric is: computed for every task from the requests' timing."""
+
+    family: str = "latency"
+    higher_is_better: bool = False
+    value_range: tuple[float, float] = (0.0, math.inf)
+    decimals: int = 1
+    unit: str = "ms"
+    needs: frozenset[Need] = frozenset({"latency"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestPercentile(_Latency):
+    """The q-th percentile of one timing per request (`timing`: ttft, tpot or e2e)."""
+
+    timing: str
     q: int
-    family = "latency"
-    higher_is_better = False
-    decimals = 1
-    unit = "ms"
-    needs = frozenset({"latency"})
+    compared_by_intervals: bool = True
 
     def stats(self, data: ScoringInput) -> np.ndarray:
-        return _per_request(data, self.field)[:, None]
+        return _per_request(data, self.timing)[:, None]
 
     def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
         return latency_percentile(stats[sample.idx, 0], self.q)
@@ -69,16 +79,11 @@ class RequestPercentile(Metric):
         return out
 
 
-class InterTokenPercentile(Metric):
+@dataclass(frozen=True, kw_only=True)
+class InterTokenPercentile(_Latency):
     """Percentile of all inter-token gaps pooled; stats rows are (request index, gap ms), one per gap."""
-    value_range = (0.0, math.inf)
 
     q: int
-    family = "latency"
-    higher_is_better = False
-    decimals = 1
-    unit = "ms"
-    needs = frozenset({"latency"})
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         rows = [(i, gap * 1000) for i, c in enumerate(data.completions) if c.ok for gap in c.itl_s]
@@ -108,16 +113,9 @@ class InterTokenPercentile(Metric):
         return np.concatenate([kept, np.array(rows).reshape(-1, 2)])
 
 
-class OutputTokensPerSecond(SumStatsMetric):
+@dataclass(frozen=True, kw_only=True)
+class OutputTokensPerSecond(_Latency, SumStatsMetric):
     """Decoding speed seen by one request: output tokens over end-to-end seconds, summed over requests."""
-    value_range = (0.0, math.inf)
-
-    name = "output_tokens_per_s"
-    family = "latency"
-    decimals = 1
-    unit = "tokens/s"
-    needs = frozenset({"latency"})
-    series = "output_tokens_per_s"
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         rows = [(c.completion_tokens or 0, c.e2e_s or 0.0) if c.ok else (0, 0.0) for c in data.completions]
@@ -132,27 +130,31 @@ class OutputTokensPerSecond(SumStatsMetric):
         return None
 
 
-class ErrorRate(MeanMetric):
-    name = "error_rate"
-    family = "latency"
-    higher_is_better = False
-    needs = frozenset({"latency"})
-
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([not c.ok for c in data.completions], float)
+def request_failed(data: ScoringInput) -> np.ndarray:
+    """Per request: 1 where it failed."""
+    return np.array([not c.ok for c in data.completions], float)
 
 
-# Registered in the order tables and latency.json show them.
 # A tail of pooled gaps has no distribution-free bound (a request's gaps are not independent of each other) and its
 # bootstrap cannot exceed the gaps it saw: gate tails per request instead.
 _POOLED_TAIL = ("pools every gap of every request, and no interval of its tail holds at a known confidence; "
                 "name tpot_ms_pXX (per request) or e2e_ms_pXX instead")
-for _field in ("ttft", "itl", "tpot", "e2e"):
+
+
+def percentile(timing: str, q: int) -> Metric:
+    """`<timing>_ms_p<q>`, filling latency.json's `<timing>_ms` series at `p<q>`."""
+    name, series, statistic = f"{timing}_ms_p{q}", f"{timing}_ms", f"p{q}"
+    if timing == "itl":
+        return InterTokenPercentile(name=name, series=series, statistic=statistic, q=q,
+                                    not_gateable=_POOLED_TAIL if q >= 90 else None)
+    return RequestPercentile(name=name, series=series, statistic=statistic, timing=timing, q=q)
+
+
+# Registered in the order tables and latency.json show them.
+for _timing in ("ttft", "itl", "tpot", "e2e"):
     for _q in PERCENTILES:
-        _base = InterTokenPercentile if _field == "itl" else RequestPercentile
-        register(type(f"{_field}_p{_q}", (_base,), {"name": f"{_field}_ms_p{_q}", "field": _field, "q": _q,
-                                                    "series": f"{_field}_ms", "statistic": f"p{_q}",
-                                                    "not_gateable": _POOLED_TAIL if _field == "itl" and _q >= 90
-                                                    else None}))
-register(OutputTokensPerSecond)
-register(ErrorRate)
+        register(percentile(_timing, _q))
+register(OutputTokensPerSecond(name="output_tokens_per_s", higher_is_better=True, unit="tokens/s",
+                               series="output_tokens_per_s"))
+register(MeanOf(name="error_rate", family="latency", higher_is_better=False, needs=frozenset({"latency"}),
+                fn=request_failed))

@@ -13,9 +13,9 @@ pairs them (`ratings.paired_with_ratings`).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from harness.backends.judge_model import verdict_line
 from harness.config import JudgeMetricSpec, TaskSpec
 from harness.errors import ConfigError
-from harness.metrics.base import MeanMetric, ScoringInput, define
+from harness.metrics.base import MeanMetric, Metric, Need, ScoringInput
 from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings, Output, paired_with_ratings
 
@@ -104,13 +104,16 @@ def rubric_text(spec: JudgeMetricSpec, task: TaskSpec) -> str:
 SCALE_RANGES = {"1-5": (1.0, 5.0), "pass_fail": (0.0, 1.0), "pairwise": (0.0, 1.0)}
 
 
+@dataclass(frozen=True, kw_only=True)
 class JudgeScore(MeanMetric):
-    value_range = (1.0, 5.0)  # set per judge by define_judge (SCALE_RANGES)
-    family = "judge"
-    decimals = 2
-    needs = frozenset({"judge"})
-    # Set per judge by define_judge: `<name>_unparsed`, and for a pairwise judge its `against` candidate in `rivals`.
-    unparsed: str
+    """A judge's score of each answer, read from the judging stage's judgements; `spec` and `rubric` (read once, at
+    plan time) are what the stage asks the judge."""
+
+    spec: JudgeMetricSpec
+    rubric: str
+    family: str = "judge"
+    decimals: int = 2
+    needs: frozenset[Need] = frozenset({"judge"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         found = (data.judgements or {}).get(self.name)
@@ -119,11 +122,14 @@ class JudgeScore(MeanMetric):
         return np.array([np.nan if j.score is None else j.score for j in found], float)
 
 
+@dataclass(frozen=True, kw_only=True)
 class JudgeUnparsed(MeanMetric):
-    family = "judge"
-    higher_is_better = False
-    needs = frozenset({"judge"})
+    """The share of answers the judge `judge` gave no verdict on."""
+
     judge: str
+    family: str = "judge"
+    higher_is_better: bool = False
+    needs: frozenset[Need] = frozenset({"judge"})
 
     def values(self, data: ScoringInput) -> np.ndarray:
         found = (data.judgements or {}).get(self.judge)
@@ -136,13 +142,12 @@ class JudgeUnparsed(MeanMetric):
         return stats
 
 
+@dataclass(frozen=True, kw_only=True)
 class JudgeAgreement(RatingMetric):
     """Share of rated answers where the judge agrees with the reviewers (resolved at gate time)."""
 
-    family = "judge"
     scale: str
-    # Set per judge by define_judge: `<judge>_unparsed`, so that the manifest's `max_unparsed` holds here too.
-    unparsed: str
+    family: str = "judge"
 
     def rated_values(self, human: HumanRatings, task: str, candidate: str,
                      judged: dict[str, float] | None = None) -> np.ndarray:
@@ -158,24 +163,19 @@ def agrees(judge: float, human_mean: float, scale: str) -> float:
     return float(abs(judge - human_mean) <= 1.0)
 
 
-def define_judge(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> None:
-    """Register the judge's score (its scale's range; a pairwise one naming its rival in `rivals`), its unparsed
-    share and its agreement with reviewers (qualified by the same unparsed share); checks the rubric."""
+def judge_metrics(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> list[Metric]:
+    """The judge's score (its scale's range; a pairwise one naming its rival in `rivals`), its unparsed share and
+    its agreement with reviewers (qualified by the same unparsed share); checks the rubric."""
     rubric = rubric_text(spec, task)
     if not rubric.strip():
         raise ConfigError(task.file, f"{where}.rubric", "the rubric is empty")
-    definition = json.dumps({"spec": spec.model_dump(mode="json"), "rubric": rubric}, sort_keys=True)
-    made = [
-        type(f"Judge_{spec.name}", (JudgeScore,), {"name": spec.name, "unparsed": f"{spec.name}_unparsed",
-                                                   "value_range": SCALE_RANGES[form(spec)],
-                                                   "rivals": (spec.against,) if spec.against else ()})(),
-        type(f"Judge_{spec.name}_unparsed", (JudgeUnparsed,), {"name": f"{spec.name}_unparsed",
-                                                                "judge": spec.name})(),
+    unparsed = f"{spec.name}_unparsed"
+    made: list[Metric] = [
+        JudgeScore(name=spec.name, spec=spec, rubric=rubric, unparsed=unparsed, value_range=SCALE_RANGES[form(spec)],
+                   rivals=(spec.against,) if spec.against else ()),
+        JudgeUnparsed(name=unparsed, judge=spec.name),
     ]
     if not spec.against:
-        made.append(type(f"Judge_{spec.name}_agreement", (JudgeAgreement,), {
-            "name": f"{spec.name}_agreement", "reads": spec.name, "scale": spec.scale,
-            "unparsed": f"{spec.name}_unparsed"})())
-    for metric in made:
-        if not define(metric, definition):
-            raise ConfigError(task.file, f"{where}.name", f"metric name {metric.name!r} is a built-in metric's")
+        made.append(JudgeAgreement(name=f"{spec.name}_agreement", reads=spec.name, scale=spec.scale,
+                                   unparsed=unparsed))
+    return made

@@ -7,44 +7,29 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from harness.metrics.base import MeanMetric, ScoringInput, SumStatsMetric, register
+from harness.metrics.base import MeanOf, Need, ScoringInput, SumStatsMetric, register
 
 
-class _Rouge(MeanMetric):
-    rouge_type: str
-    family = "text"
-    needs = frozenset({"reference"})
-
-    def values(self, data: ScoringInput) -> np.ndarray:
-        scorer = rouge_scorer.RougeScorer([self.rouge_type], use_stemmer=True)
-        out = []
-        for text, ex in zip(data.texts, data.examples, strict=True):
-            refs = ex.references or [""]
-            out.append(scorer.score_multi(refs, text)[self.rouge_type].fmeasure)
-        return np.array(out)
+def rouge(rouge_type: str, data: ScoringInput) -> np.ndarray:
+    """Per answer: the F-measure of `rouge_type` (rouge-score's name) against its best reference."""
+    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
+    out = []
+    for text, ex in zip(data.texts, data.examples, strict=True):
+        refs = ex.references or [""]
+        out.append(scorer.score_multi(refs, text)[rouge_type].fmeasure)
+    return np.array(out)
 
 
-@register
-class Rouge1(_Rouge):
-    name = "rouge1"
-    rouge_type = "rouge1"
-
-
-@register
-class Rouge2(_Rouge):
-    name = "rouge2"
-    rouge_type = "rouge2"
-
-
-@register
-class RougeL(_Rouge):
-    name = "rouge_l"
-    rouge_type = "rougeL"
+register(MeanOf(name="rouge1", family="text", needs=frozenset({"reference"}), fn=partial(rouge, "rouge1")))
+register(MeanOf(name="rouge2", family="text", needs=frozenset({"reference"}), fn=partial(rouge, "rouge2")))
+register(MeanOf(name="rouge_l", family="text", needs=frozenset({"reference"}), fn=partial(rouge, "rougeL")))
 
 
 def reference_streams(data: ScoringInput) -> list[list[str]]:
@@ -55,11 +40,12 @@ def reference_streams(data: ScoringInput) -> list[list[str]]:
     return [[r[k] if k < len(r) else r[0] for r in refs] for k in range(width)]
 
 
+@dataclass(frozen=True, kw_only=True)
 class _Sacre(SumStatsMetric):
-    value_range = (0.0, 100.0)
-    family = "text"
-    needs = frozenset({"reference"})
-    decimals = 1  # sacrebleu reports on a 0-100 scale
+    family: str = "text"
+    value_range: tuple[float, float] = (0.0, 100.0)
+    decimals: int = 1  # sacrebleu reports on a 0-100 scale
+    needs: frozenset[Need] = frozenset({"reference"})
 
     def scorer(self) -> BLEU | CHRF:
         raise NotImplementedError
@@ -78,20 +64,18 @@ class _Sacre(SumStatsMetric):
         return None
 
 
-@register
 class Bleu(_Sacre):
-    name = "bleu"
-
     def scorer(self) -> BLEU:
         return BLEU()
 
 
-@register
 class Chrf(_Sacre):
-    name = "chrf"
-
     def scorer(self) -> CHRF:
         return CHRF()
+
+
+register(Bleu(name="bleu"))
+register(Chrf(name="chrf"))
 
 
 def normalise_answer(text: str) -> str:
@@ -113,27 +97,21 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-@register
-class ExactMatch(MeanMetric):
-    name = "exact_match"
-    family = "text"
-    needs = frozenset({"reference"})
-
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([
-            max(float(normalise_answer(t) == normalise_answer(r)) for r in ex.references or [""])
-            for t, ex in zip(data.texts, data.examples, strict=True)
-        ])
+def exact_match(data: ScoringInput) -> np.ndarray:
+    """Per answer: 1 where it equals a reference after SQuAD's normalisation."""
+    return np.array([
+        max(float(normalise_answer(t) == normalise_answer(r)) for r in ex.references or [""])
+        for t, ex in zip(data.texts, data.examples, strict=True)
+    ])
 
 
-@register
-class TokenF1(MeanMetric):
-    name = "token_f1"
-    family = "text"
-    needs = frozenset({"reference"})
+def best_token_f1(data: ScoringInput) -> np.ndarray:
+    """Per answer: its token F1 with the reference it overlaps most."""
+    return np.array([
+        max(token_f1(t, r) for r in ex.references or [""])
+        for t, ex in zip(data.texts, data.examples, strict=True)
+    ])
 
-    def values(self, data: ScoringInput) -> np.ndarray:
-        return np.array([
-            max(token_f1(t, r) for r in ex.references or [""])
-            for t, ex in zip(data.texts, data.examples, strict=True)
-        ])
+
+register(MeanOf(name="exact_match", family="text", needs=frozenset({"reference"}), fn=exact_match))
+register(MeanOf(name="token_f1", family="text", needs=frozenset({"reference"}), fn=best_token_f1))
