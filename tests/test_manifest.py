@@ -7,6 +7,7 @@ from harness.data import Example
 from harness.errors import ConfigError
 from harness.manifest import check_against, load_manifest, resolve, verdict_record
 from harness.manifest_spec import Manifest
+from harness.metrics import TaskMetrics
 from harness.metrics.defined import task_metrics
 from harness.scoring import TaskEvidence
 from tests.conftest import write_yaml
@@ -433,7 +434,7 @@ def test_holm_asks_for_resamples_and_examples_that_can_reach_its_levels(tmp_path
     ({"metric": "exact_match", "not_worse_than": "base", "margin": 1}, "margin")])
 def test_a_criterion_no_value_can_fail_is_refused(rule, field):
     """Evidence of nothing: a gate that passes whatever the model does (a ceiling at or over the metric's top)."""
-    metrics = {"qa": ["exact_match", "rouge_l", "hallucination_rate"]}
+    metrics = {"qa": TaskMetrics(("exact_match", "rouge_l", "hallucination_rate"))}
     manifest = Manifest.model_validate({"criteria": [{"task": "qa", "candidate": "ft", **rule}]})
     with pytest.raises(ConfigError, match=rf"m\.yaml: criteria\.0\.{field}: .*can never fail"):
         check_against(manifest, "m.yaml", {"qa": ["ft", "base"]}, metrics)

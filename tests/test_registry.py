@@ -83,7 +83,7 @@ def answer_words(data: ScoringInput) -> np.ndarray:
     return np.array([len(t.split()) for t in data.texts], float)
 
 
-ANSWER_WORDS = MeanOf(name="answer_words", family="text", higher_is_better=False, decimals=1,
+ANSWER_WORDS = MeanOf(name="answer_words", family="text", higher_is_better=False, decimals=1, value_range=(0, 1e6),
                       needs=frozenset({"reference"}), fn=answer_words)
 
 
