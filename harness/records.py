@@ -158,6 +158,7 @@ class MetricResult(_Row):
     ci_high: float
     n: int
     higher_is_better: bool
+    confidence: float  # of the interval: the suite's bootstrap confidence
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Comparison(_Row):
     test: str
     n: int
     higher_is_better: bool
+    confidence: float  # of the interval
 
 
 Status = Literal["pass", "fail", "insufficient"]
@@ -195,6 +197,7 @@ class Verdict(_Row):
     evidence: str
     p_value: float | None = None
     examples_needed: int | None = None
+    confidence: float | None = None  # of the interval, where there is one: the manifest's confidence
 
 
 Alarm = Literal["ok", "alert", "insufficient", "info"]
