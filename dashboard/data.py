@@ -10,9 +10,12 @@ from typing import Any
 
 import pandas as pd
 
+from harness.config import Suite
 from harness.errors import HarnessError
 from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
+from harness.run_record import RunRecord
+from harness.snapshots import suite_of
 from harness.store import ResultsDir, RunDir, read_json
 
 
@@ -35,12 +38,12 @@ def list_runs(results: Path) -> list[RunSummary]:
     for run in ResultsDir(results).runs():
         try:
             record = run.read_run()
+            suite = suite_of(record, run.run_json)
             found = run.read_verdict()
             verdict = "–" if found is None else ("passed" if found.get("passed") else "not passed")
-            out.append(RunSummary(run.run_id, run.path, record["suite_name"], record.get("started_at", ""),
-                                  record.get("status", "?"), [c["name"] for c in record["suite"]["candidates"]],
-                                  list(record["tasks"]), verdict))
-        except (HarnessError, KeyError, TypeError, AttributeError) as exc:
+            out.append(RunSummary(run.run_id, run.path, record.suite_name, record.started_at, record.status,
+                                  [c.name for c in suite.candidates], list(record.tasks), verdict))
+        except HarnessError as exc:
             out.append(RunSummary(run.run_id, run.path, "?", "", "unreadable", [], [], "–", problem=str(exc)))
     return out
 
@@ -50,7 +53,8 @@ class RunView:
     """One run, loaded for the pages."""
 
     path: Path
-    record: dict[str, Any]
+    record: RunRecord
+    suite: Suite
     metrics: pd.DataFrame
     comparisons: pd.DataFrame
     verdicts: pd.DataFrame
@@ -59,7 +63,6 @@ class RunView:
     detections: pd.DataFrame
     examples: dict[str, pd.DataFrame] = field(default_factory=dict)  # task -> id, inputs, reference
     labels: dict[str, list[str] | None] = field(default_factory=dict)
-    costs: dict[str, float] = field(default_factory=dict)  # candidate -> cost per hour
     task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
 
     @property
@@ -68,11 +71,16 @@ class RunView:
 
     @property
     def candidates(self) -> list[str]:
-        return [c["name"] for c in self.record["suite"]["candidates"]]
+        return [c.name for c in self.suite.candidates]
+
+    @property
+    def costs(self) -> dict[str, float]:
+        """Candidate -> cost per hour."""
+        return {c.name: c.cost_per_hour for c in self.suite.candidates}
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.record["tasks"])
+        return list(self.record.tasks)
 
     def candidates_of(self, task: str) -> list[str]:
         return sorted(set(self.predictions.loc[self.predictions.task == task, "candidate"]),
@@ -89,7 +97,8 @@ def load_run(path: Path) -> RunView:
     predictions = [asdict(c) for cand in suite.candidates for task in tasks if cand.runs(task.name)
                    for c in run.read_predictions(cand.name, task.name)]
     verdict = run.read_verdict()
-    view = RunView(path, record, pd.DataFrame(run.read_metrics()), pd.DataFrame(run.read_comparisons()),
+    view = RunView(path, record, suite, pd.DataFrame([r.to_dict() for r in run.read_metrics()]),
+                   pd.DataFrame(run.read_comparisons()),
                    pd.DataFrame(verdict.get("criteria", []) if verdict else []), pd.DataFrame(run.read_scores()),
                    pd.DataFrame(predictions), pd.DataFrame(run.all_detections()))
     for task in tasks:
@@ -98,7 +107,6 @@ def load_run(path: Path) -> RunView:
               "reference": " | ".join(ex.references)} for ex in task.data.test])
         view.labels[task.name] = task.data.labels
         view.task_metrics[task.name] = task.metrics
-    view.costs = {c.name: c.cost_per_hour for c in suite.candidates}
     return view
 
 

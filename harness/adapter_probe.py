@@ -6,30 +6,18 @@ accepts it for adapters meant to change little. The result goes into run.json.""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from harness.backends import Backend, Deployment
 from harness.config import Candidate
 from harness.errors import HarnessError
 from harness.plan import RunPlan
 from harness.records import Request
+from harness.run_record import ProbeExample, ProbeResult
 
 PROBES = 8
 PROBE_TOKENS = 16  # enough for answers to part; the probe must stay cheap beside the run
 SHOWN = 3
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    adapter: str
-    probes: int
-    differing: int
-    accepted_unchanged: bool
-    examples: list[dict[str, str]]  # the first few: example id, base answer, adapted answer
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def probe_requests(run_plan: RunPlan, cand: Candidate, n: int = PROBES) -> list[Request]:
@@ -63,5 +51,6 @@ def judge(cand: Candidate, target: Deployment, base: dict[str, str], adapted: di
         raise HarnessError(f"candidate {cand.name!r}: the adapter {target.adapter} answered all {len(both)} probe "
                            f"prompts exactly as its base {target.model}: it is probably not applied; if it is "
                            "meant to change little, set `accept_unchanged_adapter: true` on the candidate")
-    return ProbeResult(str(target.adapter), len(both), differing, cand.accept_unchanged_adapter,
-                       [{"example_id": k, "base": base[k], "adapted": adapted[k]} for k in both[:SHOWN]])
+    return ProbeResult(adapter=str(target.adapter), probes=len(both), differing=differing,
+                       accepted_unchanged=cand.accept_unchanged_adapter,
+                       examples=[ProbeExample(example_id=k, base=base[k], adapted=adapted[k]) for k in both[:SHOWN]])

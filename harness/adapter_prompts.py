@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,9 +16,8 @@ from harness.config import Candidate, PromptSpec, Suite, TaskSpec
 from harness.errors import ConfigError
 from harness.loading import validate
 from harness.prompts import check_template
+from harness.run_record import PromptingRecord, PromptSource
 from harness.store import LINEAGE_FILE, read_lineage
-
-PromptSource = Literal["lineage", "suite"]
 
 
 class TrainedPrompt(BaseModel):
@@ -47,8 +45,8 @@ class Prompting:
     def prompt(self) -> PromptSource:
         return "suite" if self.trained_prompt is None else "lineage"
 
-    def to_dict(self) -> dict[str, str]:
-        return {"prompt": self.prompt, "chat": self.chat, "why": self.why}
+    def record(self) -> PromptingRecord:
+        return PromptingRecord(prompt=self.prompt, chat=self.chat, why=self.why)
 
 
 def as_trained(suite: Suite, suite_file: Path,

@@ -160,16 +160,13 @@ def export(
 ) -> None:
     """Log a run already on disk to MLflow (parameters, metrics with intervals, verdict, files, adapters)."""
     from harness import tracking
-    from harness.config import TrackingSpec
-    from harness.loading import validate
+    from harness.snapshots import suite_of
     from harness.store import RunDir
 
     run = RunDir(run_dir)
     if not run.exists():
         raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
-    suite_tracking = (run.read_run().get("suite") or {}).get("tracking")
-    spec = tracking.choose(validate(TrackingSpec, suite_tracking, run.run_json) if suite_tracking else None, True,
-                           tracking_uri)
+    spec = tracking.choose(suite_of(run.read_run(), run.run_json).tracking, True, tracking_uri)
     assert spec is not None
     update = {k: v for k, v in {"experiment": experiment, "register_adapters": register}.items() if v is not None}
     spec = spec.model_copy(update=update)

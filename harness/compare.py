@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from harness.errors import HarnessError
 from harness.metrics import METRICS
+from harness.records import MetricResult
 from harness.store import RunDir
 
 Movement = Literal["regression", "improvement", "unchanged"]
@@ -31,16 +32,15 @@ class Change:
         return asdict(self)
 
 
-def _metrics(run_dir: Path) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, list[str]]]:
+def _metrics(run_dir: Path) -> tuple[dict[tuple[str, str, str], MetricResult], dict[str, list[str]]]:
     run = RunDir(run_dir)
     if not run.exists():
         raise HarnessError(f"{run_dir}: not a run directory (no run.json)")
     record = run.read_run()
     if not run.metrics_json.is_file():
-        raise HarnessError(f"{run_dir}: the run has no {run.metrics_json.name} (status {record.get('status')})")
-    rows = run.read_metrics()
-    task_metrics = {name: info["metrics"] for name, info in record["tasks"].items()}
-    return {(r["task"], r["candidate"], r["metric"]): r for r in rows}, task_metrics
+        raise HarnessError(f"{run_dir}: the run has no {run.metrics_json.name} (status {record.status})")
+    task_metrics = {name: info.metrics for name, info in record.tasks.items()}
+    return {(r.task, r.candidate, r.metric): r for r in run.read_metrics()}, task_metrics
 
 
 def compare_runs(before_dir: Path, after_dir: Path, latency: bool = False) -> list[Change]:
@@ -58,18 +58,14 @@ def compare_runs(before_dir: Path, after_dir: Path, latency: bool = False) -> li
         if metric not in tasks_before[task] and not (latency and _is_latency(metric)):
             continue
         a = after[key]
-        if None in (b["value"], a["value"]):
+        if math.isnan(b.value) or math.isnan(a.value):
             continue
-        # A bound written as null does not exist (a tail percentile of few requests): it reaches any value.
-        b_low, b_high, a_low, a_high = (-math.inf if b["ci_low"] is None else b["ci_low"],
-                                        math.inf if b["ci_high"] is None else b["ci_high"],
-                                        -math.inf if a["ci_low"] is None else a["ci_low"],
-                                        math.inf if a["ci_high"] is None else a["ci_high"])
-        moved = a_low > b_high or a_high < b_low
-        better = (a["value"] > b["value"]) == b["higher_is_better"]
+        # A bound that does not exist (a tail percentile of few requests) is infinite: it reaches any value.
+        moved = a.ci_low > b.ci_high or a.ci_high < b.ci_low
+        better = (a.value > b.value) == b.higher_is_better
         movement: Movement = "unchanged" if not moved else ("improvement" if better else "regression")
-        changes.append(Change(task, key[1], metric, b["value"], (b["ci_low"], b["ci_high"]), a["value"],
-                              (a["ci_low"], a["ci_high"]), movement))
+        changes.append(Change(task, key[1], metric, b.value, (b.ci_low, b.ci_high), a.value, (a.ci_low, a.ci_high),
+                              movement))
     if not changes:
         raise HarnessError(f"{before_dir.name} and {after_dir.name} share no candidate and metric")
     return changes

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
 from harness.data import Example, TaskData
+from harness.run_record import TaskDataReport
 
 MIN_TRAIN_EXAMPLES = 500
 _PUNCT = re.compile(r"[^\w\s]")
@@ -65,25 +64,6 @@ def _lengths(examples: list[Example], count: Callable[[str], int]) -> dict[str, 
     lengths = np.array([count(_joined(ex)) for ex in examples])
     return {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
             "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
-
-
-@dataclass
-class TaskDataReport:
-    task: str
-    sizes: dict[str, int]
-    exact_duplicates: dict[str, int]
-    near_duplicates: dict[str, int]
-    overlap: int
-    overlap_ids: list[str]
-    length_unit: str
-    lengths: dict[str, dict[str, float]]
-    labels: dict[str, dict[str, int]] | None = None
-    imbalance: float | None = None  # most / fewest training examples of a label
-    warnings: list[str] = field(default_factory=list)
-    blocking: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def check_task(name: str, data: TaskData, allow_overlap: bool, count: Callable[[str], int],

@@ -20,6 +20,7 @@ from harness.config import Candidate
 from harness.errors import HarnessError, redact_all
 from harness.plan import PlannedTask, RunPlan
 from harness.records import Request
+from harness.run_record import ProbeResult
 from harness.store import ResultsDir, RunDir, new_run_id
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -55,15 +56,15 @@ def open_run(results: ResultsDir, run_plan: RunPlan, run_id: str | None, resume:
             raise HarnessError(f"nothing to resume in {results.path} for suite {suite.name!r}"
                                + (f" (run id {run_id})" if run_id else ""))
         record = run.read_run()
-        if record.get("suite_sha256") != run_plan.suite_sha256:
+        if record.suite_sha256 != run_plan.suite_sha256:
             raise HarnessError(f"{run.path}: the suite file changed since this run started; start a new run")
         manifest = run_plan.manifest.model_dump(mode="json") if run_plan.manifest is not None else None
-        if redact_all(json.loads(json.dumps(manifest))) != record.get("manifest"):
+        if redact_all(json.loads(json.dumps(manifest))) != record.manifest:
             raise HarnessError(f"{run.path}: the manifest ({manifest_name(run_plan, manifest_file)}) differs from the "
                                "one this run was started with; resume with that one, or judge the run by another with "
                                "`harness gate RUN --manifest`")
-        if bool(record.get("in_process")) != run_plan.in_process:
-            started = "with" if record.get("in_process") else "without"
+        if record.in_process != run_plan.in_process:
+            started = "with" if record.in_process else "without"
             raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")
         return run
     run = results.run(run_id or new_run_id(suite.name))
@@ -82,7 +83,7 @@ class _Work:
 
 
 def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
-             timings: dict[str, float], probes: dict[str, dict], dtypes: dict[str, str | None]) -> None:
+             timings: dict[str, float], probes: dict[str, ProbeResult], dtypes: dict[str, str | None]) -> None:
     """Generate what is missing; fine-tuned candidates are served with the adapter trained for them, once
     probes show the adapter changes answers (results into `probes`; each candidate's dtype into `dtypes`)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -116,7 +117,7 @@ def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
 
 
 def _open_checked(run_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,
-                  probes: dict[str, dict], say: Callable[[str], None]) -> Backend:
+                  probes: dict[str, ProbeResult], say: Callable[[str], None]) -> Backend:
     """The candidate's backend; one with an adapter only once the probe shows the adapter changes answers.
     The base answers first and is closed before the adapter loads: never two copies in memory."""
     requests = adapter_probe.probe_requests(run_plan, cand) if target.adapter else []
@@ -135,7 +136,7 @@ def _open_checked(run_plan: RunPlan, cand: Candidate, target: Deployment, env: B
         except BaseException:
             backend.close()
             raise
-        probes[cand.name] = probe.to_dict()
+        probes[cand.name] = probe
         say(f"{cand.name}: the adapter changed {probe.differing} of {probe.probes} probe answers")
     return backend
 

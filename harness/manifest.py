@@ -320,7 +320,8 @@ def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: flo
             needed = max(needed, manifest.min_examples, n + 1)
             why += f"; about {needed} examples would settle it"
     return Verdict(label, task, c.metric, c.candidate, c.baseline, threshold=threshold, observed=value, ci_low=low,
-                   ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed)
+                   ci_high=high, n=n, status=status, evidence=why, p_value=p, examples_needed=needed,
+                   confidence=conf)
 
 
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,

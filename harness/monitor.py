@@ -28,13 +28,14 @@ from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import load_manifest
-from harness.manifest_spec import Manifest, MonitorRule, MonitorSpec
+from harness.manifest_spec import MonitorRule, MonitorSpec
 from harness.metrics import ScoringInput
 from harness.metrics.classification import parse_label
 from harness.metrics.hallucination import claims_of
 from harness.plan import FINISHED, PlannedTask, load_suite_manifest, plan_tasks, tasks_of_run
 from harness.records import ALARMS, Alarm, Completion, Example, Reading
 from harness.scoring import TaskEvidence
+from harness.snapshots import manifest_of
 from harness.stats import Decision, Direction, decide
 from harness.store import RunDir
 from harness.traffic import LoggedRow, Traffic, read_traffic
@@ -153,9 +154,9 @@ def reference_of(against: Path, task_name: str | None, candidate: str | None,
     run = RunDir(against)
     if against.is_dir():
         record, suite, tasks = tasks_of_run(run)
-        if record.get("status") not in FINISHED:
-            raise HarnessError(f"{against}: the run has not finished (status {record.get('status')!r})")
-        manifest = Manifest.model_validate(record["manifest"]) if record.get("manifest") else None
+        if record.status not in FINISHED:
+            raise HarnessError(f"{against}: the run has not finished (status {record.status!r})")
+        manifest = manifest_of(record, run.run_json)
         rules_file = str(run.run_json)
     else:
         suite = load_suite(against)

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -28,6 +27,7 @@ from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
+from harness.run_record import Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
 from harness.sources.files import file_sha256
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
@@ -79,45 +79,48 @@ class Pipeline:
         self.console = console or Console(stderr=True)
         self.data_reports: list[TaskDataReport] = []
         self.adapters: dict[str, Path] = {}
-        self.probes: dict[str, dict] = {}  # per adapter candidate: how its answers differ from its base's
+        self.probes: dict[str, ProbeResult] = {}  # per adapter candidate: how its answers differ from its base's
         self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
 
-    def _record(self, run: RunDir, status: str, started: str, timings: dict[str, float]) -> dict[str, Any]:
+    def _record(self, run: RunDir, status: RunStatus, started: str, timings: dict[str, float],
+                error: str | None = None, failed_requests: int | None = None) -> RunRecord:
         p = self.plan
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": run.run_id,
-            "status": status,
-            "suite_name": p.suite.name,
-            "suite_file": str(p.suite_file),
-            "suite_sha256": p.suite_sha256,
-            "suite": p.suite.model_dump(mode="json"),
-            "tasks": {
-                t.name: {
-                    "version": t.spec.version, "kind": t.spec.kind, "file": str(t.spec.file),
-                    "task_sha256": file_sha256(t.spec.file), "data_sha256": t.data.files,
-                    "n_test": len(t.data.test), "n_train": len(t.data.train), "limit": t.ref.limit,
-                    "sample": t.ref.sample, "metrics": t.spec.metric_names,
-                    "detector": t.ref.detector.describe() if t.needs_detector else None,
-                } for t in p.tasks
+        return RunRecord(
+            schema_version=SCHEMA_VERSION,
+            run_id=run.run_id,
+            status=status,
+            suite_name=p.suite.name,
+            suite_file=str(p.suite_file),
+            suite_sha256=p.suite_sha256,
+            suite=p.suite.model_dump(mode="json"),
+            tasks={
+                t.name: TaskRecord(
+                    version=t.spec.version, kind=t.spec.kind, file=str(t.spec.file),
+                    task_sha256=file_sha256(t.spec.file), data_sha256=t.data.files,
+                    n_test=len(t.data.test), n_train=len(t.data.train), limit=t.ref.limit,
+                    sample=t.ref.sample, metrics=t.spec.metric_names,
+                    detector=t.ref.detector.describe() if t.needs_detector else None,
+                ) for t in p.tasks
             },
-            "seed": p.suite.seed,
-            "bootstrap": p.suite.bootstrap.model_dump(),
-            "versions": package_versions(),
-            "machine": {"native_dtype": native_dtype()},
-            "git_revision": git_revision(),
-            "started_at": started,
-            "finished_at": now_iso() if status != "running" else None,
-            "timings_s": timings,
-            "dtypes": self.dtypes,
-            "in_process": p.in_process,
-            "manifest": p.manifest.model_dump(mode="json") if p.manifest else None,
-            "data_check": [r.to_dict() for r in self.data_reports],
-            "adapters": {name: str(path) for name, path in self.adapters.items()},
-            "adapter_probes": self.probes,
-            "prompting": {cand: {task: how.to_dict() for task, how in per_task.items()}
-                          for cand, per_task in p.prompting.items()},
-        }
+            seed=p.suite.seed,
+            bootstrap=p.suite.bootstrap.model_dump(),
+            versions=package_versions(),
+            machine=Machine(native_dtype=native_dtype()),
+            git_revision=git_revision(),
+            started_at=started,
+            finished_at=now_iso() if status != "running" else None,
+            timings_s=timings,
+            dtypes=self.dtypes,
+            in_process=p.in_process,
+            manifest=p.manifest.model_dump(mode="json") if p.manifest else None,
+            data_check=self.data_reports,
+            adapters={name: str(path) for name, path in self.adapters.items()},
+            adapter_probes=self.probes,
+            prompting={cand: {task: how.record() for task, how in per_task.items()}
+                       for cand, per_task in p.prompting.items()},
+            failed_requests=failed_requests,
+            error=error,
+        )
 
     def _say_prompting(self) -> None:
         """How each `adapter:` candidate is prompted: one trained on another prompt scores far below what it learned."""
@@ -134,7 +137,7 @@ class Pipeline:
         error = HarnessError(f"{exc.filename or run.path}: {exc.strerror or exc}; the finished predictions are "
                              "kept: fix this and run again with --resume")
         with contextlib.suppress(OSError):
-            run.write_run({**self._record(run, "failed", started, timings), "error": str(error)})
+            run.write_run(self._record(run, "failed", started, timings, error=str(error)))
         return error
 
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
@@ -145,13 +148,13 @@ class Pipeline:
         self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
                                      timings=finetune_s)
         run = open_run(self.results, self.plan, run_id, resume, self.manifest_file)
-        previous = run.read_run() if resume else {}
-        started = previous.get("started_at") or now_iso()
+        previous = run.read_run() if resume else None
+        started = previous.started_at if previous else now_iso()
         # A resumed run keeps the first attempt's training time: reusing the adapter costs nothing.
-        timings: dict[str, float] = {**finetune_s, **previous.get("timings_s", {})}
-        self.probes = dict(previous.get("adapter_probes") or {})
+        timings: dict[str, float] = {**finetune_s, **(previous.timings_s if previous else {})}
+        self.probes = dict(previous.adapter_probes) if previous else {}
         self.dtypes = {**{f"{name}/finetune": read_lineage(path).get("dtype") for name, path in self.adapters.items()},
-                       **(previous.get("dtypes") or {})}
+                       **(previous.dtypes if previous else {})}
         run.write_run(self._record(run, "running", started, timings))
         self.console.print(f"[bold]run[/] {run.path}")
         self._say_prompting()
@@ -161,7 +164,7 @@ class Pipeline:
             run.write_run(self._record(run, "interrupted", started, timings))
             raise
         except HarnessError as exc:
-            run.write_run({**self._record(run, "failed", started, timings), "error": str(exc)})
+            run.write_run(self._record(run, "failed", started, timings, error=str(exc)))
             raise
         except OSError as exc:
             raise self._write_failed(run, started, timings, exc) from None
@@ -172,10 +175,11 @@ class Pipeline:
         except OSError as exc:
             raise self._write_failed(run, started, timings, exc) from None
         timings["scoring"] = round(time.perf_counter() - t0, 3)
-        status = "complete" if scored.failed == 0 else "incomplete"
-        record = {**self._record(run, status, started, timings), "failed_requests": scored.failed}
+        status: RunStatus = "complete" if scored.failed == 0 else "incomplete"
+        record = self._record(run, status, started, timings, failed_requests=scored.failed)
         run.write_run(record)
-        run.write_report(report.markdown(record, scored.results, scored.verdicts,
+        costs = {c.name: c.cost_per_hour for c in self.plan.suite.candidates}
+        run.write_report(report.markdown(record, costs, scored.results, scored.verdicts,
                                          known={t.name: t.metrics for t in self.plan.tasks}))
         return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness import models
 from harness.adapter_prompts import Prompting, as_trained
@@ -30,6 +29,8 @@ from harness.metrics import TaskMetrics
 from harness.metrics.defined import task_metrics
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
+from harness.run_record import RunRecord, unreadable
+from harness.snapshots import manifest_of, suite_of
 from harness.sources.files import file_sha256
 from harness.store import RunDir
 
@@ -332,44 +333,20 @@ def check_data(run_plan: RunPlan) -> list[TaskDataReport]:
     return [check_task(t.name, t.data, run_plan.suite.allow_overlap, count, unit) for t in run_plan.tasks]
 
 
-def _upgrade_snapshot(suite: dict[str, Any], schema: int) -> dict[str, Any]:
-    """A schema-1 run.json wrote every backend's and every detector's settings into each candidate and task
-    (defaults included); keep the ones of the backend or detector it uses."""
-    if schema >= 2:
-        return suite
-    from harness.backends import BACKENDS
-    from harness.detectors import DETECTORS
-
-    common = set(Candidate.model_fields) - {"options"}
-    candidates = []
-    for cand in suite.get("candidates", []):
-        fields = set(BACKENDS[cand.get("backend", "hf")].model_fields) | common
-        candidates.append({k: v for k, v in cand.items() if k in fields})
-    tasks = []
-    for ref in suite.get("tasks", []):
-        if isinstance(ref, dict) and isinstance(ref.get("detector"), dict):
-            detector = ref["detector"]
-            fields = set(DETECTORS[detector.get("name", "grounding")].model_fields)
-            ref = {**ref, "detector": {k: v for k, v in detector.items() if k in fields and v is not None}}
-        tasks.append(ref)
-    return {**suite, "candidates": candidates, "tasks": tasks}
-
-
-def tasks_of_run(run: RunDir) -> tuple[dict[str, Any], Suite, list[PlannedTask]]:
+def tasks_of_run(run: RunDir) -> tuple[RunRecord, Suite, list[PlannedTask]]:
     """A finished run's record, suite snapshot and tasks (with their data, which must not have changed)."""
     if not run.exists():
         raise HarnessError(f"{run.path}: not a run directory (no run.json)")
     record = run.read_run()
-    try:
-        suite = Suite.model_validate(_upgrade_snapshot(record["suite"], int(record.get("schema_version", 1))))
-        refs = [ref.model_copy(update={"task": record["tasks"][name]["file"]})
-                for ref, name in zip(suite.tasks, record["tasks"], strict=True)]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"{run.run_json}: not a run record this harness can read ({exc})") from None
+    suite = suite_of(record, run.run_json)
+    if len(record.tasks) != len(suite.tasks):
+        raise unreadable(run.run_json, "tasks", f"{len(record.tasks)} tasks, but the suite has {len(suite.tasks)}")
+    refs = [ref.model_copy(update={"task": record.tasks[name].file})
+            for ref, name in zip(suite.tasks, record.tasks, strict=True)]
     suite = suite.model_copy(update={"tasks": refs})
     tasks = plan_tasks(suite, run.run_json)
     for task in tasks:
-        if task.data.files != record["tasks"][task.name]["data_sha256"]:
+        if task.data.files != record.tasks[task.name].data_sha256:
             raise HarnessError(f"{task.spec.file}: the task's data changed since run {run.run_id}")
     return record, suite, tasks
 
@@ -381,12 +358,11 @@ def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[Run
     record, suite, tasks = tasks_of_run(run)
     if not any(run.predictions_file(c.name, t.name).is_file() for c in suite.candidates for t in tasks):
         raise HarnessError(f"{run_dir}: the run has no predictions")
-    if record.get("status") not in FINISHED:
-        raise HarnessError(f"{run_dir}: the run has not finished (status {record.get('status')!r}); gate it once "
+    if record.status not in FINISHED:
+        raise HarnessError(f"{run_dir}: the run has not finished (status {record.status!r}); gate it once "
                            "`harness run --resume` has completed it")
-    manifest = load_manifest(manifest_file) if manifest_file else (
-        Manifest.model_validate(record["manifest"]) if record.get("manifest") else None)
+    manifest = load_manifest(manifest_file) if manifest_file else manifest_of(record, run.run_json)
     if manifest is None:
         raise HarnessError(f"{run_dir}: the run has no manifest; pass --manifest FILE")
     check_manifest(manifest, manifest_file or run.run_json, suite, tasks)
-    return RunPlan(suite, Path(record["suite_file"]), tasks, record["suite_sha256"], manifest), run
+    return RunPlan(suite, Path(record.suite_file), tasks, record.suite_sha256, manifest), run

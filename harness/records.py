@@ -159,6 +159,7 @@ class MetricResult(_Row):
     ci_high: float
     n: int
     higher_is_better: bool
+    confidence: float  # of the interval: the suite's bootstrap confidence
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Comparison(_Row):
     test: str
     n: int
     higher_is_better: bool
+    confidence: float  # of the interval
 
 
 Status = Literal["pass", "fail", "insufficient"]
@@ -196,6 +198,7 @@ class Verdict(_Row):
     evidence: str
     p_value: float | None = None
     examples_needed: int | None = None
+    confidence: float | None = None  # of the interval, where there is one: the manifest's confidence
 
 
 Alarm = Literal["ok", "alert", "insufficient", "info"]

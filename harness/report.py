@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from rich.table import Table
 
@@ -18,6 +17,7 @@ from harness.manifest import short
 from harness.metrics import TaskMetrics
 from harness.monitor import MonitorReport
 from harness.records import STATUSES, MetricResult, Reading, Verdict
+from harness.run_record import RunRecord
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
 TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
@@ -29,6 +29,11 @@ def fmt(value: float | None, metric: str, known: TaskMetrics = TaskMetrics()) ->
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return known[metric].format(value) if metric in known else f"{value:.3f}"
+
+
+def level(confidence: float) -> str:
+    """A confidence as people read it: 0.9 is "90%", 0.975 "97.5%"."""
+    return f"{confidence * 100:.4g}%"
 
 
 def fmt_ci(r: MetricResult, known: TaskMetrics = TaskMetrics()) -> str:
@@ -52,8 +57,9 @@ def terminal_tables(results: list[MetricResult], known: Mapping[str, TaskMetrics
     for task, by_cand in _grouped(results).items():
         listed = known[task].listed
         cols = [*listed, *[m for m in TERMINAL_LATENCY if m not in listed]]
-        n = next(iter(next(iter(by_cand.values())).values())).n
-        table = Table(title=f"{task} (n={n}, 95% bootstrap intervals)", title_justify="left")
+        first = next(iter(next(iter(by_cand.values())).values()))
+        table = Table(title=f"{task} (n={first.n}, {level(first.confidence)} bootstrap intervals)",
+                      title_justify="left")
         table.add_column("candidate", style="bold")
         for col in cols:
             table.add_column(col, justify="right")
@@ -90,11 +96,10 @@ def verdict_markdown(verdicts: list[Verdict]) -> list[str]:
     return [*lines, ""]
 
 
-def cost_per_1k_requests(run: dict[str, Any], candidate: str, task: str) -> float | None:
+def cost_per_1k_requests(run: RunRecord, cost: float, candidate: str, task: str) -> float | None:
     """What 1,000 answers cost at the throughput this run saw: the candidate's `cost_per_hour` over the seconds
     its generation on the task took (all requests in flight together), per request. None without a cost."""
-    cost = next((c.get("cost_per_hour", 0.0) for c in run["suite"]["candidates"] if c["name"] == candidate), 0.0)
-    seconds, n = run["timings_s"].get(f"{candidate}/{task}"), run["tasks"][task]["n_test"]
+    seconds, n = run.timings_s.get(f"{candidate}/{task}"), run.tasks[task].n_test
     if not cost or not seconds or not n:
         return None
     return cost_per_1k(cost, seconds, n)
@@ -105,53 +110,54 @@ def latency_trio(values: Mapping[str, float | None], kind: str) -> str:
     return " / ".join(fmt(values.get(f"{kind}_ms_p{q}"), f"{kind}_ms_p{q}") for q in (50, 90, 99))
 
 
-def latency_markdown(run: dict[str, Any], results: list[MetricResult], known: Mapping[str, TaskMetrics]) -> list[str]:
+def latency_markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricResult],
+                     known: Mapping[str, TaskMetrics]) -> list[str]:
     """Per task, each candidate's headline quality beside its latency percentiles and cost: the frontier a
     "small fine-tune against a big model" decision is about."""
     lines = ["## Latency and cost", "",
              "Milliseconds per request, p50 / p90 / p99 (inter-token: all gaps pooled); cost per 1,000 requests "
              "from `cost_per_hour` and this run's generation time.", ""]
     for task, by_cand in _grouped(results).items():
-        quality = run["tasks"][task]["metrics"][0]
+        quality = run.tasks[task].metrics[0]
         lines += [f"### {task}", "", f"| candidate | {quality} | TTFT | ITL | E2E | cost / 1k requests |",
                   "|---|---:|---:|---:|---:|---:|"]
         for cand, metrics in by_cand.items():
             values = {name: r.value for name, r in metrics.items()}
             trios = [latency_trio(values, kind) for kind in ("ttft", "itl", "e2e")]
-            cost = cost_per_1k_requests(run, cand, task)
+            cost = cost_per_1k_requests(run, costs.get(cand, 0.0), cand, task)
             lines.append(f"| {cand} | {fmt_ci(metrics[quality], known[task]) if quality in metrics else '–'} | "
                          + " | ".join(trios) + f" | {'–' if cost is None else f'{cost:.4f}'} |")
         lines.append("")
     return lines
 
 
-def markdown(run: dict[str, Any], results: list[MetricResult], verdicts: list[Verdict] | None = None, *,
-             known: Mapping[str, TaskMetrics]) -> str:
-    """report.md; `known`: each task's metrics."""
-    lines = [f"# Run {run['run_id']}", "",
-             f"Suite **{run['suite_name']}** (`{run['suite_file']}`), status **{run['status']}**, "
-             f"started {run['started_at']}, finished {run['finished_at']}.", ""]
+def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricResult],
+             verdicts: list[Verdict] | None = None, *, known: Mapping[str, TaskMetrics]) -> str:
+    """report.md; `costs`: each candidate's cost per hour; `known`: each task's metrics."""
+    lines = [f"# Run {run.run_id}", "",
+             f"Suite **{run.suite_name}** (`{run.suite_file}`), status **{run.status}**, "
+             f"started {run.started_at}, finished {run.finished_at}.", ""]
     if verdicts is not None:
         lines += verdict_markdown(verdicts)
-    if run.get("failed_requests"):
-        lines += [f"**{run['failed_requests']} requests failed**: their answers score as empty. "
+    if run.failed_requests:
+        lines += [f"**{run.failed_requests} requests failed**: their answers score as empty. "
                   "`harness run --resume` retries them.", ""]
-    lines += [f"Seed {run['seed']}; intervals: percentile bootstrap, {run['bootstrap']['resamples']} resamples, "
-              f"{run['bootstrap']['confidence']:.0%} confidence. Git revision `{run.get('git_revision')}`.", ""]
+    lines += [f"Seed {run.seed}; intervals: percentile bootstrap, {run.bootstrap.resamples} resamples, "
+              f"{level(run.bootstrap.confidence)} confidence. Git revision `{run.git_revision}`.", ""]
     for task, by_cand in _grouped(results).items():
-        info = run["tasks"][task]
-        cols = _columns(info["metrics"])
-        lines += [f"## {task}", "", f"{info['kind']}, {info['n_test']} test examples, task version {info['version']}.",
+        info = run.tasks[task]
+        cols = _columns(info.metrics)
+        lines += [f"## {task}", "", f"{info.kind}, {info.n_test} test examples, task version {info.version}.",
                   "", "| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
         for cand, metrics in by_cand.items():
-            cells = [fmt_ci(metrics[c], known[task]) if c in info["metrics"] else fmt(metrics[c].value, c)
+            cells = [fmt_ci(metrics[c], known[task]) if c in info.metrics else fmt(metrics[c].value, c)
                      for c in cols]
             lines.append(f"| {cand} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += latency_markdown(run, results, known)
+    lines += latency_markdown(run, costs, results, known)
     lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in run["timings_s"].items()]
-    versions = ", ".join(f"{k} {v}" for k, v in run["versions"].items())
+    lines += [f"| {k} | {v:.1f} |" for k, v in run.timings_s.items()]
+    versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)
 
@@ -222,8 +228,8 @@ def validation_tables(result: ValidationReport, tuned: CrossValidation | None = 
     for subset in subsets:
         rows = [s for s in scores if s.subset == subset]
         n = rows[0].n
-        table = Table(title=f"{subset} (n={n} answers; 95% bootstrap intervals, a question's answers resampled "
-                            "together)")
+        table = Table(title=f"{subset} (n={n} answers; {level(result.confidence)} bootstrap intervals, a question's "
+                            "answers resampled together)")
         table.add_column("predictor")
         for measure in MEASURES:
             table.add_column(measure.replace("_", " "), justify="right")

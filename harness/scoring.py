@@ -136,7 +136,8 @@ class TaskEvidence:
             higher = self.metrics[metric].higher_is_better
             for cand in self.candidates:
                 iv = self.interval(metric, cand, confidence)
-                out.append(MetricResult(self.task.name, cand, metric, iv.value, iv.low, iv.high, self.n, higher))
+                out.append(MetricResult(self.task.name, cand, metric, iv.value, iv.low, iv.high, self.n, higher,
+                                        confidence))
         return out
 
     def comparisons(self, confidence: float) -> list[Comparison]:
@@ -146,7 +147,8 @@ class TaskEvidence:
             for metric in self.metrics.listed:
                 diff = self.paired(metric, cand, baseline, confidence)
                 out.append(Comparison(self.task.name, metric, cand, baseline, diff.delta, diff.low, diff.high,
-                                      diff.p_value, diff.test, self.n, self.metrics[metric].higher_is_better))
+                                      diff.p_value, diff.test, self.n, self.metrics[metric].higher_is_better,
+                                      confidence))
         return out
 
     def rows(self) -> list[dict[str, Any]]:

@@ -16,11 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from harness.errors import HarnessError, redact_all
 from harness.records import Completion, MetricResult
+from harness.run_record import SCHEMA_VERSION as SCHEMA_VERSION
+from harness.run_record import MetricRow, RunRecord, first_error
 
-# 2: a candidate's snapshot holds only its own backend's settings, a task's only its detector's.
-SCHEMA_VERSION = 2
 # Written into every adapter folder the harness trains: base model, data, settings and versions.
 LINEAGE_FILE = "lineage.json"
 
@@ -89,6 +91,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+_METRIC_ROWS = TypeAdapter(list[MetricRow])
+
+
 def _entry(name: str) -> Any:
     """A file or folder of a results, run or bench directory, by the one name this module gives it."""
     return property(lambda self: self.path / name, doc=f"{name} in this directory")
@@ -126,23 +131,34 @@ class RunDir:
     def exists(self) -> bool:
         return self.run_json.is_file()
 
-    def read_run(self) -> dict[str, Any]:
-        record = read_json(self.run_json)
-        if not isinstance(record, dict):
-            raise HarnessError(f"{self.run_json}: not a run record (expected a JSON object)")
-        return record
+    def read_run(self) -> RunRecord:
+        return RunRecord.read(read_json(self.run_json), self.run_json)
 
-    def write_run(self, record: dict[str, Any]) -> None:
-        write_json(self.run_json, redact_all(record))  # credentials in the suite's URLs are never stored
+    def write_run(self, record: RunRecord) -> None:
+        # Credentials in the suite's URLs are never stored.
+        write_json(self.run_json, redact_all(record.model_dump(mode="json")))
 
     def is_complete(self) -> bool:
-        return self.exists() and self.read_run().get("status") == "complete"
+        return self.exists() and self.read_run().status == "complete"
 
     def write_metrics(self, results: list[MetricResult]) -> None:
         write_json(self.metrics_json, [r.to_dict() for r in results])
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        return self._read_list(self.metrics_json)
+    def read_metrics(self) -> list[MetricResult]:
+        """Every metric result, as scoring made it; a row written without its confidence (before schema 3) takes
+        the run's bootstrap confidence."""
+        if not self.metrics_json.is_file():
+            return []
+        try:
+            rows = _METRIC_ROWS.validate_python(read_json(self.metrics_json))
+        except ValidationError as exc:
+            field, message = first_error(exc)
+            raise HarnessError(f"{self.metrics_json}: not metric results this harness can read "
+                               f"({f'{field}: ' if field else ''}{message})") from None
+        if not rows:
+            return []
+        confidence = self.read_run().bootstrap.confidence
+        return [r.result(confidence) for r in rows]
 
     def write_comparisons(self, rows: list[dict[str, Any]]) -> None:
         write_json(self.comparisons_json, rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,8 +21,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from harness.config import TrackingSpec
+from harness.config import Suite, TrackingSpec
 from harness.errors import HarnessError, redact
+from harness.run_record import RunRecord
+from harness.snapshots import suite_of
 from harness.store import ResultsDir, RunDir, read_lineage
 
 # MLflow's own limits on one log_batch call.
@@ -102,36 +105,36 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def adapters_of(record: dict[str, Any], suite_dir: Path) -> dict[str, Path]:
+def adapters_of(record: RunRecord, suite: Suite, suite_dir: Path) -> dict[str, Path]:
     """Every adapter the run scored: trained ones, and adapter folders candidates name."""
-    out = {name: Path(path) for name, path in (record.get("adapters") or {}).items()}
-    for cand in (record.get("suite") or {}).get("candidates", []):
-        if cand.get("adapter") and cand["name"] not in out:
-            path = Path(cand["adapter"])
+    out = {name: Path(path) for name, path in record.adapters.items()}
+    for cand in suite.candidates:
+        if cand.adapter and cand.name not in out:
+            path = Path(cand.adapter)
             path = path if path.is_absolute() else suite_dir / path
             if path.is_dir():
-                out[cand["name"]] = path
+                out[cand.name] = path
     return out
 
 
-def params_of(record: dict[str, Any], adapters: dict[str, Path]) -> dict[str, str]:
+def params_of(record: RunRecord, suite: Suite, adapters: dict[str, Path]) -> dict[str, str]:
     """What the run was: suite and data hashes, task versions, candidates, adapter lineage."""
     params: dict[str, Any] = {
-        "suite": record.get("suite_name"), "suite_sha256": record.get("suite_sha256"), "run_id": record.get("run_id"),
-        "seed": record.get("seed"), "git_revision": record.get("git_revision"),
-        "bootstrap.resamples": (record.get("bootstrap") or {}).get("resamples"),
-        "bootstrap.confidence": (record.get("bootstrap") or {}).get("confidence"),
-        "machine.native_dtype": (record.get("machine") or {}).get("native_dtype"),
+        "suite": record.suite_name, "suite_sha256": record.suite_sha256, "run_id": record.run_id,
+        "seed": record.seed, "git_revision": record.git_revision,
+        "bootstrap.resamples": record.bootstrap.resamples, "bootstrap.confidence": record.bootstrap.confidence,
+        "machine.native_dtype": record.machine.native_dtype,
     }
-    for name, task in (record.get("tasks") or {}).items():
-        params[_key("task", name, "version")] = task.get("version")
-        params[_key("task", name, "task_sha256")] = task.get("task_sha256")
-        params[_key("task", name, "data_sha256")] = _digest(task.get("data_sha256"))
-        params[_key("task", name, "n_test")] = task.get("n_test")
-        params[_key("task", name, "metrics")] = ",".join(task.get("metrics") or [])
-    for cand in (record.get("suite") or {}).get("candidates", []):
-        for setting in ("model", "backend", "adapter", "few_shot"):
-            params[_key("candidate", cand["name"], setting)] = cand.get(setting)
+    for name, task in record.tasks.items():
+        params[_key("task", name, "version")] = task.version
+        params[_key("task", name, "task_sha256")] = task.task_sha256
+        params[_key("task", name, "data_sha256")] = _digest(task.data_sha256)
+        params[_key("task", name, "n_test")] = task.n_test
+        params[_key("task", name, "metrics")] = ",".join(task.metrics)
+    for cand in suite.candidates:
+        for setting, value in (("model", cand.model), ("backend", cand.backend), ("adapter", cand.adapter),
+                               ("few_shot", cand.few_shot)):
+            params[_key("candidate", cand.name, setting)] = value
     for name, path in adapters.items():
         lineage = read_lineage(path)
         params[_key("adapter", name, "path")] = str(path)
@@ -146,11 +149,10 @@ def metrics_of(run: RunDir) -> dict[str, float]:
     """Every metric with its interval bounds, and the verdict's counts."""
     out: dict[str, float] = {}
     for row in run.read_metrics():
-        key = _key(row["task"], row["candidate"], row["metric"])
-        for suffix, column in (("", "value"), (".low", "ci_low"), (".high", "ci_high")):
-            value = row.get(column)
-            if isinstance(value, int | float):
-                out[key + suffix] = float(value)
+        key = _key(row.task, row.candidate, row.metric)
+        for suffix, value in (("", row.value), (".low", row.ci_low), (".high", row.ci_high)):
+            if math.isfinite(value):  # MLflow takes no value for what does not exist
+                out[key + suffix] = value
     verdict = run.read_verdict()
     if verdict is not None:
         out["verdict.passed"] = float(bool(verdict.get("passed")))
@@ -167,16 +169,16 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
     from mlflow.tracking import MlflowClient
 
     record = run.read_run()
-    if record.get("status") not in ("complete", "incomplete"):
-        raise HarnessError(f"{run.run_json}: status is {record.get('status')!r}; only a finished run is logged")
+    if record.status not in ("complete", "incomplete"):
+        raise HarnessError(f"{run.run_json}: status is {record.status!r}; only a finished run is logged")
     uri = tracking_uri(spec, results)
-    suite_dir = Path(record.get("suite_file") or ".").parent
-    adapters = adapters_of(record, suite_dir)
-    params = params_of(record, adapters)
+    suite = suite_of(record, run.run_json)
+    adapters = adapters_of(record, suite, Path(record.suite_file).parent)
+    params = params_of(record, suite, adapters)
     metrics = metrics_of(run)
     verdict = run.read_verdict()
-    fingerprint = _digest({"params": params, "metrics": metrics, "status": record.get("status")})
-    experiment = (spec.experiment if spec is not None and spec.experiment else None) or record.get("suite_name")
+    fingerprint = _digest({"params": params, "metrics": metrics, "status": record.status})
+    experiment = (spec.experiment if spec is not None and spec.experiment else None) or record.suite_name
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
@@ -196,7 +198,7 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
             client.delete_run(old.info.run_id)
 
         passed = verdict.get("passed") if verdict is not None else None
-        tags = {"harness.run_id": run.run_id, "harness.fingerprint": fingerprint, "harness.status": record["status"],
+        tags = {"harness.run_id": run.run_id, "harness.fingerprint": fingerprint, "harness.status": record.status,
                 "harness.verdict": "none" if passed is None else ("pass" if passed else "fail"),
                 "mlflow.runName": run.run_id}
         for i, criterion in enumerate((verdict or {}).get("criteria", [])):
@@ -218,9 +220,9 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
         if spec is not None and spec.register_adapters and passed:
             # Promotion needs the manifest written before the run (a later one can be fitted to the results) and a
             # run with no failed request, whatever a gate allowing failures said.
-            if record["status"] != "complete":
-                say(f"MLflow: adapters of {run.run_id} not registered: the run is {record['status']}")
-            elif verdict is None or verdict.get("manifest") != record.get("manifest"):
+            if record.status != "complete":
+                say(f"MLflow: adapters of {run.run_id} not registered: the run is {record.status}")
+            elif verdict is None or verdict.get("manifest") != record.manifest:
                 say(f"MLflow: adapters of {run.run_id} not registered: its verdict is not on the run's own manifest")
             else:
                 judged = judged_adapters(verdict["manifest"], adapters)
@@ -240,22 +242,22 @@ def judged_adapters(manifest: dict[str, Any] | None, adapters: dict[str, Path]) 
     return {name: path for name, path in adapters.items() if name in named}
 
 
-def _register(client: Any, mlflow_error: type[Exception], run_id: str, record: dict[str, Any],
+def _register(client: Any, mlflow_error: type[Exception], run_id: str, record: RunRecord,
               adapters: dict[str, Path]) -> list[str]:
     """One registered model per suite candidate with an adapter, a new version per passing run."""
     out = []
     for name, path in adapters.items():
-        model_name = f"{record.get('suite_name')}-{name}"
+        model_name = f"{record.suite_name}-{name}"
         try:
             client.create_registered_model(model_name, description=f"LoRA adapter {name} of suite "
-                                           f"{record.get('suite_name')}, registered when its gate passed")
+                                           f"{record.suite_name}, registered when its gate passed")
         except mlflow_error as exc:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
         lineage = read_lineage(path)
         tags: dict[str, str] = {k: str(lineage[k]) for k in ("adapter_key", "base_model", "task", "generation")
                                 if k in lineage}
-        tags["harness.run_id"] = str(record.get("run_id"))
+        tags["harness.run_id"] = record.run_id
         version = client.create_model_version(model_name, f"runs:/{run_id}/adapters/{name}", run_id=run_id, tags=tags)
         out.append(f"{model_name}/{version.version}")
     return out

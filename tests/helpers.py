@@ -1,4 +1,4 @@
-"""Builders shared by the tests: a ScoringInput from plain lists, a traffic log from plain lists."""
+"""Builders shared by the tests: a ScoringInput from plain lists, a traffic log from plain lists, a run record."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from harness.backends.base import Completion
 from harness.config import TaskSpec
 from harness.data import Example
 from harness.metrics import ScoringInput
+from harness.run_record import SCHEMA_VERSION, RunRecord
 
 TASK = TaskSpec.model_validate({
     "name": "t", "kind": "generation", "data": {"test": "x.jsonl", "inputs": {"q": "q"}, "reference": "r"},
@@ -40,3 +41,19 @@ def traffic_log(path, texts, outputs, start="2026-11-02T00:00:00+00:00", per_day
                 row["reference"] = references[i]
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+def run_record(**changes) -> RunRecord:
+    """A finished run's record of one task (`qa`) and one candidate (`c`), as the pipeline writes it."""
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": "r1", "status": "complete", "suite_name": "s",
+        "suite_file": "suite.yaml", "suite_sha256": "0" * 64,
+        "suite": {"name": "s", "tasks": [{"task": "qa"}], "candidates": [{"name": "c", "model": "m"}]},
+        "tasks": {"qa": {"version": 1, "kind": "generation", "file": "qa/task.yaml", "task_sha256": "1" * 64,
+                         "data_sha256": {"qa/test.jsonl": "2" * 64}, "n_test": 10, "n_train": 0,
+                         "metrics": ["token_f1"]}},
+        "seed": 0, "bootstrap": {"resamples": 1000, "confidence": 0.95}, "versions": {"python": "3.11"},
+        "git_revision": None, "started_at": "2026-11-30T00:00:00+00:00", "finished_at": "2026-11-30T00:01:00+00:00",
+        "timings_s": {"c/qa": 2.0}, "failed_requests": 0,
+    }
+    return RunRecord.model_validate({**record, **changes})

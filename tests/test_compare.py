@@ -4,11 +4,13 @@ import pytest
 
 from harness.compare import compare_runs, has_regression
 from harness.errors import HarnessError
+from harness.store import RunDir
+from tests.helpers import run_record
 
 
 def _run(path, values):
     path.mkdir()
-    (path / "run.json").write_text(json.dumps({"status": "complete", "tasks": {"qa": {"metrics": ["token_f1"]}}}))
+    RunDir(path).write_run(run_record())
     rows = [{"task": "qa", "candidate": c, "metric": m, "value": v, "ci_low": lo, "ci_high": hi, "n": 200,
              "higher_is_better": m != "e2e_ms_p50"} for (c, m), (v, lo, hi) in values.items()]
     (path / "metrics.json").write_text(json.dumps(rows))
@@ -31,7 +33,7 @@ def test_movement_beyond_the_intervals(tmp_path):
 
 def test_runs_without_metrics_are_bad_input(tmp_path):
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "running", "tasks": {}}))
+    RunDir(tmp_path / "a").write_run(run_record(status="running"))
     with pytest.raises(HarnessError, match=r"no metrics\.json"):
         compare_runs(tmp_path / "a", tmp_path / "a")
     with pytest.raises(HarnessError, match="not a run directory"):

@@ -26,7 +26,7 @@ def results(talking_model, tmp_path_factory):
         "tasks": [str(classification_task(root / "kw", n_test=12)), {"task": str(qa_task(root / "qa")), "limit": 10}],
         "candidates": [{"name": CANDIDATES[0], "model": str(talking_model)},
                        {"name": CANDIDATES[1], "model": str(talking_model), "few_shot": 2, "chat": False}],
-        "bootstrap": {"resamples": 200},
+        "bootstrap": {"resamples": 200, "confidence": 0.9},  # not the default: pages must print the run's
         "manifest": {"criteria": [
             {"task": "keywords", "metric": "accuracy", "candidate": CANDIDATES[1], "at_least": 0.05},
             # Ten rated answers bound a 1-5 mean of 3.75 no tighter than about [2.4, 4.6] without assumptions.
@@ -99,6 +99,10 @@ def test_scorecard_shows_verdicts_metrics_forest_and_frontier(results, monkeypat
     verdicts = at.dataframe[0].value
     assert len(verdicts) == 2 and "insufficient" in set(verdicts.status)  # no human ratings yet
     metrics = json.loads((results / "run-1" / "metrics.json").read_text())
+    # The run's confidence level, on the page, in report.md and on every metric result.
+    assert "Metrics (90% bootstrap intervals)" in texts(at)
+    assert "90% confidence" in (results / "run-1" / "report.md").read_text()
+    assert {m["confidence"] for m in metrics} == {0.9}
     (acc,) = [m for m in metrics if m["task"] == "keywords" and m["candidate"] == CANDIDATES[0]
               and m["metric"] == "accuracy"]
     assert at.dataframe[1].value.loc[CANDIDATES[0], "keywords"].startswith(f"{acc['value']:.4g} [")
@@ -253,6 +257,7 @@ def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     assert row.value == pytest.approx(cohen_kappa_score(a, b, weights="quadratic"))
     wins = next(f for f in frames if "ci_low" in f.columns).set_index("candidate")
     assert wins.loc[CANDIDATES[1], "value"] > 0.5
+    assert "ties count half; 90% bootstrap intervals" in texts(at)
 
     verdicts, _ = gate(own_results / "run-1")
     human = next(v for v in verdicts if v.metric == "human_rating")

@@ -49,7 +49,7 @@ def test_scorecard_renders_in_chromium(results, tmp_path):  # noqa: F811
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(f"http://127.0.0.1:{port}/?page=Scorecard")
-            page.get_by_text("Metrics (95% bootstrap intervals)").wait_for(timeout=60000)
+            page.get_by_text("Metrics (90% bootstrap intervals)").wait_for(timeout=60000)
             page.get_by_text("Manifest").first.wait_for(timeout=10000)
             page.wait_for_timeout(2000)  # let the tables and charts draw
             shot = tmp_path / "scorecard.png"

@@ -132,16 +132,16 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model,
     from harness.store import RunDir
 
     run = RunDir(tmp_path / "r" / "x")
-    rows = [r for r in run.read_metrics() if r["metric"] == "overlap_suite"]
-    assert {r["candidate"] for r in rows} == {"a", "b"}
+    rows = [r for r in run.read_metrics() if r.metric == "overlap_suite"]
+    assert {r.candidate for r in rows} == {"a", "b"}
     module = evaluate.load(str(EXAMPLE / "word_overlap.py"))
     run_plan = make_plan(suite)
     refs = {e.id: e.references[0] for e in run_plan.tasks[0].data.test}
     for row in rows:
-        preds = run.read_predictions(row["candidate"], "qa")
+        preds = run.read_predictions(row.candidate, "qa")
         direct = np.mean([module.compute(predictions=[p.text.strip()], references=[refs[p.example_id]])["overlap"]
                           for p in preds])
-        assert row["value"] == pytest.approx(direct)
+        assert row.value == pytest.approx(direct)
     assert [v["metric"] for v in run.read_verdict()["criteria"]] == ["overlap_suite"]
     # The task's own metric is its planned task's, never a registered one; the run rebuilt from disk has it back.
     assert "overlap_suite" not in METRICS and "overlap_suite" in run_plan.tasks[0].metrics

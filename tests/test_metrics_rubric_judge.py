@@ -5,6 +5,7 @@ gating, agreement with real reviewers' ratings in SQLite, and the in-process bac
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -219,7 +220,7 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
         assert len(judge.requests) == 2 * n + 2 * n
         asked = len(judge.requests)
 
-        metrics = {(r["candidate"], r["metric"]): r for r in run.read_metrics()}
+        metrics = {(r.candidate, r.metric): r for r in run.read_metrics()}
         kept = [json.loads(line) for line in run.judgements_file("b", "qa").read_text().splitlines()]
         quality = {r["example_id"]: r for r in kept if r["metric"] == "quality"}
         expected, unparsed = [], 0
@@ -232,12 +233,12 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
             else:
                 expected.append(float(raw[-1]))
         assert 0 < unparsed < n and len(set(expected)) > 1
-        assert metrics[("b", "quality")]["value"] == pytest.approx(np.mean(expected))
-        assert metrics[("b", "quality_unparsed")]["value"] == pytest.approx(unparsed / n)
-        assert metrics[("b", "quality")]["ci_low"] <= metrics[("b", "quality")]["value"]
+        assert metrics[("b", "quality")].value == pytest.approx(np.mean(expected))
+        assert metrics[("b", "quality_unparsed")].value == pytest.approx(unparsed / n)
+        assert metrics[("b", "quality")].ci_low <= metrics[("b", "quality")].value
         # A judge that always picks the first position gives b ties, not wins; a is not judged against itself.
-        assert metrics[("b", "pref")]["value"] == pytest.approx(0.5)
-        assert metrics[("a", "pref")]["value"] is None
+        assert metrics[("b", "pref")].value == pytest.approx(0.5)
+        assert math.isnan(metrics[("a", "pref")].value)
         pref_rows = [r for r in kept if r["metric"] == "pref"]
         assert all(len(r["judgement"]["raw"]) == 2 for r in pref_rows)
 
@@ -313,9 +314,9 @@ def test_an_in_process_judge_keeps_its_replies_and_counts_the_ones_without_a_ver
     kept = [json.loads(line) for line in run.judgements_file("a", "qa").read_text().splitlines()]
     assert len(kept) == 4 and all(len(r["judgement"]["raw"]) == 1 for r in kept)
     # The random model never writes "SCORE: n": every reply is counted as unparsed, and no score is made up.
-    metrics = {r["metric"]: r for r in run.read_metrics()}
-    assert metrics["quality_unparsed"]["value"] == 1.0
-    assert metrics["quality"]["value"] is None
+    metrics = {r.metric: r for r in run.read_metrics()}
+    assert metrics["quality_unparsed"].value == 1.0
+    assert math.isnan(metrics["quality"].value)
 
 
 def test_each_judge_score_takes_its_scales_range(tmp_path):

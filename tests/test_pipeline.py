@@ -24,7 +24,7 @@ from tests.talking_model import LEARNED_LABEL
 pytestmark = pytest.mark.slow
 
 LATENCY_METRICS = [name for name, m in METRICS.items() if m.automatic]
-METRIC_KEYS = {"task", "candidate", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"}
+METRIC_KEYS = {"task", "candidate", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better", "confidence"}
 
 
 def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
@@ -39,7 +39,7 @@ def check_run_dir(run_dir: Path, suite_file: Path) -> dict:
     assert [r["task"] for r in run["data_check"]] == [t.name for t in tasks]
     assert run["versions"]["torch"] and run["versions"]["transformers"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert all(set(m) == METRIC_KEYS for m in metrics)
+    assert all(set(m) == METRIC_KEYS and m["confidence"] == run["bootstrap"]["confidence"] for m in metrics)
     names = {(m["task"], m["candidate"], m["metric"]) for m in metrics}
     for task in tasks:
         for cand in suite.candidates_of(task.name):
@@ -321,7 +321,7 @@ def test_gate_refuses_a_run_that_has_not_finished(small_suite, tmp_path, monkeyp
     result = run_suite(small_suite, tmp_path / "results", run_id="r")
     run = RunDir(result.run_dir)
     record = run.read_run()
-    run.write_run({**record, "status": "running"})
+    run.write_run(record.model_copy(update={"status": "running"}))
     verdict_before = run.verdict_json.read_bytes() if run.verdict_json.is_file() else None
     code, err = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(_criteria(tmp_path)))
     assert code == 2 and "has not finished (status 'running')" in err
@@ -370,5 +370,5 @@ def test_resume_refuses_a_manifest_other_than_the_runs_own(tmp_path, monkeypatch
                             "--resume")
         assert code == 2 and f"the manifest ({manifest}) differs" in " ".join(err.split()), err
     run = RunDir(results / "r1")
-    assert [(c["at_least"], c["at_most"]) for c in run.read_run()["manifest"]["criteria"]] == [(0.9, None)]
+    assert [(c["at_least"], c["at_most"]) for c in run.read_run().manifest["criteria"]] == [(0.9, None)]
     assert run.read_verdict()["passed"] is False

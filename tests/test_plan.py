@@ -1,6 +1,6 @@
 """Planning: every check before work, with errors naming the file and field; an adapter prompted as its lineage
-says it was trained unless the suite says otherwise; rebuilding the plan of a run already on disk (including
-run.json snapshots of the first schema)."""
+says it was trained unless the suite says otherwise; rebuilding the plan of a run already on disk (older run.json
+snapshots: tests/test_run_record.py)."""
 
 import json
 import re
@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from harness.config import Suite
 from harness.errors import ConfigError, HarnessError
 from harness.manifest import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS
-from harness.plan import _upgrade_snapshot, make_plan
+from harness.plan import make_plan
 from harness.records import Completion
 from harness.scoring import TaskEvidence
 from harness.store import LINEAGE_FILE
@@ -102,30 +101,6 @@ def test_two_tasks_may_define_one_metric_name_differently(tmp_path, talking_mode
                                              for r in refs]))
     ratio, refs = values["b"]
     assert ratio == pytest.approx(sum(len(r.split()) + 1 for r in refs) / sum(len(r.split()) for r in refs))
-
-
-def test_a_schema_1_snapshot_keeps_only_its_own_backend_and_detector_settings():
-    """Runs written before backends owned their options stored every backend's settings in each candidate."""
-    v1 = {"name": "s", "seed": 0, "tasks": [{"task": "t", "limit": None, "sample": None, "detector": {
-        "name": "grounding", "model": None, "url": None, "api_key_env": None, "tolerance": 0.2, "threshold": 0.5}}],
-        "candidates": [
-            {"name": "local", "model": "m", "adapter": None, "backend": "hf", "url": None, "api_key_env": None,
-             "endpoint": "chat", "few_shot": 2, "chat": None, "batch_size": 4, "concurrency": 4, "timeout_s": 120.0,
-             "max_retries": 3, "dtype": "auto", "cost_per_hour": 0.0, "serve": {"replicas": 1}, "finetune": None,
-             "tasks": None, "prompts": {}},
-            {"name": "served", "model": "m", "adapter": None, "backend": "vllm", "url": None, "api_key_env": None,
-             "endpoint": "chat", "few_shot": 0, "chat": None, "batch_size": 8, "concurrency": 16, "timeout_s": 60.0,
-             "max_retries": 1, "dtype": "auto", "cost_per_hour": 2.5, "serve": {"max_lora_rank": 32},
-             "finetune": None, "tasks": None, "prompts": {}}]}
-    with pytest.raises(ValueError):
-        Suite.model_validate(v1)
-    suite = Suite.model_validate(_upgrade_snapshot(json.loads(json.dumps(v1)), schema=1))
-    local, served = suite.candidates
-    assert local.backend == "hf" and local.options.batch_size == 4 and local.few_shot == 2
-    assert served.backend == "vllm" and served.options.concurrency == 16 and served.options.serve.max_lora_rank == 32
-    assert suite.tasks[0].detector.tolerance == 0.2
-    # and the snapshot a run writes now validates as it is
-    assert Suite.model_validate(suite.model_dump(mode="json")) == suite
 
 
 @pytest.mark.parametrize(("candidate", "field", "message"), [

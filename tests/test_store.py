@@ -10,6 +10,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.records import Completion, MetricResult
 from harness.store import ResultsDir, RunDir
+from tests.helpers import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_NAMES = re.compile(r"""["'](run\.json|metrics\.json|comparisons\.json|scores\.jsonl|latency\.json|"""
@@ -29,13 +30,15 @@ def test_no_module_but_the_store_spells_a_run_file_name():
 
 def test_a_run_directory_writes_and_reads_its_files(tmp_path):
     run = ResultsDir(tmp_path).run("r1")
-    run.write_run({"status": "running"})
-    run.write_metrics([MetricResult("t", "c", "accuracy", 0.5, 0.4, 0.6, 10, True)])
+    run.write_run(run_record(status="running"))
+    run.write_metrics([MetricResult("t", "c", "accuracy", 0.5, 0.4, 0.6, 10, True, 0.9)])
     run.write_scores([{"task": "t", "candidate": "c", "example_id": "e", "accuracy": 1.0}])
     with run.prediction_writer("c", "t") as writer:
         writer.append(Completion("e", "c", "t", "yes"))
     assert run.exists() and not run.is_complete()
-    assert run.read_metrics()[0]["value"] == 0.5 and run.read_scores()[0]["accuracy"] == 1.0
+    assert run.read_run() == run_record(status="running")
+    assert run.read_metrics() == [MetricResult("t", "c", "accuracy", 0.5, 0.4, 0.6, 10, True, 0.9)]
+    assert run.read_scores()[0]["accuracy"] == 1.0
     assert [c.text for c in run.read_predictions("c", "t")] == ["yes"]
     assert [r.run_id for r in ResultsDir(tmp_path).runs()] == ["r1"]
     assert run.read_verdict() is None

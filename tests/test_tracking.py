@@ -13,6 +13,7 @@ from harness import tracking
 from harness.config import TrackingSpec
 from harness.store import RunDir
 from tests.conftest import write_yaml
+from tests.helpers import run_record
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.slow
@@ -48,11 +49,12 @@ def test_a_run_lands_in_mlflow_with_metrics_intervals_verdict_files_and_a_regist
     [logged] = _runs(client, "small")
     assert logged.data.tags["harness.run_id"] == "t1"
     assert logged.data.tags["harness.verdict"] == "pass"
-    assert logged.data.params["suite_sha256"] == record["suite_sha256"]
-    assert logged.data.params["candidate/tiny-lora/adapter"] == record["suite"]["candidates"][2]["adapter"]
+    assert logged.data.params["suite_sha256"] == record.suite_sha256
+    assert logged.data.params["candidate/tiny-lora/adapter"] == record.suite["candidates"][2]["adapter"]
+    assert logged.data.params["bootstrap.confidence"] == str(record.bootstrap.confidence)
     assert logged.data.params["task/keywords/version"] == "1"
     # Every metric of metrics.json, with its interval bounds, under task/candidate/metric.
-    rows = run.read_metrics()
+    rows = json.loads(run.metrics_json.read_text())
     checked = 0
     for row in rows:
         key = f"{row['task']}/{row['candidate']}/{row['metric']}"
@@ -104,7 +106,7 @@ def test_a_run_lands_in_mlflow_with_metrics_intervals_verdict_files_and_a_regist
 
     # A run with failed requests is never promoted, even where a gate allowing failures passes it.
     record = run.read_run()
-    run.write_run({**record, "status": "incomplete"})
+    run.write_run(record.model_copy(update={"status": "incomplete"}))
     code, _ = run_cli(monkeypatch, capsys, "gate", str(run.path))
     assert code in (0, None)
     code, err = run_cli(monkeypatch, capsys, "export", str(run.path))
@@ -160,10 +162,10 @@ def test_only_adapters_a_criterion_judges_as_candidate_are_registered(tmp_path):
     manifest = {"criteria": [{"task": "t", "metric": "exact_match", "candidate": "ft-good", "at_least": 0.5},
                              {"task": "t", "metric": "exact_match", "candidate": "ft-good",
                               "not_worse_than": "ft-base", "margin": 0.1}]}
-    record = {"run_id": "r1", "status": "complete", "suite_name": "sweep", "suite_file": str(tmp_path / "suite.yaml"),
-              "suite": {"candidates": [{"name": n, "model": "m", "adapter": str(tmp_path / n)}
-                                       for n in ("ft-good", "ft-bad", "ft-base")]},
-              "manifest": manifest, "tasks": {}}
+    record = run_record(suite_name="sweep", suite_file=str(tmp_path / "suite.yaml"), manifest=manifest,
+                        suite={"name": "sweep", "tasks": [{"task": "t"}],
+                               "candidates": [{"name": n, "model": "m", "adapter": str(tmp_path / n)}
+                                              for n in ("ft-good", "ft-bad", "ft-base")]})
     run = RunDir(tmp_path / "results" / "r1")
     run.path.mkdir(parents=True)
     run.write_run(record)

@@ -20,6 +20,7 @@ from harness.agreement import (
 from harness.errors import HarnessError
 from harness.metrics.rubric_judge import JudgeAgreement
 from harness.ratings import RatingStore
+from harness.report import level
 
 
 def render(ctx: Context) -> None:
@@ -52,8 +53,9 @@ def render(ctx: Context) -> None:
         st.caption("Agreement needs at least two reviewers rating the same items.")
 
     if prefs:
-        st.subheader("Win rates in blind comparisons (ties count half; 95% bootstrap intervals)")
-        st.dataframe(pd.DataFrame([asdict(w) for w in win_rates(prefs)]), hide_index=True)
+        confidence = view.record.bootstrap.confidence
+        st.subheader(f"Win rates in blind comparisons (ties count half; {level(confidence)} bootstrap intervals)")
+        st.dataframe(pd.DataFrame([asdict(w) for w in win_rates(prefs, confidence)]), hide_index=True)
 
     if scores and not view.scores.empty:
         st.subheader("Automatic metrics against the human ratings (Spearman's rho)")

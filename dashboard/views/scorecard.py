@@ -14,7 +14,7 @@ from dashboard.data import RunView
 from harness.compare import compare_runs
 from harness.errors import HarnessError
 from harness.metrics import METRICS
-from harness.report import cost_per_1k_requests, latency_trio
+from harness.report import cost_per_1k_requests, latency_trio, level
 
 STATUS = {"pass": "PASS", "fail": "FAIL", "insufficient": "insufficient"}
 
@@ -89,10 +89,10 @@ def render(ctx: Context) -> None:
     view = ctx.picked()
     if view is None:
         return
-    st.caption(f"Run {view.run_id}, suite {view.record['suite_name']}")
+    st.caption(f"Run {view.run_id}, suite {view.record.suite_name}")
     verdicts(view)
     quality = [m for m in view.metrics.metric.unique() if not (m in METRICS and METRICS[m].automatic)]
-    st.subheader("Metrics (95% bootstrap intervals)")
+    st.subheader(f"Metrics ({level(view.record.bootstrap.confidence)} bootstrap intervals)")
     metric = st.selectbox("Metric", quality, key="score_metric")
     st.dataframe(metric_table(view, metric), width="stretch")
 
@@ -124,7 +124,7 @@ def render(ctx: Context) -> None:
             continue
         latency_ms = float(lat.value.iloc[0])
         cost = view.costs.get(cand, 0.0)
-        per_1k = cost_per_1k_requests(view.record, cand, task)
+        per_1k = cost_per_1k_requests(view.record, cost, cand, task)
         mine = dict(zip(own.metric, own.value, strict=True))
         rows.append({"candidate": cand, "quality": float(q.value.iloc[0]), "latency_ms": latency_ms,
                      "cost_per_hour": cost, "higher": bool(q.higher_is_better.iloc[0]),

@@ -182,10 +182,12 @@ class ValidationReport:
     length_rule_words: dict[str, int]
     scores: list[Score]
     differences: list[Difference]
+    confidence: float  # of every interval
 
     def to_dict(self) -> dict[str, object]:
         return {"detector": self.detector, "length_rule_words": self.length_rule_words,
-                "scores": [asdict(s) for s in self.scores], "differences": [asdict(d) for d in self.differences]}
+                "scores": [asdict(s) for s in self.scores], "differences": [asdict(d) for d in self.differences],
+                "confidence": self.confidence}
 
 
 def validate(detector: Detector, folder: Path, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
@@ -226,4 +228,4 @@ def validate(detector: Detector, folder: Path, resamples: int = 2000, confidence
         s, d = score_subset(subset, items, predictions, resamples, confidence, seed, compare_to=f"length > {k} words")
         scores += s
         diffs += [x for x in d if x.predictor == name]
-    return ValidationReport(detector.describe(), rules, scores, diffs)
+    return ValidationReport(detector.describe(), rules, scores, diffs, confidence)
