@@ -12,6 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.metrics import TaskMetrics
 from harness.records import MetricResult
 from harness.report import HEADLINE_LATENCY, markdown, terminal_tables
 from harness.run_record import SCHEMA_VERSION
@@ -203,7 +204,8 @@ def test_reports_print_the_runs_confidence_level():
     record = run_record(bootstrap={"resamples": 1000, "confidence": 0.9})
     results = [MetricResult("qa", "c", metric, 0.5, 0.4, 0.6, 10, metric == "token_f1", 0.9)
                for metric in ("token_f1", *HEADLINE_LATENCY)]
-    text = markdown(record, {"c": 0.0}, results)
+    known = {"qa": TaskMetrics(("token_f1",))}
+    text = markdown(record, {"c": 0.0}, results, known=known)
     assert "1000 resamples, 90% confidence" in text and "95%" not in text
-    (table,) = terminal_tables(results, {"qa": ["token_f1"]})
+    (table,) = terminal_tables(results, known)
     assert table.title == "qa (n=10, 90% bootstrap intervals)"
