@@ -27,7 +27,7 @@ from harness.config import DataSpec, load_suite
 from harness.detection import Detectors
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
 from harness.errors import ConfigError, HarnessError
-from harness.manifest import load_manifest
+from harness.manifest_check import load_manifest
 from harness.manifest_spec import MonitorRule, MonitorSpec
 from harness.metrics import ScoringInput
 from harness.metrics.classification import parse_label

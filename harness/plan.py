@@ -23,7 +23,7 @@ from harness.config import (
 from harness.data import TaskData, load_extra_rows, load_task_data
 from harness.data_check import TaskDataReport, check_task, word_count
 from harness.errors import ConfigError, HarnessError
-from harness.manifest import check_against, load_manifest
+from harness.manifest_check import check_against, load_manifest
 from harness.manifest_spec import Manifest
 from harness.metrics import TaskMetrics
 from harness.metrics.defined import task_metrics

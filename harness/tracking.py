@@ -182,35 +182,20 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            # A local database keeps its artifacts beside it (MLflow would put them under the working directory).
-            artifacts = ((Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-                         if uri.startswith("sqlite:///") else None)
-            experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
-        else:
-            experiment_id = found.experiment_id
-        earlier = client.search_runs([experiment_id], f"tags.`harness.run_id` = '{run.run_id}'")
-        for old in earlier:
+        experiment_id = _experiment(client, experiment, uri)
+        for old in client.search_runs([experiment_id], f"tags.`harness.run_id` = '{run.run_id}'"):
             if old.data.tags.get("harness.fingerprint") == fingerprint:
                 return TrackedRun(old.info.run_id, experiment_id, redact(uri), unchanged=True)
             say(f"replacing MLflow run {old.info.run_id}: run {run.run_id} changed since it was logged")
             client.delete_run(old.info.run_id)
-
         passed = verdict.get("passed") if verdict is not None else None
-        tags = {"harness.run_id": run.run_id, "harness.fingerprint": fingerprint, "harness.status": record.status,
-                "harness.verdict": "none" if passed is None else ("pass" if passed else "fail"),
-                "mlflow.runName": run.run_id}
-        for i, criterion in enumerate((verdict or {}).get("criteria", [])):
-            tags[f"criterion.{i}"] = f"{criterion.get('status')}: {criterion.get('criterion', '')}"[:_MAX_PARAM_VALUE]
-        mlflow_run = client.create_run(experiment_id, run_name=run.run_id)
-        run_id = mlflow_run.info.run_id
+        run_id = client.create_run(experiment_id, run_name=run.run_id).info.run_id
         now = int(time.time() * 1000)
         for param_chunk in _batches(params.items(), _MAX_PARAMS):
             client.log_batch(run_id, params=[Param(k, v) for k, v in param_chunk])
         for metric_chunk in _batches(metrics.items(), _MAX_METRICS):
             client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metric_chunk])
-        for tag_chunk in _batches(tags.items(), _MAX_PARAMS):
+        for tag_chunk in _batches(_tags(run.run_id, fingerprint, record.status, verdict).items(), _MAX_PARAMS):
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tag_chunk])
         say(f"MLflow: logging {run.path} to {redact(uri)} (experiment {experiment})")
         client.log_artifacts(run_id, str(run.path), "run")
@@ -218,21 +203,49 @@ def log_run(run: RunDir, spec: TrackingSpec | None, results: Path, say: Callable
             client.log_artifacts(run_id, str(path), f"adapters/{name}")
         registered = []
         if spec is not None and spec.register_adapters and passed:
-            # Promotion needs the manifest written before the run (a later one can be fitted to the results) and a
-            # run with no failed request, whatever a gate allowing failures said.
-            if record.status != "complete":
-                say(f"MLflow: adapters of {run.run_id} not registered: the run is {record.status}")
-            elif verdict is None or verdict.get("manifest") != record.manifest:
-                say(f"MLflow: adapters of {run.run_id} not registered: its verdict is not on the run's own manifest")
-            else:
-                judged = judged_adapters(verdict["manifest"], adapters)
-                for name in adapters.keys() - judged.keys():
-                    say(f"MLflow: adapter {name} of {run.run_id} not registered: no criterion has it as candidate")
-                registered = _register(client, MlflowException, run_id, record, judged)
+            judged = _promotable(run.run_id, record, verdict, adapters, say)
+            registered = _register(client, MlflowException, run_id, record, judged) if judged else []
         client.set_terminated(run_id, "FINISHED")
     except MlflowException as exc:
         raise HarnessError(f"MLflow at {redact(uri)}: {exc.message.splitlines()[0]}") from None
     return TrackedRun(run_id, experiment_id, redact(uri), registered)
+
+
+def _experiment(client: Any, name: str, uri: str) -> str:
+    """The experiment's id, created where it does not exist yet."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    # A local database keeps its artifacts beside it (MLflow would put them under the working directory).
+    artifacts = ((Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+                 if uri.startswith("sqlite:///") else None)
+    return str(client.create_experiment(name, artifact_location=artifacts))
+
+
+def _tags(run_id: str, fingerprint: str, status: str, verdict: dict[str, Any] | None) -> dict[str, str]:
+    """The run's identity, status and verdict, and one tag per criterion, as MLflow tags."""
+    passed = verdict.get("passed") if verdict is not None else None
+    tags = {"harness.run_id": run_id, "harness.fingerprint": fingerprint, "harness.status": status,
+            "harness.verdict": "none" if passed is None else ("pass" if passed else "fail"), "mlflow.runName": run_id}
+    for i, criterion in enumerate((verdict or {}).get("criteria", [])):
+        tags[f"criterion.{i}"] = f"{criterion.get('status')}: {criterion.get('criterion', '')}"[:_MAX_PARAM_VALUE]
+    return tags
+
+
+def _promotable(run_id: str, record: RunRecord, verdict: dict[str, Any] | None, adapters: dict[str, Path],
+                say: Callable[[str], None]) -> dict[str, Path]:
+    """The adapters a passing gate may register: promotion needs the manifest written before the run (a later one
+    can be fitted to the results) and a run with no failed request, whatever a gate allowing failures said."""
+    if record.status != "complete":
+        say(f"MLflow: adapters of {run_id} not registered: the run is {record.status}")
+        return {}
+    if verdict is None or verdict.get("manifest") != record.manifest:
+        say(f"MLflow: adapters of {run_id} not registered: its verdict is not on the run's own manifest")
+        return {}
+    judged = judged_adapters(verdict["manifest"], adapters)
+    for name in adapters.keys() - judged.keys():
+        say(f"MLflow: adapter {name} of {run_id} not registered: no criterion has it as candidate")
+    return judged
 
 
 def judged_adapters(manifest: dict[str, Any] | None, adapters: dict[str, Path]) -> dict[str, Path]:

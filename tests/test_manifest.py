@@ -5,7 +5,8 @@ from harness.backends.base import Completion
 from harness.config import load_task
 from harness.data import Example
 from harness.errors import ConfigError
-from harness.manifest import check_against, load_manifest, resolve, verdict_record
+from harness.manifest import resolve, verdict_record
+from harness.manifest_check import check_against, load_manifest
 from harness.manifest_spec import Manifest
 from harness.metrics import TaskMetrics
 from harness.metrics.defined import task_metrics

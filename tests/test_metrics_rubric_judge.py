@@ -326,7 +326,8 @@ def test_each_judge_score_takes_its_scales_range(tmp_path):
     counted at 5 on a 0/1 scale, the baseline's 3% missing verdicts would make it fail."""
     from harness.config import load_task
     from harness.errors import ConfigError
-    from harness.manifest import check_against, resolve
+    from harness.manifest import resolve
+    from harness.manifest_check import check_against
     from harness.manifest_spec import Manifest
     from harness.records import Judgement
     from harness.scoring import TaskEvidence

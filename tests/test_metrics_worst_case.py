@@ -22,7 +22,7 @@ import yaml
 
 from harness.config import JudgeMetricSpec, load_task
 from harness.errors import ConfigError
-from harness.manifest import check_against
+from harness.manifest_check import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, ScoringInput, TaskMetrics, get_metric
 from harness.metrics.base import Metric

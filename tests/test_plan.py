@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError, HarnessError
-from harness.manifest import check_against
+from harness.manifest_check import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS
 from harness.plan import make_plan

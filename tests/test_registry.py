@@ -12,7 +12,7 @@ from harness.config import Candidate, load_task
 from harness.detectors import DETECTORS
 from harness.errors import ConfigError
 from harness.evaluation import latency_summary
-from harness.manifest import check_against
+from harness.manifest_check import check_against
 from harness.manifest_spec import Manifest
 from harness.metrics import METRICS, MeanOf, ScoringInput, TaskMetrics
 from harness.plan import _check_task
