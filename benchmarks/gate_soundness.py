@@ -39,6 +39,7 @@ from harness.pipeline import Pipeline
 from harness.plan import make_plan
 from harness.ratings import RatingStore, Score
 from harness.records import Completion
+from harness.run_record import RunRecord
 from harness.store import RunDir
 from tests.fake_openai_server import FakeServer
 
@@ -181,7 +182,7 @@ def _completions(cand: str, task: str, texts: list[str], e2e_s: np.ndarray,
     return out
 
 
-def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generator, ratings: RatingStore) -> None:
+def _draw_run(run: RunDir, record: RunRecord, pop: Population, rng: np.random.Generator, ratings: RatingStore) -> None:
     """One run directory: predictions drawn from the population, and reviewers' ratings of ft."""
     run.path.mkdir(parents=True)
     latent = rng.random(N)
@@ -212,14 +213,14 @@ def _draw_run(run: RunDir, record: dict, pop: Population, rng: np.random.Generat
             path = run.predictions_file(cand, task)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(c.to_json() + "\n" for c in comps))
-    run.write_run({**record, "run_id": run.run_id, "status": "incomplete"})
+    run.write_run(record.model_copy(update={"run_id": run.run_id, "status": "incomplete"}))
     for i in rng.choice(N, RATED_EXAMPLES, replace=False):
         for reviewer in REVIEWERS:
             a, b, c = (int(x) for x in rng.choice(np.arange(1, 6), 3, p=pop.rating_probs))
             ratings.save_score(Score(run.run_id, "cls", f"e{i}", "ft", reviewer, a, b, c))
 
 
-def _passes(results: Path, record: dict, pop: Population, repeats: int, seed: int,
+def _passes(results: Path, record: RunRecord, pop: Population, repeats: int, seed: int,
             say: Callable[[str], None]) -> dict[str, list[bool]]:
     ratings = RatingStore.beside(results)
     kinds = list(criteria(pop))
@@ -242,7 +243,7 @@ def _passes(results: Path, record: dict, pop: Population, repeats: int, seed: in
     return passes
 
 
-def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[Path, dict]:
+def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[Path, RunRecord]:
     """The suite and the run record every repeat of the population shares (as `harness run` writes it)."""
     suite = _suite(folder, judge_url, pop)
     results = folder / "results"
