@@ -2,9 +2,8 @@
 answer could have scored, for every metric the gate reads.
 
 Each scenario is one candidate's answers; the same requests are then either answered badly (every combination of
-several bad answers) or failed (error set, no text, no timing). On a scale without a known worst (an `evaluate`
-module's, a corpus BLEU's answer length, a request's time) the worst is the worst the candidate showed, so the bad
-answers here are no worse than one it gave on another example.
+several bad answers) or failed (error set, no text, no timing). A scale without a known worst (an `evaluate`
+module's, a corpus BLEU's, a mean with no end on its bad side) has none: its criteria are insufficient instead.
 """
 
 from __future__ import annotations

@@ -149,13 +149,16 @@ class MeanMetric(Metric):
         return np.where(stats[:, 1] > 0, stats[:, 0], np.nan)
 
     def interval(self, stats: np.ndarray, confidence: float) -> tuple[float, float] | None:
-        """A rate (every value 0 or 1) takes Clopper-Pearson's exact interval: the bootstrap's covers far less than
-        asked at the sizes teams gate on (24 answers all right give [1, 1]). Other means keep the bootstrap."""
+        """A mean of values bounded by the metric's range takes an interval valid at any n: Clopper-Pearson's where
+        every value is at an end of the range (a rate), the hedged betting interval otherwise. The percentile
+        bootstrap covers far less than asked at the sizes teams gate on: 24 answers all right, or ten judge scores all
+        4, give a zero-width interval that passes any threshold below. A mean with an unbounded side keeps it."""
+        low, high = self.value_range
         values = self.per_example(stats)
         values = values[~np.isnan(values)]
-        if len(values) == 0 or not np.isin(values, (0.0, 1.0)).all():
+        if len(values) == 0 or not (np.isfinite(low) and np.isfinite(high)):
             return None
-        return bounded_mean_interval(values, 0.0, 1.0, confidence)
+        return bounded_mean_interval(values, low, high, confidence)
 
     def best_case(self, stats: np.ndarray, missing: np.ndarray) -> np.ndarray | None:
         """A baseline's missing verdict takes the metric's best value, so that it cannot favour the candidate."""
@@ -169,13 +172,12 @@ class MeanMetric(Metric):
 
     def worst_case(self, stats: np.ndarray, failed: np.ndarray) -> np.ndarray | None:
         """A failed request takes the metric's worst value (a hallucination, not an abstention; a judge score at its
-        scale's lowest), or the worst value observed where the range is unbounded on that side."""
+        scale's lowest). Where the range has no end on the bad side there is no worst (the request that timed out may
+        be the runaway answer): None, and a criterion with failures is insufficient."""
         low, high = self.value_range
         worst = low if self.higher_is_better else high
         if not np.isfinite(worst):
-            seen = self.per_example(stats)
-            seen = seen[~np.isnan(seen)]
-            worst = (seen.min() if self.higher_is_better else seen.max()) if len(seen) else 0.0
+            return None
         out = stats.copy()
         out[failed] = (worst, 1.0)
         return out
