@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,8 @@ class TaskData:
     test: list[Example]
     train: list[Example]
     labels: list[str] | None
-    files: dict[str, str]  # file path -> sha256, dataset@revision:split -> fingerprint, dvc:repo@commit:path -> md5
+    files: dict[str, str]  # file path -> sha256, dataset@revision:split -> fingerprint, dvc:repo@rev:path -> md5
+    revisions: dict[str, str] = field(default_factory=dict)  # identity -> the commit a moving revision resolved to
 
 
 def _example_id(inputs: dict[str, str]) -> str:
@@ -145,6 +146,7 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
     task_file = task.file
     tables = {t.role: t for t in task.data.source.tables(task_file)}
     files = {t.identity: t.digest for t in tables.values()}
+    revisions = {t.identity: t.resolved for t in tables.values() if t.resolved}
 
     def examples(role: Role) -> list[Example]:
         table = tables.get(role)
@@ -171,7 +173,7 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
         test = test[:limit]
     if not test:
         raise HarnessError(f"{task_file}: data.test: no test examples left")
-    return TaskData(test=test, train=train, labels=labels, files=files)
+    return TaskData(test=test, train=train, labels=labels, files=files, revisions=revisions)
 
 
 def load_extra_rows(task: TaskSpec, path: Path, labels: list[str] | None, where: Path,

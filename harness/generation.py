@@ -18,7 +18,7 @@ from harness import adapter_probe
 from harness.backends import Backend, BackendEnv, Deployment
 from harness.config import Candidate
 from harness.errors import HarnessError, redact_all
-from harness.plan import PlannedTask, RunPlan
+from harness.plan import PlannedTask, RunPlan, check_unchanged
 from harness.records import Request
 from harness.run_record import ProbeResult
 from harness.store import ResultsDir, RunDir, new_run_id
@@ -63,6 +63,7 @@ def open_run(results: ResultsDir, run_plan: RunPlan, run_id: str | None, resume:
             raise HarnessError(f"{run.path}: the manifest ({manifest_name(run_plan, manifest_file)}) differs from the "
                                "one this run was started with; resume with that one, or judge the run by another with "
                                "`harness gate RUN --manifest`")
+        check_unchanged(record, run_plan.tasks, f"run {run.run_id} started")
         if record.in_process != run_plan.in_process:
             started = "with" if record.in_process else "without"
             raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")

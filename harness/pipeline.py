@@ -97,6 +97,7 @@ class Pipeline:
                 t.name: TaskRecord(
                     version=t.spec.version, kind=t.spec.kind, file=str(t.spec.file),
                     task_sha256=file_sha256(t.spec.file), data_sha256=t.data.files,
+                    data_revisions=t.data.revisions,
                     n_test=len(t.data.test), n_train=len(t.data.train), limit=t.ref.limit,
                     sample=t.ref.sample, metrics=t.spec.metric_names,
                     detector=t.ref.detector.describe() if t.needs_detector else None,

@@ -345,10 +345,21 @@ def tasks_of_run(run: RunDir) -> tuple[RunRecord, Suite, list[PlannedTask]]:
             for ref, name in zip(suite.tasks, record.tasks, strict=True)]
     suite = suite.model_copy(update={"tasks": refs})
     tasks = plan_tasks(suite, run.run_json)
-    for task in tasks:
-        if task.data.files != record.tasks[task.name].data_sha256:
-            raise HarnessError(f"{task.spec.file}: the task's data changed since run {run.run_id}")
+    check_unchanged(record, tasks, f"run {run.run_id}")
     return record, suite, tasks
+
+
+def check_unchanged(record: RunRecord, tasks: list[PlannedTask], run: str) -> None:
+    """Each task file and its data as the run recorded them: a reference column, a metric's direction or a row
+    changed afterwards would score the run's answers against something they were never asked (gate, --resume)."""
+    for task in tasks:
+        recorded = record.tasks.get(task.name)
+        if recorded is None:
+            raise HarnessError(f"{task.spec.file}: task {task.name!r} is not in {run}")
+        if recorded.task_sha256 and file_sha256(task.spec.file) != recorded.task_sha256:
+            raise HarnessError(f"{task.spec.file}: the task file changed since {run}; restore it, or start a new run")
+        if task.data.files != recorded.data_sha256:
+            raise HarnessError(f"{task.spec.file}: the task's data changed since {run}; restore it, or start a new run")
 
 
 def plan_from_run(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir]:

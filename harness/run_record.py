@@ -57,6 +57,7 @@ class TaskRecord(_Part):
     file: str
     task_sha256: str
     data_sha256: dict[str, str]  # file path (or dataset@revision:split) -> sha256 (or fingerprint)
+    data_revisions: dict[str, str] = {}  # data identity -> the commit a moving revision (DVC's HEAD) resolved to
     n_test: int
     n_train: int
     limit: int | None = None

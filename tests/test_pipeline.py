@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harness.config import load_suite
+from harness.errors import HarnessError
 from harness.generation import open_run
 from harness.metrics import METRICS
 from harness.pipeline import Pipeline, run_suite
@@ -243,6 +244,29 @@ def test_resume_refuses_a_changed_suite(small_suite, tmp_path):
     small_suite.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match="suite file changed"):
         run_suite(small_suite, tmp_path / "results", run_id="x", resume=True)
+
+
+def test_gate_and_resume_refuse_a_task_file_or_data_changed_since_the_run(small_suite, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A finished run is judged with the task it was asked: a prompt, a metric or a reference changed afterwards, or
+    rows rewritten under the same ids, would score its answers against what they never answered."""
+    from tests.test_cli import run_cli
+
+    result = run_suite(small_suite, tmp_path / "results", run_id="x")
+    task_file = tmp_path / "tasks" / "keywords" / "task.yaml"
+    for changed, original in ((task_file, task_file.read_text()), (task_file.parent / "test.jsonl", None)):
+        before = changed.read_text()
+        changed.write_text(before.replace("Pick one of", "Choose one of") if original else
+                           before.replace('"text": "', '"text": "note: '))
+        assert changed.read_text() != before
+        what = "task file" if original else "task's data"
+        code, err = run_cli(monkeypatch, capsys, "gate", str(result.run_dir), "--manifest", str(_criteria(tmp_path)))
+        assert code == 2 and f"{task_file}: the {what} changed since run x;" in err, err
+        with pytest.raises(HarnessError, match=f"the {what} changed since run x started"):
+            run_suite(small_suite, tmp_path / "results", run_id="x", resume=True)
+        changed.write_text(before)
+    code, _ = run_cli(monkeypatch, capsys, "gate", str(result.run_dir), "--manifest", str(_criteria(tmp_path)))
+    assert code in (0, 1)
 
 
 def test_run_with_a_manifest_gates_and_gate_agrees(small_suite, tmp_path, monkeypatch, capsys):

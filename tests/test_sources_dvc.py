@@ -74,18 +74,32 @@ def test_a_revision_reads_its_own_rows_identified_by_commit_and_md5(tmp_path, da
                                   "inputs": {"text": "text"}, "reference": "label"}))))
     at_tag = load_task_data(_task(tmp_path, rev="v1"))
     assert (at_tag.test, at_tag.train) == (local.test, local.train)
-    # The tag is recorded as the commit it resolved to, with the md5 DVC tracks for the file.
-    assert at_tag.files == {f"dvc:{data_repo}@{first_sha}:rows.jsonl": first_md5}
+    # The file is identified by the revision as written and the md5 DVC tracks for it; the commit it resolved to is
+    # recorded beside.
+    tag_id = f"dvc:{data_repo}@v1:rows.jsonl"
+    assert at_tag.files == {tag_id: first_md5} and at_tag.revisions == {tag_id: first_sha}
+
+    head_id = f"dvc:{data_repo}@HEAD:rows.jsonl"
+    before = load_task_data(_task(tmp_path))  # rev defaults to HEAD, the last commit
+    # A commit that leaves the rows alone changes what HEAD resolves to, not the data's identity: a finished run
+    # read at HEAD is still gated.
+    (data_repo / "notes.txt").write_text("unrelated\n")
+    _git(data_repo, "add", "notes.txt")
+    _git(data_repo, "commit", "-q", "-m", "notes")
+    unrelated = load_task_data(_task(tmp_path))
+    assert unrelated.files == before.files == {head_id: first_md5}
+    assert unrelated.revisions == {head_id: _git(data_repo, "rev-parse", "HEAD")} != before.revisions
 
     second_sha = _commit_rows(data_repo, keyword_rows(20, seed=7), "other rows")
     assert _md5(data_repo) != first_md5
-    latest = load_task_data(_task(tmp_path))  # rev defaults to HEAD, the last commit
-    assert latest.files == {f"dvc:{data_repo}@{second_sha}:rows.jsonl": _md5(data_repo)}
+    latest = load_task_data(_task(tmp_path))
+    assert latest.files == {head_id: _md5(data_repo)} and latest.revisions == {head_id: second_sha}
     assert {e.id for e in latest.test + latest.train} == {r["id"] for r in keyword_rows(20, seed=7)}
-    # The old revision, by tag or by sha, still reads the old rows with the old identity.
+    # The old revision, by tag or by sha, still reads the old rows with the old md5.
     for rev in ("v1", first_sha):
         again = load_task_data(_task(tmp_path, rev=rev))
-        assert (again.test, again.train, again.files) == (at_tag.test, at_tag.train, at_tag.files)
+        assert (again.test, again.train) == (at_tag.test, at_tag.train)
+        assert list(again.files.values()) == [first_md5] and list(again.revisions.values()) == [first_sha]
 
 
 def _git_only(root: Path) -> str:

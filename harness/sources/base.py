@@ -33,9 +33,12 @@ class Table:
     role: Role
     frame: pd.DataFrame
     field: str  # the task field that named it, for errors: data.test, data.dataset.splits.test
-    identity: str  # the file path, or dataset@revision:split, or dvc:repo@commit:path
+    identity: str  # the file path, or dataset@revision:split, or dvc:repo@rev:path
     digest: str  # sha256 of the file, or the dataset's fingerprint, or DVC's md5
     split: SplitSpec | None = None  # how an `all` table splits into train and test
+    # What a moving revision (a branch, HEAD) resolved to when read: recorded, but not part of the identity, so a
+    # commit that leaves the rows alone does not make a finished run's data look changed.
+    resolved: str | None = None
 
 
 class DataSource(Settings):

@@ -1,6 +1,7 @@
 """Task data versioned with DVC: files tracked in a DVC repository (a local folder relative to the task, or a Git
-URL), read at a Git revision through `dvc.api.DVCFileSystem`. The commit the revision resolved to and each file's
-md5 from DVC (the .dvc file or dvc.lock) identify the content in run.json, so an old revision reads its old rows."""
+URL), read at a Git revision through `dvc.api.DVCFileSystem`. Each file's md5 from DVC (the .dvc file or dvc.lock)
+identifies the content in run.json, with the commit the revision resolved to recorded beside it (not part of the
+identity: a commit elsewhere in the repository leaves a finished run's data unchanged)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Dvc(DataSource):
                                   f"the remote?): {first_line(exc)}") from None
             frame = read_frame(io.BytesIO(content), path, spec.format, task_file, where)
             split = (spec.split or SplitSpec()) if role == "all" else None
-            out.append(Table(role, frame, where, f"dvc:{ref}@{commit}:{path}", md5, split))
+            out.append(Table(role, frame, where, f"dvc:{ref}@{spec.rev}:{path}", md5, split, commit))
         return out
 
     def file_format(self) -> str:
