@@ -11,6 +11,7 @@ every latency target) and the cost of 1,000 requests at the candidate's `cost_pe
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class Targets:
                 values[f"{key}_ms"] = float(number)
             except ValueError:
                 raise HarnessError(f"--slo: {part!r} is not NAME=MILLISECONDS") from None
+            if not (math.isfinite(values[f"{key}_ms"]) and values[f"{key}_ms"] > 0):
+                raise HarnessError(f"--slo: {part!r}: a target is a positive number of milliseconds")
         return cls(**values)
 
     def met(self, ttft: float, tpot: float, e2e: float) -> bool:
@@ -246,15 +249,17 @@ def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: C
 def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say: Callable[[str], None],
                 on_level: Callable[[LevelResult], None]) -> tuple[Path, list[LevelResult]]:
     """Load-test one candidate of a suite; writes latency.json, latency.png and report.md."""
+    if not options.concurrency:
+        raise HarnessError("bench: --concurrency names no level")
+    if any(c < 1 for c in options.concurrency) or any(r <= 0 for r in options.rates) or options.requests < 1:
+        raise HarnessError("bench: concurrency, rates and --requests must be positive")
+    if options.warmup < 0:
+        raise HarnessError("bench: --warmup must be 0 or more")
     run_plan = make_plan(suite_file)
     cand = run_plan.suite.candidate(options.candidate)
     if not cand.options.served:
         raise HarnessError(f"{suite_file}: candidate {cand.name} uses backend {cand.backend}; bench needs a "
                            f"served backend ({', '.join(_served_backends())})")
-    if any(c < 1 for c in options.concurrency) or any(r <= 0 for r in options.rates) or options.requests < 1:
-        raise HarnessError("bench: concurrency, rates and --requests must be positive")
-    if options.warmup < 0:
-        raise HarnessError("bench: --warmup must be 0 or more")
     levels = [LoadLevel(c) for c in options.concurrency] + [LoadLevel(max(options.concurrency), r)
                                                              for r in options.rates]
     tasks = [t for t in run_plan.tasks if cand.runs(t.name)]

@@ -5,6 +5,7 @@ Bad input of any kind is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -175,11 +176,15 @@ def export(
         raise typer.Exit(1)
 
 
-def _numbers(text: str, kind: type) -> list:
+def _numbers(text: str, kind: type, option: str) -> list:
+    """A comma-separated list of positive, finite numbers (`--concurrency 1,4,16`, `--rate 0.5,2`)."""
     try:
-        return [kind(x) for x in text.split(",") if x.strip()]
+        values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise HarnessError(f"expected a comma-separated list of numbers, got {text!r}") from None
+        raise HarnessError(f"{option}: expected a comma-separated list of numbers, got {text!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise HarnessError(f"{option}: every value must be a positive number, got {text!r}")
+    return values
 
 
 @app.command("bench")
@@ -203,7 +208,8 @@ def bench(
     from harness import report
     from harness.bench import BenchOptions, Targets, bench_suite
 
-    options = BenchOptions(candidate, _numbers(concurrency, int), _numbers(rate, float), requests, warmup, prompts,
+    options = BenchOptions(candidate, _numbers(concurrency, int, "--concurrency"),
+                           _numbers(rate, float, "--rate"), requests, warmup, prompts,
                            random_input_len, output_len, Targets.parse(slo))
     table = report.bench_table(candidate)
     out_dir, _ = bench_suite(suite, options, results, lambda msg: err.print(msg),

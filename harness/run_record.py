@@ -143,7 +143,10 @@ class RunRecord(_Part):
         may mean something this harness does not know, so it is refused."""
         if isinstance(data, dict):
             version = data.get("schema_version")
-            if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+                # "9" or 9.0 would be read as 9 by pydantic after this check, and true as schema 1.
+                raise ValueError(f"schema_version {version!r} is not a whole number")
+            if version is not None and version > SCHEMA_VERSION:
                 raise ValueError(f"schema {version} is newer than this harness reads ({SCHEMA_VERSION}); "
                                  "update the harness")
         return data

@@ -192,6 +192,13 @@ def test_numeric_options_out_of_range_are_one_line(case):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
         assert f"Invalid value for '{option}'" in lines[0] and "greater than or equal to" in lines[0], lines[0]
+    for args, message in ((("--concurrency", ""), "names no level"), (("--rate", "nan"), "--rate: every value"),
+                          (("--concurrency", "0,4"), "--concurrency: every value"),
+                          (("--slo", "ttft=-5"), "positive number of milliseconds"),
+                          (("--slo", "e2e=nan"), "positive number of milliseconds")):
+        proc = harness(case.parent, *bench, *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (args, proc.stderr)
     assert not (case.parent / "results").exists()  # refused before any work
 
 

@@ -147,3 +147,11 @@ def test_a_suite_scores_and_gates_on_an_evaluate_metric(tmp_path, talking_model,
     assert "overlap_suite" not in METRICS and "overlap_suite" in run_plan.tasks[0].metrics
     rebuilt, _ = plan_from_run(run.path)
     assert isinstance(rebuilt.tasks[0].metrics["overlap_suite"], EvaluateMetric)
+    # The dashboard caches a run's tables by pickling them: the task's own metric goes along, its module reloaded.
+    import pickle
+
+    from dashboard.data import load_run
+
+    copy = pickle.loads(pickle.dumps(load_run(run.path))).task_metrics["qa"]["overlap_suite"]
+    assert copy.compute(["on Monday"], ["on Monday"]) == pytest.approx(1.0)
+    assert copy.compute(["on Monday"], ["on Tuesday"]) == pytest.approx(1 / 3)

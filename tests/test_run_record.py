@@ -147,6 +147,9 @@ BAD_RECORDS = {
     "an unknown status": (GOOD | {"status": "done"}, "status: Input should be 'running'"),
     "a newer schema": (GOOD | {"schema_version": SCHEMA_VERSION + 1},
                        f"schema {SCHEMA_VERSION + 1} is newer than this harness reads ({SCHEMA_VERSION})"),
+    "a newer schema as text": (GOOD | {"schema_version": "9"}, "schema_version '9' is not a whole number"),
+    "a schema as a float": (GOOD | {"schema_version": 9.0}, "schema_version 9.0 is not a whole number"),
+    "a schema as true": (GOOD | {"schema_version": True}, "schema_version True is not a whole number"),
 }
 
 

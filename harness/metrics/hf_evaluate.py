@@ -27,6 +27,7 @@ class EvaluateMetric(Metric):
     spec: EvaluateMetricSpec
     module: Any
     key: str
+    source: str = ""  # what `evaluate.load` was given (a resolved local path, or a hub id)
     family: str = "evaluate"
     value_range: tuple[float, float] = (-math.inf, math.inf)  # a module's own scale, unknown here
     needs: frozenset[Need] = frozenset({"reference"})
@@ -37,6 +38,11 @@ class EvaluateMetric(Metric):
             return None
         return (f"{self.name} is corpus-level: recomputed on up to {self.spec.max_resamples} bootstrap resamples "
                 "per candidate (max_resamples), one compute() call each")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A loaded module holds locks and cannot be pickled (the dashboard's cache pickles a run's metrics): a copy
+        # loads its module again from where this one was loaded.
+        return _reloaded, (self.spec, self.source, self.key)
 
     def inputs(self, data: ScoringInput) -> tuple[list[Any], list[Any]]:
         if self.spec.predictions == "label" and data.labels is not None:
@@ -121,5 +127,13 @@ def evaluate_metric(spec: EvaluateMetricSpec, task: TaskSpec, where: str) -> Eva
                 raise ConfigError(task.file, f"{where}.key", f"{spec.evaluate} returns {', '.join(result)}; "
                                   "say which with `key`")
             key = numeric[0]
-    return EvaluateMetric(name=spec.name, higher_is_better=spec.higher_is_better, spec=spec, module=module, key=key)
+    return EvaluateMetric(name=spec.name, higher_is_better=spec.higher_is_better, spec=spec, module=module, key=key,
+                          source=ref)
+
+
+def _reloaded(spec: EvaluateMetricSpec, source: str, key: str) -> EvaluateMetric:
+    import evaluate
+
+    return EvaluateMetric(name=spec.name, higher_is_better=spec.higher_is_better, spec=spec,
+                          module=evaluate.load(source), key=key, source=source)
 
