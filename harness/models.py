@@ -216,12 +216,19 @@ def check_model_ref(model: str) -> str | None:
         return None if (path / "config.json").is_file() else f"model directory has no config.json: {model}"
     if model.startswith((".", "/", "~")):
         return f"model path does not exist: {model}"
-    if "/" not in model and not _in_hf_cache(model):
-        # Not embedded, not a folder, not a hub id (org/name): a typo of an embedded name, found before any work.
-        close = difflib.get_close_matches(model, list(EMBEDDED), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"embedded: {', '.join(EMBEDDED)}"
-        return f"model {model!r} is neither embedded, a local directory, nor a Hugging Face id (org/name); {hint}"
+    close = difflib.get_close_matches(model, list(EMBEDDED), n=1, cutoff=0.8)
+    if close and not _in_hf_cache(model):
+        # A typo of an embedded name, found before any work (a bare hub id such as gpt2 is left to the hub).
+        return f"model {model!r} is neither embedded nor a local directory; did you mean {close[0]!r}?"
+    if _offline() and not _in_hf_cache(model):
+        return f"model {model!r} is neither embedded, a local directory, nor in the Hugging Face cache (offline)"
     return None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _in_hf_cache(model: str) -> bool:

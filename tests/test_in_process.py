@@ -54,12 +54,12 @@ def test_in_process_says_which_server_settings_it_drops_and_keeps_the_dtype(tmp_
     task = str(classification_task(tmp_path / "task", n_test=8))
     suite = write_yaml(tmp_path / "s.yaml", {"name": "s", "tasks": [task], "candidates": [
         {"name": "plain", "model": str(talking_model), "backend": "vllm"},
-        {"name": "tuned", "model": str(talking_model), "backend": "vllm",
+        {"name": "tuned", "model": str(talking_model), "backend": "vllm", "timeout_s": 30,
          "serve": {"max_model_len": 256, "dtype": "float32", "prefix_caching": False}}]})
     assert make_plan(suite).notes == []
     run_plan = make_plan(suite, in_process=True)
-    assert run_plan.notes == [f"{suite}: candidates.1: serve.max_model_len, serve.prefix_caching apply to its server "
-                              "only; --in-process ignores them"]
+    assert run_plan.notes == [f"{suite}: candidates.1: timeout_s, serve.max_model_len, serve.prefix_caching apply to "
+                              "its server only; --in-process ignores them"]
     assert run_plan.suite.candidate("tuned").options.dtype == "float32"
     assert run_plan.suite.candidate("plain").options.dtype == "auto"
 

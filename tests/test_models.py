@@ -39,13 +39,18 @@ def test_split_gguf_is_assembled_in_order_and_checked(tmp_path):
         models._split_gguf("m.gguf", "00" * 32)(dirs, tmp_path)
 
 
-def test_model_references():
+def test_model_references(monkeypatch):
+    from huggingface_hub import constants
+
     assert models.check_model_ref("smollm2-135m-instruct") is None
-    assert models.check_model_ref("org/some-hub-model") is None
     assert "does not exist" in models.check_model_ref("./nowhere/model")
-    # A bare name that is neither embedded nor cached is a typo, named with the nearest embedded one.
+    # A name close to an embedded one, neither embedded nor cached, is a typo, named with the nearest embedded one.
     assert "did you mean 'smollm2-135m-instruct'" in models.check_model_ref("smollm2-135m-instruc")
-    assert "embedded: " in models.check_model_ref("zzzz")
+    # Offline (the tests' setting), a hub id must be in the cache; online it is left to the hub, bare or not.
+    assert "in the Hugging Face cache (offline)" in models.check_model_ref("org/some-hub-model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert models.check_model_ref("org/some-hub-model") is None and models.check_model_ref("gpt2") is None
+    assert "did you mean" in models.check_model_ref("smollm2-135m-instruc")
     with pytest.raises(HarnessError, match="model path does not exist"):
         models.resolve("/nowhere/model")
 

@@ -88,7 +88,9 @@ class VllmOptions(ClientOptions):
         return HFOptions(chat=False if self.endpoint == "completions" else None, dtype=self.serve.dtype)
 
     def in_process_ignores(self) -> list[str]:
-        return sorted(f"serve.{name}" for name in self.serve.model_fields_set - {"dtype"})
+        # The endpoint carries over (as the chat setting) and serve.dtype (as the dtype); the rest is the server's.
+        client = self.model_fields_set - {"backend", "endpoint", "serve"}
+        return sorted(client) + sorted(f"serve.{name}" for name in self.serve.model_fields_set - {"dtype"})
 
     def open(self, target: Deployment, env: BackendEnv) -> Backend:
         served = [t for t in env.targets if isinstance(t.options, VllmOptions)]
