@@ -202,7 +202,7 @@ def _suite(tmp_path, talking_model, url, **criteria):
         "candidates": [{"name": "a", "model": str(talking_model)},
                        {"name": "b", "model": str(talking_model), "few_shot": 1}],
         "bootstrap": {"resamples": 200},
-        "manifest": {"criteria": [{"task": "qa", "metric": "quality", "candidate": "b", "at_least": 1.0},
+        "manifest": {"criteria": [{"task": "qa", "metric": "quality", "candidate": "b", "at_least": 1.5},
                                   *criteria.get("extra", [])]}})
 
 
@@ -262,15 +262,17 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
         page = next(df.value for df in app(results, monkeypatch, "Agreement").dataframe if "kappa" in df.value)
         assert page[["task", "judge", "items"]].values.tolist() == [["qa", "quality", usable]]
         assert page.agreement.tolist() == [pytest.approx(agree / usable)]
-        criteria = [{"task": "qa", "metric": "quality_agreement", "candidate": "b", "at_least": 0.0}]
+        criteria = [{"task": "qa", "metric": "quality_agreement", "candidate": "b", "at_least": 0.1}]
         # A quarter of the judge's replies have no verdict: above the default max_unparsed (10%), its agreement with
         # people is no evidence either.
         manifest = write_yaml(tmp_path / "agreement.yaml", {"criteria": criteria})
-        run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(manifest))
+        code, err = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(manifest))
+        assert code == 1, err
         [verdict] = run.read_verdict()["criteria"]
         assert verdict["status"] == "insufficient" and "max_unparsed" in verdict["evidence"]
         manifest = write_yaml(tmp_path / "agreement.yaml", {"criteria": criteria, "max_unparsed": 0.5})
-        run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(manifest))
+        code, err = run_cli(monkeypatch, capsys, "gate", str(run.path), "--manifest", str(manifest))
+        assert code in (0, 1), err
         [verdict] = run.read_verdict()["criteria"]
         assert verdict["n"] == usable
         assert verdict["observed"] == pytest.approx(agree / usable)
