@@ -219,6 +219,15 @@ class BenchOptions:
     output_len: int | None
     targets: Targets
 
+    def check(self) -> None:
+        """Settings no bench can run with, refused before anything is planned or started."""
+        if not self.concurrency:
+            raise HarnessError("bench: --concurrency names no level")
+        if any(c < 1 for c in self.concurrency) or any(r <= 0 for r in self.rates) or self.requests < 1:
+            raise HarnessError("bench: concurrency, rates and --requests must be positive")
+        if self.warmup < 0:
+            raise HarnessError("bench: --warmup must be 0 or more")
+
 
 def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: Callable[[str], None]) -> Deployment:
     """The candidate as `harness run` serves it: with its `adapter:`, or for a fine-tune with the adapter trained
@@ -249,12 +258,7 @@ def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: C
 def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say: Callable[[str], None],
                 on_level: Callable[[LevelResult], None]) -> tuple[Path, list[LevelResult]]:
     """Load-test one candidate of a suite; writes latency.json, latency.png and report.md."""
-    if not options.concurrency:
-        raise HarnessError("bench: --concurrency names no level")
-    if any(c < 1 for c in options.concurrency) or any(r <= 0 for r in options.rates) or options.requests < 1:
-        raise HarnessError("bench: concurrency, rates and --requests must be positive")
-    if options.warmup < 0:
-        raise HarnessError("bench: --warmup must be 0 or more")
+    options.check()
     run_plan = make_plan(suite_file)
     cand = run_plan.suite.candidate(options.candidate)
     if not cand.options.served:

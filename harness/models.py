@@ -221,8 +221,13 @@ def check_model_ref(model: str) -> str | None:
         # A typo of an embedded name, found before any work (a bare hub id such as gpt2 is left to the hub).
         return f"model {model!r} is neither embedded nor a local directory; did you mean {close[0]!r}?"
     if _offline() and not _in_hf_cache(model):
-        return f"model {model!r} is neither embedded, a local directory, nor in the Hugging Face cache (offline)"
+        return _not_cached(model) + "; offline (HF_HUB_OFFLINE)"
     return None
+
+
+def _not_cached(model: str) -> str:
+    return (f"model {model!r} is neither a local directory nor in the Hugging Face cache "
+            f"(download it first: hf download {model})")
 
 
 def _offline() -> bool:
@@ -246,10 +251,7 @@ def model_problem(model: str) -> str | None:
     problem = check_model_ref(model)
     if problem or model in EMBEDDED or Path(model).expanduser().is_dir():
         return problem
-    if not _in_hf_cache(model):
-        return (f"model {model!r} is neither a local directory nor in the Hugging Face cache "
-                f"(download it first: hf download {model})")
-    return None
+    return None if _in_hf_cache(model) else _not_cached(model)
 
 
 def check_adapter_dir(adapter: str | Path) -> str | None:

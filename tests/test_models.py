@@ -47,7 +47,8 @@ def test_model_references(monkeypatch):
     # A name close to an embedded one, neither embedded nor cached, is a typo, named with the nearest embedded one.
     assert "did you mean 'smollm2-135m-instruct'" in models.check_model_ref("smollm2-135m-instruc")
     # Offline (the tests' setting), a hub id must be in the cache; online it is left to the hub, bare or not.
-    assert "in the Hugging Face cache (offline)" in models.check_model_ref("org/some-hub-model")
+    assert "in the Hugging Face cache (download it first: hf download org/some-hub-model); offline" in (
+        models.check_model_ref("org/some-hub-model"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert models.check_model_ref("org/some-hub-model") is None and models.check_model_ref("gpt2") is None
     assert "did you mean" in models.check_model_ref("smollm2-135m-instruc")
