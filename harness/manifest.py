@@ -49,12 +49,16 @@ def _one_sided_p(draws: np.ndarray, threshold: float, above: bool) -> float:
     return float((wrong + 1) / (len(d) + 1))
 
 
-def _human_values(metric: str, candidate: str, task: str, human: HumanRatings | None,
-                  ev: TaskEvidence) -> np.ndarray | None:
+def _human_values(c: Criterion, task: str, human: HumanRatings | None, ev: TaskEvidence) -> np.ndarray | None:
     """Per rated example: the rating metric's value (mean 1–5 rating, win share in blind comparisons, or a
-    judge's agreement with the reviewers, which reads the judge's per-example scores)."""
+    judge's agreement with the reviewers, which reads the judge's per-example scores). With `against`, only the
+    comparisons between the candidate and that opponent count."""
     if human is None:
         return None
+    metric, candidate = c.metric, c.candidate
+    if c.against is not None:
+        pair = {candidate, c.against}
+        human = replace(human, preferences=[p for p in human.preferences if {p.candidate_a, p.candidate_b} == pair])
     rater = ev.metrics[metric]
     assert isinstance(rater, RatingMetric)
     judged = None
@@ -80,7 +84,7 @@ def _listed(ids: list[str], most: int = 5) -> str:
 def _others(c: Criterion, ev: TaskEvidence) -> list[str]:
     """The other candidates whose answers decide the criterion: its baseline, a pairwise judge's rival, and for a
     blind comparison every candidate of the task (`*`)."""
-    rivals = ev.metrics[c.metric].rivals
+    rivals = (c.against,) if c.against is not None else ev.metrics[c.metric].rivals
     named = [c.baseline] if c.baseline is not None else []
     named += [r for r in ev.candidates if r != c.candidate] if "*" in rivals else list(rivals)
     return [name for name in dict.fromkeys(named) if name in ev.completions]
@@ -149,13 +153,13 @@ def _decided(what: str, low: float, high: float, threshold: float, above: bool, 
     return "insufficient", f"{what}: the {conf:.0%} interval reaches {short(threshold)}"
 
 
-def _resolverated(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
+def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
                    human: HumanRatings | None) -> Verdict:
     conf = manifest.confidence
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:
         return _insufficient(c, task, label, ev.n, blocked)
-    values = _human_values(c.metric, c.candidate, task, human, ev)
+    values = _human_values(c, task, human, ev)
     if values is None or len(values) == 0:
         return _insufficient(c, task, label, 0, f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
     n = len(values)
@@ -197,7 +201,7 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                  human: HumanRatings | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
     if is_rated(c.metric, ev.metrics):
-        return _resolverated(c, task, label, ev, manifest, human)
+        return _resolve_rated(c, task, label, ev, manifest, human)
     conf = manifest.confidence
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:

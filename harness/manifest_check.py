@@ -35,11 +35,11 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
     for i, c in enumerate(manifest.criteria):
         if c.task != "*" and c.task not in tasks:
             raise ConfigError(where, f"criteria.{i}.task", f"the run has no task {c.task!r} (has {', '.join(tasks)})")
-        named = [n for n in (c.candidate, c.baseline) if n is not None]
+        named = [n for n in (c.candidate, c.baseline, c.against) if n is not None]
         # A `*` criterion is resolved on the tasks that score all its candidates; with none it would vanish.
         applies = [c.task] if c.task != "*" else [t for t in tasks if all(n in runs[t] for n in named)]
         for field, name in (("candidate", c.candidate), ("better_than", c.better_than),
-                            ("not_worse_than", c.not_worse_than)):
+                            ("not_worse_than", c.not_worse_than), ("against", c.against)):
             if name is not None and name not in candidates:
                 raise ConfigError(where, f"criteria.{i}.{field}",
                                   f"the run has no candidate {name!r} (has {', '.join(candidates)})")
@@ -75,6 +75,9 @@ def _check_metric(c: Criterion, i: int, where: Path | str, metrics: TaskMetrics,
     if c.metric not in metrics.names and not rated:
         raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
     metric = metrics[c.metric]
+    if c.against is not None and not (rated and "*" in metric.rivals):
+        raise ConfigError(where, f"criteria.{i}.against", f"{c.metric} has no opponent to name: `against` goes with "
+                          "a metric of blind comparisons (human_win_rate)")
     if metric.not_gateable:
         raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} {metric.not_gateable}")
     _check_reachable(c, metric, i, where)

@@ -21,6 +21,8 @@ class Criterion(Settings):
     by: Annotated[float, Field(ge=0)] | None = None
     not_worse_than: str | None = None
     margin: Annotated[float, Field(ge=0)] | None = None
+    against: str | None = Field(None, description="human_win_rate: the one opponent, from the blind comparisons "
+                                "between exactly these two (default: every candidate shown beside it, pooled)")
 
     @model_validator(mode="after")
     def _one_rule(self) -> Criterion:
@@ -32,8 +34,10 @@ class Criterion(Settings):
             raise ValueError("`by` goes with `better_than`")
         if self.margin is not None and self.not_worse_than is None:
             raise ValueError("`margin` goes with `not_worse_than`")
-        if self.baseline == self.candidate:
+        if self.baseline == self.candidate or self.against == self.candidate:
             raise ValueError(f"candidate {self.candidate!r} is compared with itself")
+        if self.against is not None and self.baseline is not None:
+            raise ValueError("`against` goes with at_least or at_most (it names a blind comparison's opponent)")
         return self
 
     @property
@@ -49,7 +53,8 @@ class Criterion(Settings):
             rule = f"better than {self.better_than} by {self.by or 0:g}"
         else:
             rule = f"not worse than {self.not_worse_than} by more than {self.margin or 0:g}"
-        return f"{self.task} {self.metric} of {self.candidate} {rule}"
+        versus = f" against {self.against}" if self.against else ""
+        return f"{self.task} {self.metric} of {self.candidate}{versus} {rule}"
 
 
 class MonitorRule(Settings):

@@ -117,6 +117,33 @@ def test_human_metrics_resolve_from_ratings(evidence):
     assert none.status == "insufficient" and "no human ratings" in none.evidence
 
 
+def test_a_win_rate_against_a_named_opponent_counts_only_their_comparisons(evidence, tmp_path):
+    """Pooled, ft's wins over a weak base hide its losses to a strong twin; named, each opponent is its own verdict."""
+    from harness.ratings import HumanRatings, Preference
+
+    over_base = [Preference("run", "qa", f"e{i}", "base", "ft", "ada", "B") for i in range(40)]
+    over_twin = [Preference("run", "qa", f"e{i}", "ft", "twin", "ada", "B" if i % 4 else "A") for i in range(40)]
+    manifest = Manifest.model_validate({"criteria": [
+        {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "at_least": 0.55},
+        {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "against": "base", "at_least": 0.55},
+        {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "against": "twin", "at_least": 0.55}]})
+    pooled, base, twin = resolve(manifest, evidence, HumanRatings([], over_base + over_twin))
+    # pooled, an item's two comparisons average: 1 where ft beat both, 0.5 where it lost to the twin
+    assert pooled.status != "fail" and pooled.n == 40 and pooled.observed == pytest.approx(0.625), pooled
+    assert (base.status, base.n, base.observed) == ("pass", 40, 1.0)
+    assert (twin.status, twin.n, twin.observed) == ("fail", 40, pytest.approx(10 / 40))
+    assert twin.criterion.endswith("of ft against twin >= 0.55")
+    # Named opponents are checked like any candidate, and only a blind comparison has one.
+    runs, metrics = {"qa": ["ft", "base"]}, {"qa": task_metrics(_task(tmp_path))}
+    for rule, message in ((({"against": "nobody"}), "criteria.0.against: the run has no candidate 'nobody'"),
+                          ({"against": "ft"}, "compared with itself"),
+                          ({"metric": "human_rating", "against": "base"}, "criteria.0.against: human_rating has no")):
+        with pytest.raises((ConfigError, ValueError), match=message):
+            check_against(Manifest.model_validate({"criteria": [
+                {"task": "qa", "metric": "human_win_rate", "candidate": "ft", "at_least": 0.55, **rule}]}),
+                "m.yaml", runs, metrics)
+
+
 def test_human_metrics_take_absolute_thresholds_only(tmp_path):
     manifest = Manifest.model_validate({"criteria": [
         {"task": "qa", "metric": "human_rating", "candidate": "ft", "better_than": "base"}]})
