@@ -234,6 +234,72 @@ def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
     assert (pref.candidate_a if pref.preferred == "A" else pref.candidate_b) == left
 
 
+def _answer_sha(results, candidate, example_id) -> str:
+    from harness.ratings import answer_sha256
+    from harness.store import ResultsDir
+
+    return answer_sha256(ResultsDir(results).run("run-1").answers(candidate, "qa")[example_id].text)
+
+
+def _rewrite_answer(results, candidate, example_id, text) -> None:
+    """What `--resume` does to an answer it regenerates: a new text in the predictions file (and run.json touched)."""
+    import os
+
+    path = results / "run-1" / "predictions" / candidate / "qa.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "text": text} if r["example_id"] == example_id else r) + "\n"
+                            for r in rows))
+    os.utime(results / "run-1" / "run.json")
+
+
+def test_a_rewritten_answer_loses_its_ratings_in_the_gate_and_on_the_page(own_results, monkeypatch):
+    from harness.evaluation import gate
+    from harness.ratings import Score
+
+    store = RatingStore.beside(own_results)
+    ids = [json.loads(line)["example_id"] for line in
+           (own_results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
+    for ex in ids:
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", 4, 4, 4,
+                               answer_sha256=_answer_sha(own_results, CANDIDATES[1], ex)))
+    human = next(v for v in gate(own_results / "run-1")[0] if v.metric == "human_rating")
+    assert human.n == 10
+    _rewrite_answer(own_results, CANDIDATES[1], ids[0], "a regenerated answer")
+    human = next(v for v in gate(own_results / "run-1")[0] if v.metric == "human_rating")
+    assert human.n == 9, "the rating of the old answer still counts"
+
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("r1").run()
+    at.selectbox(key="rev_task").set_value("qa").run()
+    assert "9 of 20 outputs rated by you" in at.get("progress")[0].proto.text
+    assert len(at.selectbox(key="score_revisit").options) == 1 + 9
+    for _ in range(11):  # the rewritten answer is back in r1's queue (11 outputs left)
+        if "a regenerated answer" in [t.value for t in at.text]:
+            break
+        at.button(key="score_skip").click().run()
+    else:
+        pytest.fail("the rewritten answer never came back to the reviewer")
+
+
+def test_a_reviewer_changes_their_own_rating(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    at.slider(key="rate_accuracy").set_value(5)
+    at.button[0].click().run()
+    (first,) = RatingStore.beside(own_results).scores("run-1")
+    assert at.slider(key="rate_accuracy").value == 3, "the next item starts from the defaults"
+    at.selectbox(key="score_revisit").select_index(1).run()
+    assert at.slider(key="rate_accuracy").value == 5, "the earlier rating, to change"
+    at.slider(key="rate_accuracy").set_value(2)
+    at.text_area(key="rate_comment").set_value("on second thought")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    (changed,) = RatingStore.beside(own_results).scores("run-1")
+    assert (changed.example_id, changed.candidate) == (first.example_id, first.candidate)
+    assert (changed.accuracy, changed.comment) == (2, "on second thought")
+    assert at.selectbox(key="score_revisit").value is None, "back to the queue"
+
+
 def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     from sklearn.metrics import cohen_kappa_score
 
@@ -246,9 +312,11 @@ def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     a = [4, 5, 3, 4, 5, 4, 2, 3, 5, 4]
     b = [4, 4, 3, 5, 5, 3, 2, 2, 4, 4]
     for i, ex in enumerate(ids):
-        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i]))
-        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i]))
-        store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B"))
+        sha0, sha1 = _answer_sha(own_results, CANDIDATES[0], ex), _answer_sha(own_results, CANDIDATES[1], ex)
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i], answer_sha256=sha1))
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i], answer_sha256=sha1))
+        store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B",
+                                         answer_a_sha256=sha0, answer_b_sha256=sha1))
     at = app(own_results, monkeypatch, "Agreement")
     frames = [df.value for df in at.dataframe]
     agreement = next(f for f in frames if "statistic" in f.columns)
