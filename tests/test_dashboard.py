@@ -216,6 +216,37 @@ def test_review_scores_are_saved_per_reviewer(own_results, monkeypatch):
     assert not at.exception
 
 
+def test_scores_mode_hides_the_name_until_saved(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    assert not any(name in texts(at) for name in CANDIDATES), "candidate name shown before the rating is saved"
+    at.button[0].click().run()
+    (saved,) = RatingStore.beside(own_results).scores("run-1")
+    confirmation = [t.value for t in at.text if t.value.startswith("That was the output of")]
+    assert confirmation == [f"That was the output of {saved.candidate} (example {saved.example_id})."]
+    assert not any(name in texts(at).replace(confirmation[0], "") for name in CANDIDATES)
+
+
+def _queue(own_results, monkeypatch, reviewer, mode="Scores", n=4) -> list[tuple[str, ...]]:
+    """The first n items a reviewer meets (each as the texts the page shows), skipping along."""
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value(reviewer).run()
+    at.radio(key="rev_mode").set_value(mode).run()
+    seen = []
+    for _ in range(n):
+        seen.append(tuple(t.value for t in at.text))
+        at.button(key="score_skip" if mode == "Scores" else "blind_skip").click().run()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["Scores", "Blind side by side"])
+def test_each_reviewer_meets_the_items_in_an_order_of_their_own(own_results, monkeypatch, mode):
+    ada = _queue(own_results, monkeypatch, "ada", mode)
+    assert len(set(ada)) == len(ada), "skip moves on"
+    assert _queue(own_results, monkeypatch, "bob", mode) != ada
+    assert _queue(own_results, monkeypatch, "ada", mode) == ada, "the same reviewer, the same order"
+
+
 def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
     at = app(own_results, monkeypatch, "Review")
     at.text_input(key="reviewer").set_value("bob").run()
@@ -229,7 +260,7 @@ def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
     assert any(name in after for name in CANDIDATES), "names revealed once saved"
     (pref,) = RatingStore.beside(own_results).preferences("run-1")
     assert pref.reviewer == "bob" and pref.preferred in ("A", "B")
-    revealed = next(s.value for s in at.success if "Output 1 was" in s.value)
+    revealed = next(t.value for t in at.text if "Output 1 was" in t.value)
     left = revealed.split("Output 1 was ")[1].split(" and")[0]
     assert (pref.candidate_a if pref.preferred == "A" else pref.candidate_b) == left
 

@@ -1,5 +1,6 @@
 """Review: a reviewer rates outputs 1–5 on factual accuracy, coherence and conciseness, or picks the better
-of two outputs shown blind (random sides, candidate names hidden until the rating is saved). Progress and
+of two outputs shown blind (random sides). Every mode is blind: the candidate's name shows only once the
+rating is saved, and each reviewer meets the items in an order of their own. Progress and
 skip; the reviewer's own unrated items come up (an answer rewritten since they rated it comes back), and
 "Change one of your ratings" brings back one they rated; saving again changes only their own rating."""
 
@@ -25,6 +26,12 @@ def flipped(reviewer: str, example_id: str, a: str, b: str) -> bool:
     """Whether candidate b is shown on the left: a fixed coin per reviewer and item, so a rerun keeps sides."""
     digest = hashlib.sha256(f"{reviewer}\0{example_id}\0{a}\0{b}".encode()).digest()
     return digest[0] % 2 == 1
+
+
+def in_order(reviewer: str, run_id: str, items: list[T]) -> list[T]:
+    """The items in the reviewer's own order: shuffled by a hash of reviewer, run and item, so a rerun keeps
+    it and two reviewers meet the items in different orders."""
+    return sorted(items, key=lambda i: hashlib.sha256("\0".join((reviewer, run_id, *i)).encode()).digest())
 
 
 def _answer(view: RunView, task: str, example_id: str, candidate: str) -> str:
@@ -59,7 +66,8 @@ def _prefill(item: tuple[str, ...], values: dict[str, object]) -> None:
 
 
 def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> None:
-    items = [(ex, c) for ex in view.examples[task].example_id for c in view.candidates_of(task)]
+    items = in_order(reviewer, view.run_id,
+                     [(ex, c) for ex in view.examples[task].example_id for c in view.candidates_of(task)])
     now = {i: answer_sha256(_answer(view, task, *i)) for i in items}
     # A rating counts while the answer it rated is unchanged: a rewritten answer comes back to the queue.
     mine = {(s.example_id, s.candidate): s for s in store.scores(view.run_id, task)
@@ -76,7 +84,7 @@ def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> 
     earlier["rate_comment"] = before.comment if before else ""
     _prefill(("score", example_id, candidate), earlier)
     example_context(view, task, example_id)
-    st.markdown(f"**output of {candidate}**")
+    st.markdown("**Output** (whose, you see once your rating is saved)")
     st.text(_answer(view, task, example_id, candidate))
     with st.form("score_form"):
         values = {d: st.slider(LABELS[d], 1, 5, key=f"rate_{d}") for d in DIMENSIONS}
@@ -86,7 +94,7 @@ def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> 
     if saved:
         store.save_score(Score(view.run_id, task, example_id, candidate, reviewer, comment=comment,
                                answer_sha256=now[(example_id, candidate)], **values))
-        st.session_state["rev_message"] = f"Saved your rating of {candidate} on {example_id}."
+        st.session_state["rev_message"] = f"That was the output of {candidate} (example {example_id})."
         st.session_state["score_revisit_done"] = True
         st.rerun()
 
@@ -96,7 +104,8 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
     if len(cands) < 2:
         st.info("Blind comparison needs two candidates on this task.")
         return
-    items = [(ex, a, b) for ex in view.examples[task].example_id for a, b in combinations(cands, 2)]
+    items = in_order(reviewer, view.run_id,
+                     [(ex, a, b) for ex in view.examples[task].example_id for a, b in combinations(cands, 2)])
     now = {(ex, c): answer_sha256(_answer(view, task, ex, c)) for ex in view.examples[task].example_id
            for c in cands}
     mine = {(p.example_id, p.candidate_a, p.candidate_b): p for p in store.preferences(view.run_id, task)
@@ -131,8 +140,7 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
         preferred = "tie" if winner is None else ("A" if winner == a else "B")
         store.save_preference(Preference(view.run_id, task, example_id, a, b, reviewer, preferred, comment,
                                          now[(example_id, a)], now[(example_id, b)]))
-        st.session_state["rev_message"] = (f"Saved. On {example_id}, Output 1 was {left} and Output 2 was "
-                                           f"{right}.")
+        st.session_state["rev_message"] = f"On {example_id}, Output 1 was {left} and Output 2 was {right}."
         st.session_state["blind_revisit_done"] = True
         st.rerun()
 
@@ -149,7 +157,8 @@ def render(ctx: Context) -> None:
     task = st.selectbox("Task", view.tasks, key="rev_task")
     mode = st.radio("Mode", ["Scores", "Blind side by side"], horizontal=True, key="rev_mode")
     if "rev_message" in st.session_state:
-        st.success(st.session_state.pop("rev_message"))
+        st.success("Saved.")
+        st.text(st.session_state.pop("rev_message"))  # names and ids are data: never rendered as Markdown
     try:
         store = RatingStore.beside(ctx.results)
         (scores_mode if mode == "Scores" else blind_mode)(view, store, reviewer, task)
