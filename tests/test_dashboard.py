@@ -186,8 +186,51 @@ def test_examples_page_shows_hallucination_evidence(results, monkeypatch):
     assert len(flagged) < len(rows)
     assert f"{len(flagged)} of 10 examples" in texts(at)
     shown = next(r for r in flagged if r["example_id"] == at.selectbox(key="ex_id").value)
-    warnings = [w.value for w in at.warning if w.value.startswith("hallucinated:")]
-    assert warnings and set(warnings) == {"hallucinated: " + ", ".join(shown["finding"]["spans"])}
+    assert {w.value for w in at.warning} == {"hallucinated: the source does not support"}
+    assert "\n".join(shown["finding"]["spans"]) in [c.value for c in at.code]  # the spans, as plain text
+
+
+PAYLOAD = "**bold** [link](http://evil) <img src=x>"
+MARKDOWN_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")
+
+
+def _plant(path, example_id, change) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(change(r) if r["example_id"] == example_id else r) + "\n" for r in rows))
+
+
+def test_data_is_never_rendered_as_markdown(own_results, monkeypatch):
+    """An answer, a server's error body, a detector's span, a reviewer's name and comment, all holding Markdown
+    and HTML: every one is on the page as plain text, none inside an element that renders Markdown."""
+    import os
+
+    from harness.ratings import Score, answer_sha256
+
+    at = app(own_results, monkeypatch, "Examples")
+    at.selectbox(key="ex_task").set_value("qa").run()
+    example_id = at.selectbox(key="ex_id").value
+    run = own_results / "run-1"
+    _plant(run / "predictions" / CANDIDATES[0] / "qa.jsonl", example_id,
+           lambda r: {**r, "text": PAYLOAD, "error": "HTTP 500: " + PAYLOAD})
+    _plant(run / "detections" / CANDIDATES[0] / "qa.jsonl", example_id,
+           lambda r: {**r, "finding": {**r["finding"], "hallucinated": True, "spans": [PAYLOAD]}})
+    os.utime(run / "run.json")
+    RatingStore.beside(own_results).save_score(Score("run-1", "qa", example_id, CANDIDATES[0], PAYLOAD, 3, 3, 3,
+                                                     comment=PAYLOAD, answer_sha256=answer_sha256(PAYLOAD)))
+
+    at = app(own_results, monkeypatch, "Examples")
+    at.selectbox(key="ex_task").set_value("qa").run()
+    assert at.selectbox(key="ex_id").value == example_id
+    rendered = [str(e.value) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
+    assert not [r for r in rendered if "evil" in r], "data rendered as Markdown"
+    plain = [t.value for t in at.text] + [c.value for c in at.code]
+    assert PAYLOAD in plain and "HTTP 500: " + PAYLOAD in plain and plain.count(PAYLOAD) == 2  # answer, span
+
+    at = app(own_results, monkeypatch, "Agreement")
+    rendered = [str(e.value) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
+    assert not [r for r in rendered if "evil" in r], "data rendered as Markdown"
+    ratings = next(df.value for df in at.dataframe if "comment" in df.value.columns)
+    assert list(ratings.reviewer) == [PAYLOAD] and list(ratings.comment) == [PAYLOAD]
 
 
 def test_latency_page_plots_each_kind(results, monkeypatch):

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.context import Context
-from dashboard.widgets import metric_columns
+from dashboard.widgets import failure, metric_columns
 from harness.agreement import (
     judge_agreement,
     metric_correlations,
@@ -31,7 +31,7 @@ def render(ctx: Context) -> None:
     try:
         rated = RatingStore.beside(ctx.results).of_run(view.run_id)
     except HarnessError as exc:
-        st.error(str(exc))
+        failure("The ratings cannot be read:", exc)
         return
     # As the gate counts them: ratings of the answers the run holds now.
     current = rated.of_answers(view.answers)

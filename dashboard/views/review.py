@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView
-from dashboard.widgets import example_context, example_labels
+from dashboard.widgets import example_context, example_labels, failure
 from harness.errors import HarnessError
 from harness.ratings import DIMENSIONS, Output, Preference, RatingStore, Score, answer_sha256
 
@@ -163,4 +163,4 @@ def render(ctx: Context) -> None:
         store = RatingStore.beside(ctx.results)
         (scores_mode if mode == "Scores" else blind_mode)(view, store, reviewer, task)
     except HarnessError as exc:
-        st.error(str(exc))
+        failure("The rating cannot be saved or read:", exc)
