@@ -2,11 +2,14 @@
 on factual accuracy, coherence and conciseness, and blind side-by-side preferences. One row per rating and
 reviewer; saving again replaces only that reviewer's own row. Each rating records the sha256 of the answer
 text(s) it rated, and counts only while the answer is unchanged. The manifest metrics `human_rating` and
-`human_win_rate` are computed from here."""
+`human_win_rate` are computed from here. Reviewer accounts live here too: a name, a role, and the sha256 of
+their sign-in token (the token itself is printed once and kept nowhere)."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +25,7 @@ from harness.store import ResultsDir
 
 DIMENSIONS = ("accuracy", "coherence", "conciseness")
 PREFERENCES = ("A", "B", "tie")
+ROLES = ("reviewer", "admin")
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS scores (
@@ -37,6 +41,9 @@ _TABLES = (
     preferred TEXT NOT NULL CHECK (preferred IN ('A', 'B', 'tie')), comment TEXT NOT NULL DEFAULT '',
     rated_at REAL NOT NULL,
     PRIMARY KEY (run_id, task, example_id, candidate_a, candidate_b, reviewer))""",
+    """CREATE TABLE IF NOT EXISTS reviewers (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
+    token_sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)""",
 )
 # Columns added since the first schema: a database written before gains them on opening ('' in older rows).
 _ADDED = (("scores", "answer_sha256"), ("preferences", "answer_a_sha256"), ("preferences", "answer_b_sha256"))
@@ -45,6 +52,29 @@ _ADDED = (("scores", "answer_sha256"), ("preferences", "answer_a_sha256"), ("pre
 def answer_sha256(text: str) -> str:
     """What a rating records of the answer it rated."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a dashboard bound to `host` is reachable from this machine only (no address: every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """A reviewer account (or, on a dashboard bound to loopback without accounts, a typed name)."""
+
+    name: str
+    role: str = "reviewer"
+    ratings: int = 0  # scores and preferences saved under this name, over every run
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
 
 class Output(NamedTuple):
@@ -131,6 +161,16 @@ def human_ratings(results: Path, run_id: str, answers: Mapping[Output, str]) -> 
     return RatingStore(path).of_run(run_id).of_answers(answers) if path.is_file() else None
 
 
+def accounts(results: Path) -> list[Reviewer]:
+    """The reviewer accounts of a results folder (none where it has no ratings database yet)."""
+    path = ResultsDir(results).ratings_db
+    return RatingStore(path).reviewers() if path.is_file() else []
+
+
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
 def _check_reviewer(reviewer: str) -> str:
     name = reviewer.strip()
     if not name:
@@ -172,6 +212,35 @@ class RatingStore:
             raise HarnessError(f"{self.path}: {exc}") from None
         finally:
             db.close()
+
+    def add_reviewer(self, name: str, role: str = "reviewer") -> str:
+        """A new account; returns its sign-in token, of which only the sha256 is stored."""
+        if role not in ROLES:
+            raise HarnessError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        name, token = _check_reviewer(name), secrets.token_urlsafe(24)
+        with self._connect() as db:
+            try:
+                db.execute("INSERT INTO reviewers VALUES (?,?,?,?)", (name, role, _token_sha256(token), time.time()))
+            except sqlite3.IntegrityError:
+                raise HarnessError(f"{self.path}: there is a reviewer named {name!r} already") from None
+        return token
+
+    def reviewers(self) -> list[Reviewer]:
+        """Every account, by name, with how many ratings each has saved."""
+        with self._connect() as db:
+            rows = db.execute("SELECT r.name, r.role, (SELECT COUNT(*) FROM scores s WHERE s.reviewer = r.name) + "
+                              "(SELECT COUNT(*) FROM preferences p WHERE p.reviewer = r.name) FROM reviewers r "
+                              "ORDER BY r.name").fetchall()
+        return [Reviewer(*row) for row in rows]
+
+    def signed_in(self, token: str | None) -> Reviewer | None:
+        """The account a sign-in token belongs to; None for no token or one that is nobody's."""
+        if not token:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT name, role FROM reviewers WHERE token_sha256 = ?",
+                             (_token_sha256(token),)).fetchone()
+        return None if row is None else Reviewer(*row)
 
     def save_score(self, s: Score) -> None:
         for dim in DIMENSIONS:

@@ -42,9 +42,16 @@ def own_results(results, tmp_path):
     return Path(shutil.copytree(results, tmp_path / "results"))
 
 
-def app(results, monkeypatch, page):
+def app(results, monkeypatch, page, token=None, address="127.0.0.1"):
+    """The app on `page`, as served on `address` (`harness dashboard --host`), opened through a sign-in link's
+    token if one is given."""
+    from streamlit import config
+
     monkeypatch.setenv("HARNESS_RESULTS", str(results))
+    config.set_option("server.address", address)
     at = AppTest.from_file(str(APP), default_timeout=120)
+    if token is not None:
+        at.query_params["token"] = token
     at.run()
     at.sidebar.radio(key="page").set_value(page).run()
     assert not at.exception, at.exception
@@ -372,6 +379,35 @@ def test_a_reviewer_changes_their_own_rating(own_results, monkeypatch):
     assert (changed.example_id, changed.candidate) == (first.example_id, first.candidate)
     assert (changed.accuracy, changed.comment) == (2, "on second thought")
     assert at.selectbox(key="score_revisit").value is None, "back to the queue"
+
+
+def test_with_accounts_only_a_signed_in_reviewer_rates(own_results, monkeypatch):
+    store = RatingStore.beside(own_results)
+    ada, root = store.add_reviewer("ada"), store.add_reviewer("root", role="admin")
+    for token in (None, "not-a-token", ada[:-1]):
+        at = app(own_results, monkeypatch, "Review", token=token)
+        assert not at.text_input, "a typed name is no sign-in where accounts exist"
+        assert not at.slider, "no rating form without a sign-in"
+        assert any("harness reviewers add NAME" in w.value for w in at.warning)
+    assert store.scores() == [] and store.preferences() == []
+
+    at = app(own_results, monkeypatch, "Review", token=ada)
+    assert "Signed in as ada (reviewer)" in [t.value for t in at.text]
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [s.reviewer for s in store.scores("run-1")] == ["ada"]
+    assert "Everyone's progress on this task" not in texts(at), "a reviewer sees their own progress only"
+
+    at = app(own_results, monkeypatch, "Review", token=root)
+    progress = next(df.value for df in at.dataframe if "outputs rated" in df.value.columns).set_index("reviewer")
+    assert progress.loc["ada", "outputs rated"] == 1 and progress.loc["root", "outputs rated"] == 0
+
+
+def test_beyond_loopback_without_accounts_nobody_rates(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review", address="0.0.0.0")
+    assert not at.text_input and not at.slider
+    assert any("harness reviewers add NAME" in w.value for w in at.warning)
+    assert app(own_results, monkeypatch, "Review").text_input(key="reviewer"), "on loopback a typed name will do"
 
 
 def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):

@@ -2,7 +2,8 @@
 of two outputs shown blind (random sides). Every mode is blind: the candidate's name shows only once the
 rating is saved, and each reviewer meets the items in an order of their own. Progress and
 skip; the reviewer's own unrated items come up (an answer rewritten since they rated it comes back), and
-"Change one of your ratings" brings back one they rated; saving again changes only their own rating."""
+"Change one of your ratings" brings back one they rated; saving again changes only their own rating.
+Who rates: a reviewer account signed in by its link's token, or (no accounts, bound to loopback) a typed name."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ import hashlib
 from itertools import combinations
 from typing import TypeVar
 
+import pandas as pd
 import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView
 from dashboard.widgets import example_context, example_labels, failure
 from harness.errors import HarnessError
-from harness.ratings import DIMENSIONS, Output, Preference, RatingStore, Score, answer_sha256
+from harness.ratings import (
+    DIMENSIONS,
+    Output,
+    Preference,
+    RatingStore,
+    Reviewer,
+    Score,
+    answer_sha256,
+    is_loopback,
+)
 
 T = TypeVar("T", bound=tuple[str, ...])
 LABELS = {"accuracy": "Factual accuracy", "coherence": "Coherence", "conciseness": "Conciseness"}
@@ -145,22 +156,57 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
         st.rerun()
 
 
+def signed_in(store: RatingStore) -> Reviewer | None:
+    """Who rates: where the results have reviewer accounts, the account of the sign-in link's token (never a
+    typed name); without accounts, a typed name, and only on a dashboard bound to loopback. None: nobody may
+    rate here, and the page says why."""
+    if store.reviewers():
+        who = store.signed_in(st.query_params.get("token"))
+        if who is None:
+            st.warning("Sign in with your personal link to rate: an admin prints it with `harness reviewers add "
+                       "NAME`.")
+        else:
+            st.text(f"Signed in as {who.name} ({who.role})")  # a name is data: never rendered as Markdown
+        return who
+    if not is_loopback(st.get_option("server.address")):
+        st.warning("This dashboard is reachable beyond this machine and has no reviewer accounts: add them with "
+                   "`harness reviewers add NAME`, and sign in with the link it prints.")
+        return None
+    name = st.text_input("Your name", key="reviewer").strip()
+    if not name:
+        st.info("Enter your name to start rating.")
+    return Reviewer(name) if name else None
+
+
+def everyone(view: RunView, store: RatingStore, task: str) -> None:
+    """An admin's view: every reviewer's progress on the task (ratings of the answers as they are now)."""
+    rated = store.of_run(view.run_id).of_answers(view.answers)
+    names = sorted({r.name for r in store.reviewers()} | {s.reviewer for s in rated.scores}
+                   | {p.reviewer for p in rated.preferences})
+    st.subheader("Everyone's progress on this task")
+    st.dataframe(pd.DataFrame([{"reviewer": n, "outputs rated": sum(s.reviewer == n for s in rated.scores
+                                                                    if s.task == task),
+                                "comparisons done": sum(p.reviewer == n for p in rated.preferences
+                                                        if p.task == task)} for n in names]), hide_index=True)
+
+
 def render(ctx: Context) -> None:
     st.title("Review")
     view = ctx.picked()
     if view is None:
         return
-    reviewer = st.text_input("Your name", key="reviewer").strip()
-    if not reviewer:
-        st.info("Enter your name to start rating.")
-        return
-    task = st.selectbox("Task", view.tasks, key="rev_task")
-    mode = st.radio("Mode", ["Scores", "Blind side by side"], horizontal=True, key="rev_mode")
-    if "rev_message" in st.session_state:
-        st.success("Saved.")
-        st.text(st.session_state.pop("rev_message"))  # names and ids are data: never rendered as Markdown
     try:
         store = RatingStore.beside(ctx.results)
-        (scores_mode if mode == "Scores" else blind_mode)(view, store, reviewer, task)
+        reviewer = signed_in(store)
+        if reviewer is None:
+            return
+        task = st.selectbox("Task", view.tasks, key="rev_task")
+        mode = st.radio("Mode", ["Scores", "Blind side by side"], horizontal=True, key="rev_mode")
+        if "rev_message" in st.session_state:
+            st.success("Saved.")
+            st.text(st.session_state.pop("rev_message"))  # names and ids are data: never rendered as Markdown
+        (scores_mode if mode == "Scores" else blind_mode)(view, store, reviewer.name, task)
+        if reviewer.admin:
+            everyone(view, store, task)
     except HarnessError as exc:
         failure("The rating cannot be saved or read:", exc)
