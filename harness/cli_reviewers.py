@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from harness.errors import HarnessError
-from harness.ratings import ROLES, RatingStore, accounts
 
 reviewers_app = typer.Typer(no_args_is_help=True, help="Reviewer accounts for the dashboard's Review page.")
 RESULTS = typer.Option(Path("results"), "--results", help="the results folder (its ratings.sqlite)")
@@ -23,6 +22,8 @@ def add(
     port: int = typer.Option(8501, "--port", help="the dashboard's port"),
 ) -> None:
     """Create a reviewer and print their personal sign-in link (shown once: only its hash is kept)."""
+    from harness.ratings import ROLES, RatingStore
+
     if role not in ROLES:
         raise HarnessError(f"--role: expected one of {', '.join(ROLES)}, not {role!r}")
     token = RatingStore.beside(results).add_reviewer(name, role)
@@ -32,5 +33,7 @@ def add(
 @reviewers_app.command("list")
 def list_reviewers(results: Path = RESULTS) -> None:
     """Every reviewer: name, role and how many ratings they have saved."""
+    from harness.ratings import accounts
+
     for reviewer in accounts(results):
         print(f"{reviewer.name}\t{reviewer.role}\t{reviewer.ratings}")

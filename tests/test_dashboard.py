@@ -42,6 +42,16 @@ def own_results(results, tmp_path):
     return Path(shutil.copytree(results, tmp_path / "results"))
 
 
+@pytest.fixture(autouse=True)
+def _address_restored():
+    """`app` sets the address the page believes it is served on; later tests find it as it was."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    yield
+    config.set_option("server.address", before)
+
+
 def app(results, monkeypatch, page, token=None, address="127.0.0.1"):
     """The app on `page`, as served on `address` (`harness dashboard --host`), opened through a sign-in link's
     token if one is given."""
