@@ -148,6 +148,12 @@ def test_reviewers_add_prints_a_sign_in_link_and_list_counts_ratings(tmp_path, m
 
 
 def test_dashboard_beyond_loopback_without_accounts_is_refused(tmp_path, monkeypatch, capsys):
+    import os
+
+    def started(*_):
+        raise AssertionError("the dashboard was started")
+
+    monkeypatch.setattr(os, "execve", started)  # a missing check fails here instead of becoming the server
     results = tmp_path / "results"
     code, _, err = _cli(monkeypatch, capsys, "dashboard", "--host", "0.0.0.0", "--results", str(results))
     assert code == 2 and len(err.splitlines()) == 1
