@@ -146,7 +146,9 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
         comment = st.text_area("Comment", key="blind_comment")
         saved = st.form_submit_button("Save preference")
     st.button("Skip", on_click=_skip, key="blind_skip")
-    if saved:
+    if saved and choice is None:
+        st.warning("Choose Output 1, Output 2 or Tie, then save.")
+    elif saved and choice is not None:
         winner = {"Output 1": left, "Output 2": right}.get(choice)
         preferred = "tie" if winner is None else ("A" if winner == a else "B")
         store.save_preference(Preference(view.run_id, task, example_id, a, b, reviewer, preferred, comment,
