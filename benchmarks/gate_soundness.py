@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from harness.evaluation import gate
 from harness.pipeline import Pipeline
 from harness.plan import make_plan
-from harness.ratings import RatingStore, Score
+from harness.ratings import RatingStore, Score, answer_sha256
 from harness.records import Completion
 from harness.run_record import RunRecord
 from harness.store import RunDir
@@ -217,7 +217,8 @@ def _draw_run(run: RunDir, record: RunRecord, pop: Population, rng: np.random.Ge
     for i in rng.choice(N, RATED_EXAMPLES, replace=False):
         for reviewer in REVIEWERS:
             a, b, c = (int(x) for x in rng.choice(np.arange(1, 6), 3, p=pop.rating_probs))
-            ratings.save_score(Score(run.run_id, "cls", f"e{i}", "ft", reviewer, a, b, c))
+            ratings.save_score(Score(run.run_id, "cls", f"e{i}", "ft", reviewer, a, b, c,
+                                     answer_sha256=answer_sha256(answers["ft"][i])))
 
 
 def _passes(results: Path, record: RunRecord, pop: Population, repeats: int, seed: int,

@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard.context import Context
 from dashboard.data import RunView, list_runs, load_run
 from dashboard.views import agreement, examples, latency, monitoring, review, runs, scorecard
+from dashboard.widgets import failure
 from harness.errors import HarnessError
 from harness.store import ResultsDir
 
@@ -45,7 +46,7 @@ def main() -> None:
         try:
             views.append(_load(str(run.path), run.run_json.stat().st_mtime))
         except (HarnessError, OSError) as exc:
-            st.error(f"Run {run_id} cannot be shown: {exc}")
+            failure(f"Run {run_id} cannot be shown:", exc)
     PAGES[page](Context(results, all_runs, views))
 
 

@@ -14,6 +14,7 @@ from harness.config import Suite
 from harness.errors import HarnessError
 from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
+from harness.ratings import Output
 from harness.run_record import RunRecord
 from harness.snapshots import suite_of
 from harness.store import ResultsDir, RunDir, read_json
@@ -64,6 +65,7 @@ class RunView:
     examples: dict[str, pd.DataFrame] = field(default_factory=dict)  # task -> id, inputs, reference
     labels: dict[str, list[str] | None] = field(default_factory=dict)
     task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
+    answers: dict[Output, str] = field(default_factory=dict)  # the text scored and rated of each output
 
     @property
     def run_id(self) -> str:
@@ -107,6 +109,10 @@ def load_run(path: Path) -> RunView:
               "reference": " | ".join(ex.references)} for ex in task.data.test])
         view.labels[task.name] = task.data.labels
         view.task_metrics[task.name] = task.metrics
+        for cand in suite.candidates:
+            if cand.runs(task.name):
+                view.answers.update({Output(task.name, ex_id, cand.name): c.text
+                                     for ex_id, c in run.answers(cand.name, task.name).items()})
     return view
 
 

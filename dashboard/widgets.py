@@ -15,6 +15,13 @@ NOT_METRICS = ("task", "candidate", "example_id", "error", "predicted_label")
 LABEL_CHARS = 90
 
 
+def failure(what: str, detail: object) -> None:
+    """A failure: what failed, in the page's own words, and its detail (a server's body, a file's problem, which
+    may quote data) as plain text, never rendered as Markdown."""
+    st.error(what)
+    st.text(str(detail))
+
+
 def example_context(view: RunView, task: str, example_id: str) -> None:
     """An example's inputs and reference, as plain text (data-set text is never rendered as Markdown)."""
     ex = view.examples[task].set_index("example_id").loc[example_id]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from harness.cli_reviewers import reviewers_app
 from harness.errors import HarnessError, first_line, redact
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Embedded default models, us
 app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Data checks before training and scoring.")
 app.add_typer(data_app, name="data")
+app.add_typer(reviewers_app, name="reviewers")
 
 err = Console(stderr=True)
 # Result tables stay readable when piped to a file or CI log (rich would squeeze them to 80 columns).
@@ -354,6 +356,12 @@ def dashboard(
     import importlib.util
     import os
 
+    from harness.ratings import accounts, is_loopback
+
+    if not is_loopback(host) and not accounts(results):
+        raise HarnessError(f"--host {host}: beyond this machine the Review page takes ratings only from reviewer "
+                           f"accounts, and {results} has none; add them with `harness reviewers add NAME --results "
+                           f"{results}`")
     found = importlib.util.find_spec("dashboard")
     if found is None or found.origin is None:
         raise HarnessError("the dashboard package is not installed (pip install -e .)")

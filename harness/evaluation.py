@@ -16,7 +16,7 @@ from harness.detection import Detectors, task_findings
 from harness.manifest import failed_requests, resolve, verdict_record
 from harness.metrics import TaskMetrics
 from harness.plan import PlannedTask, RunPlan, plan_from_run
-from harness.ratings import human_ratings
+from harness.ratings import Output, human_ratings
 from harness.records import Comparison, Completion, Example, MetricResult, Verdict
 from harness.rubric_judging import Judges, task_judgements
 from harness.scoring import TaskEvidence
@@ -43,7 +43,7 @@ def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
         for task in run_plan.tasks:
             completions = {}
             for cand in run_plan.suite.candidates_of(task.name):
-                latest = _latest_per_example(run.read_predictions(cand.name, task.name))
+                latest = run.answers(cand.name, task.name)
                 aligned = [latest.get(ex.id) or _missing(ex, cand, task) for ex in task.data.test]
                 failed += sum(not c.ok for c in aligned)
                 completions[cand.name] = aligned
@@ -64,7 +64,10 @@ def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     verdicts = None
     if run_plan.manifest is not None:
-        verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id))
+        # Only ratings of the answers as they are now count: a rewritten answer needs a new rating.
+        answers = {Output(task, c.example_id, cand): c.text for task, ev in evidence.items()
+                   for cand, aligned in ev.completions.items() for c in aligned}
+        verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id, answers))
     return Scored(evidence, results, comparisons, verdicts, failed)
 
 
@@ -93,15 +96,6 @@ def latency_summary(results: list[MetricResult], metrics: Mapping[str, TaskMetri
             task[metric.series] = value
         else:
             task.setdefault(metric.series, {})[metric.statistic] = value
-    return out
-
-
-def _latest_per_example(completions: list[Completion]) -> dict[str, Completion]:
-    """A successful Completion wins over failed attempts; otherwise the last attempt stands."""
-    out: dict[str, Completion] = {}
-    for c in completions:
-        if c.example_id not in out or (c.ok and not out[c.example_id].ok):
-            out[c.example_id] = c
     return out
 
 

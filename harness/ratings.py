@@ -1,10 +1,15 @@
 """Human ratings in SQLite (WAL mode, so reviewers save concurrently while the dashboard reads): 1–5 scores
 on factual accuracy, coherence and conciseness, and blind side-by-side preferences. One row per rating and
-reviewer; saving again replaces only that reviewer's own row. The manifest metrics `human_rating` and
-`human_win_rate` are computed from here."""
+reviewer; saving again replaces only that reviewer's own row. Each rating records the sha256 of the answer
+text(s) it rated, and counts only while the answer is unchanged. The manifest metrics `human_rating` and
+`human_win_rate` are computed from here. Reviewer accounts live here too: a name, a role, and the sha256 of
+their sign-in token (the token itself is printed once and kept nowhere)."""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -20,22 +25,64 @@ from harness.store import ResultsDir
 
 DIMENSIONS = ("accuracy", "coherence", "conciseness")
 PREFERENCES = ("A", "B", "tie")
+ROLES = ("reviewer", "admin")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS scores (
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS scores (
     run_id TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL, candidate TEXT NOT NULL,
     reviewer TEXT NOT NULL, accuracy INTEGER NOT NULL CHECK (accuracy BETWEEN 1 AND 5),
     coherence INTEGER NOT NULL CHECK (coherence BETWEEN 1 AND 5),
     conciseness INTEGER NOT NULL CHECK (conciseness BETWEEN 1 AND 5),
     comment TEXT NOT NULL DEFAULT '', rated_at REAL NOT NULL,
-    PRIMARY KEY (run_id, task, example_id, candidate, reviewer));
-CREATE TABLE IF NOT EXISTS preferences (
+    PRIMARY KEY (run_id, task, example_id, candidate, reviewer))""",
+    """CREATE TABLE IF NOT EXISTS preferences (
     run_id TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL,
     candidate_a TEXT NOT NULL, candidate_b TEXT NOT NULL, reviewer TEXT NOT NULL,
     preferred TEXT NOT NULL CHECK (preferred IN ('A', 'B', 'tie')), comment TEXT NOT NULL DEFAULT '',
     rated_at REAL NOT NULL,
-    PRIMARY KEY (run_id, task, example_id, candidate_a, candidate_b, reviewer));
-"""
+    PRIMARY KEY (run_id, task, example_id, candidate_a, candidate_b, reviewer))""",
+    """CREATE TABLE IF NOT EXISTS reviewers (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
+    token_sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)""",
+)
+# Columns added since the first schema: a database written before gains them on opening ('' in older rows).
+_ADDED = (("scores", "answer_sha256"), ("preferences", "answer_a_sha256"), ("preferences", "answer_b_sha256"))
+
+
+def answer_sha256(text: str) -> str:
+    """What a rating records of the answer it rated."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a dashboard bound to `host` is reachable from this machine only (no address: every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """A reviewer account (or, on a dashboard bound to loopback without accounts, a typed name)."""
+
+    name: str
+    role: str = "reviewer"
+    ratings: int = 0  # scores and preferences saved under this name, over every run
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+class Output(NamedTuple):
+    """One rated (or automatically scored) output: a candidate's answer to one example of a task."""
+
+    task: str
+    example_id: str
+    candidate: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +96,12 @@ class Score:
     coherence: int
     conciseness: int
     comment: str = ""
+    answer_sha256: str = ""  # of the answer rated; '' in a rating saved before ratings recorded it
+
+    def rates(self, answers: Mapping[Output, str]) -> bool:
+        """Whether this rating is of the answer as it is now (`answers`: each output's sha256)."""
+        now = answers.get(Output(self.task, self.example_id, self.candidate))
+        return bool(self.answer_sha256) and now == self.answer_sha256
 
     @property
     def mean(self) -> float:
@@ -68,6 +121,13 @@ class Preference:
     reviewer: str
     preferred: str
     comment: str = ""
+    answer_a_sha256: str = ""  # of the two answers compared, as for Score.answer_sha256
+    answer_b_sha256: str = ""
+
+    def rates(self, answers: Mapping[Output, str]) -> bool:
+        """Whether both answers compared are as they are now (`answers`: each output's sha256)."""
+        shown = ((self.candidate_a, self.answer_a_sha256), (self.candidate_b, self.answer_b_sha256))
+        return all(sha and answers.get(Output(self.task, self.example_id, cand)) == sha for cand, sha in shown)
 
     def outcome(self, candidate: str) -> float | None:
         """1 for a win of `candidate`, 0.5 for a tie, 0 for a loss; None if it was not in the pair."""
@@ -86,11 +146,29 @@ class HumanRatings:
     scores: list[Score]
     preferences: list[Preference]
 
+    def of_answers(self, answers: Mapping[Output, str]) -> HumanRatings:
+        """Only the ratings of the answers as they are now (`answers`: each output's text): a rating of an answer
+        since rewritten (`--resume`), or one saved before ratings recorded what they rated, does not count."""
+        digests = {key: answer_sha256(text) for key, text in answers.items()}
+        return HumanRatings([s for s in self.scores if s.rates(digests)],
+                            [p for p in self.preferences if p.rates(digests)])
 
-def human_ratings(results: Path, run_id: str) -> HumanRatings | None:
-    """The reviewers' ratings of a run, from the database beside the results; None when nobody has rated."""
+
+def human_ratings(results: Path, run_id: str, answers: Mapping[Output, str]) -> HumanRatings | None:
+    """The reviewers' ratings of a run's answers as they are now (`answers`: each output's text), from the
+    database beside the results; None when nobody has rated."""
     path = ResultsDir(results).ratings_db
-    return RatingStore(path).of_run(run_id) if path.is_file() else None
+    return RatingStore(path).of_run(run_id).of_answers(answers) if path.is_file() else None
+
+
+def accounts(results: Path) -> list[Reviewer]:
+    """The reviewer accounts of a results folder (none where it has no ratings database yet)."""
+    path = ResultsDir(results).ratings_db
+    return RatingStore(path).reviewers() if path.is_file() else []
+
+
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _check_reviewer(reviewer: str) -> str:
@@ -106,7 +184,13 @@ class RatingStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")  # one opener at a time creates and migrates
+            for table in _TABLES:
+                db.execute(table)
+            for table, column in _ADDED:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            db.execute("COMMIT")
 
     @classmethod
     def beside(cls, results: Path) -> RatingStore:
@@ -129,35 +213,68 @@ class RatingStore:
         finally:
             db.close()
 
+    def add_reviewer(self, name: str, role: str = "reviewer") -> str:
+        """A new account; returns its sign-in token, of which only the sha256 is stored."""
+        if role not in ROLES:
+            raise HarnessError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        name, token = _check_reviewer(name), secrets.token_urlsafe(24)
+        with self._connect() as db:
+            try:
+                db.execute("INSERT INTO reviewers VALUES (?,?,?,?)", (name, role, _token_sha256(token), time.time()))
+            except sqlite3.IntegrityError:
+                raise HarnessError(f"{self.path}: there is a reviewer named {name!r} already") from None
+        return token
+
+    def reviewers(self) -> list[Reviewer]:
+        """Every account, by name, with how many ratings each has saved."""
+        with self._connect() as db:
+            rows = db.execute("SELECT r.name, r.role, (SELECT COUNT(*) FROM scores s WHERE s.reviewer = r.name) + "
+                              "(SELECT COUNT(*) FROM preferences p WHERE p.reviewer = r.name) FROM reviewers r "
+                              "ORDER BY r.name").fetchall()
+        return [Reviewer(*row) for row in rows]
+
+    def signed_in(self, token: str | None) -> Reviewer | None:
+        """The account a sign-in token belongs to; None for no token or one that is nobody's."""
+        if not token:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT name, role FROM reviewers WHERE token_sha256 = ?",
+                             (_token_sha256(token),)).fetchone()
+        return None if row is None else Reviewer(*row)
+
     def save_score(self, s: Score) -> None:
         for dim in DIMENSIONS:
             if getattr(s, dim) not in range(1, 6):
                 raise HarnessError(f"{dim} must be 1 to 5, not {getattr(s, dim)!r}")
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT OR REPLACE INTO scores (run_id, task, example_id, candidate, reviewer, accuracy, "
+                       "coherence, conciseness, comment, rated_at, answer_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (s.run_id, s.task, s.example_id, s.candidate, _check_reviewer(s.reviewer), s.accuracy,
-                        s.coherence, s.conciseness, s.comment, time.time()))
+                        s.coherence, s.conciseness, s.comment, time.time(), s.answer_sha256))
 
     def save_preference(self, p: Preference) -> None:
         if p.preferred not in PREFERENCES:
             raise HarnessError(f"preferred must be one of {PREFERENCES}, not {p.preferred!r}")
         a, b, preferred = p.candidate_a, p.candidate_b, p.preferred
+        sha_a, sha_b = p.answer_a_sha256, p.answer_b_sha256
         if a > b:  # one row per unordered pair
-            a, b, preferred = b, a, {"A": "B", "B": "A"}.get(preferred, preferred)
+            a, b, preferred, sha_a, sha_b = b, a, {"A": "B", "B": "A"}.get(preferred, preferred), sha_b, sha_a
         with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO preferences VALUES (?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT OR REPLACE INTO preferences (run_id, task, example_id, candidate_a, candidate_b, "
+                       "reviewer, preferred, comment, rated_at, answer_a_sha256, answer_b_sha256) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (p.run_id, p.task, p.example_id, a, b, _check_reviewer(p.reviewer), preferred, p.comment,
-                        time.time()))
+                        time.time(), sha_a, sha_b))
 
     def scores(self, run_id: str | None = None, task: str | None = None) -> list[Score]:
         query, args = _where("SELECT run_id, task, example_id, candidate, reviewer, accuracy, coherence, "
-                             "conciseness, comment FROM scores", run_id, task)
+                             "conciseness, comment, answer_sha256 FROM scores", run_id, task)
         with self._connect() as db:
             return [Score(*row) for row in db.execute(query, args)]
 
     def preferences(self, run_id: str | None = None, task: str | None = None) -> list[Preference]:
         query, args = _where("SELECT run_id, task, example_id, candidate_a, candidate_b, reviewer, preferred, "
-                             "comment FROM preferences", run_id, task)
+                             "comment, answer_a_sha256, answer_b_sha256 FROM preferences", run_id, task)
         with self._connect() as db:
             return [Preference(*row) for row in db.execute(query, args)]
 
@@ -178,14 +295,6 @@ def item_means(scores: list[Score], candidate: str) -> np.ndarray:
         if s.candidate == candidate:
             per_item.setdefault(s.example_id, []).append(s.mean)
     return np.array([np.mean(v) for v in per_item.values()])
-
-
-class Output(NamedTuple):
-    """One rated (or automatically scored) output: a candidate's answer to one example of a task."""
-
-    task: str
-    example_id: str
-    candidate: str
 
 
 def paired_with_ratings(scores: list[Score], machine: Mapping[tuple[str, str, str], float]

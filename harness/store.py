@@ -258,6 +258,15 @@ class RunDir:
                 done[c.example_id] = c
         return done
 
+    def answers(self, candidate: str, task: str) -> dict[str, Completion]:
+        """The answer of each example that is scored and rated: its successful Completion (the first, should
+        there be several), else its last failed attempt."""
+        out: dict[str, Completion] = {}
+        for c in self.read_predictions(candidate, task):
+            if c.example_id not in out or (c.ok and not out[c.example_id].ok):
+                out[c.example_id] = c
+        return out
+
     def compact_predictions(self, candidate: str, task: str, keep_ids: Iterable[str]) -> dict[str, Completion]:
         """Before resuming: keep one successful line per example (dropping failed attempts, duplicates, a
         torn last line and examples no longer in the task), rewritten atomically. Returns what is kept."""

@@ -109,3 +109,53 @@ def test_resume_with_nothing_to_resume(tmp_path, talking_model, monkeypatch, cap
     suite, _ = _suite(tmp_path, talking_model)
     code, err = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--resume")
     assert code == 2 and "nothing to resume" in err
+
+
+def _cli(monkeypatch, capsys, *args):
+    """Exit code, stdout and stderr of one command."""
+    monkeypatch.setattr(sys, "argv", ["harness", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_reviewers_add_prints_a_sign_in_link_and_list_counts_ratings(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import re
+
+    from harness.ratings import RatingStore, Score
+
+    results = str(tmp_path / "results")
+    code, out, _ = _cli(monkeypatch, capsys, "reviewers", "add", "ada", "--results", results,
+                        "--host", "review.example", "--port", "8600")
+    assert code == 0
+    (token,) = re.fullmatch(r"http://review\.example:8600/\?page=Review&token=([\w-]{20,})\n", out).groups()
+    assert _cli(monkeypatch, capsys, "reviewers", "add", "root", "--role", "admin", "--results", results)[0] == 0
+    store = RatingStore.beside(tmp_path / "results")
+    assert store.signed_in(token).name == "ada" and store.signed_in(token + "x") is None
+    db = b"".join(p.read_bytes() for p in (tmp_path / "results").glob("ratings.sqlite*"))
+    assert token.encode() not in db and hashlib.sha256(token.encode()).hexdigest().encode() in db, \
+        "the token is stored only as its hash"
+    store.save_score(Score("run", "qa", "e1", "c", "ada", 3, 3, 3))
+    code, out, _ = _cli(monkeypatch, capsys, "reviewers", "list", "--results", results)
+    assert (code, out) == (0, "ada\treviewer\t1\nroot\tadmin\t0\n")
+
+    for args, says in ((["ada"], "there is a reviewer named 'ada' already"),
+                       (["bob", "--role", "boss"], "--role: expected one of reviewer, admin, not 'boss'")):
+        code, out, err = _cli(monkeypatch, capsys, "reviewers", "add", *args, "--results", results)
+        assert code == 2 and says in err and len(err.splitlines()) == 1 and out == ""
+
+
+def test_dashboard_beyond_loopback_without_accounts_is_refused(tmp_path, monkeypatch, capsys):
+    import os
+
+    def started(*_):
+        raise AssertionError("the dashboard was started")
+
+    monkeypatch.setattr(os, "execve", started)  # a missing check fails here instead of becoming the server
+    results = tmp_path / "results"
+    code, _, err = _cli(monkeypatch, capsys, "dashboard", "--host", "0.0.0.0", "--results", str(results))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--host 0.0.0.0" in err and "harness reviewers add NAME" in err
+    assert not (results / "ratings.sqlite").exists(), "the check creates nothing"

@@ -42,9 +42,26 @@ def own_results(results, tmp_path):
     return Path(shutil.copytree(results, tmp_path / "results"))
 
 
-def app(results, monkeypatch, page):
+@pytest.fixture(autouse=True)
+def _address_restored():
+    """`app` sets the address the page believes it is served on; later tests find it as it was."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    yield
+    config.set_option("server.address", before)
+
+
+def app(results, monkeypatch, page, token=None, address="127.0.0.1"):
+    """The app on `page`, as served on `address` (`harness dashboard --host`), opened through a sign-in link's
+    token if one is given."""
+    from streamlit import config
+
     monkeypatch.setenv("HARNESS_RESULTS", str(results))
+    config.set_option("server.address", address)
     at = AppTest.from_file(str(APP), default_timeout=120)
+    if token is not None:
+        at.query_params["token"] = token
     at.run()
     at.sidebar.radio(key="page").set_value(page).run()
     assert not at.exception, at.exception
@@ -186,8 +203,51 @@ def test_examples_page_shows_hallucination_evidence(results, monkeypatch):
     assert len(flagged) < len(rows)
     assert f"{len(flagged)} of 10 examples" in texts(at)
     shown = next(r for r in flagged if r["example_id"] == at.selectbox(key="ex_id").value)
-    warnings = [w.value for w in at.warning if w.value.startswith("hallucinated:")]
-    assert warnings and set(warnings) == {"hallucinated: " + ", ".join(shown["finding"]["spans"])}
+    assert {w.value for w in at.warning} == {"hallucinated: the source does not support"}
+    assert "\n".join(shown["finding"]["spans"]) in [c.value for c in at.code]  # the spans, as plain text
+
+
+PAYLOAD = "**bold** [link](http://evil) <img src=x>"
+MARKDOWN_KINDS = ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error")
+
+
+def _plant(path, example_id, change) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(change(r) if r["example_id"] == example_id else r) + "\n" for r in rows))
+
+
+def test_data_is_never_rendered_as_markdown(own_results, monkeypatch):
+    """An answer, a server's error body, a detector's span, a reviewer's name and comment, all holding Markdown
+    and HTML: every one is on the page as plain text, none inside an element that renders Markdown."""
+    import os
+
+    from harness.ratings import Score, answer_sha256
+
+    at = app(own_results, monkeypatch, "Examples")
+    at.selectbox(key="ex_task").set_value("qa").run()
+    example_id = at.selectbox(key="ex_id").value
+    run = own_results / "run-1"
+    _plant(run / "predictions" / CANDIDATES[0] / "qa.jsonl", example_id,
+           lambda r: {**r, "text": PAYLOAD, "error": "HTTP 500: " + PAYLOAD})
+    _plant(run / "detections" / CANDIDATES[0] / "qa.jsonl", example_id,
+           lambda r: {**r, "finding": {**r["finding"], "hallucinated": True, "spans": [PAYLOAD]}})
+    os.utime(run / "run.json")
+    RatingStore.beside(own_results).save_score(Score("run-1", "qa", example_id, CANDIDATES[0], PAYLOAD, 3, 3, 3,
+                                                     comment=PAYLOAD, answer_sha256=answer_sha256(PAYLOAD)))
+
+    at = app(own_results, monkeypatch, "Examples")
+    at.selectbox(key="ex_task").set_value("qa").run()
+    assert at.selectbox(key="ex_id").value == example_id
+    rendered = [str(e.value) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
+    assert not [r for r in rendered if "evil" in r], "data rendered as Markdown"
+    plain = [t.value for t in at.text] + [c.value for c in at.code]
+    assert PAYLOAD in plain and "HTTP 500: " + PAYLOAD in plain and plain.count(PAYLOAD) == 2  # answer, span
+
+    at = app(own_results, monkeypatch, "Agreement")
+    rendered = [str(e.value) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
+    assert not [r for r in rendered if "evil" in r], "data rendered as Markdown"
+    ratings = next(df.value for df in at.dataframe if "comment" in df.value.columns)
+    assert list(ratings.reviewer) == [PAYLOAD] and list(ratings.comment) == [PAYLOAD]
 
 
 def test_latency_page_plots_each_kind(results, monkeypatch):
@@ -216,6 +276,37 @@ def test_review_scores_are_saved_per_reviewer(own_results, monkeypatch):
     assert not at.exception
 
 
+def test_scores_mode_hides_the_name_until_saved(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    assert not any(name in texts(at) for name in CANDIDATES), "candidate name shown before the rating is saved"
+    at.button[0].click().run()
+    (saved,) = RatingStore.beside(own_results).scores("run-1")
+    confirmation = [t.value for t in at.text if t.value.startswith("That was the output of")]
+    assert confirmation == [f"That was the output of {saved.candidate} (example {saved.example_id})."]
+    assert not any(name in texts(at).replace(confirmation[0], "") for name in CANDIDATES)
+
+
+def _queue(own_results, monkeypatch, reviewer, mode="Scores", n=4) -> list[tuple[str, ...]]:
+    """The first n items a reviewer meets (each as the texts the page shows), skipping along."""
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value(reviewer).run()
+    at.radio(key="rev_mode").set_value(mode).run()
+    seen = []
+    for _ in range(n):
+        seen.append(tuple(t.value for t in at.text))
+        at.button(key="score_skip" if mode == "Scores" else "blind_skip").click().run()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["Scores", "Blind side by side"])
+def test_each_reviewer_meets_the_items_in_an_order_of_their_own(own_results, monkeypatch, mode):
+    ada = _queue(own_results, monkeypatch, "ada", mode)
+    assert len(set(ada)) == len(ada), "skip moves on"
+    assert _queue(own_results, monkeypatch, "bob", mode) != ada
+    assert _queue(own_results, monkeypatch, "ada", mode) == ada, "the same reviewer, the same order"
+
+
 def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
     at = app(own_results, monkeypatch, "Review")
     at.text_input(key="reviewer").set_value("bob").run()
@@ -229,9 +320,104 @@ def test_blind_mode_hides_names_until_saved(own_results, monkeypatch):
     assert any(name in after for name in CANDIDATES), "names revealed once saved"
     (pref,) = RatingStore.beside(own_results).preferences("run-1")
     assert pref.reviewer == "bob" and pref.preferred in ("A", "B")
-    revealed = next(s.value for s in at.success if "Output 1 was" in s.value)
+    revealed = next(t.value for t in at.text if "Output 1 was" in t.value)
     left = revealed.split("Output 1 was ")[1].split(" and")[0]
     assert (pref.candidate_a if pref.preferred == "A" else pref.candidate_b) == left
+
+
+def _answer_sha(results, candidate, example_id) -> str:
+    from harness.ratings import answer_sha256
+    from harness.store import ResultsDir
+
+    return answer_sha256(ResultsDir(results).run("run-1").answers(candidate, "qa")[example_id].text)
+
+
+def _rewrite_answer(results, candidate, example_id, text) -> None:
+    """What `--resume` does to an answer it regenerates: a new text in the predictions file (and run.json touched)."""
+    import os
+
+    path = results / "run-1" / "predictions" / candidate / "qa.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "text": text} if r["example_id"] == example_id else r) + "\n"
+                            for r in rows))
+    os.utime(results / "run-1" / "run.json")
+
+
+def test_a_rewritten_answer_loses_its_ratings_in_the_gate_and_on_the_page(own_results, monkeypatch):
+    from harness.evaluation import gate
+    from harness.ratings import Score
+
+    store = RatingStore.beside(own_results)
+    ids = [json.loads(line)["example_id"] for line in
+           (own_results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
+    for ex in ids:
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", 4, 4, 4,
+                               answer_sha256=_answer_sha(own_results, CANDIDATES[1], ex)))
+    human = next(v for v in gate(own_results / "run-1")[0] if v.metric == "human_rating")
+    assert human.n == 10
+    _rewrite_answer(own_results, CANDIDATES[1], ids[0], "a regenerated answer")
+    human = next(v for v in gate(own_results / "run-1")[0] if v.metric == "human_rating")
+    assert human.n == 9, "the rating of the old answer still counts"
+
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("r1").run()
+    at.selectbox(key="rev_task").set_value("qa").run()
+    assert "9 of 20 outputs rated by you" in at.get("progress")[0].proto.text
+    assert len(at.selectbox(key="score_revisit").options) == 1 + 9
+    for _ in range(11):  # the rewritten answer is back in r1's queue (11 outputs left)
+        if "a regenerated answer" in [t.value for t in at.text]:
+            break
+        at.button(key="score_skip").click().run()
+    else:
+        pytest.fail("the rewritten answer never came back to the reviewer")
+
+
+def test_a_reviewer_changes_their_own_rating(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    at.slider(key="rate_accuracy").set_value(5)
+    at.button[0].click().run()
+    (first,) = RatingStore.beside(own_results).scores("run-1")
+    assert at.slider(key="rate_accuracy").value == 3, "the next item starts from the defaults"
+    at.selectbox(key="score_revisit").select_index(1).run()
+    assert at.slider(key="rate_accuracy").value == 5, "the earlier rating, to change"
+    at.slider(key="rate_accuracy").set_value(2)
+    at.text_area(key="rate_comment").set_value("on second thought")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    (changed,) = RatingStore.beside(own_results).scores("run-1")
+    assert (changed.example_id, changed.candidate) == (first.example_id, first.candidate)
+    assert (changed.accuracy, changed.comment) == (2, "on second thought")
+    assert at.selectbox(key="score_revisit").value is None, "back to the queue"
+
+
+def test_with_accounts_only_a_signed_in_reviewer_rates(own_results, monkeypatch):
+    store = RatingStore.beside(own_results)
+    ada, root = store.add_reviewer("ada"), store.add_reviewer("root", role="admin")
+    for token in (None, "not-a-token", ada[:-1]):
+        at = app(own_results, monkeypatch, "Review", token=token)
+        assert not at.text_input, "a typed name is no sign-in where accounts exist"
+        assert not at.slider, "no rating form without a sign-in"
+        assert any("harness reviewers add NAME" in w.value for w in at.warning)
+    assert store.scores() == [] and store.preferences() == []
+
+    at = app(own_results, monkeypatch, "Review", token=ada)
+    assert "Signed in as ada (reviewer)" in [t.value for t in at.text]
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [s.reviewer for s in store.scores("run-1")] == ["ada"]
+    assert "Everyone's progress on this task" not in texts(at), "a reviewer sees their own progress only"
+
+    at = app(own_results, monkeypatch, "Review", token=root)
+    progress = next(df.value for df in at.dataframe if "outputs rated" in df.value.columns).set_index("reviewer")
+    assert progress.loc["ada", "outputs rated"] == 1 and progress.loc["root", "outputs rated"] == 0
+
+
+def test_beyond_loopback_without_accounts_nobody_rates(own_results, monkeypatch):
+    at = app(own_results, monkeypatch, "Review", address="0.0.0.0")
+    assert not at.text_input and not at.slider
+    assert any("harness reviewers add NAME" in w.value for w in at.warning)
+    assert app(own_results, monkeypatch, "Review").text_input(key="reviewer"), "on loopback a typed name will do"
 
 
 def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
@@ -246,9 +432,11 @@ def test_agreement_page_and_ratings_feed_the_gate(own_results, monkeypatch):
     a = [4, 5, 3, 4, 5, 4, 2, 3, 5, 4]
     b = [4, 4, 3, 5, 5, 3, 2, 2, 4, 4]
     for i, ex in enumerate(ids):
-        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i]))
-        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i]))
-        store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B"))
+        sha0, sha1 = _answer_sha(own_results, CANDIDATES[0], ex), _answer_sha(own_results, CANDIDATES[1], ex)
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r1", a[i], a[i], a[i], answer_sha256=sha1))
+        store.save_score(Score("run-1", "qa", ex, CANDIDATES[1], "r2", b[i], b[i], b[i], answer_sha256=sha1))
+        store.save_preference(Preference("run-1", "qa", ex, CANDIDATES[0], CANDIDATES[1], "r1", "B",
+                                         answer_a_sha256=sha0, answer_b_sha256=sha1))
     at = app(own_results, monkeypatch, "Agreement")
     frames = [df.value for df in at.dataframe]
     agreement = next(f for f in frames if "statistic" in f.columns)

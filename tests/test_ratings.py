@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.ratings import Preference, RatingStore, Score, item_means, item_wins
+from harness.ratings import (
+    HumanRatings,
+    Output,
+    Preference,
+    RatingStore,
+    Score,
+    answer_sha256,
+    item_means,
+    item_wins,
+)
 
 
 def test_each_reviewer_owns_their_rating(tmp_path):
@@ -39,6 +48,40 @@ def test_a_pair_is_stored_once_whatever_the_order_shown(tmp_path):
     (p,) = store.preferences("run")
     assert (p.candidate_a, p.candidate_b, p.preferred) == ("alpha", "zeta", "B")
     assert p.outcome("zeta") == 1.0 and p.outcome("alpha") == 0.0 and p.outcome("other") is None
+
+
+def test_a_rating_counts_only_for_the_answer_it_rated(tmp_path):
+    store = RatingStore(tmp_path / "r.sqlite")
+    old, new = answer_sha256("Paris"), answer_sha256("Lyon")
+    store.save_score(Score("run", "qa", "e1", "ft", "ada", 5, 5, 5, answer_sha256=old))
+    store.save_preference(Preference("run", "qa", "e1", "ft", "base", "ada", "A", answer_a_sha256=old,
+                                     answer_b_sha256=answer_sha256("Rome")))
+    (p,) = store.preferences("run")  # stored in sorted order: the hashes travel with their candidates
+    assert (p.candidate_a, p.answer_a_sha256, p.preferred) == ("base", answer_sha256("Rome"), "B")
+    rated = store.of_run("run")
+    unchanged = {Output("qa", "e1", "ft"): "Paris", Output("qa", "e1", "base"): "Rome"}
+    assert rated.of_answers(unchanged) == rated
+    rewritten = rated.of_answers({**unchanged, Output("qa", "e1", "ft"): "Lyon"})
+    assert rewritten == HumanRatings([], [])
+    store.save_score(Score("run", "qa", "e1", "ft", "ada", 2, 2, 2, answer_sha256=new))  # rated again: replaces
+    (s,) = store.of_run("run").of_answers({**unchanged, Output("qa", "e1", "ft"): "Lyon"}).scores
+    assert s.accuracy == 2
+
+
+def test_an_older_database_gains_the_answer_columns_and_its_ratings_stop_counting(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with sqlite3.connect(path) as db:  # the schema before ratings recorded the answer
+        db.execute("CREATE TABLE scores (run_id TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL, "
+                   "candidate TEXT NOT NULL, reviewer TEXT NOT NULL, accuracy INTEGER NOT NULL, coherence INTEGER "
+                   "NOT NULL, conciseness INTEGER NOT NULL, comment TEXT NOT NULL DEFAULT '', rated_at REAL NOT "
+                   "NULL, PRIMARY KEY (run_id, task, example_id, candidate, reviewer))")
+        db.execute("INSERT INTO scores VALUES ('run', 'qa', 'e1', 'ft', 'ada', 4, 4, 4, 'old', 1.0)")
+    store = RatingStore(path)
+    (s,) = store.scores("run")
+    assert (s.reviewer, s.accuracy, s.comment, s.answer_sha256) == ("ada", 4, "old", "")
+    assert store.of_run("run").of_answers({Output("qa", "e1", "ft"): "Paris"}).scores == []
+    store.save_score(Score("run", "qa", "e2", "ft", "ada", 3, 3, 3, answer_sha256=answer_sha256("x")))
+    assert len(RatingStore(path).scores("run")) == 2
 
 
 def test_item_aggregates_by_hand():

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.context import Context
-from dashboard.widgets import metric_columns
+from dashboard.widgets import failure, metric_columns
 from harness.agreement import (
     judge_agreement,
     metric_correlations,
@@ -29,11 +29,17 @@ def render(ctx: Context) -> None:
     if view is None:
         return
     try:
-        store = RatingStore.beside(ctx.results)
-        scores, prefs = store.scores(view.run_id), store.preferences(view.run_id)
+        rated = RatingStore.beside(ctx.results).of_run(view.run_id)
     except HarnessError as exc:
-        st.error(str(exc))
+        failure("The ratings cannot be read:", exc)
         return
+    # As the gate counts them: ratings of the answers the run holds now.
+    current = rated.of_answers(view.answers)
+    scores, prefs = current.scores, current.preferences
+    stale = len(rated.scores) + len(rated.preferences) - len(scores) - len(prefs)
+    if stale:
+        st.caption(f"{stale} ratings left out: of answers rewritten since, or saved before ratings recorded "
+                   "their answer.")
     if not scores and not prefs:
         st.info("No ratings for this run yet: reviewers rate outputs on the Review page.")
         return

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView
-from dashboard.widgets import example_context, example_labels, metric_columns, scores_table
+from dashboard.widgets import example_context, example_labels, failure, metric_columns, scores_table
 
 FILTERS = ("all", "A right and B wrong", "hallucinated", "invalid label", "by label", "by metric range",
            "confusion cell")
@@ -102,7 +102,7 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
                 continue
             last = mine.iloc[-1]
             if isinstance(last.get("error"), str):
-                st.error(last["error"])
+                failure("The request failed:", last["error"])
             st.text(last["text"])
             scored = rows[(rows.candidate == cand) & (rows.example_id == example_id)]
             if not scored.empty:
@@ -110,7 +110,8 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
             if not found.empty:
                 hit = found[(found.task == task) & (found.candidate == cand) & (found.example_id == example_id)]
                 if not hit.empty and bool(hit.iloc[0].hallucinated):
-                    st.warning("hallucinated: " + ", ".join(map(str, hit.iloc[0].spans)))
+                    st.warning("hallucinated: the source does not support")
+                    st.code("\n".join(map(str, hit.iloc[0].spans)), language=None)
 
 
 def render(ctx: Context) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import MonitorView, list_monitors, load_monitor, log_lines
+from dashboard.widgets import failure
 from harness.records import Reading
 from harness.report import reading_text, signal_tables
 
@@ -67,13 +68,14 @@ def render(ctx: Context) -> None:
                                         ("without rule", "info")], strict=True):
         col.metric(label, counts[key])
     if record.get("broken_lines"):
-        st.warning(f"{len(record['broken_lines'])} broken lines were skipped; first: {record['broken_lines'][0]}")
+        st.warning(f"{len(record['broken_lines'])} broken lines were skipped; the first:")
+        st.text(str(record["broken_lines"][0]))  # a line of the log: data, never rendered as Markdown
     st.subheader("Windows")
     st.dataframe(window_table(view), width="stretch")
     alerts = view.readings[view.readings.status == "alert"]
     st.subheader(f"Alerts ({len(alerts)})")
     for _, r in alerts.iterrows():
-        st.error(f"{r.window}: {r.signal} {_cell(r)[2:]} breaks {r.rule}. {r.evidence}")
+        failure(f"{r.window}: {r.signal} {_cell(r)[2:]} breaks {r.rule}.", r.evidence)  # it may quote traffic
     signals = list(dict.fromkeys(view.readings.signal))
     signal = st.selectbox("Trend of", signals, key="mon_signal")
     st.altair_chart(_trend(view, signal), width="stretch")

@@ -19,7 +19,8 @@ def render(ctx: Context) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
     for r in ctx.runs:
         if r.problem:
-            st.warning(f"{r.run_id}: {r.problem}")
+            st.warning(f"{r.run_id} cannot be read:")
+            st.text(r.problem)
     readable = [r.run_id for r in ctx.runs if r.problem is None]
     current = [v.run_id for v in ctx.views if v.run_id in readable]
     picked = st.multiselect("Pick one run (or two to compare)", readable, default=current, max_selections=2,

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView
+from dashboard.widgets import failure
 from harness.compare import compare_runs
 from harness.errors import HarnessError
 from harness.metrics import METRICS
@@ -74,7 +75,7 @@ def changes_between(before: RunView, after: RunView) -> None:
     try:
         changes = compare_runs(before.path, after.path)
     except HarnessError as exc:
-        st.error(str(exc))
+        failure("The two runs cannot be compared:", exc)
         return
     if not changes:
         st.caption("The two runs share no candidate, task and metric.")

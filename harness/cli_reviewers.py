@@ -1,0 +1,39 @@
+"""`harness reviewers`: the accounts the dashboard's Review page takes ratings from (kept in the ratings
+database beside the results). Bad input is a HarnessError, one line and exit 2 through `harness.cli.main`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from harness.errors import HarnessError
+
+reviewers_app = typer.Typer(no_args_is_help=True, help="Reviewer accounts for the dashboard's Review page.")
+RESULTS = typer.Option(Path("results"), "--results", help="the results folder (its ratings.sqlite)")
+
+
+@reviewers_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="the reviewer's name, as their ratings will carry it"),
+    role: str = typer.Option("reviewer", "--role", help="reviewer (their own queue) or admin (everyone's progress)"),
+    results: Path = RESULTS,
+    host: str = typer.Option("localhost", "--host", help="the dashboard's address, as reviewers reach it"),
+    port: int = typer.Option(8501, "--port", help="the dashboard's port"),
+) -> None:
+    """Create a reviewer and print their personal sign-in link (shown once: only its hash is kept)."""
+    from harness.ratings import ROLES, RatingStore
+
+    if role not in ROLES:
+        raise HarnessError(f"--role: expected one of {', '.join(ROLES)}, not {role!r}")
+    token = RatingStore.beside(results).add_reviewer(name, role)
+    print(f"http://{host}:{port}/?page=Review&token={token}")
+
+
+@reviewers_app.command("list")
+def list_reviewers(results: Path = RESULTS) -> None:
+    """Every reviewer: name, role and how many ratings they have saved."""
+    from harness.ratings import accounts
+
+    for reviewer in accounts(results):
+        print(f"{reviewer.name}\t{reviewer.role}\t{reviewer.ratings}")
