@@ -16,7 +16,7 @@ from harness.config import JudgeMetricSpec, Suite, TaskSpec
 from harness.metrics import ScoringInput
 from harness.metrics.defined import task_metrics
 from harness.metrics.rubric_judge import form, pairwise_score, parse, point_score, system_prompt
-from harness.ratings import RatingStore, Score
+from harness.ratings import RatingStore, Score, answer_sha256
 from harness.records import Completion, Example
 from harness.rubric_judging import Judges, task_judgements
 from harness.store import ResultsDir, RunDir
@@ -249,11 +249,13 @@ def test_a_run_is_judged_with_kept_replies_counted_failures_and_both_orders(tmp_
         # Reviewers rate some of b's answers; the judge's agreement with them is a manifest metric.
         store = RatingStore(ResultsDir(results).ratings_db)
         rated = sorted(quality)[:6]
+        answers = run.answers("b", "qa")
         agree = 0
         for k, example_id in enumerate(rated):
             judged = quality[example_id]["judgement"]["score"]
             human = 5 if k % 2 else 1
-            store.save_score(Score("j", "qa", example_id, "b", "rev1", human, human, human))
+            store.save_score(Score("j", "qa", example_id, "b", "rev1", human, human, human,
+                                   answer_sha256=answer_sha256(answers[example_id].text)))
             agree += judged is not None and abs(judged - human) <= 1
         usable = sum(quality[e]["judgement"]["score"] is not None for e in rated)
         # The Agreement page finds the judge among the task's own metrics and pairs it with the same ratings.
