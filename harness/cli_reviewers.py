@@ -30,6 +30,20 @@ def add(
     print(f"http://{host}:{port}/?page=Review&token={token}")
 
 
+@reviewers_app.command("link")
+def link(
+    name: str = typer.Argument(..., help="an existing reviewer"),
+    results: Path = RESULTS,
+    host: str = typer.Option("localhost", "--host", help="the dashboard's address, as reviewers reach it"),
+    port: int = typer.Option(8501, "--port", help="the dashboard's port"),
+) -> None:
+    """Print a new sign-in link for a reviewer who lost theirs; the old link stops working."""
+    from harness.ratings import RatingStore
+
+    token = RatingStore.beside(results).new_link(name)
+    print(f"http://{host}:{port}/?page=Review&token={token}")
+
+
 @reviewers_app.command("list")
 def list_reviewers(results: Path = RESULTS) -> None:
     """Every reviewer: name, role and how many ratings they have saved."""

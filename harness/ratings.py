@@ -225,6 +225,16 @@ class RatingStore:
                 raise HarnessError(f"{self.path}: there is a reviewer named {name!r} already") from None
         return token
 
+    def new_link(self, name: str) -> str:
+        """A new sign-in token for an existing account (a lost or leaked link): the old one stops working."""
+        token = secrets.token_urlsafe(24)
+        with self._connect() as db:
+            changed = db.execute("UPDATE reviewers SET token_sha256 = ? WHERE name = ?",
+                                 (_token_sha256(token), name)).rowcount
+        if not changed:
+            raise HarnessError(f"{self.path}: no reviewer named {name!r} (see `harness reviewers list`)")
+        return token
+
     def reviewers(self) -> list[Reviewer]:
         """Every account, by name, with how many ratings each has saved."""
         with self._connect() as db:

@@ -146,6 +146,13 @@ def test_reviewers_add_prints_a_sign_in_link_and_list_counts_ratings(tmp_path, m
         code, out, err = _cli(monkeypatch, capsys, "reviewers", "add", *args, "--results", results)
         assert code == 2 and says in err and len(err.splitlines()) == 1 and out == ""
 
+    # A lost link: a new one for the same account, and the old one stops working.
+    code, out, _ = _cli(monkeypatch, capsys, "reviewers", "link", "ada", "--results", results)
+    (fresh,) = re.fullmatch(r"http://localhost:8501/\?page=Review&token=([\w-]{20,})\n", out).groups()
+    assert code == 0 and store.signed_in(fresh).name == "ada" and store.signed_in(token) is None
+    code, out, err = _cli(monkeypatch, capsys, "reviewers", "link", "nobody", "--results", results)
+    assert code == 2 and "no reviewer named 'nobody'" in err and out == ""
+
 
 def test_dashboard_beyond_loopback_without_accounts_is_refused(tmp_path, monkeypatch, capsys):
     import os

@@ -413,6 +413,17 @@ def test_with_accounts_only_a_signed_in_reviewer_rates(own_results, monkeypatch)
     assert progress.loc["ada", "outputs rated"] == 1 and progress.loc["root", "outputs rated"] == 0
 
 
+def test_with_accounts_only_an_admin_sees_everyones_ratings(own_results, monkeypatch):
+    store = RatingStore.beside(own_results)
+    ada, root = store.add_reviewer("ada"), store.add_reviewer("root", role="admin")
+    for token in (None, ada):
+        at = app(own_results, monkeypatch, "Agreement", token=token)
+        assert not at.dataframe and any("admins only" in w.value for w in at.warning)
+    at = app(own_results, monkeypatch, "Agreement", token=root)
+    assert not any("admins only" in w.value for w in at.warning)
+    assert any("No ratings for this run yet" in i.value for i in at.info), "the admin gets the page itself"
+
+
 def test_beyond_loopback_without_accounts_nobody_rates(own_results, monkeypatch):
     at = app(own_results, monkeypatch, "Review", address="0.0.0.0")
     assert not at.text_input and not at.slider

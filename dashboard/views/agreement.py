@@ -23,13 +23,27 @@ from harness.ratings import RatingStore
 from harness.report import level
 
 
+def _admin(store: RatingStore) -> bool:
+    """Where reviewers have accounts, everyone's ratings are for admins: a reviewer sees their own queue only, so that
+    others' ratings cannot anchor theirs."""
+    who = store.signed_in(st.query_params.get("token"))
+    if who is None or not who.admin:
+        st.warning("Everyone's ratings are shown to admins only: sign in with an admin's link (`harness reviewers "
+                   "add NAME --role admin`).")
+        return False
+    return True
+
+
 def render(ctx: Context) -> None:
     st.title("Agreement")
     view = ctx.picked()
     if view is None:
         return
     try:
-        rated = RatingStore.beside(ctx.results).of_run(view.run_id)
+        store = RatingStore.beside(ctx.results)
+        if store.reviewers() and not _admin(store):
+            return
+        rated = store.of_run(view.run_id)
     except HarnessError as exc:
         failure("The ratings cannot be read:", exc)
         return
