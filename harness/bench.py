@@ -223,8 +223,13 @@ class BenchOptions:
         """Settings no bench can run with, refused before anything is planned or started."""
         if not self.concurrency:
             raise HarnessError("bench: --concurrency names no level")
-        if any(c < 1 for c in self.concurrency) or any(r <= 0 for r in self.rates) or self.requests < 1:
-            raise HarnessError("bench: concurrency, rates and --requests must be positive")
+        for option, values in (("--concurrency", self.concurrency), ("--rate", self.rates)):
+            # NaN compares false with everything: a plain `<= 0` test would let it through.
+            if not all(math.isfinite(v) and v > 0 for v in values):
+                raise HarnessError(f"{option}: every value must be a positive number, got "
+                                   f"{','.join(f'{v:g}' for v in values)}")
+        if self.requests < 1:
+            raise HarnessError("bench: --requests must be positive")
         if self.warmup < 0:
             raise HarnessError("bench: --warmup must be 0 or more")
 

@@ -217,12 +217,11 @@ def check_model_ref(model: str) -> str | None:
     if model.startswith((".", "/", "~")):
         return f"model path does not exist: {model}"
     close = difflib.get_close_matches(model, list(EMBEDDED), n=1, cutoff=0.8)
-    if close and not _in_hf_cache(model):
-        # A typo of an embedded name, found before any work (a bare hub id such as gpt2 is left to the hub).
+    if not (close or _offline()) or _in_hf_cache(model):
+        return None  # online, a name like no embedded one is left to the hub (a bare id such as gpt2 included)
+    if close:  # a typo of an embedded name, found before any work
         return f"model {model!r} is neither embedded nor a local directory; did you mean {close[0]!r}?"
-    if _offline() and not _in_hf_cache(model):
-        return _not_cached(model) + "; offline (HF_HUB_OFFLINE)"
-    return None
+    return _not_cached(model) + "; offline (HF_HUB_OFFLINE)"
 
 
 def _not_cached(model: str) -> str:
