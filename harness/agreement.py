@@ -35,7 +35,7 @@ def _matrix(rows: list[tuple[str, str, float]]) -> tuple[list[str], np.ndarray]:
     return reviewers, out
 
 
-def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool) -> Agreement | None:
+def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool, alpha: bool = False) -> Agreement | None:
     reviewers, m = _matrix(rows)
     shared = (~np.isnan(m)).sum(axis=0) >= 2
     m = m[:, shared]
@@ -44,7 +44,7 @@ def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool) -> 
     reviewers, m = [r for r, a in zip(reviewers, active, strict=True) if a], m[active]
     if len(reviewers) < 2 or m.shape[1] < 2:
         return None
-    if len(reviewers) == 2:
+    if len(reviewers) == 2 and not alpha:
         from sklearn.metrics import cohen_kappa_score
 
         both = ~np.isnan(m).any(axis=0)
@@ -57,26 +57,29 @@ def _agreement(what: str, rows: list[tuple[str, str, float]], ordinal: bool) -> 
     import krippendorff
 
     level = "ordinal" if ordinal else "nominal"
-    alpha = krippendorff.alpha(reliability_data=m, level_of_measurement=level)
-    return Agreement(what, len(reviewers), int(shared.sum()), f"Krippendorff's alpha ({level})", float(alpha))
+    # Every rating the same: agreement is undefined (the package refuses a one-value domain), not perfect.
+    value = (krippendorff.alpha(reliability_data=m, level_of_measurement=level)
+             if len(np.unique(m[~np.isnan(m)])) > 1 else float("nan"))
+    return Agreement(what, len(reviewers), int(shared.sum()), f"Krippendorff's alpha ({level})", float(value))
 
 
-def score_agreement(scores: list[Score]) -> list[Agreement]:
-    """Per rating dimension, over (example, candidate) items."""
+def score_agreement(scores: list[Score], alpha: bool = False) -> list[Agreement]:
+    """Per rating dimension, over (example, candidate) items: Cohen's kappa for two reviewers, else (or with
+    `alpha`) Krippendorff's alpha, which takes any design of overlapping reviewers."""
     out = []
     for dim in DIMENSIONS:
         rows = [(s.reviewer, f"{s.task}/{s.example_id}/{s.candidate}", float(getattr(s, dim))) for s in scores]
-        found = _agreement(dim, rows, ordinal=True)
+        found = _agreement(dim, rows, ordinal=True, alpha=alpha)
         if found:
             out.append(found)
     return out
 
 
-def preference_agreement(preferences: list[Preference]) -> Agreement | None:
+def preference_agreement(preferences: list[Preference], alpha: bool = False) -> Agreement | None:
     codes = {"A": 0.0, "B": 1.0, "tie": 2.0}
     rows = [(p.reviewer, f"{p.task}/{p.example_id}/{p.candidate_a}/{p.candidate_b}", codes[p.preferred])
             for p in preferences]
-    return _agreement("preference", rows, ordinal=False)
+    return _agreement("preference", rows, ordinal=False, alpha=alpha)
 
 
 @dataclass(frozen=True)

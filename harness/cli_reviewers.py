@@ -51,3 +51,38 @@ def list_reviewers(results: Path = RESULTS) -> None:
 
     for reviewer in accounts(results):
         print(f"{reviewer.name}\t{reviewer.role}\t{reviewer.ratings}")
+
+
+@reviewers_app.command("plan")
+def plan(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    plan_file: Path = typer.Argument(..., help="the review plan (YAML: mode, overlap, tasks, candidates, items, gold)"),
+    replace: bool = typer.Option(False, "--replace", help="replace the run's plan (ratings saved so far stay)"),
+) -> None:
+    """Put a review plan on a run: reviewers' queues on the Review page are drawn from it."""
+    from harness.ratings import accounts
+    from harness.reviewing import plan_review
+
+    progress = plan_review(run_dir, plan_file, replace)
+    needed = progress.planned * progress.plan.overlap
+    gold = len(progress.items) - progress.planned
+    print(f"{progress.planned} items × overlap {progress.plan.overlap} = {needed} ratings, plus {gold} gold items "
+          f"for every reviewer ({progress.plan.mode} mode); {progress.complete} items complete already")
+    reviewers = accounts(run_dir.parent)
+    if len(reviewers) < progress.plan.overlap:
+        print(f"{len(reviewers)} reviewer accounts: an item needs {progress.plan.overlap} reviewers "
+              "(`harness reviewers add NAME`)")
+
+
+@reviewers_app.command("progress")
+def progress(run_dir: Path = typer.Argument(..., help="a run directory with a review plan")) -> None:
+    """Where a run's review plan stands: items complete, each reviewer's ratings and gold record."""
+    from harness.reviewing import review_progress
+
+    found = review_progress(run_dir)
+    print(f"{found.complete} of {found.planned} items complete (overlap {found.plan.overlap})")
+    gold = {g.reviewer: g for g in found.gold}
+    for name in sorted(set(found.by_reviewer) | set(gold)):
+        record = gold.get(name)
+        flag = "" if record is None else f"\tgold: {record.why}" + ("\tFLAGGED" if record.flagged else "")
+        print(f"{name}\t{found.by_reviewer.get(name, 0)} rated{flag}")

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.assignments import human_ratings
 from harness.config import Candidate
 from harness.detection import Detectors, task_findings
 from harness.manifest import failed_requests, resolve, verdict_record
 from harness.metrics import TaskMetrics
 from harness.plan import PlannedTask, RunPlan, plan_from_run
-from harness.ratings import Output, human_ratings
+from harness.ratings import Output
 from harness.records import Comparison, Completion, Example, MetricResult, Verdict
 from harness.rubric_judging import Judges, task_judgements
 from harness.scoring import TaskEvidence

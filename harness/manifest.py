@@ -153,6 +153,13 @@ def _decided(what: str, low: float, high: float, threshold: float, above: bool, 
     return "insufficient", f"{what}: the {conf:.0%} interval reaches {short(threshold)}"
 
 
+def _left_out(human: HumanRatings | None) -> str:
+    """What a rated verdict says of reviewers whose ratings the review plan left out."""
+    if human is None or not human.left_out:
+        return ""
+    return "; left out: " + "; ".join(f"{name}'s ratings ({why})" for name, why in sorted(human.left_out.items()))
+
+
 def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
                    human: HumanRatings | None) -> Verdict:
     conf = manifest.confidence
@@ -161,7 +168,8 @@ def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manife
         return _insufficient(c, task, label, ev.n, blocked)
     values = _human_values(c, task, human, ev)
     if values is None or len(values) == 0:
-        return _insufficient(c, task, label, 0, f"no human ratings ({c.metric}) of {c.candidate} on {task} yet")
+        return _insufficient(c, task, label, 0, f"no human ratings ({c.metric}) of {c.candidate} on {task} yet"
+                             + _left_out(human))
     n = len(values)
     value = float(values.mean())
     # Few rated examples, coarse scores: an interval that holds at small n (a bootstrap of one rating is a point).
@@ -170,6 +178,7 @@ def _resolve_rated(c: Criterion, task: str, label: str, ev: TaskEvidence, manife
     above, threshold = _absolute(c)
     p = _inverted_p(lambda k: bounded_mean_interval(values, *scale, k), threshold, above)
     what = f"{short(value)} [{short(low)}, {short(high)}] over {n} rated examples"
+    what += _left_out(human)
     return _verdict(c, task, label, manifest, value, low, high, threshold, above, n, 1, p, what)
 
 

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +44,15 @@ _TABLES = (
     """CREATE TABLE IF NOT EXISTS reviewers (
     name TEXT PRIMARY KEY, role TEXT NOT NULL CHECK (role IN ('reviewer', 'admin')),
     token_sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)""",
+    # A review plan per run (assignments.py): its items, who holds which item now, and the gold items' ratings.
+    """CREATE TABLE IF NOT EXISTS review_plans (run_id TEXT PRIMARY KEY, plan_json TEXT NOT NULL,
+    created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS review_items (run_id TEXT NOT NULL, key TEXT NOT NULL, task TEXT NOT NULL,
+    example_id TEXT NOT NULL, candidates TEXT NOT NULL, gold INTEGER NOT NULL, PRIMARY KEY (run_id, key))""",
+    """CREATE TABLE IF NOT EXISTS claims (run_id TEXT NOT NULL, key TEXT NOT NULL, reviewer TEXT NOT NULL,
+    claimed_at REAL NOT NULL, PRIMARY KEY (run_id, key, reviewer))""",
+    """CREATE TABLE IF NOT EXISTS gold_ratings (run_id TEXT NOT NULL, gold INTEGER NOT NULL, reviewer TEXT NOT NULL,
+    given TEXT NOT NULL, is_right INTEGER NOT NULL, rated_at REAL NOT NULL, PRIMARY KEY (run_id, gold, reviewer))""",
 )
 # Columns added since the first schema: a database written before gains them on opening ('' in older rows).
 _ADDED = (("scores", "answer_sha256"), ("preferences", "answer_a_sha256"), ("preferences", "answer_b_sha256"))
@@ -145,20 +154,20 @@ class HumanRatings:
 
     scores: list[Score]
     preferences: list[Preference]
+    left_out: dict[str, str] = field(default_factory=dict)  # reviewer -> why their ratings do not count
+
+    def without(self, reviewers: Mapping[str, str]) -> HumanRatings:
+        """These ratings less those of `reviewers` (name -> why), who are recorded as left out."""
+        return HumanRatings([s for s in self.scores if s.reviewer not in reviewers],
+                            [p for p in self.preferences if p.reviewer not in reviewers],
+                            {**self.left_out, **reviewers})
 
     def of_answers(self, answers: Mapping[Output, str]) -> HumanRatings:
         """Only the ratings of the answers as they are now (`answers`: each output's text): a rating of an answer
         since rewritten (`--resume`), or one saved before ratings recorded what they rated, does not count."""
         digests = {key: answer_sha256(text) for key, text in answers.items()}
         return HumanRatings([s for s in self.scores if s.rates(digests)],
-                            [p for p in self.preferences if p.rates(digests)])
-
-
-def human_ratings(results: Path, run_id: str, answers: Mapping[Output, str]) -> HumanRatings | None:
-    """The reviewers' ratings of a run's answers as they are now (`answers`: each output's text), from the
-    database beside the results; None when nobody has rated."""
-    path = ResultsDir(results).ratings_db
-    return RatingStore(path).of_run(run_id).of_answers(answers) if path.is_file() else None
+                            [p for p in self.preferences if p.rates(digests)], self.left_out)
 
 
 def accounts(results: Path) -> list[Reviewer]:
@@ -182,7 +191,7 @@ class RatingStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("BEGIN IMMEDIATE")  # one opener at a time creates and migrates
             for table in _TABLES:
@@ -200,7 +209,7 @@ class RatingStore:
         return HumanRatings(self.scores(run_id), self.preferences(run_id))
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self) -> Iterator[sqlite3.Connection]:
         try:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -218,7 +227,7 @@ class RatingStore:
         if role not in ROLES:
             raise HarnessError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         name, token = _check_reviewer(name), secrets.token_urlsafe(24)
-        with self._connect() as db:
+        with self.connect() as db:
             try:
                 db.execute("INSERT INTO reviewers VALUES (?,?,?,?)", (name, role, _token_sha256(token), time.time()))
             except sqlite3.IntegrityError:
@@ -228,7 +237,7 @@ class RatingStore:
     def new_link(self, name: str) -> str:
         """A new sign-in token for an existing account (a lost or leaked link): the old one stops working."""
         token = secrets.token_urlsafe(24)
-        with self._connect() as db:
+        with self.connect() as db:
             changed = db.execute("UPDATE reviewers SET token_sha256 = ? WHERE name = ?",
                                  (_token_sha256(token), name)).rowcount
         if not changed:
@@ -237,7 +246,7 @@ class RatingStore:
 
     def reviewers(self) -> list[Reviewer]:
         """Every account, by name, with how many ratings each has saved."""
-        with self._connect() as db:
+        with self.connect() as db:
             rows = db.execute("SELECT r.name, r.role, (SELECT COUNT(*) FROM scores s WHERE s.reviewer = r.name) + "
                               "(SELECT COUNT(*) FROM preferences p WHERE p.reviewer = r.name) FROM reviewers r "
                               "ORDER BY r.name").fetchall()
@@ -247,46 +256,62 @@ class RatingStore:
         """The account a sign-in token belongs to; None for no token or one that is nobody's."""
         if not token:
             return None
-        with self._connect() as db:
+        with self.connect() as db:
             row = db.execute("SELECT name, role FROM reviewers WHERE token_sha256 = ?",
                              (_token_sha256(token),)).fetchone()
         return None if row is None else Reviewer(*row)
 
     def save_score(self, s: Score) -> None:
-        for dim in DIMENSIONS:
-            if getattr(s, dim) not in range(1, 6):
-                raise HarnessError(f"{dim} must be 1 to 5, not {getattr(s, dim)!r}")
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO scores (run_id, task, example_id, candidate, reviewer, accuracy, "
-                       "coherence, conciseness, comment, rated_at, answer_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (s.run_id, s.task, s.example_id, s.candidate, _check_reviewer(s.reviewer), s.accuracy,
-                        s.coherence, s.conciseness, s.comment, time.time(), s.answer_sha256))
+        with self.connect() as db:
+            write_score(db, s)
 
     def save_preference(self, p: Preference) -> None:
-        if p.preferred not in PREFERENCES:
-            raise HarnessError(f"preferred must be one of {PREFERENCES}, not {p.preferred!r}")
-        a, b, preferred = p.candidate_a, p.candidate_b, p.preferred
-        sha_a, sha_b = p.answer_a_sha256, p.answer_b_sha256
-        if a > b:  # one row per unordered pair
-            a, b, preferred, sha_a, sha_b = b, a, {"A": "B", "B": "A"}.get(preferred, preferred), sha_b, sha_a
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO preferences (run_id, task, example_id, candidate_a, candidate_b, "
-                       "reviewer, preferred, comment, rated_at, answer_a_sha256, answer_b_sha256) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (p.run_id, p.task, p.example_id, a, b, _check_reviewer(p.reviewer), preferred, p.comment,
-                        time.time(), sha_a, sha_b))
+        with self.connect() as db:
+            write_preference(db, p)
 
     def scores(self, run_id: str | None = None, task: str | None = None) -> list[Score]:
         query, args = _where("SELECT run_id, task, example_id, candidate, reviewer, accuracy, coherence, "
                              "conciseness, comment, answer_sha256 FROM scores", run_id, task)
-        with self._connect() as db:
+        with self.connect() as db:
             return [Score(*row) for row in db.execute(query, args)]
 
     def preferences(self, run_id: str | None = None, task: str | None = None) -> list[Preference]:
         query, args = _where("SELECT run_id, task, example_id, candidate_a, candidate_b, reviewer, preferred, "
                              "comment, answer_a_sha256, answer_b_sha256 FROM preferences", run_id, task)
-        with self._connect() as db:
+        with self.connect() as db:
             return [Preference(*row) for row in db.execute(query, args)]
+
+
+def write_score(db: sqlite3.Connection, s: Score) -> None:
+    """Saves a score (replacing the reviewer's own earlier one), inside the caller's transaction if any."""
+    for dim in DIMENSIONS:
+        if getattr(s, dim) not in range(1, 6):
+            raise HarnessError(f"{dim} must be 1 to 5, not {getattr(s, dim)!r}")
+    db.execute("INSERT OR REPLACE INTO scores (run_id, task, example_id, candidate, reviewer, accuracy, "
+               "coherence, conciseness, comment, rated_at, answer_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+               (s.run_id, s.task, s.example_id, s.candidate, _check_reviewer(s.reviewer), s.accuracy,
+                s.coherence, s.conciseness, s.comment, time.time(), s.answer_sha256))
+
+
+def write_preference(db: sqlite3.Connection, p: Preference) -> None:
+    """Saves a blind comparison as one row per unordered pair (replacing the reviewer's own earlier one)."""
+    if p.preferred not in PREFERENCES:
+        raise HarnessError(f"preferred must be one of {PREFERENCES}, not {p.preferred!r}")
+    p = in_pair_order(p)
+    db.execute("INSERT OR REPLACE INTO preferences (run_id, task, example_id, candidate_a, candidate_b, "
+               "reviewer, preferred, comment, rated_at, answer_a_sha256, answer_b_sha256) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+               (p.run_id, p.task, p.example_id, p.candidate_a, p.candidate_b, _check_reviewer(p.reviewer),
+                p.preferred, p.comment, time.time(), p.answer_a_sha256, p.answer_b_sha256))
+
+
+def in_pair_order(p: Preference) -> Preference:
+    """The same judgement with the candidates in sorted order, as it is stored."""
+    if p.candidate_a <= p.candidate_b:
+        return p
+    return Preference(p.run_id, p.task, p.example_id, p.candidate_b, p.candidate_a, p.reviewer,
+                      {"A": "B", "B": "A"}.get(p.preferred, p.preferred), p.comment, p.answer_b_sha256,
+                      p.answer_a_sha256)
 
 
 def _where(select: str, run_id: str | None, task: str | None) -> tuple[str, list[str]]:

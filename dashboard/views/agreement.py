@@ -17,10 +17,12 @@ from harness.agreement import (
     score_agreement,
     win_rates,
 )
+from harness.assignments import Assignments, PlanProgress
 from harness.errors import HarnessError
 from harness.metrics.rubric_judge import JudgeAgreement
-from harness.ratings import RatingStore
+from harness.ratings import Preference, RatingStore, Score, answer_sha256
 from harness.report import level
+from harness.review_plan import ReviewItem
 
 
 def _admin(store: RatingStore) -> bool:
@@ -32,6 +34,38 @@ def _admin(store: RatingStore) -> bool:
                    "add NAME --role admin`).")
         return False
     return True
+
+
+def review_plan_agreement(progress: PlanProgress, scores: list[Score], prefs: list[Preference]) -> None:
+    """The run's review plan: items complete, Krippendorff's alpha over the plan's items (with and without the
+    reviewers its gold items flagged), and each reviewer's gold record."""
+    plan = progress.plan
+    st.subheader("Review plan")
+    st.caption(f"{plan.mode} mode, overlap {plan.overlap}: {progress.complete} of {progress.planned} items have "
+               f"their {plan.overlap} reviewers. Gold items: {len(plan.gold)}; a reviewer right on fewer than "
+               f"{plan.gold_min_right:.0%} of them is flagged"
+               + (" and left out of the gate." if plan.leave_out_flagged else " (kept in the gate)."))
+    keys = {i.item.key for i in progress.items}
+    planned_scores = [s for s in scores if ReviewItem(s.task, s.example_id, (s.candidate,)).key in keys]
+    planned_prefs = [p for p in prefs if ReviewItem(p.task, p.example_id, (p.candidate_a, p.candidate_b)).key
+                     in keys]
+    flagged = progress.flagged()
+    rows = []
+    for who, kept_s, kept_p in (("everyone", planned_scores, planned_prefs),
+                                ("without flagged reviewers", [s for s in planned_scores if s.reviewer not in flagged],
+                                 [p for p in planned_prefs if p.reviewer not in flagged])):
+        found = [*score_agreement(kept_s, alpha=True), *filter(None, [preference_agreement(kept_p, alpha=True)])]
+        rows += [{"reviewers counted": who, **asdict(a)} for a in found]
+        if not flagged:
+            break
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.caption("Krippendorff's alpha needs two reviewers on at least two of the plan's items.")
+    if progress.gold:
+        st.dataframe(pd.DataFrame([{"reviewer": g.reviewer, "gold rated": g.rated, "gold right": g.right,
+                                    "share right": g.right / g.rated, "flagged": g.flagged} for g in progress.gold]),
+                     hide_index=True)
 
 
 def render(ctx: Context) -> None:
@@ -62,6 +96,10 @@ def render(ctx: Context) -> None:
         st.dataframe(pd.DataFrame([asdict(s) for s in scores]).drop(columns="run_id"), hide_index=True)
     if prefs:
         st.dataframe(pd.DataFrame([asdict(p) for p in prefs]).drop(columns="run_id"), hide_index=True)
+
+    progress = Assignments(store).progress(view.run_id, {k: answer_sha256(v) for k, v in view.answers.items()})
+    if progress is not None:
+        review_plan_agreement(progress, scores, prefs)
 
     st.subheader("Inter-annotator agreement")
     found = score_agreement(scores)
