@@ -25,9 +25,9 @@ def _cli(*args):
                           text=True, timeout=300)
 
 
-def _plan_file(tmp_path, results, **changes):
+def _plan_file(tmp_path, folder, **changes):
     ids = [json.loads(line)["example_id"] for line in
-           (results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
+           (folder / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl").read_text().splitlines()]
     plan = {"mode": "scores", "overlap": 2, "tasks": ["qa"], "candidates": [CANDIDATES[1]], "items": 4,
             "gold": [{"task": "qa", "example_id": ids[0], "answer": PLANTED, "accuracy": 1}], **changes}
     path = tmp_path / "review.yaml"
@@ -35,11 +35,11 @@ def _plan_file(tmp_path, results, **changes):
     return path
 
 
-def _work(results, monkeypatch, token, score, stop_after=None) -> list[str]:
+def _work(folder, monkeypatch, token, score, stop_after=None) -> list[str]:
     """A reviewer rates the items the plan gives them (`score(gold)`: their factual accuracy for an item) until it
     has none left for them (or `stop_after` saves), checking that no candidate name shows before saving; returns
     what each save revealed."""
-    at = app(results, monkeypatch, "Review", token=token)
+    at = app(folder, monkeypatch, "Review", token=token)
     revealed: list[str] = []
     for _ in range(20):
         if stop_after is not None and len(revealed) == stop_after:
@@ -59,7 +59,7 @@ def _work(results, monkeypatch, token, score, stop_after=None) -> list[str]:
     pytest.fail("the plan never ran out")
 
 
-def test_a_review_plan_worked_through_on_the_page(own_results, monkeypatch, tmp_path):
+def test_a_review_plan_worked_through_on_the_page(own_results, monkeypatch, tmp_path):  # noqa: F811
     from harness.evaluation import gate
 
     store = RatingStore.beside(own_results)
@@ -106,7 +106,7 @@ def test_a_review_plan_worked_through_on_the_page(own_results, monkeypatch, tmp_
     assert everyone.loc["accuracy", "value"] < 0.5, "bob's 5s against the others' 4s: poor agreement"
 
 
-def test_a_bad_plan_is_one_line_naming_the_field(own_results, tmp_path):
+def test_a_bad_plan_is_one_line_naming_the_field(own_results, tmp_path):  # noqa: F811
     for changes, field in (({"overlap": 0}, "overlap"), ({"tasks": ["nope"]}, "tasks.0"),
                            ({"gold": [{"task": "qa", "example_id": "missing", "answer": "x", "accuracy": 1}]},
                             "gold.0.example_id"),
