@@ -252,6 +252,12 @@ class RatingStore:
                               "ORDER BY r.name").fetchall()
         return [Reviewer(*row) for row in rows]
 
+    def account(self, name: str) -> Reviewer | None:
+        """The account of that name (an identity provider's sign-in names it by e-mail)."""
+        with self.connect() as db:
+            row = db.execute("SELECT name, role FROM reviewers WHERE name = ?", (name,)).fetchone()
+        return None if row is None else Reviewer(*row)
+
     def signed_in(self, token: str | None) -> Reviewer | None:
         """The account a sign-in token belongs to; None for no token or one that is nobody's."""
         if not token:

@@ -52,9 +52,16 @@ def _address_restored():
     config.set_option("server.address", before)
 
 
-def app(results, monkeypatch, page, token=None, address="127.0.0.1"):
+# What `.streamlit/secrets.toml` holds where a team signs in through its identity provider (OIDC).
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "a-long-random-secret",
+        "client_id": "harness", "client_secret": "s3cret", "server_metadata_url":
+        "https://idp.example.org/.well-known/openid-configuration"}
+
+
+def app(results, monkeypatch, page, token=None, address="127.0.0.1", user=None):
     """The app on `page`, as served on `address` (`harness dashboard --host`), opened through a sign-in link's
-    token if one is given."""
+    token if one is given; with `user`, the app signs in through an identity provider and the user is this
+    (Streamlit's AppTest stands in for the provider's redirect)."""
     from streamlit import config
 
     monkeypatch.setenv("HARNESS_RESULTS", str(results))
@@ -62,6 +69,9 @@ def app(results, monkeypatch, page, token=None, address="127.0.0.1"):
     at = AppTest.from_file(str(APP), default_timeout=120)
     if token is not None:
         at.query_params["token"] = token
+    if user is not None:
+        at.secrets["auth"] = AUTH
+        at.user = user
     at.run()
     at.sidebar.radio(key="page").set_value(page).run()
     assert not at.exception, at.exception
@@ -411,6 +421,25 @@ def test_with_accounts_only_a_signed_in_reviewer_rates(own_results, monkeypatch)
     at = app(own_results, monkeypatch, "Review", token=root)
     progress = next(df.value for df in at.dataframe if "outputs rated" in df.value.columns).set_index("reviewer")
     assert progress.loc["ada", "outputs rated"] == 1 and progress.loc["root", "outputs rated"] == 0
+
+
+def test_an_identity_providers_sign_in_names_the_account(own_results, monkeypatch):
+    store = RatingStore.beside(own_results)
+    link = store.add_reviewer("ada@example.org")
+    store.add_reviewer("root@example.org", role="admin")
+    at = app(own_results, monkeypatch, "Review", token=link, user={"is_logged_in": False})
+    assert not at.slider, "with an identity provider, a link's token alone signs nobody in"
+    assert [b.label for b in at.button] == ["Sign in"]
+    at = app(own_results, monkeypatch, "Review", user={"is_logged_in": True, "email": "[eve](http://x)@example.org"})
+    assert not at.slider and "[eve](http://x)@example.org" in [t.value for t in at.text], "shown as text"
+    assert any("No reviewer account" in w.value for w in at.warning)
+    at = app(own_results, monkeypatch, "Review", user={"is_logged_in": True, "email": "ada@example.org"})
+    assert "Signed in as ada@example.org (reviewer)" in [t.value for t in at.text]
+    at.button[0].click().run()
+    assert [s.reviewer for s in store.scores("run-1")] == ["ada@example.org"]
+    for email, admin in (("ada@example.org", False), ("root@example.org", True)):
+        at = app(own_results, monkeypatch, "Agreement", user={"is_logged_in": True, "email": email})
+        assert any("admins only" in w.value for w in at.warning) != admin
 
 
 def test_with_accounts_only_an_admin_sees_everyones_ratings(own_results, monkeypatch):

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.context import Context
+from dashboard.sign_in import current
 from dashboard.widgets import failure, metric_columns
 from harness.agreement import (
     judge_agreement,
@@ -26,12 +27,12 @@ from harness.review_plan import ReviewItem
 
 
 def _admin(store: RatingStore) -> bool:
-    """Where reviewers have accounts, everyone's ratings are for admins: a reviewer sees their own queue only, so that
-    others' ratings cannot anchor theirs."""
-    who = store.signed_in(st.query_params.get("token"))
+    """Where reviewers have accounts, everyone's ratings are for admins: a reviewer sees their own queue only, so
+    that others' ratings cannot anchor theirs."""
+    who = current(store).reviewer
     if who is None or not who.admin:
-        st.warning("Everyone's ratings are shown to admins only: sign in with an admin's link (`harness reviewers "
-                   "add NAME --role admin`).")
+        st.warning("Everyone's ratings are shown to admins only: sign in as an admin (`harness reviewers add NAME "
+                   "--role admin`).")
         return False
     return True
 

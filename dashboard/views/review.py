@@ -27,6 +27,7 @@ from dashboard.review_forms import (
     show_output,
     show_pair,
 )
+from dashboard.sign_in import current, oidc_configured
 from dashboard.widgets import example_context, example_labels, failure
 from harness.assignments import Assignments
 from harness.errors import HarnessError
@@ -119,17 +120,18 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
 
 
 def signed_in(store: RatingStore) -> Reviewer | None:
-    """Who rates: where the results have reviewer accounts, the account of the sign-in link's token (never a
-    typed name); without accounts, a typed name, and only on a dashboard bound to loopback. None: nobody may
-    rate here, and the page says why."""
+    """Who rates: where the results have reviewer accounts, the signed-in account (sign_in.py: the identity
+    provider's, or the sign-in link's; never a typed name); without accounts, a typed name, and only on a
+    dashboard bound to loopback. None: nobody may rate here, and the page says why."""
     if store.reviewers():
-        who = store.signed_in(st.query_params.get("token"))
-        if who is None:
-            st.warning("Sign in with your personal link to rate: an admin prints it with `harness reviewers add "
-                       "NAME`.")
+        found = current(store)
+        if found.reviewer is None:
+            found.explain()
+            if oidc_configured() and not st.user.is_logged_in:
+                st.button("Sign in", on_click=st.login)
         else:
-            st.text(f"Signed in as {who.name} ({who.role})")  # a name is data: never rendered as Markdown
-        return who
+            st.text(f"Signed in as {found.reviewer.name} ({found.reviewer.role})")  # data: never Markdown
+        return found.reviewer
     if not is_loopback(st.get_option("server.address")):
         st.warning("This dashboard is reachable beyond this machine and has no reviewer accounts: add them with "
                    "`harness reviewers add NAME`, and sign in with the link it prints.")
