@@ -110,7 +110,7 @@ def planned(view: RunView, store: RatingStore, reviewer: Reviewer, plan: ReviewP
             st.caption("Rubric")
             st.text(plan.shown_rubric)  # the plan's author wrote it: shown as written, never as Markdown
         with left:
-            st.caption(f"Task: {item.task}")
+            st.text(f"Task: {item.task}")
             example_context(view, item.task, item.example_id)
             before = None if item.is_gold else _own(view, store, reviewer.name, item, digests)
             rate = _score if plan.mode == "scores" else _pair

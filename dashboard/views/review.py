@@ -40,6 +40,7 @@ from harness.ratings import (
     answer_sha256,
     is_loopback,
 )
+from harness.review_plan import BLIND_RUBRIC, SCORES_RUBRIC
 
 
 def _answer(view: RunView, task: str, example_id: str, candidate: str) -> str:
@@ -173,6 +174,8 @@ def render(ctx: Context) -> None:
             return
         task = st.selectbox("Task", view.tasks, key="rev_task")
         mode = st.radio("Mode", ["Scores", "Blind side by side"], horizontal=True, key="rev_mode")
+        with st.expander("Rubric"):
+            st.text(SCORES_RUBRIC if mode == "Scores" else BLIND_RUBRIC)
         (scores_mode if mode == "Scores" else blind_mode)(view, store, reviewer.name, task)
         if reviewer.admin:
             everyone(view, store, task)
