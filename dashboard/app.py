@@ -24,7 +24,7 @@ WITHOUT_RUNS = {"Runs", "Monitoring"}
 
 @st.cache_data(show_spinner=False)
 def _load(path: str, stamp: float) -> RunView:
-    """A run's tables, cached by path and run.json's modification time."""
+    """A run's tables, cached by path and the latest change to any of its files."""
     return load_run(Path(path))
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     for run_id in chosen:
         run = ResultsDir(results).run(run_id)
         try:
-            views.append(_load(str(run.path), run.run_json.stat().st_mtime))
+            views.append(_load(str(run.path), run.changed_at()))
         except (HarnessError, OSError) as exc:
             failure(f"Run {run_id} cannot be shown:", exc)
     PAGES[page](Context(results, all_runs, views))

@@ -128,6 +128,11 @@ class RunDir:
     def judgements_file(self, candidate: str, task: str) -> Path:
         return self.path / "judgements" / candidate / f"{task}.jsonl"
 
+    def changed_at(self) -> float:
+        """The latest modification time of any file of the run: what a reader caching the run keys on (a
+        resumed run appends answers without touching run.json until it ends)."""
+        return max((p.stat().st_mtime for p in self.path.rglob("*") if p.is_file()), default=0.0)
+
     def exists(self) -> bool:
         return self.run_json.is_file()
 

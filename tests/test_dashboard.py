@@ -201,6 +201,27 @@ def test_examples_are_picked_by_their_text_and_shown_as_text(results, monkeypatc
     assert len(tables) == len(CANDIDATES) and "accuracy" in set(tables[0].metric)
 
 
+def test_examples_page_shows_the_answer_the_gate_scores(own_results, monkeypatch):
+    """A successful answer followed by a failed attempt at the same example (a resumed run not yet compacted):
+    the page shows the success, as the gate scores it and reviewers rate it, not the last line."""
+    path = own_results / "run-1" / "predictions" / CANDIDATES[0] / "keywords.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    with path.open("a") as f:
+        f.writelines(json.dumps({**row, "text": "", "error": "HTTP 503 upstream gone"}) + "\n" for row in rows)
+    at = app(own_results, monkeypatch, "Examples")
+    shown = next(r for r in rows if r["example_id"] == at.selectbox(key="ex_id").value)
+    assert shown["text"] in [t.value for t in at.text] and not at.error
+    assert "HTTP 503 upstream gone" not in texts(at)
+
+
+def test_pages_see_answers_written_after_they_read_the_run(own_results, monkeypatch):
+    """The page caches a run; answers a resumed run writes later (run.json untouched) still show."""
+    path = own_results / "run-1" / "predictions" / CANDIDATES[0] / "keywords.jsonl"
+    first = app(own_results, monkeypatch, "Examples").selectbox(key="ex_id").value
+    _plant(path, first, lambda r: {**r, "text": "a rewritten answer"})
+    assert "a rewritten answer" in [t.value for t in app(own_results, monkeypatch, "Examples").text]
+
+
 def test_examples_page_shows_hallucination_evidence(results, monkeypatch):
     at = app(results, monkeypatch, "Examples")
     at.selectbox(key="ex_task").set_value("qa").run()

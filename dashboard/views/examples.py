@@ -100,10 +100,12 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
             if mine.empty:
                 st.caption("no prediction")
                 continue
-            last = mine.iloc[-1]
-            if isinstance(last.get("error"), str):
-                failure("The request failed:", last["error"])
-            st.text(last["text"])
+            # The answer the gate scores and reviewers rate (RunDir.answers): the first success, else the last failure.
+            succeeded = mine[mine.error.isna()] if "error" in mine else mine
+            shown = succeeded.iloc[0] if not succeeded.empty else mine.iloc[-1]
+            if isinstance(shown.get("error"), str):
+                failure("The request failed:", shown["error"])
+            st.text(shown["text"])
             scored = rows[(rows.candidate == cand) & (rows.example_id == example_id)]
             if not scored.empty:
                 st.dataframe(scores_table(scored.iloc[0]), hide_index=True)
