@@ -1,11 +1,10 @@
 """The Review page on a run with a review plan (`harness reviewers plan`): the plan, not the reviewer, picks
 the next item (harness.assignments hands it out, so each item gets exactly `overlap` reviewers), the rubric
-stands beside it, gold items look like any other, and names show only once the rating is saved. Admins see
-every reviewer's progress, the items' progress and the gold records."""
+stands beside it, gold items look like any other, and no save says whose output it was. The plan's tables
+(every reviewer's progress, each item's, the gold records) are drawn here for the admin-only Agreement page."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from dashboard.data import RunView
@@ -20,7 +19,7 @@ from dashboard.review_forms import (
     show_pair,
 )
 from dashboard.widgets import example_context, example_labels
-from harness.assignments import Assignments, PlanProgress
+from harness.assignments import Assignments
 from harness.ratings import Output, Preference, RatingStore, Reviewer, Score, answer_sha256
 from harness.review_plan import GoldItem, ReviewItem, ReviewPlan
 
@@ -53,11 +52,12 @@ def _score(view: RunView, assignments: Assignments, plan: ReviewPlan, reviewer: 
         assert gold.accuracy is not None
         assignments.save_gold(view.run_id, item, reviewer, f"accuracy {values['accuracy']}",
                               abs(values["accuracy"] - gold.accuracy) <= 1)
-        return f"That was a calibration item: its factual accuracy is {gold.accuracy}."
-    (cand,) = item.candidates
-    assignments.save_score(item, Score(view.run_id, item.task, item.example_id, cand, reviewer, comment=comment,
-                                       answer_sha256=digests[Output(item.task, item.example_id, cand)], **values))
-    return f"That was the output of {cand} (example {item.example_id})."
+    else:
+        (cand,) = item.candidates
+        assignments.save_score(item, Score(view.run_id, item.task, item.example_id, cand, reviewer, comment=comment,
+                                           answer_sha256=digests[Output(item.task, item.example_id, cand)],
+                                           **values))
+    return _saved(item)
 
 
 def _pair(view: RunView, assignments: Assignments, plan: ReviewPlan, reviewer: str, item: ReviewItem,
@@ -74,12 +74,19 @@ def _pair(view: RunView, assignments: Assignments, plan: ReviewPlan, reviewer: s
     choice, comment = saved
     if gold is not None:
         assignments.save_gold(view.run_id, item, reviewer, choice, preferred(choice, left, right, a) == "A")
-        return f"That was a calibration item: Output {1 if left == 'better' else 2} was the better one."
-    assignments.save_preference(item, Preference(view.run_id, item.task, item.example_id, a, b, reviewer,
-                                                 preferred(choice, left, right, a), comment,
-                                                 digests[Output(item.task, item.example_id, a)],
-                                                 digests[Output(item.task, item.example_id, b)]))
-    return f"On {item.example_id}, Output 1 was {left} and Output 2 was {right}."
+    else:
+        assignments.save_preference(item, Preference(view.run_id, item.task, item.example_id, a, b, reviewer,
+                                                     preferred(choice, left, right, a), comment,
+                                                     digests[Output(item.task, item.example_id, a)],
+                                                     digests[Output(item.task, item.example_id, b)]))
+    return _saved(item)
+
+
+def _saved(item: ReviewItem) -> str:
+    """What a save says in a plan: never whose output it was (with two candidates, naming one names the other
+    output of the example, which may come next) nor whether the item was gold (a reviewer who knew would rate
+    gold items with care)."""
+    return f"Your rating of example {item.example_id} ({item.task}) is saved."
 
 
 def _skip(assignments: Assignments, run_id: str, item: ReviewItem, reviewer: str) -> None:
@@ -123,21 +130,5 @@ def planned(view: RunView, store: RatingStore, reviewer: Reviewer, plan: ReviewP
             st.session_state["plan_revisit_done"] = True
             st.rerun()
     if reviewer.admin:
-        plan_tables(progress)
-
-
-def plan_tables(progress: PlanProgress) -> None:
-    """An admin's view of the plan: each reviewer's count and gold record, and each item's."""
-    gold = {g.reviewer: g for g in progress.gold}
-    st.subheader("Everyone's progress in the review plan")
-    st.dataframe(pd.DataFrame([{"reviewer": name, "items rated": progress.by_reviewer.get(name, 0),
-                                "gold rated": gold[name].rated if name in gold else 0,
-                                "gold right": gold[name].right if name in gold else 0,
-                                "flagged": bool(name in gold and gold[name].flagged)}
-                               for name in sorted(set(progress.by_reviewer) | set(gold))],
-                              columns=["reviewer", "items rated", "gold rated", "gold right", "flagged"]),
-                 hide_index=True)
-    st.dataframe(pd.DataFrame([{"item": n + 1, "task": p.item.task, "example": p.item.example_id,
-                                "gold": p.item.is_gold, "ratings": p.rated, "held now": p.held,
-                                "complete": p.item.is_gold or p.rated >= progress.plan.overlap}
-                               for n, p in enumerate(progress.items)]), hide_index=True)
+        st.caption("Everyone's progress, each item's and the gold records: on the Agreement page (kept off this "
+                   "page, where they would tell you which item you hold and which are gold).")

@@ -47,6 +47,21 @@ def _prefill(item: tuple[str, ...], values: dict[str, object]) -> None:
         st.session_state["rev_item"] = item
 
 
+def _submitted(item: tuple[str, ...]) -> None:
+    st.session_state["rev_submitted"] = item
+
+
+def _for_this_item(item: tuple[str, ...]) -> bool:
+    """Whether a save is of the item on the page now. A save is of the item the reviewer saw when they clicked;
+    by the rerun it handles, that item may have gone (held too long and taken by another reviewer, rated in
+    another tab, a plan replaced), and its values must not land on the item shown instead."""
+    if st.session_state.pop("rev_submitted", None) == item:
+        return True
+    st.warning("Nothing was saved: the item you rated is no longer yours to rate (left unsaved too long, or "
+               "rated in another tab). Here is your next item.")
+    return False
+
+
 def show_output(text: str) -> None:
     st.markdown("**Output** (whose, you see once your rating is saved)")
     st.text(text)  # data: never rendered as Markdown
@@ -67,8 +82,8 @@ def score_form(item: tuple[str, ...], before: Score | None) -> tuple[dict[str, i
     with st.form("score_form"):
         values = {d: st.slider(LABELS[d], 1, 5, key=f"rate_{d}") for d in DIMENSIONS}
         comment = st.text_area("Comment", key="rate_comment")
-        saved = st.form_submit_button("Save rating")
-    return (values, comment) if saved else None
+        saved = st.form_submit_button("Save rating", on_click=_submitted, args=(item,))
+    return (values, comment) if saved and _for_this_item(item) else None
 
 
 def pair_form(item: tuple[str, ...], before: str | None, comment: str = "") -> tuple[str, str] | None:
@@ -78,10 +93,13 @@ def pair_form(item: tuple[str, ...], before: str | None, comment: str = "") -> t
     with st.form("blind_form"):
         choice = st.radio("Which output is better?", CHOICES, horizontal=True, index=None, key="blind_choice")
         comment = st.text_area("Comment", key="blind_comment")
-        saved = st.form_submit_button("Save preference")
-    if saved and choice is None:
+        saved = st.form_submit_button("Save preference", on_click=_submitted, args=(item,))
+    if not saved or not _for_this_item(item):
+        return None
+    if choice is None:
         st.warning("Choose Output 1, Output 2 or Tie, then save.")
-    return (choice, comment) if saved and choice is not None else None
+        return None
+    return choice, comment
 
 
 def earlier_choice(before: Preference | None, left: str, right: str) -> str | None:

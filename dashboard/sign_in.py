@@ -38,6 +38,9 @@ def current(store: RatingStore) -> SignIn:
         if not st.user.is_logged_in:
             return SignIn(None, "Sign in with your organisation's account to rate.")
         email = str(st.user.get("email") or "")
+        if st.user.get("email_verified") is False:  # a provider that lets users set an unverified address
+            return SignIn(None, "Your identity provider has not verified the e-mail address you signed in with "
+                                "(below): no rating without a verified address.", email)
         found = store.account(email)
         if found is None:
             return SignIn(None, "No reviewer account for the e-mail address you signed in with (below): an admin "

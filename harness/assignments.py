@@ -55,6 +55,22 @@ class GoldRecord:
 
 
 @dataclass(frozen=True)
+class GoldRecords:
+    records: list[GoldRecord]
+
+    def flagged(self) -> dict[str, str]:
+        return {g.reviewer: g.why for g in self.records if g.flagged}
+
+
+def _gold_records(db: sqlite3.Connection, run_id: str, plan: ReviewPlan) -> GoldRecords:
+    """Each reviewer's gold items rated and right; flagged below the plan's share once they rated enough."""
+    rows = db.execute("SELECT reviewer, COUNT(*), SUM(is_right) FROM gold_ratings WHERE run_id = ? GROUP BY reviewer "
+                      "ORDER BY reviewer", (run_id,)).fetchall()
+    return GoldRecords([GoldRecord(r, n, int(right), n >= plan.gold_flag_after() and right / n < plan.gold_min_right)
+                        for r, n, right in rows])
+
+
+@dataclass(frozen=True)
 class PlanProgress:
     plan: ReviewPlan
     items: list[ItemProgress]
@@ -88,7 +104,8 @@ class Assignments:
             if db.execute("SELECT 1 FROM review_plans WHERE run_id = ?", (run_id,)).fetchone() and not replace:
                 db.execute("ROLLBACK")
                 raise HarnessError(f"run {run_id} has a review plan already (--replace to replace it)")
-            for table in ("review_plans", "review_items", "claims"):
+            # Gold ratings go with the plan: a new plan's gold item number 0 is another item.
+            for table in ("review_plans", "review_items", "claims", "gold_ratings"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             db.execute("INSERT INTO review_plans VALUES (?,?,?)", (run_id, plan.model_dump_json(), time.time()))
             db.executemany("INSERT INTO review_items VALUES (?,?,?,?,?,?)",
@@ -111,10 +128,12 @@ class Assignments:
             db.execute("DELETE FROM claims WHERE run_id = ? AND claimed_at < ?",
                        (run_id, time.time() - plan.claim_minutes * 60))
             raters, holders = _raters(db, run_id, items, digests), _holders(db, run_id)
-            counted = {i.key: raters[i.key] | holders[i.key] for i in items}
+            left_out = set(_gold_records(db, run_id, plan).flagged()) if plan.leave_out_flagged else set()
+            taken = {i.key: (raters[i.key] - left_out) | holders[i.key] for i in items}
             mine = [i for i in items if reviewer in holders[i.key] and i.key not in skipped]
-            free = [i for i in items if reviewer not in counted[i.key] and i.key not in skipped
-                    and (i.is_gold or len(counted[i.key]) < plan.overlap)]
+            # A reviewer the gold items flag, whose ratings the gate leaves out, gets gold items only.
+            free = [i for i in items if reviewer not in raters[i.key] | holders[i.key] and i.key not in skipped
+                    and (i.is_gold or (reviewer not in left_out and len(taken[i.key]) < plan.overlap))]
             pick = min(mine or free, key=lambda i: _order(plan, reviewer, i), default=None)
             if pick is not None and not mine:
                 db.execute("INSERT INTO claims VALUES (?,?,?,?)", (run_id, pick.key, reviewer, time.time()))
@@ -175,16 +194,16 @@ class Assignments:
                 return None
             plan, items = self._plan_items(db, run_id)
             raters, holders = _raters(db, run_id, items, digests), _holders(db, run_id)
-            gold = db.execute("SELECT reviewer, COUNT(*), SUM(is_right) FROM gold_ratings WHERE run_id = ? "
-                              "GROUP BY reviewer ORDER BY reviewer", (run_id,)).fetchall()
+            gold = _gold_records(db, run_id, plan)
+        left_out = set(gold.flagged()) if plan.leave_out_flagged else set()
         by_reviewer: dict[str, int] = {}
         for i in items:
             for name in raters[i.key] if not i.is_gold else ():
                 by_reviewer[name] = by_reviewer.get(name, 0) + 1
-        records = [GoldRecord(r, n, int(right), n >= plan.gold_flag_after() and right / n < plan.gold_min_right)
-                   for r, n, right in gold]
-        return PlanProgress(plan, [ItemProgress(i, len(raters[i.key]), len(holders[i.key] - raters[i.key]))
-                                   for i in items], dict(sorted(by_reviewer.items())), records)
+        # An item's count is of the ratings the gate counts: a left-out reviewer's place goes back to the pool.
+        return PlanProgress(plan, [ItemProgress(i, len(raters[i.key] - (set() if i.is_gold else left_out)),
+                                                len(holders[i.key] - raters[i.key])) for i in items],
+                            dict(sorted(by_reviewer.items())), gold.records)
 
     def _plan_items(self, db: sqlite3.Connection, run_id: str) -> tuple[ReviewPlan, list[ReviewItem]]:
         row = db.execute("SELECT plan_json FROM review_plans WHERE run_id = ?", (run_id,)).fetchone()

@@ -14,15 +14,17 @@ that show a careless reviewer. Drawing the items is here; handing them out is `a
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.errors import ConfigError
 from harness.loading import read_yaml, validate
+from harness.ratings import Output
 from harness.schema import Settings
 
 SCORES_RUBRIC = """Rate the output for the task shown, reading the example's input and reference first.
@@ -80,12 +82,14 @@ class ReviewPlan(Settings):
         0.75, description="a reviewer right on fewer of the gold items they rated is flagged")
     leave_out_flagged: bool = Field(True, description="a flagged reviewer's ratings do not count in the gate")
 
-    @model_validator(mode="after")
-    def _gold_fits_mode(self) -> ReviewPlan:
-        for i, g in enumerate(self.gold):
-            if g.mode != self.mode:
-                raise ValueError(f"gold[{i}] is a {g.mode}-mode item in a {self.mode} plan")
-        return self
+    @field_validator("tasks", "candidates")
+    @classmethod
+    def _distinct(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and not names:
+            raise ValueError("name at least one, or leave it out for all")
+        if names is not None and len(set(names)) < len(names):
+            raise ValueError(f"{sorted({n for n in names if names.count(n) > 1})[0]!r} is listed twice")
+        return names
 
     @property
     def shown_rubric(self) -> str:
@@ -120,32 +124,45 @@ def load_review_plan(path: Path) -> ReviewPlan:
     return plan
 
 
-def draw_items(plan: ReviewPlan, path: Path | str, examples: dict[str, list[str]],
-               candidates: dict[str, list[str]]) -> list[ReviewItem]:
-    """The plan's items on a run (`examples` and `candidates` per task of the run): `items` examples per task
-    drawn uniformly with the seed, every planned candidate (scores) or pair of them (blind), then the gold
-    items. A task, candidate or gold example the run does not have is refused, naming the plan's field."""
-    tasks = plan.tasks if plan.tasks is not None else list(examples)
+def draw_items(plan: ReviewPlan, path: Path | str, outputs: Collection[Output]) -> list[ReviewItem]:
+    """The plan's items on a run's outputs (each task, example and candidate that has an answer): `items`
+    examples per task drawn uniformly with the seed, every planned candidate's output (scores) or pair of them
+    (blind) that the run has, then the gold items. A task, candidate or gold example the run does not have is
+    refused, naming the plan's field."""
+    examples: dict[str, set[str]] = {}
+    candidates: dict[str, list[str]] = {}
+    for answer in outputs:
+        examples.setdefault(answer.task, set()).add(answer.example_id)
+        if answer.candidate not in candidates.setdefault(answer.task, []):
+            candidates[answer.task].append(answer.candidate)
+    tasks = plan.tasks if plan.tasks is not None else sorted(examples)
     for i, task in enumerate(tasks):
         if task not in examples:
-            raise ConfigError(path, f"tasks.{i}", f"the run has no task {task!r} (it has {', '.join(examples)})")
+            raise ConfigError(path, f"tasks.{i}",
+                              f"the run has no task {task!r} (it has {', '.join(sorted(examples))})")
+    for i, name in enumerate(plan.candidates or []):
+        if not any(name in candidates[t] for t in tasks):
+            raise ConfigError(path, f"candidates.{i}", f"no planned task of the run has candidate {name!r}")
+    have = set(outputs)
     out: list[ReviewItem] = []
     for task in tasks:
-        cands = [c for c in candidates[task] if plan.candidates is None or c in plan.candidates]
-        for i, name in enumerate(plan.candidates or []):
-            if not any(name in candidates[t] for t in tasks):
-                raise ConfigError(path, f"candidates.{i}", f"no planned task of the run has candidate {name!r}")
+        cands = sorted(c for c in candidates[task] if plan.candidates is None or c in plan.candidates)
         ids = sorted(examples[task])  # the draw depends on the ids only, not on the order answers came in
         if plan.items is not None and plan.items < len(ids):
             ids = sorted(random.Random(f"{plan.seed}\0{task}").sample(ids, plan.items))
-        groups = [(c,) for c in cands] if plan.mode == "scores" else list(combinations(sorted(cands), 2))
-        out += [ReviewItem(task, ex, group) for ex in ids for group in groups]
+        groups = [(c,) for c in cands] if plan.mode == "scores" else list(combinations(cands, 2))
+        out += [ReviewItem(task, ex, group) for ex in ids for group in groups
+                if all(Output(task, ex, c) in have for c in group)]  # an unfinished run lacks some answers
     for i, g in enumerate(plan.gold):
+        if g.mode != plan.mode:
+            raise ConfigError(path, f"gold.{i}", f"a {g.mode}-mode gold item in a {plan.mode} plan")
         if g.task not in tasks:
             raise ConfigError(path, f"gold.{i}.task", f"{g.task!r} is not a planned task")
         if g.example_id not in examples[g.task]:
             raise ConfigError(path, f"gold.{i}.example_id", f"task {g.task!r} has no example {g.example_id!r}")
         out.append(ReviewItem(g.task, g.example_id, (), gold=i))
     if not any(not item.is_gold for item in out):
-        raise ConfigError(path, "mode", "the plan draws no item to rate: blind mode needs two candidates on a task")
+        raise ConfigError(path, "candidates" if plan.mode == "scores" else "mode",
+                          "the plan draws no output to rate" + ("" if plan.mode == "scores" else
+                                                                 ": blind mode needs two candidates on a task"))
     return out

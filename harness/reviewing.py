@@ -27,17 +27,11 @@ def plan_review(run_dir: Path, plan_file: Path, replace: bool = False) -> PlanPr
     already saved for those answers count)."""
     plan = load_review_plan(plan_file)
     run = RunDir(run_dir)
-    answers = answers_of_run(run)
-    examples: dict[str, list[str]] = {}
-    candidates: dict[str, list[str]] = {}
-    for out in answers:
-        if out.example_id not in examples.setdefault(out.task, []):
-            examples[out.task].append(out.example_id)
-        if out.candidate not in candidates.setdefault(out.task, []):
-            candidates[out.task].append(out.candidate)
-    items = draw_items(plan, plan_file, examples, candidates)
-    assignments = Assignments(RatingStore.beside(run_dir.parent))
-    assignments.create(run.run_id, plan, items, replace)
+    if run.exists() and run.read_run().status in ("running", "interrupted"):
+        raise HarnessError(f"{run_dir}: the run is {run.read_run().status}; finish it (`harness run --resume`) "
+                           "before planning its review")
+    items = draw_items(plan, plan_file, answers_of_run(run))
+    Assignments(RatingStore.beside(run_dir.parent)).create(run.run_id, plan, items, replace)
     return review_progress(run_dir)
 
 

@@ -22,7 +22,7 @@ DIGESTS = {k: answer_sha256(v) for k, v in ANSWERS.items()}
 
 def _plan(store, **settings) -> tuple[Assignments, list[ReviewItem]]:
     plan = ReviewPlan(**settings)
-    items = draw_items(plan, "review.yaml", {"qa": EXAMPLES}, {"qa": CANDS})
+    items = draw_items(plan, "review.yaml", ANSWERS)
     assignments = Assignments(store)
     assignments.create(RUN, plan, items)
     return assignments, items
@@ -168,8 +168,13 @@ def test_every_reviewer_rates_every_gold_item_and_a_careless_one_is_flagged_and_
     bob = _work_through(assignments, "bob", value=5)  # rates everything 5: wrong on every gold item
     ada += _work_through(assignments, "ada", value=1)
     for met in (ada, bob):
-        assert [i for i in met if i.is_gold] != [] and {i.key for i in gold} <= {i.key for i in met}
-    assert len(ada) + len(bob) == len(items) + len(gold), "each plan item once (overlap 1), each gold item twice"
+        assert {i.key for i in gold} <= {i.key for i in met}, "every reviewer meets every gold item"
+    plan_items = {(i.example_id, i.candidates[0]) for i in items if not i.is_gold}
+    third_gold = [n for n, i in enumerate(bob) if i.is_gold][2]  # bob is flagged from his third gold item on
+    assert not any(not i.is_gold for i in bob[third_gold:]), "once flagged, bob gets gold items only"
+    assert any(not i.is_gold for i in bob[:third_gold]), "the data must let bob rate before he is flagged"
+    assert {(s.example_id, s.candidate) for s in store.scores(RUN) if s.reviewer == "ada"} == plan_items, \
+        "the places of a left-out reviewer go back to the pool"
     progress = assignments.progress(RUN, DIGESTS)
     records = {g.reviewer: g for g in progress.gold}
     assert (records["ada"].rated, records["ada"].right, records["ada"].flagged) == (4, 4, False)
@@ -191,10 +196,24 @@ def test_a_plan_may_keep_a_flagged_reviewer_in(tmp_path):
     assert {s.reviewer for s in rated.scores} == {"bob"} and not rated.left_out
 
 
-def test_a_run_has_one_plan_unless_replaced(tmp_path):
+def test_a_run_has_one_plan_unless_replaced_and_its_gold_ratings_go_with_it(tmp_path):
     store = RatingStore(tmp_path / "ratings.sqlite")
-    assignments, items = _plan(store, overlap=1)
+    assignments, items = _plan(store, overlap=1, gold=GOLD)
+    _work_through(assignments, "bob", value=5)
+    assert assignments.progress(RUN, DIGESTS).flagged()
     with pytest.raises(HarnessError, match="--replace"):
         assignments.create(RUN, ReviewPlan(overlap=2), items)
-    assignments.create(RUN, ReviewPlan(overlap=2), items, replace=True)
-    assert assignments.plan(RUN).overlap == 2
+    assignments.create(RUN, ReviewPlan(overlap=2, gold=GOLD), items, replace=True)
+    progress = assignments.progress(RUN, DIGESTS)
+    assert progress.plan.overlap == 2 and progress.gold == [], "the old plan's gold record counts for nothing"
+    assert sum(p.rated for p in progress.items) == len(store.scores(RUN)) > 0, \
+        "ratings saved before the plan count toward its overlap"
+
+
+def test_a_plan_draws_only_outputs_the_run_has():
+    missing = Output("qa", EXAMPLES[0], "ft")
+    items = draw_items(ReviewPlan(), "review.yaml", [o for o in ANSWERS if o != missing])
+    assert len(items) == len(ANSWERS) - 1
+    assert ReviewItem("qa", EXAMPLES[0], ("ft",)) not in items and ReviewItem("qa", EXAMPLES[0], ("base",)) in items
+    pairs = draw_items(ReviewPlan(mode="blind"), "review.yaml", [o for o in ANSWERS if o != missing])
+    assert [i.example_id for i in pairs] == EXAMPLES[1:]

@@ -454,6 +454,9 @@ def test_an_identity_providers_sign_in_names_the_account(own_results, monkeypatc
     at = app(own_results, monkeypatch, "Review", user={"is_logged_in": True, "email": "[eve](http://x)@example.org"})
     assert not at.slider and "[eve](http://x)@example.org" in [t.value for t in at.text], "shown as text"
     assert any("No reviewer account" in w.value for w in at.warning)
+    at = app(own_results, monkeypatch, "Review", user={"is_logged_in": True, "email": "ada@example.org",
+                                                       "email_verified": False})
+    assert not at.slider and any("not verified" in w.value for w in at.warning)
     at = app(own_results, monkeypatch, "Review", user={"is_logged_in": True, "email": "ada@example.org"})
     assert "Signed in as ada@example.org (reviewer)" in [t.value for t in at.text]
     at.button[0].click().run()

@@ -63,10 +63,25 @@ def review_plan_agreement(progress: PlanProgress, scores: list[Score], prefs: li
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:
         st.caption("Krippendorff's alpha needs two reviewers on at least two of the plan's items.")
-    if progress.gold:
-        st.dataframe(pd.DataFrame([{"reviewer": g.reviewer, "gold rated": g.rated, "gold right": g.right,
-                                    "share right": g.right / g.rated, "flagged": g.flagged} for g in progress.gold]),
-                     hide_index=True)
+    plan_tables(progress)
+
+
+def plan_tables(progress: PlanProgress) -> None:
+    """Each reviewer's count and gold record, and each item's ratings (admins only: the Review page would tell a
+    reviewer which item they hold and which are gold)."""
+    gold = {g.reviewer: g for g in progress.gold}
+    st.caption("Each reviewer's progress and gold record, and each item's ratings")
+    st.dataframe(pd.DataFrame([{"reviewer": name, "items rated": progress.by_reviewer.get(name, 0),
+                                "gold rated": gold[name].rated if name in gold else 0,
+                                "gold right": gold[name].right if name in gold else 0,
+                                "flagged": bool(name in gold and gold[name].flagged)}
+                               for name in sorted(set(progress.by_reviewer) | set(gold))],
+                              columns=["reviewer", "items rated", "gold rated", "gold right", "flagged"]),
+                 hide_index=True)
+    st.dataframe(pd.DataFrame([{"item": n + 1, "task": p.item.task, "example": p.item.example_id,
+                                "gold": p.item.is_gold, "ratings": p.rated, "held now": p.held,
+                                "complete": p.item.is_gold or p.rated >= progress.plan.overlap}
+                               for n, p in enumerate(progress.items)]), hide_index=True)
 
 
 def render(ctx: Context) -> None:
@@ -89,6 +104,9 @@ def render(ctx: Context) -> None:
     if stale:
         st.caption(f"{stale} ratings left out: of answers rewritten since, or saved before ratings recorded "
                    "their answer.")
+    progress = Assignments(store).progress(view.run_id, {k: answer_sha256(v) for k, v in view.answers.items()})
+    if progress is not None:
+        review_plan_agreement(progress, scores, prefs)
     if not scores and not prefs:
         st.info("No ratings for this run yet: reviewers rate outputs on the Review page.")
         return
@@ -97,10 +115,6 @@ def render(ctx: Context) -> None:
         st.dataframe(pd.DataFrame([asdict(s) for s in scores]).drop(columns="run_id"), hide_index=True)
     if prefs:
         st.dataframe(pd.DataFrame([asdict(p) for p in prefs]).drop(columns="run_id"), hide_index=True)
-
-    progress = Assignments(store).progress(view.run_id, {k: answer_sha256(v) for k, v in view.answers.items()})
-    if progress is not None:
-        review_plan_agreement(progress, scores, prefs)
 
     st.subheader("Inter-annotator agreement")
     found = score_agreement(scores)
