@@ -27,6 +27,16 @@ M = TypeVar("M", bound="Metric")
 
 
 @dataclass(frozen=True)
+class Labelling:
+    """What a reviewer labelling an answer for a machine-scored metric is asked, and the value each answer choice
+    stands for, on the metric's own scale ("cannot tell" is always offered and stored as no value)."""
+
+    question: str
+    choices: tuple[tuple[str, float], ...]
+    worst: float  # what "cannot tell" counts as in the corrected metric: the candidate's bad side
+
+
+@dataclass(frozen=True)
 class ScoringInput:
     task: TaskSpec
     examples: list[Example]
@@ -74,6 +84,11 @@ class Metric(ABC):
     @property
     def note(self) -> str | None:
         """What a run says about how this metric is computed, where that needs saying."""
+        return None
+
+    def labelling(self) -> Labelling | None:
+        """The question a reviewer answers to label one answer the way this metric's machine (a detector, a judge)
+        scores it, for the metric's prediction-powered correction; None for a metric nobody labels."""
         return None
 
     @property

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.detectors.grounding import GroundingDetector
-from harness.metrics.base import MeanMetric, Need, ScoringInput, register
+from harness.metrics.base import Labelling, MeanMetric, Need, ScoringInput, register
+from harness.metrics.corrected import register_corrected
 from harness.records import Claim, Finding
 
 
@@ -39,6 +40,7 @@ class FindingRate(MeanMetric):
     favourable side) and counted in `detector_unparsed`."""
 
     flagged: Callable[[Finding], bool]
+    question: str  # what a reviewer labelling an answer is asked; "Yes" means not flagged
     family: str = "hallucination"
     higher_is_better: bool = False
     needs: frozenset[Need] = frozenset({"source", "detector"})
@@ -46,6 +48,9 @@ class FindingRate(MeanMetric):
 
     def values(self, data: ScoringInput) -> np.ndarray:
         return np.array([np.nan if f.error else self.flagged(f) for f in findings_of(data)], float)
+
+    def labelling(self) -> Labelling:
+        return Labelling(self.question, (("Yes", 0.0), ("No", 1.0)), worst=1.0)
 
 
 def hallucinated(finding: Finding) -> bool:
@@ -67,7 +72,12 @@ class DetectorUnparsed(MeanMetric):
         return stats
 
 
-register(FindingRate(name="hallucination_rate", flagged=hallucinated))
-register(FindingRate(name="abstention_rate", flagged=abstained))
+HALLUCINATION = FindingRate(name="hallucination_rate", flagged=hallucinated,
+                            question="Is every claim of this answer supported by the passage?")
+ABSTENTION = FindingRate(name="abstention_rate", flagged=abstained,
+                         question="Does this answer attempt the question (rather than decline or say it cannot tell)?")
+for rate in (HALLUCINATION, ABSTENTION):
+    register(rate)
+    register_corrected(rate)
 register(DetectorUnparsed(name="detector_unparsed", family="hallucination", higher_is_better=False,
                           needs=frozenset({"source", "detector"})))

@@ -23,7 +23,8 @@ import numpy as np
 from harness.backends.judge_model import verdict_line
 from harness.config import JudgeMetricSpec, TaskSpec
 from harness.errors import ConfigError
-from harness.metrics.base import MeanMetric, Metric, Need, ScoringInput
+from harness.metrics.base import Labelling, MeanMetric, Metric, Need, ScoringInput
+from harness.metrics.corrected import corrected
 from harness.metrics.human import RatingMetric
 from harness.ratings import HumanRatings, Output, paired_with_ratings
 
@@ -121,6 +122,17 @@ class JudgeScore(MeanMetric):
             raise ValueError(f"{self.name}: no judgements were made for these answers")
         return np.array([np.nan if j.score is None else j.score for j in found], float)
 
+    def labelling(self) -> Labelling | None:
+        """The judge's own rubric, answered by a reviewer on the judge's scale (a pairwise judge labels no single
+        answer)."""
+        if self.spec.against:
+            return None
+        if self.spec.scale == "pass_fail":
+            return Labelling(f"{self.rubric.strip()}\n\nDoes the answer pass?", (("Pass", 1.0), ("Fail", 0.0)),
+                             worst=0.0)
+        return Labelling(f"{self.rubric.strip()}\n\nScore the answer from 1 to 5.",
+                         tuple((str(k), float(k)) for k in range(1, 6)), worst=1.0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class JudgeUnparsed(MeanMetric):
@@ -178,4 +190,5 @@ def judge_metrics(spec: JudgeMetricSpec, task: TaskSpec, where: str) -> list[Met
     if not spec.against:
         made.append(JudgeAgreement(name=f"{spec.name}_agreement", reads=spec.name, scale=spec.scale,
                                    unparsed=unparsed))
+        made.append(corrected(made[0]))
     return made
