@@ -15,6 +15,7 @@ from harness.errors import HarnessError
 from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
 from harness.ratings import Output
+from harness.records import Correction
 from harness.run_record import RunRecord
 from harness.snapshots import suite_of
 from harness.store import ResultsDir, RunDir, read_json
@@ -66,6 +67,7 @@ class RunView:
     labels: dict[str, list[str] | None] = field(default_factory=dict)
     task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
     answers: dict[Output, str] = field(default_factory=dict)  # the text scored and rated of each output
+    corrections: list[Correction] = field(default_factory=list)  # corrected.json: raw beside corrected by labels
 
     @property
     def run_id(self) -> str:
@@ -102,7 +104,8 @@ def load_run(path: Path) -> RunView:
     view = RunView(path, record, suite, pd.DataFrame([r.to_dict() for r in run.read_metrics()]),
                    pd.DataFrame(run.read_comparisons()),
                    pd.DataFrame(verdict.get("criteria", []) if verdict else []), pd.DataFrame(run.read_scores()),
-                   pd.DataFrame(predictions), pd.DataFrame(run.all_detections()))
+                   pd.DataFrame(predictions), pd.DataFrame(run.all_detections()),
+                   corrections=[Correction.from_dict(row) for row in run.read_corrections()])
     for task in tasks:
         view.examples[task.name] = pd.DataFrame(
             [{"example_id": ex.id, **{f"input:{k}": v for k, v in ex.inputs.items()},

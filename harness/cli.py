@@ -225,8 +225,13 @@ def gate(
     from harness import report
     from harness.evaluation import gate as run_gate
     from harness.manifest import passed
+    from harness.records import Correction
+    from harness.store import RunDir
 
     verdicts, record = run_gate(run_dir, manifest)
+    corrections = [Correction.from_dict(row) for row in RunDir(run_dir).read_corrections()]
+    if any(c.labels for c in corrections):
+        out.print(report.correction_table(corrections))
     out.print(report.verdict_table(verdicts))
     for cand, tasks in record["failed_requests"].items():
         for task, ids in tasks.items():

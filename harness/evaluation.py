@@ -13,12 +13,14 @@ from typing import Any
 
 from harness.assignments import human_ratings
 from harness.config import Candidate
+from harness.correction import Corrections
 from harness.detection import Detectors, task_findings
+from harness.labels import run_labels
 from harness.manifest import failed_requests, resolve, verdict_record
 from harness.metrics import TaskMetrics
 from harness.plan import PlannedTask, RunPlan, plan_from_run
 from harness.ratings import Output
-from harness.records import Comparison, Completion, Example, MetricResult, Verdict
+from harness.records import Comparison, Completion, Correction, Example, MetricResult, Verdict
 from harness.rubric_judging import Judges, task_judgements
 from harness.scoring import TaskEvidence
 from harness.store import RunDir
@@ -31,6 +33,7 @@ class Scored:
     comparisons: list[Comparison]
     verdicts: list[Verdict] | None
     failed: int
+    corrections: list[Correction]  # machine-scored metrics raw and corrected by reviewers' labels
 
 
 def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
@@ -63,18 +66,23 @@ def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
         judges.close()
     results = [r for ev in evidence.values() for r in ev.results(boot.confidence)]
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
+    corrections = Corrections.of(evidence, run_labels(run.path.parent, run.run_id), run_plan.suite.seed)
+    corrected, corrected_results, corrected_comparisons = corrections.results(boot.confidence)
     verdicts = None
     if run_plan.manifest is not None:
         # Only ratings of the answers as they are now count: a rewritten answer needs a new rating.
         answers = {Output(task, c.example_id, cand): c.text for task, ev in evidence.items()
                    for cand, aligned in ev.completions.items() for c in aligned}
-        verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id, answers))
-    return Scored(evidence, results, comparisons, verdicts, failed)
+        verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id, answers),
+                           corrections)
+    return Scored(evidence, results + corrected_results, comparisons + corrected_comparisons, verdicts, failed,
+                  corrected)
 
 
 def write_scored(run_plan: RunPlan, run: RunDir, scored: Scored) -> None:
-    """metrics.json, comparisons.json, scores.jsonl, latency.json and verdict.json."""
+    """metrics.json, comparisons.json, corrected.json, scores.jsonl, latency.json and verdict.json."""
     run.write_metrics(scored.results)
+    run.write_corrections([c.to_dict() for c in scored.corrections])
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
     run.write_latency(latency_summary(scored.results, {name: ev.metrics for name, ev in scored.evidence.items()}))
@@ -105,11 +113,15 @@ def _missing(ex: Example, cand: Candidate, task: PlannedTask) -> Completion:
 
 
 def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
-    """Verdicts for an existing run; writes verdict.json."""
+    """Verdicts for an existing run, with the ratings and labels saved since: writes verdict.json, and the metrics
+    and comparisons again (the corrected ones move with the labels)."""
     run_plan, run = plan_from_run(run_dir, manifest_file)
     assert run_plan.manifest is not None
     scored = score_run(run_plan, run)
     verdicts = scored.verdicts or []
     record = verdict_record(run_plan.manifest, verdicts, failed_requests(scored.evidence))
+    run.write_metrics(scored.results)
+    run.write_comparisons([c.to_dict() for c in scored.comparisons])
+    run.write_corrections([c.to_dict() for c in scored.corrections])
     run.write_verdict(record)
     return verdicts, record

@@ -17,9 +17,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.ratings import Output, RatingStore
+from harness.store import ResultsDir
 
 HOLD_MINUTES = 30.0  # an answer shown to a labeller and left unlabelled this long goes to the next labeller
 
@@ -145,3 +147,9 @@ def label_queue(seed: int, metric: str, task: str, example_ids: Iterable[str],
 def current_labels(labels: Iterable[Label], answers: Mapping[Output, str]) -> dict[Output, Label]:
     """The labels of the answers as they are now (`answers`: each answer's sha256)."""
     return {lab.output: lab for lab in labels if answers.get(lab.output) == lab.answer_sha256}
+
+
+def run_labels(results: Path, run_id: str) -> list[Label]:
+    """A run's labels, from the database beside the results (none where there is none)."""
+    path = ResultsDir(results).ratings_db
+    return LabelStore(RatingStore(path)).labels(run_id) if path.is_file() else []

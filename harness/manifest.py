@@ -22,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.manifest_check import is_rated, min_n_for
+from harness.correction import Corrections
+from harness.manifest_check import is_corrected, is_rated, min_n_for
 from harness.manifest_spec import Criterion, Manifest
+from harness.metrics.corrected import CorrectedMetric
 from harness.metrics.human import RatingMetric
+from harness.ppi import PPIEstimate, labels_needed
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
@@ -206,9 +209,62 @@ def _verdict(c: Criterion, task: str, label: str, manifest: Manifest, value: flo
                    confidence=conf)
 
 
+def _resolve_corrected(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
+                       corrections: Corrections | None) -> Verdict:
+    """A criterion on `<metric>_corrected`: the PPI++ interval of the machine's values corrected by the labels
+    (of the candidate, or of both candidates on the examples labelled for both), insufficient below two labels."""
+    corrected = ev.metrics[c.metric]
+    assert isinstance(corrected, CorrectedMetric)
+    base = c.model_copy(update={"metric": corrected.reads})
+    blocked = _blocked(base, task, ev, manifest)
+    if blocked is not None:
+        return _insufficient(c, task, label, ev.n, blocked)
+    conf = manifest.confidence
+    sign = 1.0 if corrected.higher_is_better else -1.0
+    baseline = c.baseline
+
+    def estimate(k: float) -> PPIEstimate:
+        assert corrections is not None
+        if baseline is None:
+            return corrections.estimate(task, corrected.reads, c.candidate, k)
+        return corrections.difference(task, corrected.reads, c.candidate, baseline, k)
+
+    def bounds(k: float) -> tuple[float, float]:
+        found = estimate(k)
+        if baseline is None:
+            return found.low, found.high
+        low, high = sorted((sign * found.low, sign * found.high))
+        return low, high
+
+    found = estimate(conf) if corrections is not None else None
+    whose = c.candidate if baseline is None else f"{c.candidate} and {baseline}"
+    if found is None or found.n_labels < 2:
+        return _insufficient(c, task, label, ev.n, f"{0 if found is None else found.n_labels} labels of {whose}'s "
+                             f"answers on {task} for {corrected.reads}: label them on the Review page")
+    # Against a baseline: the improvement in the metric's good direction, as for every paired criterion.
+    above, threshold = _absolute(c) if baseline is None else (True, (c.by or 0.0) if c.better_than
+                                                              else -(c.margin or 0.0))
+    value = found.estimate if baseline is None else sign * found.estimate
+    low, high = bounds(conf)
+    what = (f"{short(value)} [{short(low)}, {short(high)}] from {found.n_labels} labels and {found.n_total} answers "
+            f"(PPI++, {found.method})")
+    status, why = _decided(what, low, high, threshold, above, conf)
+    if status == "insufficient":
+        more = labels_needed(found, threshold if baseline is None else sign * threshold)
+        if more:
+            why += f"; about {more} more labels would settle it"
+    if status == "pass" and found.n_total < manifest.min_examples:
+        status, why = "insufficient", f"{why}, but only {found.n_total} answers (min_examples {manifest.min_examples})"
+    return Verdict(label, task, c.metric, c.candidate, baseline, threshold=threshold, observed=value, ci_low=low,
+                   ci_high=high, n=found.n_labels, status=status, evidence=why,
+                   p_value=_inverted_p(bounds, threshold, above), confidence=conf)
+
+
 def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
-                 human: HumanRatings | None = None) -> Verdict:
+                 human: HumanRatings | None = None, corrections: Corrections | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
+    if is_corrected(c.metric, ev.metrics):
+        return _resolve_corrected(c, task, label, ev, manifest, corrections)
     if is_rated(c.metric, ev.metrics):
         return _resolve_rated(c, task, label, ev, manifest, human)
     conf = manifest.confidence
@@ -271,10 +327,11 @@ def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
     return [t for t, ev in evidence.items() if all(n in ev.completions for n in names)]
 
 
-def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence], human: HumanRatings | None = None) -> list[Verdict]:
+def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence], human: HumanRatings | None = None,
+            corrections: Corrections | None = None) -> list[Verdict]:
     """One verdict per criterion and task (`*` expands to every task)."""
     verdicts = [
-        _resolve_one(c, task, evidence[task], manifest, human)
+        _resolve_one(c, task, evidence[task], manifest, human, corrections)
         for c in manifest.criteria
         for task in (_tasks_with(c, evidence) if c.task == "*" else [c.task])
     ]

@@ -12,6 +12,7 @@ from harness.errors import ConfigError
 from harness.loading import read_yaml, validate
 from harness.manifest_spec import Criterion, Manifest
 from harness.metrics import Metric, TaskMetrics
+from harness.metrics.corrected import CorrectedMetric
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -19,8 +20,14 @@ def load_manifest(path: str | Path) -> Manifest:
     return validate(Manifest, read_yaml(path), path)
 
 
+def is_corrected(metric: str, metrics: TaskMetrics) -> bool:
+    """A machine-scored metric corrected by reviewers' labels (`<metric>_corrected`)."""
+    return metric in metrics and isinstance(metrics[metric], CorrectedMetric)
+
+
 def is_rated(metric: str, metrics: TaskMetrics) -> bool:
-    return metric in metrics and "ratings" in metrics[metric].needs
+    """A metric of reviewers' ratings alone (human_rating, human_win_rate, a judge's agreement with them)."""
+    return metric in metrics and "ratings" in metrics[metric].needs and not is_corrected(metric, metrics)
 
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
@@ -72,7 +79,11 @@ def _check_metric(c: Criterion, i: int, where: Path | str, metrics: TaskMetrics,
     if rated and c.baseline is not None:
         raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} takes at_least or at_most (the blind "
                           "comparisons already pit candidates against each other)")
-    if c.metric not in metrics.names and not rated:
+    named = metrics.get(c.metric)
+    if isinstance(named, CorrectedMetric) and named.reads not in metrics.names:
+        raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} corrects {named.reads}, which task {task} "
+                          "does not score")
+    if c.metric not in metrics.names and not rated and not isinstance(named, CorrectedMetric):
         raise ConfigError(where, f"criteria.{i}.metric", f"task {task} has no metric {c.metric!r}")
     metric = metrics[c.metric]
     if c.against is not None and not (rated and "*" in metric.rivals):

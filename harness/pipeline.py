@@ -181,7 +181,8 @@ class Pipeline:
         run.write_run(record)
         costs = {c.name: c.cost_per_hour for c in self.plan.suite.candidates}
         run.write_report(report.markdown(record, costs, scored.results, scored.verdicts,
-                                         known={t.name: t.metrics for t in self.plan.tasks}))
+                                         known={t.name: t.metrics for t in self.plan.tasks},
+                                         corrections=scored.corrections))
         return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
 
 

@@ -35,7 +35,13 @@ import numpy as np
 from scipy.stats import binomtest, norm
 
 from harness.errors import HarnessError
-from harness.stats import bounded_mean_interval, percentile_interval, resample_blocks, task_seed
+from harness.stats import (
+    bounded_mean_interval,
+    examples_needed,
+    percentile_interval,
+    resample_blocks,
+    task_seed,
+)
 
 Method = Literal["clt", "bootstrap", "human_only"]
 
@@ -282,6 +288,12 @@ def labels_needed(estimate: PPIEstimate, threshold: float) -> int | None:
         return None
     if estimate.low > threshold or estimate.high < threshold:
         return 0
+    if estimate.method == "human_only":
+        # The labels' own exact interval stands in (too few of a kind for the normal one): project its width.
+        total = examples_needed(estimate.n_labels, estimate.low, estimate.high, estimate.estimate, threshold)
+        if total is None or total > estimate.n_total:
+            return None
+        return max(total - estimate.n_labels, 1)
     labelled = np.arange(estimate.n_labels, estimate.n_total + 1)
     lam = tuned_lambda(estimate.spread)
     variance = clt_variance(estimate.spread, lam, labelled, estimate.n_total)

@@ -178,6 +178,45 @@ class Comparison(_Row):
     confidence: float  # of the interval
 
 
+@dataclass(frozen=True)
+class Correction(_Row):
+    """A machine-scored metric of one candidate on one task, raw and corrected by reviewers' labels (PPI++), with
+    how many labels the correction stands on and, for a 0/1 machine, how it agrees with them."""
+
+    task: str
+    metric: str  # the machine-scored metric; the corrected one is `<metric>_corrected`
+    candidate: str
+    raw: float  # the machine's mean over every answer (missing values at the worst)
+    raw_low: float
+    raw_high: float
+    value: float  # corrected (NaN below two labels)
+    ci_low: float
+    ci_high: float
+    method: str  # "clt", or "human_only" where the labels' own exact interval stands in
+    n: int  # answers
+    labels: int  # labels used: the labelled prefix of the seeded order
+    cannot_tell: int  # of those, counted at the worst
+    confidence: float
+    sensitivity: tuple[float, float, float] | None = None  # value, low, high (0/1 machines)
+    specificity: tuple[float, float, float] | None = None
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Correction:
+        """A corrected.json row back (null as NaN; a missing bound as unbounded)."""
+        def number(key: str, missing: float = math.nan) -> float:
+            return missing if row.get(key) is None else float(row[key])
+
+        def rate(key: str) -> tuple[float, float, float] | None:
+            found = row.get(key)
+            return None if found is None else (float(found[0]), float(found[1]), float(found[2]))
+
+        return cls(str(row["task"]), str(row["metric"]), str(row["candidate"]), number("raw"),
+                   number("raw_low", -math.inf), number("raw_high", math.inf), number("value"),
+                   number("ci_low", -math.inf), number("ci_high", math.inf), str(row["method"]), int(row["n"]),
+                   int(row["labels"]), int(row["cannot_tell"]), float(row["confidence"]), rate("sensitivity"),
+                   rate("specificity"))
+
+
 Status = Literal["pass", "fail", "insufficient"]
 STATUSES: tuple[Status, ...] = ("pass", "fail", "insufficient")
 

@@ -16,7 +16,7 @@ from harness.drift import DRIFT_SIGNALS, DetailTable
 from harness.manifest import short
 from harness.metrics import TaskMetrics
 from harness.monitor import MonitorReport
-from harness.records import STATUSES, MetricResult, Reading, Verdict
+from harness.records import STATUSES, Correction, MetricResult, Reading, Verdict
 from harness.run_record import RunRecord
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
@@ -132,7 +132,8 @@ def latency_markdown(run: RunRecord, costs: Mapping[str, float], results: list[M
 
 
 def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricResult],
-             verdicts: list[Verdict] | None = None, *, known: Mapping[str, TaskMetrics]) -> str:
+             verdicts: list[Verdict] | None = None, *, known: Mapping[str, TaskMetrics],
+             corrections: list[Correction] | None = None) -> str:
     """report.md; `costs`: each candidate's cost per hour; `known`: each task's metrics."""
     lines = [f"# Run {run.run_id}", "",
              f"Suite **{run.suite_name}** (`{run.suite_file}`), status **{run.status}**, "
@@ -154,12 +155,56 @@ def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricRes
                      for c in cols]
             lines.append(f"| {cand} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += correction_markdown(corrections or [])
     lines += latency_markdown(run, costs, results, known)
     lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in run.timings_s.items()]
     versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)
+
+
+CORRECTION_COLUMNS = ("task", "metric", "candidate", "raw (machine)", "corrected", "labels", "interval", "sensitivity",
+                      "specificity")
+
+
+def correction_rows(corrections: list[Correction]) -> list[tuple[str, ...]]:
+    """Each machine-scored metric raw beside corrected by reviewers' labels, as text cells (CORRECTION_COLUMNS)."""
+    def rate(r: tuple[float, float, float] | None) -> str:
+        return "–" if r is None else _with_interval(*r)
+
+    rows: list[tuple[str, ...]] = []
+    for c in corrections:
+        corrected = ("no labels yet" if c.labels < 2 else _with_interval(c.value, c.ci_low, c.ci_high))
+        interval = {"clt": "PPI++ (normal)", "bootstrap": "PPI++ (bootstrap)",
+                    "human_only": "labels' exact (too few for PPI++)"}.get(c.method, c.method)
+        labels = f"{c.labels} of {c.n}" + (f" ({c.cannot_tell} cannot tell, at worst)" if c.cannot_tell else "")
+        rows.append((c.task, c.metric, c.candidate, _with_interval(c.raw, c.raw_low, c.raw_high), corrected, labels,
+                     interval if c.labels >= 2 else "–", rate(c.sensitivity), rate(c.specificity)))
+    return rows
+
+
+def correction_table(corrections: list[Correction]) -> Table:
+    confidence = corrections[0].confidence if corrections else 0.95
+    table = Table(title=f"Machine-scored metrics corrected by reviewers' labels ({level(confidence)} intervals)")
+    for column in CORRECTION_COLUMNS:
+        table.add_column(column)
+    for row in correction_rows(corrections):
+        table.add_row(*row)
+    return table
+
+
+def correction_markdown(corrections: list[Correction]) -> list[str]:
+    if not corrections:
+        return []
+    confidence = corrections[0].confidence
+    lines = [f"## Corrected by reviewers' labels ({level(confidence)} intervals)", "",
+             "A detector's rate or a judge's score is the machine's opinion; reviewers label a uniformly random "
+             "sample of the answers (Review page) and prediction-powered inference corrects the machine with them. "
+             "Sensitivity and specificity: the machine against the labels.", "",
+             "| " + " | ".join(CORRECTION_COLUMNS) + " |", "|" + "---|" * len(CORRECTION_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in correction_rows(corrections)]
+    return [*lines, ""]
 
 
 def changes_table(changes: list[Change], before: str, after: str) -> Table:

@@ -113,6 +113,7 @@ class RunDir:
     run_json = _entry("run.json")
     metrics_json = _entry("metrics.json")
     comparisons_json = _entry("comparisons.json")
+    corrected_json = _entry("corrected.json")
     scores_jsonl = _entry("scores.jsonl")
     latency_json = _entry("latency.json")
     verdict_json = _entry("verdict.json")
@@ -176,6 +177,14 @@ class RunDir:
 
     def read_scores(self) -> list[dict[str, Any]]:
         return read_jsonl(self.scores_jsonl) if self.scores_jsonl.is_file() else []
+
+    def write_corrections(self, rows: list[dict[str, Any]]) -> None:
+        write_json(self.corrected_json, rows)
+
+    def read_corrections(self) -> list[dict[str, Any]]:
+        """corrected.json: each machine-scored metric raw and corrected by reviewers' labels ([] before any)."""
+        found = read_json(self.corrected_json) if self.corrected_json.is_file() else []
+        return found if isinstance(found, list) else []
 
     def write_latency(self, summary: dict[str, Any]) -> None:
         write_json(self.latency_json, summary)

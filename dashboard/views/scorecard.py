@@ -15,7 +15,7 @@ from dashboard.widgets import failure
 from harness.compare import compare_runs
 from harness.errors import HarnessError
 from harness.metrics import METRICS
-from harness.report import cost_per_1k_requests, latency_trio, level
+from harness.report import CORRECTION_COLUMNS, correction_rows, cost_per_1k_requests, latency_trio, level
 
 STATUS = {"pass": "PASS", "fail": "FAIL", "insufficient": "insufficient"}
 
@@ -85,6 +85,19 @@ def changes_between(before: RunView, after: RunView) -> None:
                                 "movement": c.movement} for c in changes]), hide_index=True, width="stretch")
 
 
+def corrected(view: RunView) -> None:
+    """Each machine-scored metric raw beside corrected by reviewers' labels, with the label count (as the last
+    `harness gate` computed them)."""
+    if not view.corrections:
+        return
+    st.subheader(f"Corrected by reviewers' labels ({level(view.corrections[0].confidence)} intervals)")
+    st.caption("The machine's figure (a detector's rate, a judge's score) beside the same figure corrected by the "
+               "labels reviewers gave a uniformly random sample of answers (prediction-powered inference). "
+               "Label answers on the Review page, then `harness gate` the run to update.")
+    st.dataframe(pd.DataFrame(correction_rows(view.corrections), columns=list(CORRECTION_COLUMNS)),
+                 hide_index=True)
+
+
 def render(ctx: Context) -> None:
     st.title("Scorecard")
     view = ctx.picked()
@@ -96,6 +109,8 @@ def render(ctx: Context) -> None:
     st.subheader(f"Metrics ({level(view.record.bootstrap.confidence)} bootstrap intervals)")
     metric = st.selectbox("Metric", quality, key="score_metric")
     st.dataframe(metric_table(view, metric), width="stretch")
+
+    corrected(view)
 
     if len(ctx.views) == 2:
         changes_between(ctx.views[1], view)

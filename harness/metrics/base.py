@@ -256,6 +256,10 @@ class TaskMetrics:
     def __contains__(self, name: object) -> bool:
         return name in self.own or name in METRICS
 
+    def get(self, name: str) -> Metric | None:
+        found = self.own.get(name)
+        return found if found is not None or name not in METRICS else METRICS[name]
+
     def known(self) -> list[str]:
         return sorted({*METRICS, *self.own})
 
