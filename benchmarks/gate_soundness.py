@@ -4,12 +4,13 @@ whose truth is known, for every kind of criterion.
 Each repeat draws a fresh run: 200 test examples per task (24 on one, 100 on the judged ones), answers right or
 wrong (or grounded or hallucinated) with known rates, paired candidates coupled on the same examples, log-normal
 latencies, reviewers' 1-5 ratings in the ratings database, a judge that echoes its instructions and one silent on
-a third of the bad answers (scripted OpenAI-compatible servers: faults a real judge cannot produce on demand), and
-a candidate whose failed requests are exactly its hallucinated and slowest answers. In the `false` population
-every criterion is false by a small margin, in the `boundary` one its truth sits exactly on the threshold (where a
-sound gate passes most often): both pass rates are false-pass rates, which must stay at most 1 - confidence for
-every kind (the goal; exit 1 when missed). In the `true` population every criterion holds by a clear margin: its
-pass rate (power) is reported.
+a third of the bad answers (scripted OpenAI-compatible servers: faults a real judge cannot produce on demand), a
+candidate whose failed requests are exactly its hallucinated and slowest answers, and a lenient judge (it calls half
+the hallucinated answers supported) corrected by a reviewer's labels of 60 answers (prediction-powered). In the
+`false` population every criterion is false by a small margin, in the `boundary` one its truth sits exactly on the
+threshold (where a sound gate passes most often): both pass rates are false-pass rates, which must stay at most
+1 - confidence for every kind (the goal; exit 1 when missed). In the `true` population every criterion holds by a
+clear margin: its pass rate (power) is reported.
 
     .venv/bin/python benchmarks/gate_soundness.py            # 200 runs a population (400 at the boundary), ~20 min
     .venv/bin/python benchmarks/gate_soundness.py --repeats 20
@@ -35,9 +36,10 @@ from record import ROOT, write
 sys.path.insert(0, str(ROOT))
 
 from harness.evaluation import gate
+from harness.labels import Label, LabelStore, label_queue
 from harness.pipeline import Pipeline
 from harness.plan import make_plan
-from harness.ratings import RatingStore, Score, answer_sha256
+from harness.ratings import Output, RatingStore, Score, answer_sha256
 from harness.records import Completion
 from harness.run_record import RunRecord
 from harness.store import RunDir
@@ -87,6 +89,9 @@ JUDGED_N = 100  # examples of the two judged tasks (each answer judged costs a r
 BASE_SLOWER = 2.0  # base's latencies are ft's times this
 SMALL_N = 24  # the demo's smallest tasks: where a bootstrap of a rate covers least
 RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
+# On qa-lenient the judge calls every other hallucinated answer supported (its raw rate reads about half the truth);
+# a reviewer labels this many answers of the seeded order, and the corrected rate decides.
+LABELLED = 60
 TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
 
 
@@ -109,6 +114,9 @@ def criteria(pop: Population) -> dict[str, dict]:
                                          "at_most": 0.10},
         "judged metric, verdicts missing on bad answers": {"task": "qa-selective", "metric": "hallucination_rate",
                                                            "candidate": "ft", "at_most": 0.10},
+        "corrected rate at_most, lenient judge + labels": {"task": "qa-lenient",
+                                                            "metric": "hallucination_rate_corrected",
+                                                            "candidate": "ft", "at_most": 0.10},
         "failed requests: hallucination at_most": {"task": "qa", "metric": "hallucination_rate",
                                                    "candidate": "flaky", "at_most": 0.10},
         "failed requests: latency p95 at_most": {"task": "qa", "metric": "e2e_ms_p95", "candidate": "flaky",
@@ -135,7 +143,7 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
     tasks["small"] = {**tasks["cls"], "name": "small"}
     for name, spec in tasks.items():
         (folder / name / "task.yaml").write_text(json.dumps(spec))
-    for name in ("qa-judged", "qa-selective"):
+    for name in ("qa-judged", "qa-selective", "qa-lenient"):
         (folder / name).mkdir(exist_ok=True)
         (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows["qa"][:JUDGED_N]))
         (folder / name / "task.yaml").write_text(json.dumps({"name": name, **grounded}))
@@ -145,7 +153,9 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
         "tasks": ["cls/task.yaml", "small/task.yaml", "qa/task.yaml",
                   {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
                   {"task": "qa-selective/task.yaml",
-                   "detector": {"name": "judge", "model": "selective", "url": judge_url}}],
+                   "detector": {"name": "judge", "model": "selective", "url": judge_url}},
+                  {"task": "qa-lenient/task.yaml",
+                   "detector": {"name": "judge", "model": "lenient", "url": judge_url}}],
         "candidates": [{"name": "ft", "model": "ft", **served},
                        {"name": "base", "model": "base", "tasks": ["cls"], **served},
                        {"name": "big", "model": "big", "tasks": ["cls"], **served},
@@ -208,17 +218,35 @@ def _draw_run(run: RunDir, record: RunRecord, pop: Population, rng: np.random.Ge
     per_task["qa-judged"] = {"ft": _completions("ft", "qa-judged", judged, _latencies(rng)[:JUDGED_N])}
     selective = [HALLUCINATED if bad else GROUNDED for bad in rng.random(JUDGED_N) < pop.hallucinated]
     per_task["qa-selective"] = {"ft": _completions("ft", "qa-selective", selective, _latencies(rng)[:JUDGED_N])}
+    lenient = [HALLUCINATED if bad else GROUNDED for bad in rng.random(JUDGED_N) < pop.hallucinated]
+    per_task["qa-lenient"] = {"ft": _completions("ft", "qa-lenient", lenient, _latencies(rng)[:JUDGED_N])}
     for task, by_cand in per_task.items():
         for cand, comps in by_cand.items():
             path = run.predictions_file(cand, task)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(c.to_json() + "\n" for c in comps))
     run.write_run(record.model_copy(update={"run_id": run.run_id, "status": "incomplete"}))
+    _label(run.run_id, per_task["qa-lenient"]["ft"], ratings)
     for i in rng.choice(N, RATED_EXAMPLES, replace=False):
         for reviewer in REVIEWERS:
             a, b, c = (int(x) for x in rng.choice(np.arange(1, 6), 3, p=pop.rating_probs))
             ratings.save_score(Score(run.run_id, "cls", f"e{i}", "ft", reviewer, a, b, c,
                                      answer_sha256=answer_sha256(answers["ft"][i])))
+
+
+def _label(run_id: str, answers: list[Completion], ratings: RatingStore) -> None:
+    """A reviewer labels the first LABELLED answers of the seeded order on qa-lenient, truthfully, through the
+    Review page's own calls."""
+    store = LabelStore(ratings)
+    by_id = {c.example_id: c for c in answers}
+    queue = label_queue(0, "hallucination_rate", "qa-lenient", by_id, ["ft"])
+    digests = {Output("qa-lenient", c.example_id, "ft"): answer_sha256(c.text) for c in answers}
+    for _ in range(LABELLED):
+        out = store.next_answer(run_id, "hallucination_rate", "ada", queue, digests)
+        assert out is not None
+        text = by_id[out.example_id].text
+        store.save(Label(run_id, "hallucination_rate", out.task, out.example_id, "ft", "ada",
+                         float(text == HALLUCINATED), answer_sha256(text)))
 
 
 def _passes(results: Path, record: RunRecord, pop: Population, repeats: int, seed: int,
@@ -256,7 +284,7 @@ def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[P
 def judge_reply(body: dict) -> str:
     """The scripted judges. `echo` repeats its instructions, as the embedded 270M model does (the system prompt
     names both verdict forms). `selective` knows the truth but gives no verdict on every third hallucinated
-    answer, the ones a cut-off explanation would lose."""
+    answer, the ones a cut-off explanation would lose. `lenient` calls every other hallucinated answer supported."""
     messages = body.get("messages") or [{"content": body.get("prompt", "")}]
     if body.get("model") == "echo":
         return str(messages[0]["content"])
@@ -264,6 +292,8 @@ def judge_reply(body: dict) -> str:
     if f"Answer: {HALLUCINATED}" not in user:
         return "VERDICT: SUPPORTED"
     parcel = int(re.findall(r"parcel (\d+)", user)[0])
+    if body.get("model") == "lenient":
+        return "VERDICT: SUPPORTED" if parcel % 2 == 0 else f"VERDICT: HALLUCINATED\nSPAN: {HALLUCINATED}"
     if parcel % SELECTIVE_EVERY == 0:
         return "The answer names a city"
     return f"VERDICT: HALLUCINATED\nSPAN: {HALLUCINATED}"
@@ -297,7 +327,7 @@ def main() -> None:
               "criteria_false": criteria(FALSE), "criteria_boundary": criteria(BOUNDARY),
               "criteria_true": criteria(TRUE), "flaky_failed_share": FLAKY_FAILED,
               "judged_true_rate": JUDGED_HALLUCINATED, "judged_examples": JUDGED_N,
-              "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS,
+              "rated_examples": RATED_EXAMPLES, "reviewers": REVIEWERS, "labelled_answers": LABELLED,
               "seconds": round(time.perf_counter() - started, 1)})
 
 
