@@ -40,25 +40,26 @@ def revisit(rated: list[Item], label: Callable[[Item], str], key: str) -> Item |
                         f"{rated.index(i) + 1}. {label(i)}")
 
 
-def _prefill(item: tuple[str, ...], values: dict[str, object]) -> None:
-    """The form's widgets set to an item's earlier rating (or the defaults) when the item shown changes."""
+def prefill(item: tuple[str, ...], values: dict[str, object]) -> None:
+    """The form's widgets set to an item's earlier rating or label (or the defaults) when the item shown changes."""
     if st.session_state.get("rev_item") != item or any(k not in st.session_state for k in values):
         st.session_state.update(values)
         st.session_state["rev_item"] = item
 
 
-def _submitted(item: tuple[str, ...]) -> None:
+def submitted(item: tuple[str, ...]) -> None:
+    """A save button's callback: records the item on the page when it was clicked, for `for_this_item`."""
     st.session_state["rev_submitted"] = item
 
 
-def _for_this_item(item: tuple[str, ...]) -> bool:
+def for_this_item(item: tuple[str, ...], what: str = "rated") -> bool:
     """Whether a save is of the item on the page now. A save is of the item the reviewer saw when they clicked;
     by the rerun it handles, that item may have gone (held too long and taken by another reviewer, rated in
-    another tab, a plan replaced), and its values must not land on the item shown instead."""
+    another tab, a plan replaced, the answer rewritten), and its values must not land on the item shown instead."""
     if st.session_state.pop("rev_submitted", None) == item:
         return True
-    st.warning("Nothing was saved: the item you rated is no longer yours to rate (left unsaved too long, or "
-               "rated in another tab). Here is your next item.")
+    st.warning(f"Nothing was saved: the item you {what} is no longer yours (left unsaved too long, or {what} in "
+               "another tab, or its answer changed). Here is your next item.")
     return False
 
 
@@ -78,23 +79,23 @@ def score_form(item: tuple[str, ...], before: Score | None) -> tuple[dict[str, i
     """The 1–5 form on factual accuracy, coherence and conciseness; (values, comment) once saved."""
     earlier: dict[str, object] = {f"rate_{d}": getattr(before, d) if before else 3 for d in DIMENSIONS}
     earlier["rate_comment"] = before.comment if before else ""
-    _prefill(("score", *item), earlier)
+    prefill(("score", *item), earlier)
     with st.form("score_form"):
         values = {d: st.slider(LABELS[d], 1, 5, key=f"rate_{d}") for d in DIMENSIONS}
         comment = st.text_area("Comment", key="rate_comment")
-        saved = st.form_submit_button("Save rating", on_click=_submitted, args=(item,))
-    return (values, comment) if saved and _for_this_item(item) else None
+        saved = st.form_submit_button("Save rating", on_click=submitted, args=(item,))
+    return (values, comment) if saved and for_this_item(item) else None
 
 
 def pair_form(item: tuple[str, ...], before: str | None, comment: str = "") -> tuple[str, str] | None:
     """Which of two outputs is better (`before`: the side or Tie chosen earlier); (choice, comment) once saved
     with a choice: saved with none, the form asks for one."""
-    _prefill(("blind", *item), {"blind_choice": before, "blind_comment": comment})
+    prefill(("blind", *item), {"blind_choice": before, "blind_comment": comment})
     with st.form("blind_form"):
         choice = st.radio("Which output is better?", CHOICES, horizontal=True, index=None, key="blind_choice")
         comment = st.text_area("Comment", key="blind_comment")
-        saved = st.form_submit_button("Save preference", on_click=_submitted, args=(item,))
-    if not saved or not _for_this_item(item):
+        saved = st.form_submit_button("Save preference", on_click=submitted, args=(item,))
+    if not saved or not for_this_item(item):
         return None
     if choice is None:
         st.warning("Choose Output 1, Output 2 or Tie, then save.")

@@ -139,9 +139,14 @@ def _current(db: sqlite3.Connection, run_id: str, metric: str, digests: Mapping[
 def label_queue(seed: int, metric: str, task: str, example_ids: Iterable[str],
                 candidates: Sequence[str]) -> list[Output]:
     """What labellers of a metric on a task go through: the examples in `label_order`, each candidate's answer
-    to one example before the next example."""
-    return [Output(task, example_id, cand) for example_id in label_order(seed, metric, task, example_ids)
-            for cand in candidates]
+    to one example before the next example. The candidates come in an order of their own for each example (fixed by
+    the seed), so that an answer's place in the queue does not say whose it is."""
+    out = []
+    for example_id in label_order(seed, metric, task, example_ids):
+        cands = sorted(set(candidates))
+        random.Random(f"{seed}\0{metric}\0{task}\0{example_id}").shuffle(cands)
+        out += [Output(task, example_id, cand) for cand in cands]
+    return out
 
 
 def current_labels(labels: Iterable[Label], answers: Mapping[Output, str]) -> dict[Output, Label]:

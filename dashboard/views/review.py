@@ -4,7 +4,9 @@ rating is saved, and each reviewer meets the items in an order of their own. Whe
 the plan picks the items (planned_review.py); without one, the reviewer picks the task and mode, with progress
 and skip; the reviewer's own unrated items come up (an answer rewritten since they rated it comes back), and
 "Change one of your ratings" brings back one they rated; saving again changes only their own rating.
-Who rates: a reviewer account signed in by its link's token, or (no accounts, bound to loopback) a typed name."""
+Where the run has a metric a reviewer can label (a detector's, a judge's), the reviewer may label answers for its
+corrected metric instead (labelling.py). Who rates or labels: a reviewer account signed in by its link's token, or
+(no accounts, bound to loopback) a typed name."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView
+from dashboard.labelling import labellable, labelling
 from dashboard.planned_review import planned
 from dashboard.review_forms import (
     earlier_choice,
@@ -41,6 +44,9 @@ from harness.ratings import (
     is_loopback,
 )
 from harness.review_plan import BLIND_RUBRIC, SCORES_RUBRIC
+
+LABEL = "Label answers for corrected metrics"
+ACTIVITIES = ["Rate outputs", LABEL]
 
 
 def _answer(view: RunView, task: str, example_id: str, candidate: str) -> str:
@@ -168,6 +174,9 @@ def render(ctx: Context) -> None:
         if "rev_message" in st.session_state:
             st.success("Saved.")
             st.text(st.session_state.pop("rev_message"))  # names and ids are data: never rendered as Markdown
+        if labellable(view) and st.radio("Activity", ACTIVITIES, horizontal=True, key="rev_activity") == LABEL:
+            labelling(view, store, reviewer)
+            return
         plan = Assignments(store).plan(view.run_id)
         if plan is not None:
             planned(view, store, reviewer, plan)
