@@ -213,3 +213,45 @@ def test_a_judge_s_rubric_and_an_answer_are_shown_as_text(tmp_path, talking_mode
         now = {**answers, first: MARKDOWN_ANSWER}
         assert stored == [("quality", first, 4.0, answer_sha256(MARKDOWN_ANSWER)),
                           ("verdict", verdict_first, 0.0, answer_sha256(now[verdict_first]))]
+
+
+def test_labels_from_the_page_correct_the_metric_in_the_gate_and_on_the_scorecard(own_results, monkeypatch,  # noqa: F811
+                                                                                  tmp_path):
+    """A reviewer labels every qa answer on the page a hallucination (the detector passed some): `harness gate`
+    prints raw beside corrected, writes corrected.json and the corrected rows, decides a criterion on the corrected
+    rate, and the Scorecard shows the table."""
+    import json
+    import subprocess
+    import sys
+
+    store = RatingStore.beside(own_results)
+    token = store.add_reviewer("ada")
+    flagged = [row["finding"]["hallucinated"] for cand in CANDIDATES for row in
+               map(json.loads, (own_results / "run-1" / "detections" / cand / "qa.jsonl").read_text().splitlines())]
+    assert not all(flagged), "the detector must pass some answers for the labels to correct it"
+    _, ids = _run(own_results)
+    at = _labelling(own_results, monkeypatch, token)
+    for _ in range(len(ids) * len(CANDIDATES)):
+        assert _held(store, "ada") is not None
+        _save(at, "No")  # not every claim supported: each answer is a hallucination, whatever the detector said
+    assert len(LabelStore(store).labels("run-1")) == len(ids) * len(CANDIDATES)
+    manifest = write_yaml(tmp_path / "manifest.yaml", {"confidence": 0.9, "min_examples": 1, "criteria": [
+        {"task": "qa", "metric": "hallucination_rate_corrected", "candidate": CANDIDATES[1], "at_most": 0.5},
+        {"task": "qa", "metric": "hallucination_rate", "candidate": CANDIDATES[1], "at_most": 0.99}]})
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "gate", str(own_results / "run-1"), "--manifest",
+                           str(manifest)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "corrected by reviewers' labels" in done.stdout and "10 of 10" in done.stdout
+    rows = {(r["candidate"], r["metric"]): r for r in json.loads((own_results / "run-1" / "corrected.json")
+                                                                  .read_text())}
+    mine = rows[(CANDIDATES[1], METRIC)]
+    assert mine["labels"] == 10 and mine["value"] == pytest.approx(1.0), "every answer labelled a hallucination"
+    metrics = json.loads((own_results / "run-1" / "metrics.json").read_text())
+    assert any(m["metric"] == "hallucination_rate_corrected" for m in metrics)
+    verdict = json.loads((own_results / "run-1" / "verdict.json").read_text())
+    corrected = next(c for c in verdict["criteria"] if c["metric"] == "hallucination_rate_corrected")
+    assert corrected["status"] == "fail" and "10 labels" in corrected["evidence"]
+    at = app(own_results, monkeypatch, "Scorecard")
+    assert "Corrected by reviewers' labels (90% intervals)" in texts(at)
+    table = next(df.value for df in at.dataframe if "corrected" in df.value.columns)
+    assert set(table.candidate) == set(CANDIDATES) and set(table.labels) == {"10 of 10"}
