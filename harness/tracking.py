@@ -146,13 +146,15 @@ def params_of(record: RunRecord, suite: Suite, adapters: dict[str, Path]) -> dic
 
 
 def metrics_of(run: RunDir) -> dict[str, float]:
-    """Every metric with its interval bounds, and the verdict's counts."""
+    """Every metric with its interval bounds (a corrected one with its label count), and the verdict's counts."""
     out: dict[str, float] = {}
     for row in run.read_metrics():
         key = _key(row.task, row.candidate, row.metric)
         for suffix, value in (("", row.value), (".low", row.ci_low), (".high", row.ci_high)):
             if math.isfinite(value):  # MLflow takes no value for what does not exist
                 out[key + suffix] = value
+    for row in run.read_corrections():  # how many labels each corrected metric stands on
+        out[_key(row["task"], row["candidate"], f"{row['metric']}_corrected") + ".labels"] = float(row["labels"])
     verdict = run.read_verdict()
     if verdict is not None:
         out["verdict.passed"] = float(bool(verdict.get("passed")))

@@ -224,6 +224,8 @@ def test_labels_from_the_page_correct_the_metric_in_the_gate_and_on_the_scorecar
     import subprocess
     import sys
 
+    from harness.tracking import metrics_of
+
     store = RatingStore.beside(own_results)
     token = store.add_reviewer("ada")
     flagged = [row["finding"]["hallucinated"] for cand in CANDIDATES for row in
@@ -251,6 +253,11 @@ def test_labels_from_the_page_correct_the_metric_in_the_gate_and_on_the_scorecar
     verdict = json.loads((own_results / "run-1" / "verdict.json").read_text())
     corrected = next(c for c in verdict["criteria"] if c["metric"] == "hallucination_rate_corrected")
     assert corrected["status"] == "fail" and "10 labels" in corrected["evidence"]
+    logged = metrics_of(RunDir(own_results / "run-1"))  # what MLflow gets: raw, corrected and the label count
+    assert {k for k in logged if "hallucination_rate" in k and CANDIDATES[1] in k} >= {
+        f"qa/{CANDIDATES[1]}/hallucination_rate", f"qa/{CANDIDATES[1]}/hallucination_rate_corrected",
+        f"qa/{CANDIDATES[1]}/hallucination_rate_corrected.labels"}
+    assert logged[f"qa/{CANDIDATES[1]}/hallucination_rate_corrected.labels"] == 10
     at = app(own_results, monkeypatch, "Scorecard")
     assert "Corrected by reviewers' labels (90% intervals)" in texts(at)
     table = next(df.value for df in at.dataframe if "corrected" in df.value.columns)

@@ -178,3 +178,4 @@ def test_only_adapters_a_criterion_judges_as_candidate_are_registered(tmp_path):
     out = tracking.log_run(run, TrackingSpec(register_adapters=True), tmp_path / "results", say=said.append)
     assert out.registered == ["sweep-ft-good/1"]
     assert sum("not registered: no criterion has it as candidate" in line for line in said) == 2
+
