@@ -221,14 +221,15 @@ def gate(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the run's own)"),
 ) -> None:
-    """Verdicts for an existing run: writes verdict.json; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
+    """Verdicts for an existing run with the ratings and labels saved since: writes verdict.json, the metrics (the
+    corrected ones too) and report.md again; exit 0 all pass, 1 a fail or insufficient, 2 bad input."""
     from harness import report
-    from harness.evaluation import gate as run_gate
     from harness.manifest import passed
+    from harness.pipeline import regate
     from harness.records import Correction
     from harness.store import RunDir
 
-    verdicts, record = run_gate(run_dir, manifest)
+    verdicts, record = regate(run_dir, manifest)
     corrections = [Correction.from_dict(row) for row in RunDir(run_dir).read_corrections()]
     if any(c.labels for c in corrections):
         out.print(report.correction_table(corrections))

@@ -115,13 +115,18 @@ def _missing(ex: Example, cand: Candidate, task: PlannedTask) -> Completion:
 def gate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
     """Verdicts for an existing run, with the ratings and labels saved since: writes verdict.json, and the metrics
     and comparisons again (the corrected ones move with the labels)."""
+    _, _, scored, record = gate_scored(run_dir, manifest_file)
+    return scored.verdicts or [], record
+
+
+def gate_scored(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPlan, RunDir, Scored, dict[str, Any]]:
+    """`gate`, returning the plan, run and scores too (for a report written again)."""
     run_plan, run = plan_from_run(run_dir, manifest_file)
     assert run_plan.manifest is not None
     scored = score_run(run_plan, run)
-    verdicts = scored.verdicts or []
-    record = verdict_record(run_plan.manifest, verdicts, failed_requests(scored.evidence))
+    record = verdict_record(run_plan.manifest, scored.verdicts or [], failed_requests(scored.evidence))
     run.write_metrics(scored.results)
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_corrections([c.to_dict() for c in scored.corrections])
     run.write_verdict(record)
-    return verdicts, record
+    return run_plan, run, scored, record

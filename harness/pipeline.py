@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -20,7 +21,7 @@ from harness.config import PROJECT_ROOT
 from harness.data_check import TaskDataReport
 from harness.detectors import DETECTORS
 from harness.errors import HarnessError
-from harness.evaluation import score_run, write_scored
+from harness.evaluation import gate_scored, score_run, write_scored
 from harness.finetune import finetune_all
 from harness.generation import check_run_id, generate, open_run
 from harness.models import native_dtype
@@ -184,6 +185,16 @@ class Pipeline:
                                          known={t.name: t.metrics for t in self.plan.tasks},
                                          corrections=scored.corrections))
         return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
+
+
+def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
+    """`harness gate`: the verdicts of a finished run with the ratings and labels saved since, and its report.md
+    written again (the corrected metrics and human-rated verdicts move with them)."""
+    run_plan, run, scored, record = gate_scored(run_dir, manifest_file)
+    costs = {c.name: c.cost_per_hour for c in run_plan.suite.candidates}
+    run.write_report(report.markdown(run.read_run(), costs, scored.results, scored.verdicts,
+                                     known={t.name: t.metrics for t in run_plan.tasks}, corrections=scored.corrections))
+    return scored.verdicts or [], record
 
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,

@@ -153,8 +153,9 @@ def metrics_of(run: RunDir) -> dict[str, float]:
         for suffix, value in (("", row.value), (".low", row.ci_low), (".high", row.ci_high)):
             if math.isfinite(value):  # MLflow takes no value for what does not exist
                 out[key + suffix] = value
-    for row in run.read_corrections():  # how many labels each corrected metric stands on
-        out[_key(row["task"], row["candidate"], f"{row['metric']}_corrected") + ".labels"] = float(row["labels"])
+    for found in run.read_corrections():  # how many labels each corrected metric stands on
+        key = _key(found["task"], found["candidate"], f"{found['metric']}_corrected")
+        out[key + ".labels"] = float(found["labels"])
     verdict = run.read_verdict()
     if verdict is not None:
         out["verdict.passed"] = float(bool(verdict.get("passed")))

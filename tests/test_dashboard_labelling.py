@@ -253,6 +253,8 @@ def test_labels_from_the_page_correct_the_metric_in_the_gate_and_on_the_scorecar
     verdict = json.loads((own_results / "run-1" / "verdict.json").read_text())
     corrected = next(c for c in verdict["criteria"] if c["metric"] == "hallucination_rate_corrected")
     assert corrected["status"] == "fail" and "10 labels" in corrected["evidence"]
+    report = (own_results / "run-1" / "report.md").read_text()
+    assert "## Corrected by reviewers' labels (90% intervals)" in report and "10 of 10" in report
     logged = metrics_of(RunDir(own_results / "run-1"))  # what MLflow gets: raw, corrected and the label count
     assert {k for k in logged if "hallucination_rate" in k and CANDIDATES[1] in k} >= {
         f"qa/{CANDIDATES[1]}/hallucination_rate", f"qa/{CANDIDATES[1]}/hallucination_rate_corrected",
