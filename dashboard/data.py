@@ -68,6 +68,7 @@ class RunView:
     task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
     answers: dict[Output, str] = field(default_factory=dict)  # the text scored and rated of each output
     corrections: list[Correction] = field(default_factory=list)  # corrected.json: raw beside corrected by labels
+    failed: set[Output] = field(default_factory=set)  # outputs whose request failed (no answer to rate or label)
 
     @property
     def run_id(self) -> str:
@@ -114,8 +115,9 @@ def load_run(path: Path) -> RunView:
         view.task_metrics[task.name] = task.metrics
         for cand in suite.candidates:
             if cand.runs(task.name):
-                view.answers.update({Output(task.name, ex_id, cand.name): c.text
-                                     for ex_id, c in run.answers(cand.name, task.name).items()})
+                chosen = run.answers(cand.name, task.name)
+                view.answers.update({Output(task.name, ex_id, cand.name): c.text for ex_id, c in chosen.items()})
+                view.failed.update(Output(task.name, ex_id, cand.name) for ex_id, c in chosen.items() if not c.ok)
     return view
 
 

@@ -49,13 +49,16 @@ class Queue:
     def usable(self) -> dict[str, int]:
         """Per candidate, how many examples the correction may use: the labelled prefix of the seeded order."""
         order = label_order(self.view.suite.seed, self.metric, self.task, self.view.examples[self.task].example_id)
-        return {cand: len(labelled_prefix(order, [o.example_id for o in self.labelled if o.candidate == cand]))
+        # A failed request has no answer to label: the correction counts it at the worst, as if labelled so.
+        done = [*self.labelled, *self.view.failed]
+        return {cand: len(labelled_prefix(order, [o.example_id for o in done if o.candidate == cand
+                                                  and o.task == self.task]))
                 for cand in self.view.candidates_of(self.task)}
 
 
 def _queue(view: RunView, labels: LabelStore, metric: str, task: str) -> Queue:
     answers = [o for o in label_queue(view.suite.seed, metric, task, view.examples[task].example_id,
-                                      view.candidates_of(task)) if o in view.answers]
+                                      view.candidates_of(task)) if o in view.answers and o not in view.failed]
     digests = {o: answer_sha256(view.answers[o]) for o in answers}
     now = current_labels(labels.labels(view.run_id, metric), digests)
     return Queue(view, metric, task, answers, digests, {o: now[o] for o in answers if o in now})

@@ -57,29 +57,44 @@ class Corrections:
         assert per is not None, f"{metric} has no per-answer value"
         return np.where(np.isnan(per) | ev.missing(metric, candidate), at, per)
 
+    def _failed(self, task: str, candidate: str) -> set[str]:
+        """The examples whose request failed for the candidate: no answer to label, so at `at` on both sides."""
+        return {c.example_id for c in self.evidence[task].completions[candidate] if not c.ok}
+
+    def _label(self, task: str, metric: str, candidate: str, example_id: str) -> Label | None:
+        return self.labels.get(Output(task, example_id, candidate), {}).get(metric)
+
     def _human(self, task: str, metric: str, candidate: str, ids: list[str], at: float) -> np.ndarray:
-        """People's labels of the candidate's answers to `ids`, `at` for "cannot tell"."""
-        values = [self.labels[Output(task, ex, candidate)][metric].value for ex in ids]
-        return np.array([at if v is None else v for v in values], float)
+        """People's labels of the candidate's answers to `ids`; `at` for "cannot tell" and for a failed request
+        (whatever a reviewer made of its empty answer)."""
+        failed = self._failed(task, candidate)
+        values = [None if ex in failed else self._label(task, metric, candidate, ex) for ex in ids]
+        return np.array([at if lab is None or lab.value is None else lab.value for lab in values], float)
 
     def sample(self, task: str, metric: str, candidates: list[str]) -> list[str]:
-        """The examples usable for these candidates together: the labelled prefix of the seeded order."""
+        """The examples usable for these candidates together: the labelled prefix of the seeded order (a failed
+        request counts as labelled, at the worst)."""
         ev = self.evidence[task]
         order = label_order(self.seed, metric, task, (ex.id for ex in ev.examples))
-        both = [ex.id for ex in ev.examples
-                if all(metric in self.labels.get(Output(task, ex.id, c), {}) for c in candidates)]
+        failed = {c: self._failed(task, c) for c in candidates}
+        both = [ex.id for ex in ev.examples if all(ex.id in failed[c] or self._label(task, metric, c, ex.id)
+                                                  is not None for c in candidates)]
         return labelled_prefix(order, both)
 
     def cannot_tell(self, task: str, metric: str, candidate: str) -> int:
-        ids = self.sample(task, metric, [candidate])
-        return sum(self.labels[Output(task, ex, candidate)][metric].value is None for ex in ids)
+        found = [self._label(task, metric, candidate, ex) for ex in self.sample(task, metric, [candidate])]
+        return sum(lab is not None and lab.value is None for lab in found)
 
-    def estimate(self, task: str, metric: str, candidate: str, confidence: float) -> PPIEstimate:
+    def estimate(self, task: str, metric: str, candidate: str, confidence: float,
+                 unknown: float | None = None) -> PPIEstimate:
+        """The candidate's corrected mean; what nobody knows (a "cannot tell", a failed request, no machine
+        verdict) at `unknown`, by default the metric's worst (a criterion needing it low passes `unknown` high)."""
         m, how = self._how(task, metric)
+        at = how.worst if unknown is None else unknown
         ids = self.sample(task, metric, [candidate])
-        machine = self.machine(task, metric, candidate, how.worst)
+        machine = self.machine(task, metric, candidate, at)
         index = _positions(self.evidence[task], ids)
-        return ppi_mean(machine, machine[index], self._human(task, metric, candidate, ids, how.worst), confidence,
+        return ppi_mean(machine, machine[index], self._human(task, metric, candidate, ids, at), confidence,
                         value_range=m.value_range)
 
     def difference(self, task: str, metric: str, candidate: str, baseline: str, confidence: float) -> PPIEstimate:
@@ -99,8 +114,9 @@ class Corrections:
         _, how = self._how(task, metric)
         if {v for _, v in how.choices} != {0.0, 1.0}:
             return None
-        ids = [ex for ex in self.sample(task, metric, [candidate])
-               if self.labels[Output(task, ex, candidate)][metric].value is not None]
+        failed = self._failed(task, candidate)
+        ids = [ex for ex in self.sample(task, metric, [candidate]) if ex not in failed
+               and (lab := self._label(task, metric, candidate, ex)) is not None and lab.value is not None]
         per = self.machine(task, metric, candidate, np.nan)[_positions(self.evidence[task], ids)]
         known = ~np.isnan(per)
         if not known.any():
@@ -121,7 +137,7 @@ class Corrections:
                                                    agree))
                     if np.isfinite(est.estimate):
                         results.append(MetricResult(task, cand, f"{metric}_corrected", est.estimate, est.low,
-                                                    est.high, est.n_total, m.higher_is_better, confidence))
+                                                    est.high, est.n_labels, m.higher_is_better, confidence))
                 for i, baseline in enumerate(ev.candidates):
                     for cand in ev.candidates[i + 1:]:
                         diff = self.difference(task, metric, cand, baseline, confidence)

@@ -223,10 +223,13 @@ def _resolve_corrected(c: Criterion, task: str, label: str, ev: TaskEvidence, ma
     sign = 1.0 if corrected.higher_is_better else -1.0
     baseline = c.baseline
 
+    low_end, high_end = corrected.value_range
+    unknown = low_end if c.at_least is not None else high_end  # what nobody knows, where the criterion wants it not
+
     def estimate(k: float) -> PPIEstimate:
         assert corrections is not None
         if baseline is None:
-            return corrections.estimate(task, corrected.reads, c.candidate, k)
+            return corrections.estimate(task, corrected.reads, c.candidate, k, unknown)
         return corrections.difference(task, corrected.reads, c.candidate, baseline, k)
 
     def bounds(k: float) -> tuple[float, float]:
@@ -253,8 +256,8 @@ def _resolve_corrected(c: Criterion, task: str, label: str, ev: TaskEvidence, ma
         more = labels_needed(found, threshold if baseline is None else sign * threshold)
         if more:
             why += f"; about {more} more labels would settle it"
-    if status == "pass" and found.n_total < manifest.min_examples:
-        status, why = "insufficient", f"{why}, but only {found.n_total} answers (min_examples {manifest.min_examples})"
+    if status == "pass" and found.n_labels < manifest.min_examples:
+        status, why = "insufficient", f"{why}, but only {found.n_labels} labels (min_examples {manifest.min_examples})"
     return Verdict(label, task, c.metric, c.candidate, baseline, threshold=threshold, observed=value, ci_low=low,
                    ci_high=high, n=found.n_labels, status=status, evidence=why,
                    p_value=_inverted_p(bounds, threshold, above), confidence=conf)

@@ -237,7 +237,10 @@ def ppi_mean(machine_all: np.ndarray, machine_labelled: np.ndarray, human_labell
                            Spread(np.nan, np.nan, np.nan, np.nan))
     spread = _spread(machine_all, machine_labelled, human)
     lam = tuned_lambda(spread) if total > n else 0.0
-    if not clt_trusted(human - lam * (total - n) / total * machine_labelled):
+    # The rule looks at the labels' disagreement with the machine as it is weighted in the estimate (lambda, not the
+    # shrunk weight): with N far above n the shrunk rectifier is nearly the labels alone, whose spread hides that
+    # a sample without a single disagreement says nothing of how often the machine errs.
+    if not clt_trusted(human - lam * machine_labelled):
         return PPIEstimate(float(human.mean()), *human_only, confidence, "human_only", n, total, 0.0, human_only,
                            raw, spread)
     estimate = float(lam * machine_all.mean() + (human - lam * machine_labelled).mean())

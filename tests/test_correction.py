@@ -156,3 +156,51 @@ def test_a_corrected_metric_of_a_task_that_does_not_score_its_machine_is_refused
         "prompt": {"template": "{passage} {q}"}, "metrics": ["exact_match"]}))))
     with pytest.raises(ConfigError, match="corrects hallucination_rate, which task g does not score"):
         check_against(_manifest(at_most=0.2), "m.yaml", {"g": ["ft"]}, {"g": bare}, {"g": N})
+
+
+def test_a_failed_request_counts_at_the_worst_whatever_its_empty_answer_was_labelled(tmp_path):
+    rng = np.random.default_rng(5)
+    truth, flagged = _world(rng, 0.2, 0.9, 0.9)
+    failed = set(range(0, N, 4))  # a quarter of the requests failed; a reviewer said their empty answer is fine
+    ev = _evidence(tmp_path, {"ft": truth}, {"ft": flagged}, failed={"ft": failed})
+    labels = [replace(lab, value=0.0) if int(lab.example_id[1:]) in failed else lab
+              for lab in _labels(ev, {"ft": truth}, 200)]
+    manifest = Manifest(criteria=[{"task": "g", "metric": "hallucination_rate_corrected", "candidate": "ft",
+                                   "at_most": 0.3}], min_examples=1, max_error_rate=0.3)
+    (v,) = resolve(manifest, ev, None, Corrections.of(ev, labels, SEED))
+    assert v.status == "fail" and v.ci_low > 0.3, v.evidence  # 0.25 failed + 0.75 × 0.2 hallucinated = 0.4
+
+
+def test_what_nobody_knows_sits_where_the_criterion_does_not_want_it(tmp_path):
+    """All labels "cannot tell": at_most finds them hallucinated, and at_least finds them faithful."""
+    truth = np.zeros(N)
+    ev = _evidence(tmp_path, {"ft": truth}, {"ft": truth})
+    unsure = [replace(lab, value=None) for lab in _labels(ev, {"ft": truth}, 100)]
+    corrections = Corrections.of(ev, unsure, SEED)
+    (low,) = resolve(_manifest(at_most=0.5), ev, None, corrections)
+    (high,) = resolve(_manifest(at_least=0.5), ev, None, corrections)
+    assert low.status == "fail" and high.status == "fail", (low.evidence, high.evidence)
+
+
+def test_a_baselines_unknowns_count_at_its_best(tmp_path):
+    """The fine-tune is labelled faithful throughout; nobody can tell about the base's answers. Counted at the base's
+    worst they would hand the fine-tune a lead; at its best they leave none."""
+    zeros = np.zeros(N)
+    ev = _evidence(tmp_path, {"base": zeros, "ft": zeros}, {"base": np.ones(N), "ft": zeros})
+    labels = [replace(lab, value=None) if lab.candidate == "base" else lab
+              for lab in _labels(ev, {"base": zeros, "ft": zeros}, 200)]
+    (v,) = resolve(_manifest(better_than="base", by=0.05), ev, None, Corrections.of(ev, labels, SEED))
+    assert v.status == "fail" and v.observed == pytest.approx(0.0)
+
+
+def test_min_examples_counts_labels_and_the_p_value_serves_holm(tmp_path):
+    truth = np.zeros(N)
+    ev = _evidence(tmp_path, {"ft": truth}, {"ft": truth})
+    few = Corrections.of(ev, _labels(ev, {"ft": truth}, 60), SEED)
+    manifest = Manifest(criteria=[{"task": "g", "metric": "hallucination_rate_corrected", "candidate": "ft",
+                                   "at_most": 0.3}], min_examples=100)
+    (v,) = resolve(manifest, ev, None, few)
+    assert v.status == "insufficient" and "only 60 labels (min_examples 100)" in v.evidence
+    (clear,) = resolve(_manifest(at_most=0.3), ev, None, few)
+    (near,) = resolve(_manifest(at_most=0.07), ev, None, few)
+    assert clear.status == "pass" and 0 < clear.p_value < near.p_value <= 1

@@ -102,30 +102,37 @@ def test_bootstrap_and_clt_intervals_agree_on_one_sample():
 def test_a_good_machine_narrows_the_interval():
     """Machine 0.95/0.95: lambda near 1, and the interval well under the labels' own (exact and CLT alike)."""
     estimates = list(_draws(5, 200, 2000, 200, 0.3, 0.95, 0.95))
-    assert np.mean([e.lam for e in estimates]) > 0.75
+    # Some draws fall back to the labels' own interval (lambda 0): their few disagreements are too skewed to trust.
+    assert np.mean([e.lam for e in estimates]) > 0.7
     ppi = np.mean([e.high - e.low for e in estimates])
     exact = np.mean([e.human_only[1] - e.human_only[0] for e in estimates])
     labels_clt = np.mean([2 * Z95 * np.sqrt(e.spread.human_var / e.n_labels) for e in estimates])
-    assert ppi < 0.6 * exact and ppi < 0.6 * labels_clt
+    assert ppi < 0.7 * exact and ppi < 0.7 * labels_clt
 
 
-def test_a_machine_that_agrees_with_every_label_counts_as_all_n_labels():
-    """Where the machine is the truth, lambda is 1, the estimate the mean of all N items and the interval that of N
-    labels, whose noise is then mostly the unlabelled items' own: for the CLT and the bootstrap alike."""
+def test_a_machine_that_agrees_with_every_label_earns_no_trust():
+    """Labels without a single disagreement say nothing of how often the machine errs (a detector missing 3% of
+    hallucinations agrees with 100 labels most of the time): the labels' own exact interval stands in, never a
+    normal one resting on the machine's variance alone, which on 10,000 answers covered 78%."""
     rng = np.random.default_rng(11)
-    estimates, truth_widths = [], []
-    for _ in range(300):
+    for _ in range(50):
         human = (rng.random(1000) < 0.5).astype(float)
-        estimates.append(ppi_mean(human, human[:100], human[:100]))
-        truth_widths.append(2 * Z95 * human.std(ddof=1) / np.sqrt(1000))
-        assert estimates[-1].estimate == pytest.approx(human.mean()) and estimates[-1].lam == 1
-    assert all(e.method == "clt" for e in estimates)
-    assert np.mean([e.high - e.low for e in estimates]) == pytest.approx(np.mean(truth_widths), rel=0.05)
-    assert 0.92 <= np.mean([e.low <= 0.5 <= e.high for e in estimates]) <= 0.98
-    human = (rng.random(1000) < 0.5).astype(float)
-    clt = ppi_mean(human, human[:100], human[:100])
-    boot = ppi_mean(human, human[:100], human[:100], method="bootstrap", resamples=4000)
-    assert boot.high - boot.low == pytest.approx(clt.high - clt.low, rel=0.1)
+        found = ppi_mean(human, human[:100], human[:100])
+        assert found.method == "human_only" and found.lam == 0 and found.estimate == pytest.approx(human[:100].mean())
+        assert (found.low, found.high) == found.human_only
+
+
+def test_a_near_perfect_machine_on_many_answers_still_covers():
+    """Sensitivity 0.97, specificity 1, 10,000 answers, 100 labels: the normal interval on the shrunk rectifier
+    covered 0.78 here; the interval must cover about 95%."""
+    rng = np.random.default_rng(12)
+    covered = []
+    for _ in range(400):
+        truth = (rng.random(10_000) < 0.3).astype(float)
+        machine = np.where(truth == 1, rng.random(10_000) < 0.97, 0.0).astype(float)
+        found = ppi_mean(machine, machine[:100], truth[:100])
+        covered.append(found.low <= 0.3 <= found.high)
+    assert np.mean(covered) >= 0.93
 
 
 def test_a_machine_of_noise_is_ignored():

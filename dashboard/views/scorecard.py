@@ -85,7 +85,7 @@ def changes_between(before: RunView, after: RunView) -> None:
                                 "movement": c.movement} for c in changes]), hide_index=True, width="stretch")
 
 
-def corrected(view: RunView) -> None:
+def corrected_table(view: RunView) -> None:
     """Each machine-scored metric raw beside corrected by reviewers' labels, with the label count (as the last
     `harness gate` computed them)."""
     if not view.corrections:
@@ -105,12 +105,14 @@ def render(ctx: Context) -> None:
         return
     st.caption(f"Run {view.run_id}, suite {view.record.suite_name}")
     verdicts(view)
-    quality = [m for m in view.metrics.metric.unique() if not (m in METRICS and METRICS[m].automatic)]
+    corrected = {f"{c.metric}_corrected" for c in view.corrections}  # their own table: not bootstrap intervals
+    quality = [m for m in view.metrics.metric.unique()
+               if not (m in METRICS and METRICS[m].automatic) and m not in corrected]
     st.subheader(f"Metrics ({level(view.record.bootstrap.confidence)} bootstrap intervals)")
     metric = st.selectbox("Metric", quality, key="score_metric")
     st.dataframe(metric_table(view, metric), width="stretch")
 
-    corrected(view)
+    corrected_table(view)
 
     if len(ctx.views) == 2:
         changes_between(ctx.views[1], view)
