@@ -58,7 +58,10 @@ def test_every_metric_declares_what_it_is_and_needs():
     assert automatic == [n for n, m in METRICS.items() if m.family == "latency"]
     assert {"ttft_ms_p50", "itl_ms_p99", "e2e_ms_p95", "output_tokens_per_s", "error_rate"} <= set(automatic)
     # Only built-in metrics are registered: the ones tasks define stay with their tasks.
-    assert {n for n, m in METRICS.items() if "ratings" in m.needs} == {"human_rating", "human_win_rate"}
+    assert {n for n, m in METRICS.items() if "ratings" in m.needs} == {
+        "human_rating", "human_win_rate", "hallucination_rate_corrected", "abstention_rate_corrected"}
+    # Each corrected metric corrects a registered one that says how a reviewer labels an answer for it.
+    assert all(METRICS[m.reads].labelling() is not None for m in METRICS.values() if m.family == "corrected")
     assert {n for n, m in METRICS.items() if "detector" in m.needs} == {"hallucination_rate", "abstention_rate",
                                                                         "detector_unparsed"}
     assert not {"evaluate", "judge"} & {m.family for m in METRICS.values()}
