@@ -228,7 +228,7 @@ def test_a_run_refuses_servers_piled_on_one_gpu_only_where_there_is_one(tmp_path
 def test_a_run_refuses_a_tensor_size_the_heads_do_not_split_into_on_a_cpu_too(tmp_path, monkeypatch, talking_model):
     monkeypatch.setattr(capacity, "local_gpu", lambda: None)
     suite = _served_suite(tmp_path, talking_model, {"tensor_parallel_size": 2})
-    with pytest.raises(ConfigError, match="2 does not divide .*'s 3 attention heads") as info:
+    with pytest.raises(ConfigError, match=r"2 does not divide .*'s 3 attention heads") as info:
         make_plan(suite)
     assert info.value.field == "candidates.0.serve.tensor_parallel_size"
 

@@ -78,8 +78,8 @@ def finetune_table(plan: CapacityPlan) -> Table:
 def work_table(plan: CapacityPlan) -> Table:
     table = Table(title=f"Work and its estimated time and cost on {plan.gpu.name} (assumptions below)",
                   title_justify="left")
-    for col in ("candidate", "stage", "requests / examples", "prompt tokens", "output tokens (at most)",
-                "time", "cost"):
+    for col in ("candidate", "stage", "requests / examples", "tokens in (prompts / training)",
+                "output tokens (at most)", "time", "cost"):
         table.add_column(col, justify="left" if col in {"candidate", "stage"} else "right")
     for f in plan.finetunes:
         e = f.estimate
