@@ -100,6 +100,8 @@ def _given_adapter(cands, suite):
 BROKEN = {
     "shared devices": (_serve("llama-70b", devices=[1, 2, 3, 4]), "candidates.2.serve.devices",
                        "GPU 1, which candidates.0's (llama-8b) uses too; together they ask for 90% + 90%"),
+    "a GPU listed twice": (_serve("llama-70b", devices=[2, 3, 3, 4]), "candidates.2.serve.devices",
+                           "GPU 3 is listed twice"),
     "tensor size not dividing the heads": (
         _serve("llama-70b", tensor_parallel_size=3, devices=[2, 3, 4]), "candidates.2.serve.tensor_parallel_size",
         f"3 does not divide {LLAMA_70B}'s 64 attention heads (sizes that do: 1, 2, 4, 8, 16, 32, 64)"),

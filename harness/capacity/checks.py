@@ -60,6 +60,11 @@ def _placement_problems(server: Server, claims: dict[int, list[Server]]) -> Iter
             f"{replicas} replicas with no `devices` all start on {_gpus(server.devices()[0])}, each asking for "
             f"{share:.0%} of its memory; list {replicas * server.per_replica} GPUs in `devices`")
         return
+    twice = sorted({d for d in server.serve.devices if server.serve.devices.count(d) > 1})
+    if twice:
+        yield f"{server.field}.devices", (f"GPU {twice[0]} is listed twice; each replica and tensor-parallel rank "
+                                          "needs a GPU of its own")
+        return
     for device in sorted({d for replica in server.devices() for d in replica}):
         for other in claims.get(device, []):
             asked = other.serve.gpu_memory_utilization + share

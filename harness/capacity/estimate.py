@@ -87,6 +87,13 @@ def generation_estimate(candidate: str, demands: list[TaskDemand], memory: Servi
                               None if seconds is None else seconds / 3600 * cost_per_hour)
 
 
+def unestimated(candidate: str, demands: list[TaskDemand]) -> GenerationEstimate:
+    """A candidate on no server the harness starts (in process, or someone else's server): its work, no time."""
+    return GenerationEstimate(candidate, sum(d.requests for d in demands),
+                              round(sum(d.prompt_chars for d in demands) / CHARS_PER_TOKEN),
+                              sum(d.requests * d.max_new_tokens for d in demands), None, None)
+
+
 def training_estimate(demand: TrainingDemand, spec: FinetuneSpec, shape: ModelShape, gpu: Gpu) -> TrainingEstimate:
     per_example = min(demand.chars_per_example / CHARS_PER_TOKEN, spec.max_seq_len)
     sequences = demand.examples * spec.epochs

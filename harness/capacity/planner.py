@@ -15,6 +15,7 @@ from harness.capacity.estimate import (
     TrainingEstimate,
     generation_estimate,
     training_estimate,
+    unestimated,
 )
 from harness.capacity.gpus import Gpu
 from harness.capacity.memory import GIB, ServingMemory, of_server
@@ -92,6 +93,8 @@ def plan_capacity(suite: Suite, suite_file: Path, gpu: Gpu, demands: list[TaskDe
                 name, mine, plan.memory, plan.shape.shape,
                 (s.serve.tensor_parallel_size, s.serve.pipeline_parallel_size, s.serve.replicas), concurrency, gpu,
                 cand.cost_per_hour))
+    estimates += [unestimated(e.candidate, [d for d in demands if d.candidate == e.candidate])
+                  for e in elsewhere_of(suite)]
     finetunes = []
     for demand in training:
         cand = suite.candidate(demand.candidate)

@@ -103,7 +103,7 @@ def formula_table() -> Table:
 
 
 def tables(plan: CapacityPlan) -> list[Table]:
-    out = [topology_table(plan), memory_table(plan)]
+    out = [topology_table(plan), *([memory_table(plan)] if plan.servers else [])]
     if plan.finetunes:
         out.append(finetune_table(plan))
     return [*out, work_table(plan), formula_table()]
