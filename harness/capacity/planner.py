@@ -58,7 +58,7 @@ def suite_shapes(suite: Suite, suite_file: Path) -> dict[str, FoundShape]:
     """The shape of every model the harness loads (served or fine-tuned here), or the line saying how to give one."""
     shapes: dict[str, FoundShape] = {}
     for i, cand in enumerate(suite.candidates):
-        if not cand.options.local_weights or cand.model in shapes:
+        if not (cand.options.local_weights or cand.finetune) or cand.model in shapes:
             continue
         try:
             found = shape_of(cand.model)
