@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from harness.cli_plan import plan
 from harness.cli_reviewers import reviewers_app
 from harness.errors import HarnessError, first_line, redact
 
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Data checks before training and scoring.")
 app.add_typer(data_app, name="data")
 app.add_typer(reviewers_app, name="reviewers")
+app.command("plan")(plan)
 
 err = Console(stderr=True)
 # Result tables stay readable when piped to a file or CI log (rich would squeeze them to 80 columns).

@@ -236,12 +236,18 @@ def _offline() -> bool:
 
 
 def _in_hf_cache(model: str) -> bool:
+    return hf_cached(model, "config.json") is not None
+
+
+def hf_cached(model: str, filename: str) -> Path | None:
+    """A file of a hub model already in the Hugging Face cache (nothing is downloaded), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+        found = try_to_load_from_cache(model, filename)
     except ValueError:  # not a valid repository id
-        return False
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def model_problem(model: str) -> str | None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import models
+from harness import capacity, models
 from harness.adapter_prompts import Prompting, as_trained
+from harness.backends.vllm_server import VllmOptions
 from harness.config import (
     Candidate,
     JudgeMetricSpec,
@@ -204,6 +205,7 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
         suite = suite.model_copy(update={"candidates": [
             c.model_copy(update={"options": c.options.in_process() or c.options}) for c in suite.candidates]})
     extra_train = _check_candidates(suite, suite_file, tasks)
+    _check_layout(suite, suite_file)
     _check_detectors(suite_file, tasks)
     manifest = load_suite_manifest(suite, suite_file, manifest_file)
     if manifest is not None:
@@ -211,6 +213,22 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
         check_manifest(manifest, Path(where), suite, tasks)
     return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train, in_process, prompting,
                    notes)
+
+
+def _check_layout(suite: Suite, suite_file: Path) -> None:
+    """The vLLM servers' layout against this machine's GPU (`harness plan`'s checks); without a GPU only tensor
+    parallelism against the heads, so suites made for a CPU run as they did."""
+    if any(isinstance(c.options, VllmOptions) for c in suite.candidates):
+        for where, message in capacity.layout_problems(suite, capacity.local_gpu(), _sizable_shape):
+            raise ConfigError(suite_file, where, message)
+
+
+def _sizable_shape(model: str) -> capacity.ModelShape | None:
+    try:
+        found = capacity.shape_of(model)
+    except HarnessError:  # a config the planner cannot size (a mixture of experts) is left to vLLM
+        return None
+    return found.shape if found else None
 
 
 def _check_detectors(suite_file: Path, tasks: list[PlannedTask]) -> None:

@@ -280,7 +280,7 @@ class ServerPool:
         for target in targets:
             assert isinstance(target.options, VllmOptions)
             serve = target.options.serve
-            key = f"{target.model}|{serve.model_dump_json()}"
+            key = server_key(target.model, serve)
             group = self.groups.setdefault(key, ServerGroup(target.model, _served_name(target.model), serve))
             if target.adapter:
                 group.adapters[target.name] = str(Path(target.adapter).resolve())
@@ -325,6 +325,11 @@ class ServerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def server_key(model: str, serve: ServeSpec) -> str:
+    """Candidates on the same base model with the same serve block share one server (and its replicas)."""
+    return f"{model}|{serve.model_dump_json()}"
 
 
 def _served_name(model: str) -> str:
