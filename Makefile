@@ -19,8 +19,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $@
 
+DEMO_RUN ?= demo-$(shell date +%Y%m%d-%H%M%S)
+
+# The demo ends with the gate's verdict on its manifest; a demonstration, not a gate: the verdict does not change
+# make's exit code (a failed run still does).
 demo: install
-	$(VENV)/bin/harness run suites/demo.yaml $(if $(IN_PROCESS),--in-process)
+	$(VENV)/bin/harness run suites/demo.yaml $(if $(IN_PROCESS),--in-process) --run-id $(DEMO_RUN)
+	@echo "The gate's verdict on the demo's manifest (suites/demo-manifest.yaml):"
+	-$(VENV)/bin/harness gate results/$(DEMO_RUN) --manifest suites/demo-manifest.yaml
 
 test: install
 	$(VENV)/bin/python -m pytest

@@ -180,3 +180,31 @@ def test_every_server_of_a_run_starts_at_once(tmp_path, talking_model, lora_adap
         "both servers were started before the first candidate generated anything"
     for log in logs:
         assert log.read_text().count("POST /v1/completions") >= 6, "each server answers its own candidate"
+
+
+def test_a_server_behind_an_api_key_takes_it_from_the_environment_and_stores_it_nowhere(tmp_path, talking_model,
+                                                                                        lora_adapter, monkeypatch):
+    """The key lives in an environment variable: vLLM gets it as VLLM_API_KEY, the harness sends it, and it reaches
+    neither the server's log nor run.json. On the command line (`extra_args`) it is refused before any work."""
+    from harness.backends.vllm_server import ServerGroup, ServeSpec, VllmBackend, VllmOptions, VllmServer
+    from harness.errors import ConfigError
+    from harness.plan import make_plan
+
+    secret = "sk-do-not-log-3141592653"
+    monkeypatch.setenv("SERVE_KEY", secret)
+    suite = _suite(tmp_path, talking_model, lora_adapter, n_test=4, serve={**SERVE, "api_key_env": "SERVE_KEY"})
+    result = run_suite(suite, tmp_path / "results", run_id="r")
+    assert result.failed_requests == 0, "the harness sends the key the server requires"
+    for path in result.run_dir.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    # What made the run work: the server was started requiring the key, and the client sent it.
+    server = VllmServer(ServerGroup(str(talking_model), "base", ServeSpec(**SERVE, api_key_env="SERVE_KEY")),
+                        tmp_path / "logs")
+    assert server.environment()["VLLM_API_KEY"] == secret and secret not in " ".join(server.command())
+    client = VllmBackend([server], "base", VllmOptions()).client
+    assert client.headers["Authorization"] == f"Bearer {secret}"
+    leaky = _suite(tmp_path / "leaky", talking_model, lora_adapter,
+                   serve={**SERVE, "extra_args": ["--api-key", secret]})
+    with pytest.raises(ConfigError, match=r"candidates\.0\.serve\.extra_args.*serve\.api_key_env"):
+        make_plan(leaky)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness import models
 from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register
@@ -32,6 +32,7 @@ from harness.records import Completion, Request
 from harness.schema import Settings
 
 LOG_TAIL_LINES = 8
+SECRET_WORDS = ("key", "token", "secret", "password")
 
 
 class ServeSpec(Settings):
@@ -53,6 +54,20 @@ class ServeSpec(Settings):
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     devices: list[int] = Field(default_factory=list, description="GPU ids, split across replicas in order")
     extra_args: list[str] = Field(default_factory=list)
+    api_key_env: str | None = Field(None, description="environment variable holding the API key the server "
+                                    "requires (vLLM reads it as VLLM_API_KEY; the harness sends it)")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secret(cls, args: list[str]) -> list[str]:
+        """A secret on the command line reaches the server's log (vLLM prints its arguments), run.json and MLflow:
+        it is named by an environment variable instead."""
+        for arg in args:
+            flag = arg.split("=", 1)[0].lower()
+            if flag.startswith("--") and any(word in flag for word in SECRET_WORDS):
+                raise ValueError(f"{flag} puts a secret in logs, run.json and MLflow: set serve.api_key_env to the "
+                                 "environment variable that holds it")
+        return args
 
     @model_validator(mode="after")
     def _devices_fit(self) -> ServeSpec:
@@ -171,6 +186,11 @@ class VllmServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        key_env = self.group.serve.api_key_env
+        if key_env:
+            if not os.environ.get(key_env):
+                raise HarnessError(f"environment variable {key_env} (serve.api_key_env) is not set")
+            env["VLLM_API_KEY"] = os.environ[key_env]
         devices = self.group.serve.devices_of(self.replica)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
@@ -238,7 +258,7 @@ class VllmBackend:
         self.client = OpenAICompatBackend(
             [f"{s.url}/v1" for s in servers], served_model, endpoint=options.endpoint,
             concurrency=options.concurrency, timeout_s=options.timeout_s, max_retries=options.max_retries,
-            check=False, extra_body=extra_body)
+            check=False, extra_body=extra_body, api_key_env=servers[0].group.serve.api_key_env)
 
     @property
     def dtype(self) -> str:
