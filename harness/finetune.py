@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from harness.data import stratified_sample
 from harness.data_check import TaskDataReport, without_overlap
 from harness.errors import HarnessError
 from harness.finetune_spec import FinetuneSpec
-from harness.finetune_torchrun import distributed_args, launch, read_job
+from harness.finetune_torchrun import distributed_args, full_adapter, launch, rank_trainer, rank_work, read_job
 from harness.models import check_adapter_dir
 from harness.plan import RunPlan, parent_of
 from harness.prompts import answer_of, render
@@ -130,7 +131,7 @@ def _reusable(target: Path, lookup_only: bool, say: Any) -> bool:
 @dataclass(frozen=True)
 class _Recipe:
     """Training one adapter in this process (or as one torchrun rank): set up the model and the encoded rows,
-    train, and save the adapter with its lineage (rank 0 alone)."""
+    train, and save the adapter with its lineage (under torchrun every rank gathers, rank 0 writes)."""
 
     base_dir: Path
     data: TrainingSet
@@ -158,9 +159,12 @@ class _Recipe:
         try:
             result = trainer.train()
             wall = time.perf_counter() - started
-            if trainer.is_world_process_zero():
-                self.save(trainer, work / "adapter", self.lineage(trainer, result, wall, train, len(val), dtype,
-                                                                  counts))
+            lineage = partial(self.lineage, trainer, result, wall, train, len(val), dtype, counts)
+            if "LOCAL_RANK" in os.environ:
+                self.save_ranks(trainer, work / "adapter", lineage)
+            else:
+                self.save(trainer, work / "adapter", lineage())
+                self.place(work / "adapter")
         finally:
             if os.environ.get("RANK", "0") == "0":
                 shutil.rmtree(work, ignore_errors=True)
@@ -169,7 +173,7 @@ class _Recipe:
     def setup_model(self) -> tuple[Any, Any]:
         """The base in the training dtype, checked against the settings, with LoRA: new, or the parent's."""
         from peft import LoraConfig, PeftModel, get_peft_model
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, set_seed
 
         spec, name = self.spec, self.name
         dtype = training_dtype(spec.precision)
@@ -187,6 +191,7 @@ class _Recipe:
             self.say(f"{name} continues {self.parent} (LoRA r={config.r} on "
                      f"{', '.join(sorted(config.target_modules))}; the parent's LoRA settings apply)")
         else:
+            set_seed(spec.seed)  # LoRA's A matrices start random: the same on every rank, and from run to run
             lora = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                               target_modules=list(spec.target_modules), task_type="CAUSAL_LM",
                               layers_to_transform=_last_layers(model, spec, name))
@@ -200,10 +205,11 @@ class _Recipe:
         from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
 
         patience = self.spec.early_stopping_patience
-        return Trainer(model=model, args=_training_args(self.spec, work, bool(val), dtype), train_dataset=train,
-                       eval_dataset=val or None,
-                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-                       callbacks=[EarlyStoppingCallback(patience)] if val and patience else [])
+        trainer_class = rank_trainer() if "LOCAL_RANK" in os.environ else Trainer
+        return trainer_class(model=model, args=_training_args(self.spec, work, bool(val), dtype),
+                             train_dataset=train, eval_dataset=val or None,
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+                             callbacks=[EarlyStoppingCallback(patience)] if val and patience else [])
 
     def lineage(self, trainer: Any, result: Any, wall: float, train: list[dict[str, list[int]]], n_validation: int,
                 dtype: Any, counts: tuple[int, int]) -> dict[str, Any]:
@@ -224,10 +230,25 @@ class _Recipe:
             "best_checkpoint_loss": trainer.state.best_metric, "dtype": str(dtype).removeprefix("torch."),
         }
 
-    def save(self, trainer: Any, adapter_dir: Path, lineage: dict[str, Any]) -> None:
-        """The adapter and its lineage, renamed into place in one step."""
-        trainer.model.save_pretrained(adapter_dir)
+    def save(self, trainer: Any, adapter_dir: Path, lineage: dict[str, Any],
+             state: dict[str, Any] | None = None) -> None:
+        """The adapter (the whole `state` gathered from the ranks, under torchrun) and its lineage."""
+        trainer.model.save_pretrained(adapter_dir, **({} if state is None else {"state_dict": state}))
         (adapter_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
+
+    def save_ranks(self, trainer: Any, adapter_dir: Path, lineage: Callable[[], dict[str, Any]]) -> None:
+        """Under torchrun: every rank helps gather the whole adapter (FSDP leaves each a shard of it) and what each
+        trained; rank 0 writes them, and renames the adapter into place only once every rank is through."""
+        state = full_adapter(trainer, self.spec, self.name)
+        ranks = rank_work(trainer, self.spec)
+        if trainer.is_world_process_zero():
+            self.save(trainer, adapter_dir, {**lineage(), "distributed": ranks}, state)
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            self.place(adapter_dir)
+
+    def place(self, adapter_dir: Path) -> None:
+        """The written adapter renamed into place in one step."""
         if self.target.exists():
             shutil.rmtree(self.target)
         adapter_dir.rename(self.target)

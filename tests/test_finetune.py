@@ -161,6 +161,8 @@ def test_two_process_training_through_torchrun(tmp_path, talking_model):
     path = finetune_candidate(cand, task, data.train, data.labels, talking_model, tmp_path / "adapters", say=print)
     lineage = json.loads((path / LINEAGE).read_text())
     assert lineage["config"]["distributed"]["processes"] == 2 and lineage["steps"] == 20
+    assert lineage["distributed"]["world_size"] == 2 and lineage["distributed"]["strategy"] == "ddp"
+    assert [r["optimizer_steps"] for r in lineage["distributed"]["ranks"]] == [20, 20]
     assert len(lineage["validation_loss"]) == 2 and (path / "adapter_model.safetensors").is_file()
     assert not list((tmp_path / "adapters").glob(".*")), "no work folder, job file or log left behind"
 
