@@ -49,6 +49,7 @@ class FakeServer:
                     status = server.faults.pop(0) if server.faults else 200
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                counted = True
                 try:
                     if status != 200:
                         msg = b'{"error": "injected"}'
@@ -68,11 +69,17 @@ class FakeServer:
                         choice = {"delta": {"content": piece}} if chat else {"text": piece}
                         self._chunk({"choices": [choice]})
                     self._chunk({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}})
+                    # Out of flight before the client can read the end of the stream: a client that sends its next
+                    # request on [DONE] must not find this one still counted (a race a loaded machine loses).
+                    with server.lock:
+                        server.in_flight -= 1
+                        counted = False
                     self._raw(b"data: [DONE]\n\n")
                     self._raw(b"")
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    if counted:
+                        with server.lock:
+                            server.in_flight -= 1
 
             def _chunk(self, event):
                 self._raw(f"data: {json.dumps(event)}\n\n".encode())

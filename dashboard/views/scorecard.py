@@ -90,6 +90,10 @@ def corrected_table(view: RunView) -> None:
     `harness gate` computed them)."""
     if not view.corrections:
         return
+    if not any(c.labels for c in view.corrections):
+        st.caption(f"{', '.join(sorted({c.metric for c in view.corrections}))}: the machine's figures. Reviewers' "
+                   "labels correct them (Review page, \"Label answers for corrected metrics\"; then `harness gate`).")
+        return
     st.subheader(f"Corrected by reviewers' labels ({level(view.corrections[0].confidence)} intervals)")
     st.caption("The machine's figure (a detector's rate, a judge's score) beside the same figure corrected by the "
                "labels reviewers gave a uniformly random sample of answers (prediction-powered inference). "
