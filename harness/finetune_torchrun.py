@@ -1,6 +1,7 @@
 """A fine-tune on several GPUs through torchrun (PyTorch's own launcher): the launcher writes the training set and
 settings to a job file and runs `python -m harness.finetune JOB` once per GPU; every rank trains the same recipe
-(the Trainer does DDP or FSDP) and rank 0 writes the adapter. The single-process path needs none of this."""
+(the Trainer does DDP or FSDP) and rank 0 writes the adapter. The single-process path needs none of this. A signal to
+the harness stops torchrun and every worker (`harness.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness import lifecycle
 from harness.adapter_lineage import TrainingSet
 from harness.config import TaskSpec
 from harness.errors import HarnessError
@@ -53,8 +55,14 @@ def launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path
     say(f"training {name} on {spec.distributed.processes} processes ({spec.distributed.strategy}): "
         f"{' '.join(cmd[1:])}")
     try:
-        with log.open("w") as sink:
-            code = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+        # torchrun in a session of its own, each worker in one of its own: a signal to the harness stops them all
+        # (the launcher first, which stops its workers; then what is left).
+        with lifecycle.guard(), log.open("w") as sink:
+            process = lifecycle.start(cmd, stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                code = process.wait()
+            finally:
+                lifecycle.stop(process)
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if code != 0 or not (target / LINEAGE_FILE).is_file():
