@@ -8,6 +8,7 @@ session of its own, as torchrun's workers), writes the server's pid, and waits t
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ def main() -> None:
     script = f"{ignore}sleep 300 & {sys.executable} -c '{WORKER}' & wait"
     try:
         with lifecycle.guard():
-            server = lifecycle.start(["sh", "-c", script])
+            server = lifecycle.start(["sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             pid_file.write_text(f"{server.pid}\n")
             while True:
                 time.sleep(0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -65,6 +67,18 @@ def still_running(processes: dict[int, Proc]) -> list[str]:
         if stat is not None and stat[2] not in "ZX" and stat[3] == proc.started:
             left.append(f"{pid} ({proc.name}, group {proc.group})")
     return left
+
+
+def kill_left(processes: dict[int, Proc]) -> None:
+    """At a test's end, passed or failed: SIGKILL to what still runs of `processes` and of their process groups, so
+    that a test showing the harness orphaned its servers does not leave them running."""
+    live = {pid for pid, proc in processes.items() if (stat := _stat(pid)) is not None and stat[3] == proc.started}
+    for group in {processes[pid].group for pid in live} - {os.getpgrp()}:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def command_line(pid: int) -> str:

@@ -20,11 +20,12 @@ from tests.processes import SIGNALS, command_line, default_signals, descendants,
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start_child(tmp_path, *flags):
+def _start_child(tmp_path, leave_nothing, *flags):
     """The stand-in harness, its server running: (process, server pid, every process under it)."""
     pid_file = tmp_path / "server.pid"
     child = subprocess.Popen([sys.executable, "-m", "tests.lifecycle_child", str(pid_file), *flags], cwd=ROOT,
                              stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    leave_nothing(child, {})
     wait_for(lambda: pid_file.is_file() and pid_file.read_text().endswith("\n"), 30, "the server to start")
     server = int(pid_file.read_text())
 
@@ -34,12 +35,14 @@ def _start_child(tmp_path, *flags):
         return len(procs) >= 3 and any(pid == p.group != server for pid, p in procs.items())
 
     wait_for(ready, 30, "the server's children")
-    return child, server, descendants(child.pid)
+    procs = descendants(child.pid)
+    leave_nothing(child, procs)
+    return child, server, procs
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_a_signal_stops_the_whole_server_and_exits_with_its_code(tmp_path, sig):
-    child, server, procs = _start_child(tmp_path)
+def test_a_signal_stops_the_whole_server_and_exits_with_its_code(tmp_path, sig, leave_nothing):
+    child, server, procs = _start_child(tmp_path, leave_nothing)
     assert len({p.group for p in procs.values()}) == 2, "the server's own group and the worker's session"
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
@@ -48,19 +51,19 @@ def test_a_signal_stops_the_whole_server_and_exits_with_its_code(tmp_path, sig):
     assert still_running(procs) == [] and group_members(server) == []
 
 
-def test_a_second_signal_kills_at_once_what_the_first_is_stopping(tmp_path):
+def test_a_second_signal_kills_at_once_what_the_first_is_stopping(tmp_path, leave_nothing):
     """The server ignores SIGTERM, so the first signal's stop waits out its grace (30 s); a second signal kills
     every group then, instead of leaving the stop half-done."""
-    child, server, procs = _start_child(tmp_path, "--ignore-term")
+    child, server, procs = _start_child(tmp_path, leave_nothing, "--ignore-term")
     child.send_signal(signal.SIGTERM)
     time.sleep(2)
     assert child.poll() is None and len(still_running(procs)) == len(procs), "stopping: SIGTERM is ignored"
     asked = time.monotonic()
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=lifecycle.TERM_GRACE_S)
+    assert still_running(procs) == [] and group_members(server) == [], "nothing left half-stopped"
     assert time.monotonic() - asked < 10, "killed at once, not after the grace period"
     assert child.returncode == 128 + signal.SIGTERM, err
-    assert still_running(procs) == [] and group_members(server) == []
 
 
 def test_guards_put_the_handlers_back_and_leave_an_ignored_signal_ignored():
@@ -96,7 +99,7 @@ def test_a_guard_stops_what_it_started_and_nothing_started_before_it():
 
 
 @pytest.mark.slow
-def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model):
+def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model, leave_nothing):
     """`harness finetune` on two processes: torchrun gives each worker a session of its own; SIGTERM to the harness
     stops the launcher and both workers, and no adapter is written."""
     task = classification_task(tmp_path / "task", n_test=12, n_train=200)
@@ -109,6 +112,7 @@ def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model):
     harness = subprocess.Popen([sys.executable, "-m", "harness.cli", "finetune", str(suite), "--results",
                                 str(results)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                preexec_fn=default_signals)
+    leave_nothing(harness, {})
 
     def workers():
         return [pid for pid, p in descendants(harness.pid).items()
@@ -118,6 +122,7 @@ def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model):
     wait_for(lambda: len(workers()) == 2 or harness.poll() is not None, 300, "torchrun's two workers")
     assert harness.poll() is None, harness.stderr.read() if harness.stderr else ""
     procs = descendants(harness.pid)
+    leave_nothing(harness, procs)
     harness.send_signal(signal.SIGTERM)
     _, err = harness.communicate(timeout=120)
     assert harness.returncode == 128 + signal.SIGTERM, err

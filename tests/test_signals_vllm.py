@@ -24,7 +24,7 @@ N_TEST = 200
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_a_signal_mid_run_stops_every_server_and_resume_completes(tmp_path, talking_model, sig):
+def test_a_signal_mid_run_stops_every_server_and_resume_completes(tmp_path, talking_model, sig, leave_nothing):
     task = classification_task(tmp_path / "task", n_test=N_TEST, generation={"max_new_tokens": 6})
     # Two serve blocks: two servers, started together (the second may still be starting when the signal lands).
     suite = write_yaml(tmp_path / "suite.yaml", {
@@ -39,12 +39,14 @@ def test_a_signal_mid_run_stops_every_server_and_resume_completes(tmp_path, talk
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results), "--run-id", "s"]
     harness = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                preexec_fn=default_signals)
+    leave_nothing(harness, {})
     preds = run_dir / "predictions" / "first" / "keywords.jsonl"
     wait_for(lambda: (preds.is_file() and len(preds.read_text().splitlines()) >= 3) or harness.poll() is not None,
              600, "generation to start")
     assert harness.poll() is None, harness.communicate()[1]
     servers = [int(p.read_text()) for p in (run_dir / "logs").glob("*.pid")]
     procs = descendants(harness.pid)
+    leave_nothing(harness, procs)
     assert len(servers) == 2 and set(servers) <= set(procs), "both servers run, started by the harness"
 
     harness.send_signal(sig)
