@@ -129,3 +129,41 @@ def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model, leave
     assert err.strip().splitlines()[-1] == "interrupted by SIGTERM; every process the harness started is stopped"
     assert still_running(procs) == []
     assert not [p for p in (results / "adapters").iterdir() if not p.name.startswith(".")], "no adapter written"
+
+
+@pytest.mark.slow
+def test_a_run_in_process_stopped_by_a_signal_is_interrupted_and_resumes(tmp_path, talking_model, leave_nothing):
+    """The pipeline's side without vLLM: the run is marked interrupted naming the signal, the line names the command
+    that completes it, and that command does, each example once."""
+    import json
+
+    from harness.store import RunDir
+    from tests.test_pipeline import check_run_dir
+
+    task = classification_task(tmp_path / "task", n_test=90, generation={"max_new_tokens": 12})
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "stopme", "tasks": [str(task)], "bootstrap": {"resamples": 100},
+        "candidates": [{"name": "tiny", "model": str(talking_model), "batch_size": 1}]})
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results), "--run-id", "s"]
+    harness = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_signals)
+    leave_nothing(harness, {})
+    preds = results / "s" / "predictions" / "tiny" / "keywords.jsonl"
+    wait_for(lambda: (preds.is_file() and len(preds.read_text().splitlines()) >= 5) or harness.poll() is not None,
+             120, "generation to start")
+    harness.send_signal(signal.SIGTERM)
+    _, err = harness.communicate(timeout=60)
+    assert harness.returncode == 128 + signal.SIGTERM, err
+    resume = f"harness run {suite} --resume --run-id s --results {results}"
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM: every server the harness started is stopped and the finished predictions are kept in "
+        f"{results / 's'}; `{resume}` completes the run")
+    record = json.loads((results / "s" / "run.json").read_text())
+    assert (record["status"], record["error"]) == ("interrupted", "stopped by SIGTERM")
+    assert 5 <= len(RunDir(results / "s").read_predictions("tiny", "keywords")) < 90
+
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", *resume.split()[1:]], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    check_run_dir(results / "s", suite)
