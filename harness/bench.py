@@ -27,6 +27,7 @@ from harness.bench_prompts import LevelPrompts, draw_prompts, poisson_arrivals, 
 from harness.config import Candidate
 from harness.errors import ConfigError, HarnessError
 from harness.finetune import NotTrained, finetune_all
+from harness.lifecycle import guard
 from harness.plan import RunPlan, make_plan
 from harness.records import Completion
 from harness.stats import latency_percentile
@@ -300,7 +301,8 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
     extra = {"ignore_eos": True} if options.output_len else None
     out = results_root.new_bench(cand.name)
     started = now_iso()
-    with BackendEnv([target], say, out.logs_dir, extra_body=extra) as env:
+    # A signal stops the servers this bench started (Interrupted: the CLI exits 128 + its number).
+    with guard(), BackendEnv([target], say, out.logs_dir, extra_body=extra) as env:
         say(f"opening backend {cand.backend} for {cand.name}" + (f" with adapter {target.adapter}"
                                                                   if target.adapter else ""))
         backend = cast(LoadBackend, cand.options.open(target, env))  # a served backend takes arrivals

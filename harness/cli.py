@@ -15,6 +15,7 @@ from rich.console import Console
 from harness.cli_plan import plan
 from harness.cli_reviewers import reviewers_app
 from harness.errors import HarnessError, first_line, redact
+from harness.lifecycle import Interrupted
 
 if TYPE_CHECKING:
     from harness.config import TrackingSpec
@@ -398,6 +399,8 @@ def main() -> None:
         _fail(f"{command}: {exc.format_message()} (see `{command} --help`)")
     except OSError as exc:  # a results folder under a file, a read-only disk: the path is in the message
         _fail(first_line(exc))
+    except Interrupted as exc:  # SIGTERM, SIGINT or SIGHUP during a run or bench: its servers are stopped by now
+        exc.exit()
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted: finished predictions are kept; rerun with --resume", file=sys.stderr)
         sys.exit(130)

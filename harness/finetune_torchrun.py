@@ -3,7 +3,8 @@ settings to a job file and runs `python -m harness.finetune JOB` once per GPU; e
 Trainer does DDP or FSDP), every rank takes part in gathering the whole adapter (under FSDP each holds a shard of it)
 and what each rank trained on, and rank 0 writes them once every rank is through. The launcher then reads the lineage
 back: as many ranks as processes asked, each with the same non-zero number of optimizer steps, or no adapter. The
-single-process path needs none of this."""
+single-process path needs none of this. A signal to the harness stops torchrun and every worker
+(`harness.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness import lifecycle
 from harness.adapter_lineage import TrainingSet
 from harness.config import TaskSpec
 from harness.errors import HarnessError
@@ -133,8 +135,14 @@ def launch(base_dir: Path, data: TrainingSet, spec: FinetuneSpec, out_root: Path
     say(f"training {name} on {spec.distributed.processes} processes ({spec.distributed.strategy}): "
         f"{' '.join(cmd[1:])}")
     try:
-        with log.open("w") as sink:
-            code = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+        # torchrun in a session of its own, each worker in one of its own: a signal to the harness stops them all
+        # (the launcher first, which stops its workers; then what is left).
+        with lifecycle.guard(), log.open("w") as sink:
+            process = lifecycle.start(cmd, stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                code = process.wait()
+            finally:
+                lifecycle.stop(process)
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if code != 0 or not (target / LINEAGE_FILE).is_file():

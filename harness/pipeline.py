@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import shlex
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +27,7 @@ from harness.errors import HarnessError
 from harness.evaluation import gate_scored, score_run, write_scored
 from harness.finetune import finetune_all
 from harness.generation import check_run_id, generate, open_run
+from harness.lifecycle import Interrupted, guard
 from harness.models import native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
@@ -142,7 +146,45 @@ class Pipeline:
             run.write_run(self._record(run, "failed", started, timings, error=str(error)))
         return error
 
+    def _write_interrupted(self, run: RunDir, started: str, timings: dict[str, float],
+                           exc: BaseException) -> Interrupted:
+        """A signal (or Ctrl-C) mid-run: the run is marked interrupted, naming the signal, and the error says how to
+        complete it. The servers are stopped by then: every guard and context manager on the way out has run."""
+        stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        with contextlib.suppress(OSError):
+            run.write_run(self._record(run, "interrupted", started, timings, error=f"stopped by {stopped.name}"))
+        resume = ["harness", "run", str(self.plan.suite_file), "--resume", "--run-id", run.run_id]
+        if self.results.path != Path("results"):
+            resume += ["--results", str(self.results.path)]
+        if self.manifest_file is not None:
+            resume += ["--manifest", str(self.manifest_file)]
+        if self.plan.in_process:
+            resume.append("--in-process")
+        stopped.message = (f"interrupted by {stopped.name}: every server the harness started is stopped and the "
+                           f"finished predictions are kept in {run.path}; `{shlex.join(resume)}` completes the run")
+        return stopped
+
+    @contextlib.contextmanager
+    def _stage(self, run: RunDir, started: str, timings: dict[str, float], fails: bool) -> Iterator[None]:
+        """A stage once run.json exists: a signal marks the run interrupted, a disk error failed, and where `fails`
+        a HarnessError failed too."""
+        try:
+            yield
+        except (Interrupted, KeyboardInterrupt) as exc:
+            raise self._write_interrupted(run, started, timings, exc) from None
+        except HarnessError as exc:
+            if fails:
+                run.write_run(self._record(run, "failed", started, timings, error=str(exc)))
+            raise
+        except OSError as exc:
+            raise self._write_failed(run, started, timings, exc) from None
+
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
+        """The run; SIGTERM, SIGINT and SIGHUP stop every server it started and mark it interrupted (`Interrupted`)."""
+        with guard():
+            return self._execute(run_id, resume)
+
+    def _execute(self, run_id: str | None, resume: bool) -> RunResult:
         check_run_id(run_id, self.results)  # before any work: the run must stay inside the results folder
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
@@ -157,25 +199,15 @@ class Pipeline:
         self.probes = dict(previous.adapter_probes) if previous else {}
         self.dtypes = {**{f"{name}/finetune": read_lineage(path).get("dtype") for name, path in self.adapters.items()},
                        **(previous.dtypes if previous else {})}
-        run.write_run(self._record(run, "running", started, timings))
-        self.console.print(f"[bold]run[/] {run.path}")
-        self._say_prompting()
-        try:
+        with self._stage(run, started, timings, fails=True):
+            run.write_run(self._record(run, "running", started, timings))
+            self.console.print(f"[bold]run[/] {run.path}")
+            self._say_prompting()
             generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes)
-        except KeyboardInterrupt:
-            run.write_run(self._record(run, "interrupted", started, timings))
-            raise
-        except HarnessError as exc:
-            run.write_run(self._record(run, "failed", started, timings, error=str(exc)))
-            raise
-        except OSError as exc:
-            raise self._write_failed(run, started, timings, exc) from None
         t0 = time.perf_counter()
-        try:
+        with self._stage(run, started, timings, fails=False):
             scored = score_run(self.plan, run, self.console.print)
             write_scored(self.plan, run, scored)
-        except OSError as exc:
-            raise self._write_failed(run, started, timings, exc) from None
         timings["scoring"] = round(time.perf_counter() - t0, 3)
         status: RunStatus = "complete" if scored.failed == 0 else "incomplete"
         record = self._record(run, status, started, timings, failed_requests=scored.failed)

@@ -227,3 +227,19 @@ def require_browser() -> str:
             raise
         pytest.skip("playwright is not installed (the `dev` extra)", allow_module_level=True)
     return found
+
+
+@pytest.fixture
+def leave_nothing() -> Iterator:
+    """`leave_nothing(process, descendants)`: at the test's end, passed or failed, the process and whatever still
+    runs of the descendants seen (and of their process groups) are killed: a test that shows the harness orphaning
+    its servers does not leave them running (tests/processes.py)."""
+    from tests.processes import kill_left
+
+    seen: list = []
+    yield lambda process, descendants: seen.append((process, descendants))
+    for process, descendants in seen:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_left(descendants)

