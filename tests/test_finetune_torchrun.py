@@ -3,7 +3,6 @@ adapter that one process gives for the same optimizer steps on the same global b
 adapter only when its lineage shows every process asked doing the same, non-zero work."""
 
 import json
-import subprocess
 
 import pytest
 
@@ -137,19 +136,16 @@ def test_rank_problem(lineage, strategy, problem):
 
 
 def test_the_launcher_refuses_an_adapter_whose_rank_did_no_work(tmp_path, monkeypatch):
-    """torchrun mocked: it 'trains' an adapter whose lineage says rank 1 took no step."""
+    """torchrun stood in for by a process that 'trains' an adapter whose lineage says rank 1 took no step."""
+    import sys
+
     import harness.finetune_torchrun as torchrun
     from harness.adapter_lineage import TrainingSet
 
     target = tmp_path / "adapters" / "idle-0123"
-
-    def fake_run(cmd, stdout, **_):
-        target.mkdir(parents=True)
-        (target / LINEAGE_FILE).write_text(json.dumps(_lineage(steps=(4, 0))))
-        stdout.write("training done\n")
-        return subprocess.CompletedProcess(cmd, 0)
-
-    monkeypatch.setattr(torchrun.subprocess, "run", fake_run)
+    script = (f"import json, pathlib; t = pathlib.Path({str(target)!r}); t.mkdir(parents=True); "
+              f"(t / {LINEAGE_FILE!r}).write_text({json.dumps(_lineage(steps=(4, 0)))!r}); print('training done')")
+    monkeypatch.setattr(torchrun, "torchrun_command", lambda spec, job: [sys.executable, "-c", script])
     task = load_task(str(classification_task(tmp_path / "task")))
     spec = FinetuneSpec(task="keywords", distributed={"processes": 2})
     with pytest.raises(HarnessError, match=r"^finetune idle: the 2-process training is refused, no adapter kept: "
