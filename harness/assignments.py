@@ -26,7 +26,6 @@ from harness.ratings import (
     Preference,
     RatingStore,
     Score,
-    answer_sha256,
     in_pair_order,
     write_preference,
     write_score,
@@ -70,6 +69,11 @@ def _gold_records(db: sqlite3.Connection, run_id: str, plan: ReviewPlan) -> Gold
                         for r, n, right in rows])
 
 
+def _left_out(db: sqlite3.Connection, run_id: str, plan: ReviewPlan) -> dict[str, str]:
+    """The reviewers the gold items flag, where the plan leaves them out of the gate (name -> their record)."""
+    return _gold_records(db, run_id, plan).flagged() if plan.leave_out_flagged else {}
+
+
 @dataclass(frozen=True)
 class PlanProgress:
     plan: ReviewPlan
@@ -86,7 +90,7 @@ class PlanProgress:
         return sum(not p.item.is_gold for p in self.items)
 
     def flagged(self) -> dict[str, str]:
-        return {g.reviewer: g.why for g in self.gold if g.flagged}
+        return GoldRecords(self.gold).flagged()
 
 
 def _order(plan: ReviewPlan, reviewer: str, item: ReviewItem) -> bytes:
@@ -128,7 +132,7 @@ class Assignments:
             db.execute("DELETE FROM claims WHERE run_id = ? AND claimed_at < ?",
                        (run_id, time.time() - plan.claim_minutes * 60))
             raters, holders = _raters(db, run_id, items, digests), _holders(db, run_id)
-            left_out = set(_gold_records(db, run_id, plan).flagged()) if plan.leave_out_flagged else set()
+            left_out = set(_left_out(db, run_id, plan))
             taken = {i.key: (raters[i.key] - left_out) | holders[i.key] for i in items}
             mine = [i for i in items if reviewer in holders[i.key] and i.key not in skipped]
             # A reviewer the gold items flag, whose ratings the gate leaves out, gets gold items only.
@@ -139,6 +143,17 @@ class Assignments:
                 db.execute("INSERT INTO claims VALUES (?,?,?,?)", (run_id, pick.key, reviewer, time.time()))
             db.execute("COMMIT")
         return pick
+
+    def left_out(self, run_id: str) -> dict[str, str]:
+        """The reviewers whose ratings the gate leaves out (name -> why): those the run's plan flags, where it says
+        so; none without a plan. Reads the plan and the gold records only."""
+        with self.store.connect() as db:
+            row = db.execute("SELECT plan_json FROM review_plans WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return {}
+            plan = ReviewPlan.model_validate_json(row[0])
+            return {name: f"{why}, below the plan's {plan.gold_min_right:.0%}"
+                    for name, why in _left_out(db, run_id, plan).items()}
 
     def rated_by(self, run_id: str, reviewer: str, digests: Mapping[Output, str]) -> list[ReviewItem]:
         """The plan items (not gold ones) the reviewer has a current rating of, in the plan's order."""
@@ -190,7 +205,7 @@ class Assignments:
     def progress(self, run_id: str, digests: Mapping[Output, str]) -> PlanProgress | None:
         """Where the run's plan stands: each item's raters, each reviewer's count, each reviewer's gold record."""
         with self.store.connect() as db:
-            if self.plan(run_id) is None:
+            if db.execute("SELECT 1 FROM review_plans WHERE run_id = ?", (run_id,)).fetchone() is None:
                 return None
             plan, items = self._plan_items(db, run_id)
             raters, holders = _raters(db, run_id, items, digests), _holders(db, run_id)
@@ -260,8 +275,5 @@ def human_ratings(results: Path, run_id: str, answers: Mapping[Output, str]) -> 
         return None
     store = RatingStore(path)
     rated = store.of_run(run_id).of_answers(answers)
-    progress = Assignments(store).progress(run_id, {k: answer_sha256(v) for k, v in answers.items()})
-    if progress is None or not progress.plan.leave_out_flagged:
-        return rated
-    return rated.without({name: f"{why}, below the plan's {progress.plan.gold_min_right:.0%}"
-                          for name, why in progress.flagged().items()})
+    left_out = Assignments(store).left_out(run_id)
+    return rated.without(left_out) if left_out else rated
