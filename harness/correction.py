@@ -9,7 +9,7 @@ prefix of the seeded order (a skip would make the sample no longer uniformly ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,8 @@ class Corrections:
     evidence: dict[str, TaskEvidence]
     labels: dict[Output, dict[str, Label]]  # answer -> metric -> its label, of the answer as it is now
     seed: int
+    # The labelled prefix per (task, metric, candidates): a criterion's p-value asks for the estimate at many levels.
+    _samples: dict[tuple[str, str, tuple[str, ...]], list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, evidence: dict[str, TaskEvidence], labels: list[Label], seed: int) -> Corrections:
@@ -74,12 +76,15 @@ class Corrections:
     def sample(self, task: str, metric: str, candidates: list[str]) -> list[str]:
         """The examples usable for these candidates together: the labelled prefix of the seeded order (a failed
         request counts as labelled, at the worst)."""
-        ev = self.evidence[task]
-        order = label_order(self.seed, metric, task, (ex.id for ex in ev.examples))
-        failed = {c: self._failed(task, c) for c in candidates}
-        both = [ex.id for ex in ev.examples if all(ex.id in failed[c] or self._label(task, metric, c, ex.id)
-                                                  is not None for c in candidates)]
-        return labelled_prefix(order, both)
+        key = (task, metric, tuple(candidates))
+        if key not in self._samples:
+            ev = self.evidence[task]
+            order = label_order(self.seed, metric, task, (ex.id for ex in ev.examples))
+            failed = {c: self._failed(task, c) for c in candidates}
+            both = [ex.id for ex in ev.examples if all(ex.id in failed[c] or self._label(task, metric, c, ex.id)
+                                                      is not None for c in candidates)]
+            self._samples[key] = labelled_prefix(order, both)
+        return self._samples[key]
 
     def cannot_tell(self, task: str, metric: str, candidate: str) -> int:
         found = [self._label(task, metric, candidate, ex) for ex in self.sample(task, metric, [candidate])]
