@@ -25,17 +25,22 @@ def run(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (implies --track)"),
     in_process: bool = typer.Option(False, "--in-process", help="generate with transformers in this process "
                                     "instead of starting vLLM servers (machines where vLLM does not install)"),
+    rehearse: bool = typer.Option(False, "--rehearse", help="rehearse a GPU suite on this CPU: each model replaced "
+                                  "by an embedded stand-in, the same servers, fine-tune launcher and manifest"),
+    sample: int = typer.Option(None, "--sample", min=1, help="a seeded sample of at most this many test examples "
+                               "per task (with --rehearse, default: the manifest's min_examples)"),
 ) -> None:
     """Run every candidate on every task, score, gate, and write the run directory.
 
-    Exit code 0: done (and every criterion passes); 1: a criterion fails or lacks evidence, requests
-    failed, or MLflow logging failed (the run directory is kept); 2: bad input."""
+    Exit code 0: done (and every criterion passes; a rehearsal: done, whatever its stand-ins' verdict); 1: a
+    criterion fails or lacks evidence, requests failed, or MLflow logging failed (the run directory is kept);
+    2: bad input."""
     from harness import report, tracking
     from harness.manifest import passed
     from harness.pipeline import Pipeline
     from harness.plan import make_plan
 
-    run_plan = make_plan(suite, manifest, in_process)
+    run_plan = make_plan(suite, manifest, in_process, rehearse, sample)
     for note in run_plan.notes:
         err.print(f"[yellow]note[/] {note}", soft_wrap=True)
     tracked = tracking.choose(run_plan.suite.tracking, track, tracking_uri)
@@ -45,14 +50,15 @@ def run(
     for table in report.terminal_tables(result.results, {t.name: t.metrics for t in run_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
-        out.print(report.verdict_table(result.verdicts))
+        out.print(report.verdict_table(result.verdicts, bool(run_plan.rehearsal)))
     out.print(f"run directory: {result.run_dir}")
     tracking_failed = tracked is not None and not _log_to_mlflow(result.run_dir, tracked, results)
     if result.failed_requests:
         err.print(f"[red]{result.failed_requests} requests failed[/]; `harness run {suite} --resume "
                   f"--run-id {result.run_dir.name}` retries them")
         raise typer.Exit(1)
-    if tracking_failed or (result.verdicts is not None and not passed(result.verdicts)):
+    # A rehearsal checks that the suite runs; its stand-ins' verdict gates nothing.
+    if tracking_failed or (result.verdicts is not None and not passed(result.verdicts) and not run_plan.rehearsal):
         raise typer.Exit(1)
 
 

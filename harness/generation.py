@@ -67,6 +67,9 @@ def open_run(results: ResultsDir, run_plan: RunPlan, run_id: str | None, resume:
         if record.in_process != run_plan.in_process:
             started = "with" if record.in_process else "without"
             raise HarnessError(f"{run.path}: this run was started {started} --in-process; resume it the same way")
+        if bool(record.rehearsal) != bool(run_plan.rehearsal):
+            started = "with" if record.rehearsal else "without"
+            raise HarnessError(f"{run.path}: this run was started {started} --rehearse; resume it the same way")
         return run
     run = results.run(run_id or new_run_id(suite.name))
     if run.path.exists():

@@ -118,6 +118,7 @@ class Pipeline:
             timings_s=timings,
             dtypes=self.dtypes,
             in_process=p.in_process,
+            rehearsal=p.rehearsal,
             manifest=p.manifest.model_dump(mode="json") if p.manifest else None,
             data_check=self.data_reports,
             adapters={name: str(path) for name, path in self.adapters.items()},

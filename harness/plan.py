@@ -30,6 +30,8 @@ from harness.metrics import TaskMetrics
 from harness.metrics.defined import task_metrics
 from harness.prompts import check_template, choose_few_shot, render
 from harness.records import Example, Request
+from harness.rehearsal import rehearse as rehearse_on_cpu
+from harness.rehearsal import sampled
 from harness.run_record import RunRecord, unreadable
 from harness.snapshots import manifest_of, suite_of
 from harness.sources.files import file_sha256
@@ -82,6 +84,7 @@ class RunPlan:
     # Per candidate with an adapter (given or trained here), per task it runs: how it is prompted there.
     prompting: dict[str, dict[str, Prompting]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know before work starts (said, not fatal)
+    rehearsal: list[str] = field(default_factory=list)  # `--rehearse`: what the stand-ins changed (else empty)
 
     def spec_for(self, task: PlannedTask, candidate: Candidate) -> TaskSpec:
         """The task as this candidate is asked it: in the prompt its adapter was trained with where that applies,
@@ -183,24 +186,37 @@ def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = 
     return suite.manifest
 
 
-def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask]) -> None:
+def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask],
+                   decidable: bool = True) -> None:
+    """`decidable`: also refuse a criterion the tasks' test examples could never decide (a rehearsal on fewer
+    examples than the manifest asks is let through: its criteria read insufficient, and it says so)."""
     check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
-                  {t.name: t.metrics for t in tasks}, {t.name: len(t.data.test) for t in tasks},
-                  suite.bootstrap.resamples)
+                  {t.name: t.metrics for t in tasks},
+                  {t.name: len(t.data.test) for t in tasks} if decidable else None, suite.bootstrap.resamples)
 
 
-def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False) -> RunPlan:
+def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False,
+              rehearse: bool = False, sample: int | None = None) -> RunPlan:
     """Load and check the suite, its tasks, data, candidates and manifest. Raises HarnessError on bad input.
     `in_process`: every candidate whose weights are here is generated with transformers in this process
-    instead of its server (for machines where vLLM does not install)."""
+    instead of its server (for machines where vLLM does not install). `rehearse`: each model replaced by an
+    embedded stand-in, the layout fitted to this CPU (rehearsal.py). `sample`: test examples per task at most."""
     suite_file = Path(suite_file)
     suite = load_suite(suite_file)
+    notes: list[str] = []
+    rehearsed: list[str] = []
+    if rehearse:
+        asked = load_suite_manifest(suite, suite_file, manifest_file)
+        rehearsal = rehearse_on_cpu(suite, sample, asked.min_examples if asked else None)
+        suite, notes = rehearsal.suite, [f"rehearsal: {note}" for note in rehearsal.notes]
+        rehearsed = rehearsal.notes
+    elif sample is not None:
+        suite = sampled(suite, sample)
     tasks = plan_tasks(suite, suite_file)
     # Before the in-process switch, which carries a served candidate's chat setting over to transformers.
     suite, prompting = as_trained(suite, suite_file, [t.spec for t in tasks])
-    notes = []
     if in_process:
-        notes = [f"{suite_file}: candidates.{i}: {', '.join(ignored)} apply to its server only; --in-process ignores "
+        notes += [f"{suite_file}: candidates.{i}: {', '.join(ignored)} apply to its server only; --in-process ignores "
                  "them" for i, c in enumerate(suite.candidates) if (ignored := c.options.in_process_ignores())]
         suite = suite.model_copy(update={"candidates": [
             c.model_copy(update={"options": c.options.in_process() or c.options}) for c in suite.candidates]})
@@ -210,9 +226,13 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     manifest = load_suite_manifest(suite, suite_file, manifest_file)
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
-        check_manifest(manifest, Path(where), suite, tasks)
+        small = [t.name for t in tasks if len(t.data.test) < manifest.min_examples] if rehearse else []
+        if small:
+            notes.append(f"rehearsal: {', '.join(small)} sampled below the manifest's min_examples "
+                         f"({manifest.min_examples}): their criteria will read insufficient")
+        check_manifest(manifest, Path(where), suite, tasks, decidable=not small)
     return RunPlan(suite, suite_file, tasks, file_sha256(suite_file), manifest, extra_train, in_process, prompting,
-                   notes)
+                   notes, rehearsed)
 
 
 def _check_layout(suite: Suite, suite_file: Path) -> None:

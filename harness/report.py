@@ -74,9 +74,10 @@ STATUS_STYLE = {"pass": "green", "fail": "red", "insufficient": "yellow", "ok": 
                 "info": "dim"}
 
 
-def verdict_table(verdicts: list[Verdict]) -> Table:
+def verdict_table(verdicts: list[Verdict], rehearsal: bool = False) -> Table:
     passed = all(v.status == "pass" for v in verdicts)
-    table = Table(title=f"Manifest verdict: {'PASS' if passed else 'NOT PASSED'}", title_justify="left")
+    whose = " (a rehearsal: the stand-ins' verdict, not the real models')" if rehearsal else ""
+    table = Table(title=f"Manifest verdict: {'PASS' if passed else 'NOT PASSED'}{whose}", title_justify="left")
     for col in ("criterion", "status", "observed", "interval", "threshold", "n", "evidence"):
         table.add_column(col, justify="right" if col in ("observed", "threshold", "n") else "left")
     for v in verdicts:
@@ -138,6 +139,10 @@ def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricRes
     lines = [f"# Run {run.run_id}", "",
              f"Suite **{run.suite_name}** (`{run.suite_file}`), status **{run.status}**, "
              f"started {run.started_at}, finished {run.finished_at}.", ""]
+    if run.rehearsal:
+        lines += ["**A rehearsal** (`--rehearse`): every model replaced by an embedded stand-in on a CPU; the verdict "
+                  "is the stand-ins', never the real models'. What changed:", "",
+                  *[f"- {note}" for note in run.rehearsal], ""]
     if verdicts is not None:
         lines += verdict_markdown(verdicts)
     if run.failed_requests:

@@ -128,6 +128,7 @@ class RunRecord(_Part):
     timings_s: dict[str, float]  # per stage: CANDIDATE/finetune, CANDIDATE/load, CANDIDATE/TASK, scoring
     dtypes: dict[str, str | None] = {}  # per stage: CANDIDATE/finetune, CANDIDATE/generate
     in_process: bool = False
+    rehearsal: list[str] = []  # `--rehearse`: each model's stand-in and what else the CPU changed; empty for a real run
     manifest: dict[str, Any] | None = None  # the Manifest as dumped: harness.snapshots.manifest_of
     data_check: list[TaskDataReport] = []
     adapters: dict[str, str] = {}  # fine-tuned candidate -> its adapter folder

@@ -173,11 +173,27 @@ class VllmServer:
                     "--lora-modules", *[f"{name}={path}" for name, path in g.adapters.items()]]
         if _has_cuda():
             cmd += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
-        else:
+        elif self.ranks() == 1:
             # In-process engine on CPU: the multi-process engine starves the API server on few cores
             # and streams tokens in bursts, which ruins TTFT and inter-token figures.
             cmd += ["--distributed-executor-backend", "uni"]
+        else:  # tensor or pipeline parallel on a CPU: a worker process per rank, each bound to its own cores
+            cmd += ["--distributed-executor-backend", "mp"]
         return cmd + list(s.extra_args)
+
+    def ranks(self) -> int:
+        return self.group.serve.tensor_parallel_size * self.group.serve.pipeline_parallel_size
+
+    def cpu_binding(self) -> str:
+        """vLLM's CPU backend binds each rank's threads to cores of its own and, left to itself, wants a NUMA node
+        per rank (most machines have one): the cores this process may use, split evenly, one group per rank."""
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < self.ranks():
+            raise HarnessError(f"vLLM server for {self.group.served_name}: tensor x pipeline parallel {self.ranks()} "
+                               f"needs a core per rank on a CPU, and this machine lets the harness use {len(cores)}")
+        share = len(cores) // self.ranks()
+        groups = [cores[r * share:(r + 1) * share] for r in range(self.ranks())]
+        return "|".join(",".join(map(str, group)) for group in groups)
 
     def dtype(self) -> str:
         """On GPUs vLLM's own "auto"; on a CPU the native-or-float32 rule (vLLM's CPU build falls back to
@@ -198,6 +214,8 @@ class VllmServer:
         if not _has_cuda():
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.group.serve.cpu_kv_cache_gib))
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if self.ranks() > 1:
+                env.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.cpu_binding())
         return env
 
     def start(self) -> None:
