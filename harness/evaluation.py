@@ -135,5 +135,7 @@ def gate_scored(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPl
     run.write_metrics(scored.results)
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_corrections([c.to_dict() for c in scored.corrections])
+    if scored.slices is not None:
+        run.write_slices(scored.slices.to_dict())
     run.write_verdict(record)
     return run_plan, run, scored, record

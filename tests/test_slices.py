@@ -186,3 +186,15 @@ def test_independent_slices_resample_independently(sliced):
     subs = subsets(evidence["t"], parts["t"][0])
     north, south = subs["north"].draws("exact_match")["ft"], subs["south"].draws("exact_match")["ft"]
     assert not np.array_equal(north, south)  # same sizes and values: only their own seeds tell them apart
+
+
+def test_report_md_shows_the_slice_table_with_the_flagged_slice_first(sliced):
+    from harness.report_slices import slices_markdown
+
+    evidence, parts = sliced
+    lines = slices_markdown(slice_report(evidence, parts, 0.95, {"ft": "base"}), {"t": evidence["t"].metrics})
+    table = [line for line in lines if line.startswith("| ") and "[" in line]
+    assert table[0].startswith("| east ⚑ | 100 | 0.900 [") and "| 0.450 [" in table[0]
+    assert any(line.startswith("| west (too small) | 4 |") for line in table)
+    assert "| ft | east 0.450 | north 0.950 | 0.500 [" in "\n".join(lines)
+    assert any("Simpson" in line for line in lines)
