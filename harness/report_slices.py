@@ -1,6 +1,6 @@
-"""report.md's slice section: per task and slicing, the task's first metric by slice for every candidate (slices
+"""The report's slice section: per task and slicing, the task's first metric by slice for every candidate (slices
 where a fine-tune is worse than its base although better overall first), each candidate's worst slice and best-worst
-gap, and every flagged slice."""
+gap, and every flagged slice (what the run saved for the Slices page)."""
 
 from __future__ import annotations
 
