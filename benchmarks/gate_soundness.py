@@ -14,6 +14,11 @@ clear margin: its pass rate (power) is reported.
 
     .venv/bin/python benchmarks/gate_soundness.py            # 200 runs a population (400 at the boundary), ~20 min
     .venv/bin/python benchmarks/gate_soundness.py --repeats 20
+    .venv/bin/python benchmarks/gate_soundness.py --kind "worst slice at_least" --kind "max gap between slices"
+
+Slices: on `sliced-worst` every slice must clear the bar (`worst: true`): the truth sits on its worst slice, the
+others far above (the intersection-union test's least favourable case); on `sliced-gap` the gap between the best and
+worst of three slices is the criterion's. `--kind` runs only the kinds named (and the tasks they need).
 """
 
 from __future__ import annotations
@@ -68,18 +73,20 @@ class Population:
     p95_factor: float  # the latency threshold over ft's true p95
     lead_factor: float  # the lead asked of ft's p95 over base's (twice as slow) as a share of the true lead
     small: float  # ft's accuracy on the 24-example task
+    slice_worst: tuple[float, float, float]  # ft's accuracy on each slice of sliced-worst
+    slice_gap: tuple[float, float, float]  # and of sliced-gap
 
 
 FALSE = Population(ft=0.78, base=0.70, big=0.85, hallucinated=0.12, flaky_hallucinated=0.12,
                    rating_probs=(0.02, 0.05, 0.18, 0.48, 0.27), p95_factor=1 / 1.05,
-                   lead_factor=1.05, small=0.78)
+                   lead_factor=1.05, small=0.78, slice_worst=(0.77, 0.95, 0.95), slice_gap=(0.67, 0.90, 0.80))
 # Every criterion's truth exactly at its threshold: where a sound gate's false-pass rate is highest.
 BOUNDARY = Population(ft=0.80, base=0.70, big=0.85, hallucinated=0.10, flaky_hallucinated=0.10,
                       rating_probs=(0.03, 0.04, 0.17, 0.42, 0.34), p95_factor=1.0,
-                      lead_factor=1.0, small=0.80)
+                      lead_factor=1.0, small=0.80, slice_worst=(0.80, 0.95, 0.95), slice_gap=(0.70, 0.90, 0.80))
 TRUE = Population(ft=0.90, base=0.70, big=0.90, hallucinated=0.03, flaky_hallucinated=0.02,
                   rating_probs=(0.0, 0.02, 0.08, 0.30, 0.60), p95_factor=1.3,
-                  lead_factor=0.3, small=0.97)
+                  lead_factor=0.3, small=0.97, slice_worst=(0.95, 0.95, 0.95), slice_gap=(0.85, 0.85, 0.85))
 FLAKY_FAILED = 0.015     # share of flaky's requests that fail: its hallucinated answers first, then its slowest
 JUDGED_HALLUCINATED = 0.30  # ft's true rate on qa-judged, where the judge only echoes its instructions
 # On qa-selective a judge answers right but gives no verdict on every third hallucinated answer (4% of answers at a
@@ -92,6 +99,7 @@ RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
 # On qa-lenient the judge calls every other hallucinated answer supported (its raw rate reads about half the truth);
 # a reviewer labels this many answers of the seeded order, and the corrected rate decides.
 LABELLED = 60
+SLICE_N = 150  # examples per slice of the sliced tasks (three slices each)
 TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
 
 
@@ -121,15 +129,28 @@ def criteria(pop: Population) -> dict[str, dict]:
                                                    "candidate": "flaky", "at_most": 0.10},
         "failed requests: latency p95 at_most": {"task": "qa", "metric": "e2e_ms_p95", "candidate": "flaky",
                                                  "at_most": round(TRUE_P95_MS * pop.p95_factor, 3)},
+        "worst slice at_least": {"task": "sliced-worst", "metric": "exact_match", "candidate": "ft", "slice": "group",
+                                 "worst": True, "at_least": 0.80},
+        "max gap between slices": {"task": "sliced-gap", "metric": "exact_match", "candidate": "ft", "slice": "group",
+                                   "max_gap": 0.20},
     }
 
 
-def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
+def chosen(pop: Population, kinds: list[str] | None) -> dict[str, dict]:
+    """The criteria of the kinds asked for (every kind without `--kind`)."""
+    every = criteria(pop)
+    return every if not kinds else {k: every[k] for k in kinds}
+
+
+def _suite(folder: Path, judge_url: str, pop: Population, kinds: list[str] | None) -> Path:
     """Tasks, data and a suite whose candidates are served by `judge_url` (never asked: the answers are drawn)."""
     rows = {"cls": [{"id": f"e{i}", "q": f"item {i}", "r": RIGHT} for i in range(N)],
             "qa": [{"id": f"e{i}", "passage": PASSAGE, "q": f"Where was parcel {i} sent from?", "r": GROUNDED}
                    for i in range(N)]}
     rows["small"] = rows["cls"][:SMALL_N]
+    for name in ("sliced-worst", "sliced-gap"):
+        rows[name] = [{"id": f"e{i}", "q": f"item {i}", "r": RIGHT, "group": "abc"[i // SLICE_N]}
+                      for i in range(3 * SLICE_N)]
     for name, data in rows.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
@@ -141,6 +162,8 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
                      "data": {"test": "test.jsonl", "id": "id", "inputs": {"q": "q"}, "reference": "r"}},
              "qa": {"name": "qa", **grounded}}
     tasks["small"] = {**tasks["cls"], "name": "small"}
+    for name in ("sliced-worst", "sliced-gap"):
+        tasks[name] = {**tasks["cls"], "name": name, "slices": ["group"]}
     for name, spec in tasks.items():
         (folder / name / "task.yaml").write_text(json.dumps(spec))
     for name in ("qa-judged", "qa-selective", "qa-lenient"):
@@ -148,21 +171,24 @@ def _suite(folder: Path, judge_url: str, pop: Population) -> Path:
         (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows["qa"][:JUDGED_N]))
         (folder / name / "task.yaml").write_text(json.dumps({"name": name, **grounded}))
     served = {"backend": "openai", "url": judge_url}
+    asked = chosen(pop, kinds)
+    needed = {c["task"] for c in asked.values()}
+    refs = ["cls/task.yaml", "small/task.yaml", "qa/task.yaml",
+            {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
+            {"task": "qa-selective/task.yaml", "detector": {"name": "judge", "model": "selective", "url": judge_url}},
+            {"task": "qa-lenient/task.yaml", "detector": {"name": "judge", "model": "lenient", "url": judge_url}},
+            "sliced-worst/task.yaml", "sliced-gap/task.yaml"]
     suite = {
         "name": "soundness", "seed": 0,
-        "tasks": ["cls/task.yaml", "small/task.yaml", "qa/task.yaml",
-                  {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
-                  {"task": "qa-selective/task.yaml",
-                   "detector": {"name": "judge", "model": "selective", "url": judge_url}},
-                  {"task": "qa-lenient/task.yaml",
-                   "detector": {"name": "judge", "model": "lenient", "url": judge_url}}],
-        "candidates": [{"name": "ft", "model": "ft", **served},
-                       {"name": "base", "model": "base", "tasks": ["cls"], **served},
-                       {"name": "big", "model": "big", "tasks": ["cls"], **served},
-                       {"name": "flaky", "model": "flaky", "tasks": ["qa"], **served}],
+        "tasks": [r for r in refs if (r if isinstance(r, str) else r["task"]).split("/")[0] in needed],
+        "candidates": [c for c in [{"name": "ft", "model": "ft", **served},
+                                   {"name": "base", "model": "base", "tasks": ["cls"], **served},
+                                   {"name": "big", "model": "big", "tasks": ["cls"], **served},
+                                   {"name": "flaky", "model": "flaky", "tasks": ["qa"], **served}]
+                       if set(c.get("tasks", needed)) & needed],
         "bootstrap": {"resamples": 1000, "confidence": CONFIDENCE},
         "manifest": {"confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
-                     "criteria": list(criteria(pop).values())},
+                     "criteria": list(asked.values())},
     }
     path = folder / "suite.yaml"
     path.write_text(json.dumps(suite))
@@ -220,6 +246,10 @@ def _draw_run(run: RunDir, record: RunRecord, pop: Population, rng: np.random.Ge
     per_task["qa-selective"] = {"ft": _completions("ft", "qa-selective", selective, _latencies(rng)[:JUDGED_N])}
     lenient = [HALLUCINATED if bad else GROUNDED for bad in rng.random(JUDGED_N) < pop.hallucinated]
     per_task["qa-lenient"] = {"ft": _completions("ft", "qa-lenient", lenient, _latencies(rng)[:JUDGED_N])}
+    for name, rates in (("sliced-worst", pop.slice_worst), ("sliced-gap", pop.slice_gap)):
+        right = np.concatenate([rng.random(SLICE_N) < p for p in rates])
+        per_task[name] = {"ft": _completions("ft", name, [RIGHT if ok else WRONG for ok in right],
+                                             np.full(3 * SLICE_N, LATENCY_MEDIAN_MS / 1000))}
     for task, by_cand in per_task.items():
         for cand, comps in by_cand.items():
             path = run.predictions_file(cand, task)
@@ -250,15 +280,15 @@ def _label(run_id: str, answers: list[Completion], ratings: RatingStore) -> None
 
 
 def _passes(results: Path, record: RunRecord, pop: Population, repeats: int, seed: int,
-            say: Callable[[str], None]) -> dict[str, list[bool]]:
+            say: Callable[[str], None], asked: list[str] | None) -> dict[str, list[bool]]:
     ratings = RatingStore.beside(results)
-    kinds = list(criteria(pop))
+    kinds = list(chosen(pop, asked))
     passes: dict[str, list[bool]] = {k: [] for k in kinds}
     kept: Path | None = None
     for r in range(repeats):
         run = RunDir(results / f"{seed}-{r}")
         _draw_run(run, record, pop, np.random.default_rng([seed, r]), ratings)
-        if kept is not None:
+        if kept is not None and (kept / "detections").is_dir():
             # The judges' findings of the previous run: reused where an example got the same answer again (the
             # harness keys them by answer and detector), so the scripted judges are asked about the rest only.
             shutil.copytree(kept / "detections", run.path / "detections")
@@ -272,9 +302,10 @@ def _passes(results: Path, record: RunRecord, pop: Population, repeats: int, see
     return passes
 
 
-def _population_record(folder: Path, judge_url: str, pop: Population) -> tuple[Path, RunRecord]:
+def _population_record(folder: Path, judge_url: str, pop: Population,
+                       kinds: list[str] | None) -> tuple[Path, RunRecord]:
     """The suite and the run record every repeat of the population shares (as `harness run` writes it)."""
-    suite = _suite(folder, judge_url, pop)
+    suite = _suite(folder, judge_url, pop, kinds)
     results = folder / "results"
     run_plan = make_plan(suite)
     runner = Pipeline(run_plan, results)
@@ -302,6 +333,8 @@ def judge_reply(body: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="runs drawn per population")
+    parser.add_argument("--kind", action="append", choices=list(criteria(TRUE)),
+                        help="run only this kind of criterion (repeatable; default: every kind)")
     args = parser.parse_args()
     started = time.perf_counter()
     rates: dict[str, dict[str, float]] = {}
@@ -310,8 +343,8 @@ def main() -> None:
         for name, pop, seed, repeats in (("false", FALSE, 1, args.repeats), ("boundary", BOUNDARY, 3, 2 * args.repeats),
                                          ("true", TRUE, 2, args.repeats)):
             print(f"{name} population: {repeats} runs")
-            results, record = _population_record(Path(tmp) / name, judge.url, pop)
-            passes = _passes(results, record, pop, repeats, seed, print)
+            results, record = _population_record(Path(tmp) / name, judge.url, pop, args.kind)
+            passes = _passes(results, record, pop, repeats, seed, print, args.kind)
             rates[name] = {kind: float(np.mean(p)) for kind, p in passes.items()}
     bound = 1 - CONFIDENCE
     figures = {kind: {"false_pass_rate": rates["false"][kind], "boundary_pass_rate": rates["boundary"][kind],
@@ -322,7 +355,8 @@ def main() -> None:
     met = all(max(f["false_pass_rate"], f["boundary_pass_rate"]) <= bound for f in figures.values())
     write("gate_soundness", goal=f"false-pass rate at most {bound:.2f} for every kind of criterion", met=met,
           figures=figures, settings={
-              "repeats": args.repeats, "examples": N, "confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
+              "repeats": args.repeats, "kinds": args.kind or "all", "examples": N, "slice_examples": SLICE_N,
+              "confidence": CONFIDENCE, "max_error_rate": MAX_ERROR_RATE,
               "populations": {"false": FALSE.__dict__, "boundary": BOUNDARY.__dict__, "true": TRUE.__dict__},
               "criteria_false": criteria(FALSE), "criteria_boundary": criteria(BOUNDARY),
               "criteria_true": criteria(TRUE), "flaky_failed_share": FLAKY_FAILED,

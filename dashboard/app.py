@@ -10,13 +10,13 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView, list_runs, load_run
-from dashboard.views import agreement, examples, latency, monitoring, review, runs, scorecard
+from dashboard.views import agreement, examples, latency, monitoring, review, runs, scorecard, slices
 from dashboard.widgets import failure
 from harness.errors import HarnessError
 from harness.store import ResultsDir
 
 PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,
-         "Latency": latency.render, "Review": review.render, "Agreement": agreement.render,
+         "Slices": slices.render, "Latency": latency.render, "Review": review.render, "Agreement": agreement.render,
          "Monitoring": monitoring.render}
 # Pages that read no run: they show something before any `harness run`.
 WITHOUT_RUNS = {"Runs", "Monitoring"}

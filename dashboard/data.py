@@ -69,6 +69,7 @@ class RunView:
     answers: dict[Output, str] = field(default_factory=dict)  # the text scored and rated of each output
     corrections: list[Correction] = field(default_factory=list)  # corrected.json: raw beside corrected by labels
     failed: set[Output] = field(default_factory=set)  # outputs whose request failed (no answer to rate or label)
+    slices: dict[str, Any] | None = None  # slices.json: metrics by slice, gaps, flags (None: no task has slices)
 
     @property
     def run_id(self) -> str:
@@ -106,7 +107,8 @@ def load_run(path: Path) -> RunView:
                    pd.DataFrame(run.read_comparisons()),
                    pd.DataFrame(verdict.get("criteria", []) if verdict else []), pd.DataFrame(run.read_scores()),
                    pd.DataFrame(predictions), pd.DataFrame(run.all_detections()),
-                   corrections=[Correction.from_dict(row) for row in run.read_corrections()])
+                   corrections=[Correction.from_dict(row) for row in run.read_corrections()],
+                   slices=run.read_slices())
     for task in tasks:
         view.examples[task.name] = pd.DataFrame(
             [{"example_id": ex.id, **{f"input:{k}": v for k, v in ex.inputs.items()},

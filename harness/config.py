@@ -30,6 +30,7 @@ from harness.finetune_spec import FinetuneSpec
 from harness.loading import read_yaml, validate
 from harness.manifest_spec import Manifest
 from harness.schema import SafeName, Settings
+from harness.slice_spec import Slicing
 from harness.sources import SOURCES, DataSource
 from harness.sources.base import claiming, either
 
@@ -187,6 +188,7 @@ class TaskSpec(Settings):
     metrics: list[MetricEntry] = Field(min_length=1, description="registered metric names, or definitions: "
                                                "{evaluate: module, name: …} or {judge: model, rubric: …, name: …}")
     generation: GenerationSpec = GenerationSpec()
+    slices: list[Slicing] = Field(default_factory=list, description="how its test examples are cut into slices")
     licence: str | None = None
     # The YAML file itself: data paths are relative to its folder, errors name it.
     file: Path = Field(Path("task.yaml"), exclude=True)
@@ -238,6 +240,7 @@ class TaskRef(Settings):
         None, description="seeded sample of this many test examples, stratified by label"
     )
     detector: AnyDetectorOptions = GroundingOptions()
+    slices: list[Slicing] = Field(default_factory=list, description="more slicings, beside the task's own")
 
     @field_validator("detector", mode="before")
     @classmethod

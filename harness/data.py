@@ -33,7 +33,7 @@ def _example_id(inputs: dict[str, str]) -> str:
 
 
 def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_name: str,
-                 source: str) -> list[Example]:
+                 source: str, meta_columns: tuple[str, ...] = ()) -> list[Example]:
     ref_cols = [spec.reference] if isinstance(spec.reference, str) else list(spec.reference or [])
     needed = [(f"data.inputs.{k}", v) for k, v in spec.inputs.items()]
     needed += [("data.reference", c) for c in ref_cols]
@@ -43,6 +43,7 @@ def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_nam
         if column not in frame.columns:
             raise ConfigError(task_file, where, f"column {column!r} not in {field_name} "
                               f"(columns: {', '.join(map(str, frame.columns))})")
+    kept = [c for c in meta_columns if c in frame.columns]
     examples, seen = [], set()
     for number, row in enumerate(frame.to_dict("records"), 1):
         missing = [c for c in spec.inputs.values() if row[c] is None or (isinstance(row[c], float) and pd.isna(row[c]))]
@@ -66,7 +67,8 @@ def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_nam
                 n += 1
             ex_id = f"{ex_id}-{n}"
         seen.add(ex_id)
-        examples.append(Example(id=ex_id, inputs=inputs, reference=reference))
+        meta = {c: "" if pd.isna(row[c]) else str(row[c]) for c in kept}
+        examples.append(Example(id=ex_id, inputs=inputs, reference=reference, meta=meta))
     return examples
 
 
@@ -141,8 +143,9 @@ def load_labels(task: TaskSpec, task_file: Path) -> list[str] | None:
 
 
 def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None = None,
-                   seed: int = 0) -> TaskData:
-    """Load, split and cut down a task's examples; checks columns, emptiness and the label set."""
+                   seed: int = 0, meta_columns: tuple[str, ...] = ()) -> TaskData:
+    """Load, split and cut down a task's examples; checks columns, emptiness and the label set. `meta_columns`:
+    other columns kept in each example's `meta` where the data has them (what slices read)."""
     task_file = task.file
     tables = {t.role: t for t in task.data.source.tables(task_file)}
     files = {t.identity: t.digest for t in tables.values()}
@@ -150,7 +153,8 @@ def load_task_data(task: TaskSpec, limit: int | None = None, sample: int | None 
 
     def examples(role: Role) -> list[Example]:
         table = tables.get(role)
-        return _to_examples(table.frame, task.data, task_file, table.field, table.identity) if table else []
+        return (_to_examples(table.frame, task.data, task_file, table.field, table.identity, meta_columns)
+                if table else [])
 
     if "all" in tables:
         split = tables["all"].split

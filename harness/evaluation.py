@@ -23,6 +23,7 @@ from harness.ratings import Output
 from harness.records import Comparison, Completion, Correction, Example, MetricResult, Verdict
 from harness.rubric_judging import Judges, task_judgements
 from harness.scoring import TaskEvidence
+from harness.slice_scoring import SliceReport, finetune_bases, slice_report
 from harness.store import RunDir
 
 
@@ -34,6 +35,7 @@ class Scored:
     verdicts: list[Verdict] | None
     failed: int
     corrections: list[Correction]  # machine-scored metrics raw and corrected by reviewers' labels
+    slices: SliceReport | None = None  # metrics by slice, where a task declares slicings
 
 
 def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print) -> Scored:
@@ -68,23 +70,28 @@ def score_run(run_plan: RunPlan, run: RunDir, say: Callable[[str], None] = print
     comparisons = [c for ev in evidence.values() for c in ev.comparisons(boot.confidence)]
     corrections = Corrections.of(evidence, run_labels(run.path.parent, run.run_id), run_plan.suite.seed)
     corrected, corrected_results, corrected_comparisons = corrections.results(boot.confidence)
+    partitions = {t.name: t.partitions for t in run_plan.tasks if t.partitions}
+    slices = (slice_report(evidence, partitions, boot.confidence, finetune_bases(run_plan.suite)) if partitions
+              else None)
     verdicts = None
     if run_plan.manifest is not None:
         # Only ratings of the answers as they are now count: a rewritten answer needs a new rating.
         answers = {Output(task, c.example_id, cand): c.text for task, ev in evidence.items()
                    for cand, aligned in ev.completions.items() for c in aligned}
         verdicts = resolve(run_plan.manifest, evidence, human_ratings(run.path.parent, run.run_id, answers),
-                           corrections)
+                           corrections, partitions)
     return Scored(evidence, results + corrected_results, comparisons + corrected_comparisons, verdicts, failed,
-                  corrected)
+                  corrected, slices)
 
 
 def write_scored(run_plan: RunPlan, run: RunDir, scored: Scored) -> None:
-    """metrics.json, comparisons.json, corrected.json, scores.jsonl, latency.json and verdict.json."""
+    """metrics.json, comparisons.json, corrected.json, scores.jsonl, slices.json, latency.json and verdict.json."""
     run.write_metrics(scored.results)
     run.write_corrections([c.to_dict() for c in scored.corrections])
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_scores(row for ev in scored.evidence.values() for row in ev.rows())
+    if scored.slices is not None:
+        run.write_slices(scored.slices.to_dict())
     run.write_latency(latency_summary(scored.results, {name: ev.metrics for name, ev in scored.evidence.items()}))
     if scored.verdicts is not None and run_plan.manifest is not None:
         run.write_verdict(verdict_record(run_plan.manifest, scored.verdicts, failed_requests(scored.evidence)))
@@ -128,5 +135,7 @@ def gate_scored(run_dir: Path, manifest_file: Path | None = None) -> tuple[RunPl
     run.write_metrics(scored.results)
     run.write_comparisons([c.to_dict() for c in scored.comparisons])
     run.write_corrections([c.to_dict() for c in scored.corrections])
+    if scored.slices is not None:
+        run.write_slices(scored.slices.to_dict())
     run.write_verdict(record)
     return run_plan, run, scored, record

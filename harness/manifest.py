@@ -31,6 +31,8 @@ from harness.ppi import PPIEstimate, labels_needed
 from harness.ratings import HumanRatings
 from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
+from harness.slice_verdicts import resolve_sliced
+from harness.slicing import Partition
 from harness.stats import Direction, Interval, bounded_mean_interval, decide, examples_needed, holm
 
 
@@ -263,8 +265,8 @@ def _resolve_corrected(c: Criterion, task: str, label: str, ev: TaskEvidence, ma
                    p_value=_inverted_p(bounds, threshold, above), confidence=conf)
 
 
-def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
-                 human: HumanRatings | None = None, corrections: Corrections | None = None) -> Verdict:
+def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest, human: HumanRatings | None = None,
+                 corrections: Corrections | None = None, partitions: list[Partition] | None = None) -> Verdict:
     label = c.describe() if c.task != "*" else c.describe().replace("* ", f"{task} ", 1)
     if is_corrected(c.metric, ev.metrics):
         return _resolve_corrected(c, task, label, ev, manifest, corrections)
@@ -274,6 +276,8 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
     blocked = _blocked(c, task, ev, manifest)
     if blocked is not None:
         return _insufficient(c, task, label, ev.n, blocked)
+    if c.slice is not None:
+        return _resolve_on_slices(c, task, label, ev, manifest, partitions or [])
     metric = ev.metrics[c.metric]
     needs_high = c.at_least is not None if c.baseline is None else metric.higher_is_better
     ev = ev.counting_against(c.candidate, c.baseline, needs_high)
@@ -320,6 +324,24 @@ def _resolve_one(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest,
                     what)
 
 
+def _resolve_on_slices(c: Criterion, task: str, label: str, ev: TaskEvidence, manifest: Manifest,
+                       partitions: list[Partition]) -> Verdict:
+    partition = next((p for p in partitions if p.slicing == c.slice), None)
+    if partition is None:
+        return _insufficient(c, task, label, ev.n, f"{task} has no slicing {c.slice!r} in this run")
+    missing = int(ev.missing(c.metric, c.candidate).sum())
+    if c.max_gap is not None and missing:
+        # A failure at its worst may widen or narrow a gap: no side of it is safe to assume.
+        return _insufficient(c, task, label, ev.n, f"{missing} of {c.candidate}'s answers on {task} failed or have "
+                             "no verdict, and a gap between slices cannot count them at their worst")
+    ev = ev.counting_against(c.candidate, None, c.at_least is not None)
+    ev.stats(c.metric)  # finds whether the metric can count failures at their worst (`no_worst`)
+    if c.metric in ev.no_worst:
+        return _insufficient(c, task, label, ev.n, f"{missing} of {c.candidate}'s answers on {task} failed or have "
+                             f"no verdict, and {c.metric} cannot count them at their worst")
+    return resolve_sliced(c, task, label, ev, partition, manifest)
+
+
 def _bounds(iv: Interval) -> tuple[float, float]:
     return iv.low, iv.high
 
@@ -331,10 +353,11 @@ def _tasks_with(c: Criterion, evidence: dict[str, TaskEvidence]) -> list[str]:
 
 
 def resolve(manifest: Manifest, evidence: dict[str, TaskEvidence], human: HumanRatings | None = None,
-            corrections: Corrections | None = None) -> list[Verdict]:
-    """One verdict per criterion and task (`*` expands to every task)."""
+            corrections: Corrections | None = None,
+            partitions: dict[str, list[Partition]] | None = None) -> list[Verdict]:
+    """One verdict per criterion and task (`*` expands to every task); `partitions`: each task's slicings."""
     verdicts = [
-        _resolve_one(c, task, evidence[task], manifest, human, corrections)
+        _resolve_one(c, task, evidence[task], manifest, human, corrections, (partitions or {}).get(task))
         for c in manifest.criteria
         for task in (_tasks_with(c, evidence) if c.task == "*" else [c.task])
     ]

@@ -13,6 +13,7 @@ from harness.loading import read_yaml, validate
 from harness.manifest_spec import Criterion, Manifest
 from harness.metrics import Metric, TaskMetrics
 from harness.metrics.corrected import CorrectedMetric
+from harness.slicing import Partition
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -32,10 +33,11 @@ def is_rated(metric: str, metrics: TaskMetrics) -> bool:
 
 def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[str]],
                   metrics: dict[str, TaskMetrics], sizes: dict[str, int] | None = None,
-                  resamples: int | None = None) -> None:
+                  resamples: int | None = None, slicings: dict[str, list[Partition]] | None = None) -> None:
     """Every criterion names a task, candidate and metric the run has (human metrics come from ratings), and can
-    be decided on the task's test examples (`sizes`, after sample and limit) with the bootstrap's `resamples`.
-    `runs` maps each task to the candidates scored on it, `metrics` each task to its metrics."""
+    be decided on the task's test examples (`sizes`, after sample and limit; `slicings`: each task's slices) with the
+    bootstrap's `resamples`. `runs` maps each task to the candidates scored on it, `metrics` each task to its
+    metrics."""
     tasks = list(runs)
     decided: list[tuple[int, Criterion, str]] = []
     candidates = list(dict.fromkeys(c for names in runs.values() for c in names))
@@ -57,6 +59,8 @@ def check_against(manifest: Manifest, where: Path | str, runs: dict[str, list[st
                               "this criterion could never be decided")
         for task in applies:
             _check_metric(c, i, where, metrics[task], task)
+            if c.slice is not None:
+                _check_slices(c, i, where, metrics[task], task, (slicings or {}).get(task, []), manifest.confidence)
         decided += [(i, c, task) for task in applies]
     # Holm's correction asks the first verdict for alpha / m: each must be decidable at that level.
     m = len(decided) if manifest.holm else 1
@@ -107,6 +111,23 @@ def _check_decidable(c: Criterion, metric: Metric, i: int, where: Path | str, ma
                           f"{' (Holm)' if confidence > manifest.confidence else ''}: {c.describe()} can never pass")
 
 
+def _check_slices(c: Criterion, i: int, where: Path | str, metrics: TaskMetrics, task: str,
+                  partitions: list[Partition], confidence: float) -> None:
+    """A criterion on slices names a slicing of the task, a metric scored per slice, and slices that can decide it."""
+    partition = next((p for p in partitions if p.slicing == c.slice), None)
+    if partition is None:
+        has = ", ".join(p.slicing for p in partitions) or "none"
+        raise ConfigError(where, f"criteria.{i}.slice", f"task {task} has no slicing {c.slice!r} (has {has})")
+    if is_rated(c.metric, metrics) or is_corrected(c.metric, metrics):
+        raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} comes from reviewers, not per slice")
+    needed = max(partition.min_size, min_n_for(metrics[c.metric], c, confidence))
+    for name, members in partition.slices.items():
+        if len(members) < needed:
+            raise ConfigError(where, f"criteria.{i}.slice", f"slice {name!r} of {c.slice} on {task} has "
+                              f"{len(members)} test examples, below the {needed} it needs (min_size "
+                              f"{partition.min_size}): {c.describe()} can never pass")
+
+
 def min_n_for(metric: Metric, c: Criterion, confidence: float) -> int:
     """The fewest examples with which the criterion's interval can lie wholly on its side. A comparison through
     each side's own interval (a tail percentile) needs both bounds, each at 1 - alpha/2."""
@@ -135,6 +156,9 @@ def _check_reachable(c: Criterion, metric: Metric, i: int, where: Path | str) ->
     if c.at_most is not None and c.at_most < low:
         raise ConfigError(where, f"criteria.{i}.at_most", f"{c.metric} is at least {low:g}; "
                           f"at most {c.at_most:g} can never hold")
+    if c.max_gap is not None and c.max_gap >= high - low:
+        raise ConfigError(where, f"criteria.{i}.max_gap", f"{c.metric} spans {low:g} to {high:g}; "
+                          f"a gap of at most {c.max_gap:g} can never fail")
     if c.by is not None and c.by >= high - low:
         raise ConfigError(where, f"criteria.{i}.by", f"{c.metric} spans {low:g} to {high:g}; "
                           f"a lead of {c.by:g} can never hold")
@@ -145,6 +169,8 @@ def _check_consistent(manifest: Manifest, where: Path | str) -> None:
     floors: dict[tuple[str, str, str], tuple[int, float]] = {}
     ceilings: dict[tuple[str, str, str], tuple[int, float]] = {}
     for i, c in enumerate(manifest.criteria):
+        if c.slice is not None:  # a bar on every slice does not contradict one on the whole set
+            continue
         key = (c.task, c.metric, c.candidate)
         if c.at_least is not None:
             floors.setdefault(key, (i, c.at_least))

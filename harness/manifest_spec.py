@@ -23,13 +23,24 @@ class Criterion(Settings):
     margin: Annotated[float, Field(ge=0)] | None = None
     against: str | None = Field(None, description="human_win_rate: the one opponent, from the blind comparisons "
                                 "between exactly these two (default: every candidate shown beside it, pooled)")
+    slice: str | None = Field(None, description="a slicing of the task: with `worst: true` every slice must meet "
+                              "at_least / at_most; with `max_gap` the best and worst slice may differ by at most that")
+    worst: bool = False
+    max_gap: Annotated[float, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _one_rule(self) -> Criterion:
-        rules = [r for r in ("at_least", "at_most", "better_than", "not_worse_than") if getattr(self, r) is not None]
+        rules = [r for r in ("at_least", "at_most", "better_than", "not_worse_than", "max_gap")
+                 if getattr(self, r) is not None]
         if len(rules) != 1:
-            raise ValueError("give exactly one of at_least, at_most, better_than, not_worse_than"
+            raise ValueError("give exactly one of at_least, at_most, better_than, not_worse_than, max_gap"
                              + (f" (got {' and '.join(rules)})" if rules else ""))
+        if (self.worst or self.max_gap is not None) and self.slice is None:
+            raise ValueError(f"`{'worst' if self.worst else 'max_gap'}` needs `slice` (the slicing it is about)")
+        if self.slice is not None and not (self.max_gap is not None or (self.worst and self.baseline is None)):
+            raise ValueError("`slice` goes with `worst: true` and at_least or at_most, or with `max_gap`")
+        if self.worst and self.max_gap is not None:
+            raise ValueError("`worst` goes with at_least or at_most, not with `max_gap`")
         if self.by is not None and self.better_than is None:
             raise ValueError("`by` goes with `better_than`")
         if self.margin is not None and self.not_worse_than is None:
@@ -45,6 +56,9 @@ class Criterion(Settings):
         return self.better_than or self.not_worse_than
 
     def describe(self) -> str:
+        if self.max_gap is not None:
+            return f"{self.task} {self.metric} of {self.candidate}: gap between {self.slice} slices <= {self.max_gap:g}"
+        where = f" on every {self.slice} slice" if self.slice is not None else ""
         if self.at_least is not None:
             rule = f">= {self.at_least:g}"
         elif self.at_most is not None:
@@ -54,7 +68,7 @@ class Criterion(Settings):
         else:
             rule = f"not worse than {self.not_worse_than} by more than {self.margin or 0:g}"
         versus = f" against {self.against}" if self.against else ""
-        return f"{self.task} {self.metric} of {self.candidate}{versus} {rule}"
+        return f"{self.task} {self.metric} of {self.candidate}{versus}{where} {rule}"
 
 
 class MonitorRule(Settings):

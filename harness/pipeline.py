@@ -216,7 +216,7 @@ class Pipeline:
         costs = {c.name: c.cost_per_hour for c in self.plan.suite.candidates}
         run.write_report(report.markdown(record, costs, scored.results, scored.verdicts,
                                          known={t.name: t.metrics for t in self.plan.tasks},
-                                         corrections=scored.corrections))
+                                         corrections=scored.corrections, slices=scored.slices))
         return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
 
 
@@ -226,7 +226,8 @@ def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdi
     run_plan, run, scored, record = gate_scored(run_dir, manifest_file)
     costs = {c.name: c.cost_per_hour for c in run_plan.suite.candidates}
     run.write_report(report.markdown(run.read_run(), costs, scored.results, scored.verdicts,
-                                     known={t.name: t.metrics for t in run_plan.tasks}, corrections=scored.corrections))
+                                     known={t.name: t.metrics for t in run_plan.tasks}, corrections=scored.corrections,
+                                     slices=scored.slices))
     return scored.verdicts or [], record
 
 

@@ -33,6 +33,7 @@ from harness.records import Example, Request
 from harness.rehearsal import rehearse as rehearse_on_cpu
 from harness.rehearsal import sampled
 from harness.run_record import RunRecord, unreadable
+from harness.slicing import Partition, declared, meta_columns, partitions
 from harness.snapshots import manifest_of, suite_of
 from harness.sources.files import file_sha256
 from harness.store import RunDir
@@ -47,6 +48,7 @@ class PlannedTask:
     spec: TaskSpec
     data: TaskData
     metrics: TaskMetrics  # what its metric names mean: built-in ones and those it defines itself
+    partitions: list[Partition] = field(default_factory=list)  # its test examples by each declared slicing
 
     @property
     def name(self) -> str:
@@ -163,13 +165,14 @@ def plan_tasks(suite: Suite, suite_file: Path) -> list[PlannedTask]:
             raise
         metrics = _check_task(spec)
         _check_judges(spec, suite, suite_file)
+        slicings = declared(spec, ref, suite_file, i)
         try:
-            data = load_task_data(spec, ref.limit, ref.sample, suite.seed)
+            data = load_task_data(spec, ref.limit, ref.sample, suite.seed, meta_columns(spec, slicings))
         except ConfigError as exc:
             if exc.field == "sample":  # a suite setting, checked against the task's data
                 raise ConfigError(suite_file, f"tasks.{i}.sample", exc.message) from None
             raise
-        tasks.append(PlannedTask(ref, spec, data, metrics))
+        tasks.append(PlannedTask(ref, spec, data, metrics, partitions(slicings, data.test, data.labels)))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(suite_file, "tasks", "two task entries resolve to the same task name")
@@ -192,7 +195,8 @@ def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[Pl
     examples than the manifest asks is let through: its criteria read insufficient, and it says so)."""
     check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
                   {t.name: t.metrics for t in tasks},
-                  {t.name: len(t.data.test) for t in tasks} if decidable else None, suite.bootstrap.resamples)
+                  {t.name: len(t.data.test) for t in tasks} if decidable else None, suite.bootstrap.resamples,
+                  {t.name: t.partitions for t in tasks})
 
 
 def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_process: bool = False,

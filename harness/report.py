@@ -17,7 +17,9 @@ from harness.manifest import short
 from harness.metrics import TaskMetrics
 from harness.monitor import MonitorReport
 from harness.records import STATUSES, Correction, MetricResult, Reading, Verdict
+from harness.report_slices import slices_markdown
 from harness.run_record import RunRecord
+from harness.slice_scoring import SliceReport
 
 HEADLINE_LATENCY = ("ttft_ms_p50", "e2e_ms_p50", "e2e_ms_p95", "output_tokens_per_s", "error_rate")
 TERMINAL_LATENCY = ("e2e_ms_p50", "error_rate")
@@ -134,8 +136,9 @@ def latency_markdown(run: RunRecord, costs: Mapping[str, float], results: list[M
 
 def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricResult],
              verdicts: list[Verdict] | None = None, *, known: Mapping[str, TaskMetrics],
-             corrections: list[Correction] | None = None) -> str:
-    """report.md; `costs`: each candidate's cost per hour; `known`: each task's metrics."""
+             corrections: list[Correction] | None = None, slices: SliceReport | None = None) -> str:
+    """report.md; `costs`: each candidate's cost per hour; `known`: each task's metrics; `slices`: metrics by
+    slice, where tasks declare slicings."""
     lines = [f"# Run {run.run_id}", "",
              f"Suite **{run.suite_name}** (`{run.suite_file}`), status **{run.status}**, "
              f"started {run.started_at}, finished {run.finished_at}.", ""]
@@ -160,6 +163,7 @@ def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricRes
                      for c in cols]
             lines.append(f"| {cand} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += slices_markdown(slices, known)
     lines += correction_markdown(corrections or [])
     lines += latency_markdown(run, costs, results, known)
     lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]

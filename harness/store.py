@@ -101,7 +101,7 @@ def _entry(name: str) -> Any:
 
 class RunDir:
     """One run: run.json (the record and status), predictions/, detections/ and judgements/ per candidate and task,
-    metrics.json, comparisons.json, scores.jsonl, latency.json, verdict.json, report.md and logs/."""
+    metrics.json, comparisons.json, slices.json, scores.jsonl, latency.json, verdict.json, report.md and logs/."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,6 +114,7 @@ class RunDir:
     metrics_json = _entry("metrics.json")
     comparisons_json = _entry("comparisons.json")
     corrected_json = _entry("corrected.json")
+    slices_json = _entry("slices.json")
     scores_jsonl = _entry("scores.jsonl")
     latency_json = _entry("latency.json")
     verdict_json = _entry("verdict.json")
@@ -185,6 +186,14 @@ class RunDir:
         """corrected.json: each machine-scored metric raw and corrected by reviewers' labels ([] before any)."""
         found = read_json(self.corrected_json) if self.corrected_json.is_file() else []
         return found if isinstance(found, list) else []
+
+    def write_slices(self, record: dict[str, Any]) -> None:
+        write_json(self.slices_json, record)
+
+    def read_slices(self) -> dict[str, Any] | None:
+        """slices.json: metrics by slice, paired differences, gaps and flags (None for a task without slices)."""
+        found = read_json(self.slices_json) if self.slices_json.is_file() else None
+        return found if isinstance(found, dict) else None
 
     def write_latency(self, summary: dict[str, Any]) -> None:
         write_json(self.latency_json, summary)

@@ -116,11 +116,24 @@ def side_by_side(view: RunView, task: str, example_id: str) -> None:
                     st.code("\n".join(map(str, hit.iloc[0].spans)), language=None)
 
 
+LINK = ("task", "candidate", "reference", "predicted")
+
+
+def open_link() -> None:
+    """A link from another page (the Slices page's confusion pairs: ?page=Examples&task=…&candidate=…&reference=…
+    &predicted=…) opens that confusion cell, once; the widgets are the user's again afterwards."""
+    q = st.query_params
+    if all(k in q for k in LINK) and not st.session_state.get("ex_linked"):
+        st.session_state.update(ex_task=q["task"], ex_filter="confusion cell", ex_ccand=q["candidate"],
+                                ex_true=q["reference"], ex_pred=q["predicted"], ex_linked=True)
+
+
 def render(ctx: Context) -> None:
     st.title("Examples")
     view = ctx.picked()
     if view is None:
         return
+    open_link()
     task = st.selectbox("Task", view.tasks, key="ex_task")
     how = st.selectbox("Show", FILTERS, key="ex_filter")
     ids = matching(view, task, how)
