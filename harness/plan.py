@@ -191,8 +191,7 @@ def load_suite_manifest(suite: Suite, suite_file: Path, override: Path | None = 
 
 def check_manifest(manifest: Manifest, where: Path, suite: Suite, tasks: list[PlannedTask],
                    decidable: bool = True) -> None:
-    """`decidable`: also refuse a criterion the tasks' test examples could never decide (a rehearsal on fewer
-    examples than the manifest asks is let through: its criteria read insufficient, and it says so)."""
+    """`decidable`: refuse a criterion the test examples could never decide (not a rehearsal's: said, insufficient)."""
     check_against(manifest, where, {t.name: [c.name for c in suite.candidates_of(t.name)] for t in tasks},
                   {t.name: t.metrics for t in tasks},
                   {t.name: len(t.data.test) for t in tasks} if decidable else None, suite.bootstrap.resamples,
@@ -208,12 +207,11 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     suite_file = Path(suite_file)
     suite = load_suite(suite_file)
     notes: list[str] = []
-    rehearsed: list[str] = []
+    rehearsed: list[str] = []  # what the rehearsal changed, recorded in run.json
     if rehearse:
         asked = load_suite_manifest(suite, suite_file, manifest_file)
         rehearsal = rehearse_on_cpu(suite, sample, asked.min_examples if asked else None)
-        suite, notes = rehearsal.suite, [f"rehearsal: {note}" for note in rehearsal.notes]
-        rehearsed = rehearsal.notes
+        suite, rehearsed, notes = rehearsal.suite, rehearsal.notes, [f"rehearsal: {n}" for n in rehearsal.notes]
     elif sample is not None:
         suite = sampled(suite, sample)
     tasks = plan_tasks(suite, suite_file)
