@@ -73,17 +73,17 @@ def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> Non
 def finetune(
     suite: Path = typer.Argument(..., help="suite YAML file"),
     candidate: str = typer.Option(None, "--candidate", help="only this candidate"),
-    results: Path = typer.Option(Path("results"), "--results", help="adapters go to RESULTS/adapters/"),
 ) -> None:
-    """Train the LoRA adapters the suite asks for (cached by content hash); prints their folders."""
+    """Train the LoRA adapters the suite asks for, into the adapter store (HARNESS_ADAPTERS, else
+    ~/.cache/harness/adapters), by content hash; prints their folders."""
     from harness.finetune import finetune_all
+    from harness.models import adapter_store
     from harness.plan import check_data, make_plan
-    from harness.store import ResultsDir
 
     run_plan = make_plan(suite)
     if candidate is not None:
         run_plan.suite.candidate(candidate)
-    adapters = finetune_all(run_plan, check_data(run_plan), ResultsDir(results).adapters, lambda msg: err.print(msg),
+    adapters = finetune_all(run_plan, check_data(run_plan), adapter_store(), lambda msg: err.print(msg),
                             candidate)
     if not adapters:
         raise HarnessError(f"{suite}: no candidate has a `finetune:` block" + (f" ({candidate})" if candidate else ""))

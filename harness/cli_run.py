@@ -25,6 +25,8 @@ def run(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (implies --track)"),
     in_process: bool = typer.Option(False, "--in-process", help="generate with transformers in this process "
                                     "instead of starting vLLM servers (machines where vLLM does not install)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="generate every answer, neither reading nor writing the "
+                                  "results folder's generation cache (latency measured on every request)"),
 ) -> None:
     """Run every candidate on every task, score, gate, and write the run directory.
 
@@ -41,7 +43,7 @@ def run(
     tracked = tracking.choose(run_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
-    result = Pipeline(run_plan, results, err, manifest).execute(run_id, resume)
+    result = Pipeline(run_plan, results, err, manifest, use_cache=not no_cache).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.metrics for t in run_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:

@@ -26,13 +26,14 @@ from harness.detectors import DETECTORS
 from harness.errors import HarnessError
 from harness.evaluation import gate_scored, score_run, write_scored
 from harness.finetune import finetune_all
-from harness.generation import check_run_id, generate, open_run
+from harness.generation import answer_counts, check_run_id, generate, open_run
+from harness.generation_cache import GenerationCache
 from harness.lifecycle import Interrupted, guard
-from harness.models import native_dtype
+from harness.models import adapter_store, native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
-from harness.run_record import Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
+from harness.run_record import CacheRecord, Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
 from harness.sources.files import file_sha256
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
 
@@ -77,8 +78,9 @@ class Pipeline:
     """One run of a plan into a results folder."""
 
     def __init__(self, run_plan: RunPlan, results_dir: Path, console: Console | None = None,
-                 manifest_file: Path | None = None) -> None:
+                 manifest_file: Path | None = None, use_cache: bool = True) -> None:
         self.plan = run_plan
+        self.use_cache = use_cache  # `--no-cache`: the generation cache is neither read nor written
         self.manifest_file = manifest_file  # the --manifest given, if any: named when a resume refuses it
         self.results = ResultsDir(results_dir)
         self.console = console or Console(stderr=True)
@@ -86,6 +88,8 @@ class Pipeline:
         self.adapters: dict[str, Path] = {}
         self.probes: dict[str, ProbeResult] = {}  # per adapter candidate: how its answers differ from its base's
         self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
+        self.cache: CacheRecord | None = None  # once generation is done: where the answers came from
+        self.rescored_from: str | None = None
 
     def _record(self, run: RunDir, status: RunStatus, started: str, timings: dict[str, float],
                 error: str | None = None, failed_requests: int | None = None) -> RunRecord:
@@ -126,6 +130,8 @@ class Pipeline:
                        for cand, per_task in p.prompting.items()},
             failed_requests=failed_requests,
             error=error,
+            cache=self.cache,
+            rescored_from=self.rescored_from,
         )
 
     def _say_prompting(self) -> None:
@@ -179,6 +185,20 @@ class Pipeline:
         except OSError as exc:
             raise self._write_failed(run, started, timings, exc) from None
 
+    def _generate(self, run: RunDir, timings: dict[str, float], previous: RunRecord | None) -> None:
+        """The generation stage, through the results folder's generation cache unless `--no-cache`."""
+        cache = GenerationCache(self.results.generations_db) if self.use_cache else None
+        weights = dict(previous.cache.weights) if previous is not None and previous.cache is not None else {}
+        try:
+            generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes, cache, weights)
+        finally:
+            if cache is not None:
+                cache.close()
+        self.cache = CacheRecord(enabled=self.use_cache, answers=answer_counts(self.plan, run), weights=weights)
+        if self.cache.reused:
+            self.console.print(f"  {self.cache.reused} answers from the generation cache, {self.cache.generated} "
+                               "generated (latency covers only the generated ones)")
+
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
         """The run; SIGTERM, SIGINT and SIGHUP stop every server it started and mark it interrupted (`Interrupted`)."""
         with guard():
@@ -189,7 +209,7 @@ class Pipeline:
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
         finetune_s: dict[str, float] = {}
-        self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
+        self.adapters = finetune_all(self.plan, self.data_reports, adapter_store(), self.console.print,
                                      timings=finetune_s)
         run = open_run(self.results, self.plan, run_id, resume, self.manifest_file)
         previous = run.read_run() if resume else None
@@ -203,7 +223,7 @@ class Pipeline:
             run.write_run(self._record(run, "running", started, timings))
             self.console.print(f"[bold]run[/] {run.path}")
             self._say_prompting()
-            generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes)
+            self._generate(run, timings, previous)
         t0 = time.perf_counter()
         with self._stage(run, started, timings, fails=False):
             scored = score_run(self.plan, run, self.console.print)
@@ -230,5 +250,6 @@ def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdi
 
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
-              console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
-    return Pipeline(make_plan(suite_file, manifest_file), results_dir, console, manifest_file).execute(run_id, resume)
+              console: Console | None = None, manifest_file: Path | None = None, use_cache: bool = True) -> RunResult:
+    return Pipeline(make_plan(suite_file, manifest_file), results_dir, console, manifest_file,
+                    use_cache).execute(run_id, resume)

@@ -328,13 +328,14 @@ class MonitorDir:
 
 
 class ResultsDir:
-    """The results folder: run directories, bench directories, cached adapters and the ratings database."""
+    """The results folder: run directories, bench directories, monitor reports, the generation cache and the ratings
+    database (trained adapters live in one store for every results folder: `models.adapter_store`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     ratings_db = _entry("ratings.sqlite")
-    adapters = _entry("adapters")
+    generations_db = _entry("generations.sqlite")  # the generation cache (generation_cache.py)
     # The default MLflow store: a SQLite database and its artifact folder, no server needed.
     mlflow_dir = _entry("mlflow")
 
