@@ -69,7 +69,7 @@ class BackendOptions(Settings):
     output_neutral: ClassVar[frozenset[str]] = frozenset()
 
     def answer_settings(self) -> dict[str, Any]:
-        """The settings that change what it answers, as written (`output_neutral` ones left out)."""
+        """The settings that change what it answers (`output_neutral` ones left out), an `auto` dtype resolved."""
         return self.model_dump(mode="json", exclude=set(self.output_neutral))
 
     def resolved_dtype(self) -> str | None:

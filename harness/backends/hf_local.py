@@ -37,6 +37,9 @@ class HFOptions(BackendOptions):
     def resolved_dtype(self) -> str:
         return models.native_dtype() if self.dtype == "auto" else self.dtype
 
+    def answer_settings(self) -> dict[str, Any]:
+        return {**super().answer_settings(), "dtype": self.resolved_dtype()}
+
     def chat_template(self) -> bool | None:
         return self.chat
 

@@ -108,8 +108,8 @@ class VllmOptions(ClientOptions):
                                           f"{self.serve.max_lora_rank}; vLLM would refuse it")
 
     def answer_settings(self) -> dict[str, Any]:
-        return {**super().answer_settings(), "serve": self.serve.model_dump(mode="json",
-                                                                            exclude=set(self.serve.output_neutral))}
+        serve = self.serve.model_dump(mode="json", exclude=set(self.serve.output_neutral))
+        return {**super().answer_settings(), "serve": {**serve, "dtype": self.serve.resolved_dtype()}}
 
     def resolved_dtype(self) -> str:
         return self.serve.resolved_dtype()
