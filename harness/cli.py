@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from harness.cli_cache import cache_app
 from harness.cli_console import err, out
 from harness.cli_plan import plan
 from harness.cli_reviewers import reviewers_app
@@ -24,6 +25,7 @@ app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Data checks before training and scoring.")
 app.add_typer(data_app, name="data")
 app.add_typer(reviewers_app, name="reviewers")
+app.add_typer(cache_app, name="cache")
 app.command("plan")(plan)
 app.command("run")(run)
 app.command("gate")(gate)

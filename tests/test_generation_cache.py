@@ -14,11 +14,11 @@ import yaml
 from harness.backends import Deployment
 from harness.backends.hf_local import HFLocalBackend, HFOptions
 from harness.backends.vllm_server import ServeSpec, VllmOptions
-from harness.generation_cache import GenerationCache
+from harness.generation_cache import AnswerSource, GenerationCache
 from harness.lifecycle import Interrupted
 from harness.models import native_dtype
 from harness.pipeline import run_suite
-from harness.records import Request
+from harness.records import Completion, Request
 from harness.store import ResultsDir, RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
@@ -191,3 +191,36 @@ def test_a_crash_loses_nothing_cached_and_resume_duplicates_nothing(tmp_path, ta
     counts = RunDir(resumed.run_dir).read_run().cache.answers["tiny"]["keywords"]
     assert (counts.reused, counts.generated, counts.from_runs) == (5, 7, {"a": 5})
     assert GenerationCache(ResultsDir(results).generations_db).info().by_run == {"a": 5, "b": 7}
+
+
+def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    import sys
+
+    from harness.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["harness", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_cache_info_and_prune_say_what_the_cache_holds_and_what_was_removed(tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    cache = GenerationCache(ResultsDir(results).generations_db)
+    for i, (run, model) in enumerate([("a", "m1"), ("a", "m2"), ("b", "m1"), ("b", "m1")]):
+        cache.put(f"k{i}", Completion(f"e{i}", "c", "t", "x"), AnswerSource("c", model, "d", "w", 0), run)
+    cache.db.execute("UPDATE answers SET created_at = '2020-01-01T00:00:00+00:00' WHERE key = 'k0'")
+    cache.close()
+    code, out, _ = _cli(monkeypatch, capsys, "cache", "info", "--results", str(results))
+    assert code == 0 and "4 answers" in out and "m1: 3" in out and "b: 2" in out and "2020-01-01" in out
+    code, _, err = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results))
+    assert code == 2 and "give --older-than, --run or --model" in err
+    code, out, _ = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results), "--older-than", "30")
+    assert code == 0 and "removed 1 answers" in out and "a: 1" in out
+    code, out, _ = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results), "--run", "b",
+                        "--model", "m2")
+    assert code == 0 and "removed 0 answers" in out
+    code, out, _ = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results), "--model", "m1")
+    assert code == 0 and "removed 2 answers" in out and "b: 2" in out
+    assert GenerationCache(ResultsDir(results).generations_db).info().by_model == {"m2": 1}
