@@ -14,7 +14,7 @@ from harness.cli_cache import cache_app
 from harness.cli_console import err, out
 from harness.cli_plan import plan
 from harness.cli_reviewers import reviewers_app
-from harness.cli_run import export, gate, run
+from harness.cli_run import export, gate, rescore, run
 from harness.errors import HarnessError, first_line, redact
 from harness.lifecycle import Interrupted
 
@@ -28,6 +28,7 @@ app.add_typer(reviewers_app, name="reviewers")
 app.add_typer(cache_app, name="cache")
 app.command("plan")(plan)
 app.command("run")(run)
+app.command("rescore")(rescore)
 app.command("gate")(gate)
 app.command("export")(export)
 

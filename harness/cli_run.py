@@ -100,6 +100,29 @@ def export(
         raise typer.Exit(1)
 
 
+def rescore(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    suite: Path = typer.Option(None, "--suite", help="the changed suite (new metrics, detectors, judges); its tasks, "
+                               "candidates and prompts must be the run's (default: the run's own)"),
+    manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the suite's, else the run's)"),
+    run_id: str = typer.Option(None, "--run-id", help="name of the new run directory (default: time, suite, rescore)"),
+) -> None:
+    """Score a finished run's answers again, without generating, into a new run directory beside it that names its
+    source in run.json. Exit codes as `harness run`."""
+    from harness import report
+    from harness.manifest import passed
+    from harness.pipeline import rescore as rescore_run
+
+    result = rescore_run(run_dir, suite, manifest, run_id, err)
+    for table in report.terminal_tables(result.results, result.known):
+        out.print(table)
+    if result.verdicts is not None:
+        out.print(report.verdict_table(result.verdicts))
+    out.print(f"run directory: {result.run_dir}")
+    if result.failed_requests or (result.verdicts is not None and not passed(result.verdicts)):
+        raise typer.Exit(1)
+
+
 def gate(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the run's own)"),

@@ -29,13 +29,15 @@ from harness.finetune import finetune_all
 from harness.generation import answer_counts, check_run_id, generate, open_run
 from harness.generation_cache import GenerationCache
 from harness.lifecycle import Interrupted, guard
+from harness.metrics import TaskMetrics
 from harness.models import adapter_store, native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
+from harness.rescoring import asked, rescore_plan, source_of
 from harness.run_record import CacheRecord, Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
 from harness.sources.files import file_sha256
-from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
+from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, new_run_id, now_iso, read_lineage
 
 # The harness's own figures depend on these; each backend and detector declares its own (`packages`), and every
 # installed plugin's package is recorded too.
@@ -72,6 +74,7 @@ class RunResult:
     verdicts: list[Verdict] | None
     failed_requests: int
     timings: dict[str, float] = field(default_factory=dict)
+    known: dict[str, TaskMetrics] = field(default_factory=dict)  # each task's metrics, for formatting
 
 
 class Pipeline:
@@ -90,6 +93,7 @@ class Pipeline:
         self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
         self.cache: CacheRecord | None = None  # once generation is done: where the answers came from
         self.rescored_from: str | None = None
+        self.asked: dict[str, dict[str, str]] = {}  # per candidate and task: a digest of its requests
 
     def _record(self, run: RunDir, status: RunStatus, started: str, timings: dict[str, float],
                 error: str | None = None, failed_requests: int | None = None) -> RunRecord:
@@ -131,6 +135,7 @@ class Pipeline:
             failed_requests=failed_requests,
             error=error,
             cache=self.cache,
+            requests_sha256=self.asked,
             rescored_from=self.rescored_from,
         )
 
@@ -219,11 +224,34 @@ class Pipeline:
         self.probes = dict(previous.adapter_probes) if previous else {}
         self.dtypes = {**{f"{name}/finetune": read_lineage(path).get("dtype") for name, path in self.adapters.items()},
                        **(previous.dtypes if previous else {})}
+        self.asked = asked(self.plan)
         with self._stage(run, started, timings, fails=True):
             run.write_run(self._record(run, "running", started, timings))
             self.console.print(f"[bold]run[/] {run.path}")
             self._say_prompting()
             self._generate(run, timings, previous)
+        return self._score(run, started, timings)
+
+    def rescore(self, source: RunDir, record: RunRecord, run_id: str | None = None) -> RunResult:
+        """`harness rescore`: the source run's answers (with their latency, findings and judgements) scored by this
+        plan into a new run directory that names its source; nothing is generated."""
+        self.adapters = {name: Path(path) for name, path in record.adapters.items()}
+        self.probes, self.dtypes, self.data_reports = dict(record.adapter_probes), dict(record.dtypes), list(
+            record.data_check)
+        self.cache, self.asked, self.rescored_from = record.cache, record.requests_sha256, record.run_id
+        run = open_run(self.results, self.plan, run_id or f"{new_run_id(self.plan.suite.name)}-rescore", False,
+                       self.manifest_file)
+        started, timings = now_iso(), dict[str, float]()
+        with self._stage(run, started, timings, fails=True):
+            run.write_run(self._record(run, "running", started, timings))
+            self.console.print(f"[bold]rescoring[/] {source.path} [bold]into[/] {run.path}")
+            for task in self.plan.tasks:
+                for cand in self.plan.suite.candidates_of(task.name):
+                    run.copy_answers(source, cand.name, task.name)
+        return self._score(run, started, timings)
+
+    def _score(self, run: RunDir, started: str, timings: dict[str, float]) -> RunResult:
+        """Evaluation and report of a run whose answers are all on disk; run.json says how it ended."""
         t0 = time.perf_counter()
         with self._stage(run, started, timings, fails=False):
             scored = score_run(self.plan, run, self.console.print)
@@ -233,10 +261,10 @@ class Pipeline:
         record = self._record(run, status, started, timings, failed_requests=scored.failed)
         run.write_run(record)
         costs = {c.name: c.cost_per_hour for c in self.plan.suite.candidates}
-        run.write_report(report.markdown(record, costs, scored.results, scored.verdicts,
-                                         known={t.name: t.metrics for t in self.plan.tasks},
+        known = {t.name: t.metrics for t in self.plan.tasks}
+        run.write_report(report.markdown(record, costs, scored.results, scored.verdicts, known=known,
                                          corrections=scored.corrections))
-        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
+        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings, known)
 
 
 def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
@@ -247,6 +275,16 @@ def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdi
     run.write_report(report.markdown(run.read_run(), costs, scored.results, scored.verdicts,
                                      known={t.name: t.metrics for t in run_plan.tasks}, corrections=scored.corrections))
     return scored.verdicts or [], record
+
+
+def rescore(run_dir: Path, suite_file: Path | None = None, manifest_file: Path | None = None, run_id: str | None = None,
+            console: Console | None = None) -> RunResult:
+    """`harness rescore`: a finished run's answers scored by a changed suite (checked to ask what the run asked) or
+    manifest, into a new run directory beside it."""
+    source, record = source_of(run_dir)
+    run_plan = rescore_plan(source, record, suite_file, manifest_file)
+    with guard():
+        return Pipeline(run_plan, source.path.parent, console, manifest_file).rescore(source, record, run_id)
 
 
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,

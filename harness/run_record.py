@@ -160,6 +160,7 @@ class RunRecord(_Part):
     failed_requests: int | None = None  # once scored
     error: str | None = None  # why a run `failed`
     cache: CacheRecord | None = None  # written since the generation cache
+    requests_sha256: dict[str, dict[str, str]] = {}  # candidate -> task -> digest of what it was asked (rescoring)
     rescored_from: str | None = None  # `harness rescore`: the run whose answers these are
 
     @model_validator(mode="before")

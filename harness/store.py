@@ -291,6 +291,13 @@ class RunDir:
             write_atomic(path, (c.to_json() + "\n" for c in done.values()))
         return done
 
+    def copy_answers(self, source: RunDir, candidate: str, task: str) -> None:
+        """Another run's answers as this run's (`harness rescore`), with its findings and judgements: each is kept with
+        the answer and the detector or judge behind it, so a changed one is asked again."""
+        for file_of in (RunDir.predictions_file, RunDir.detections_file, RunDir.judgements_file):
+            if file_of(source, candidate, task).is_file():
+                write_atomic(file_of(self, candidate, task), [file_of(source, candidate, task).read_text()])
+
     def prediction_writer(self, candidate: str, task: str) -> PredictionWriter:
         return PredictionWriter(self.predictions_file(candidate, task))
 
