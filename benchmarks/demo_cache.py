@@ -7,8 +7,9 @@ Goal: the warm run generates no answer (every answer reused) and its scores cove
 
 Run: .venv/bin/python benchmarks/demo_cache.py              (the demo as `make demo` runs it, served on vLLM)
      .venv/bin/python benchmarks/demo_cache.py --in-process (generated with transformers instead)
-     .venv/bin/python benchmarks/demo_cache.py --quick      (a check that it works: 6 examples a task, no fine-tune,
-                                                             in process; written to demo_cache-quick.json)
+     .venv/bin/python benchmarks/demo_cache.py --quick      (a check that it works: 4 examples a task, the two
+                                                             prompted SmolLM2 candidates, in process; written to
+                                                             demo_cache-quick.json)
 Writes benchmarks/results/demo_cache.json (or demo_cache-quick.json); exits 1 when the goal is missed.
 """
 
@@ -44,10 +45,10 @@ def _suite(tmp: Path, quick: bool, added: bool) -> Path:
         metrics = [m for m in task["metrics"] if m != ADDED[1]]
         task["metrics"] = [*metrics, ADDED[1]] if added and ref["task"] == ADDED[0] else metrics
         (folder / "task.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
-        refs.append({**ref, "task": str(folder / "task.yaml"), **({"sample": 6} if quick else {})})
+        refs.append({**ref, "task": str(folder / "task.yaml"), **({"sample": 4} if quick else {})})
     suite["tasks"] = refs
     if quick:
-        suite["candidates"] = [c for c in suite["candidates"] if "finetune" not in c]
+        suite["candidates"] = [c for c in suite["candidates"] if c["name"] in ("smol-zero", "smol-fewshot")]
         suite["bootstrap"] = {**suite.get("bootstrap", {}), "resamples": 200}
     path = tmp / "suite.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
@@ -71,7 +72,7 @@ def _run(suite: Path, results: Path, run_id: str, in_process: bool, env: dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="6 examples a task, no fine-tune, in process")
+    parser.add_argument("--quick", action="store_true", help="4 examples a task, two candidates, in process")
     parser.add_argument("--in-process", action="store_true", help="pass --in-process to harness run")
     args = parser.parse_args()
     in_process = args.in_process or args.quick
