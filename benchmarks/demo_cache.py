@@ -63,7 +63,8 @@ def _run(suite: Path, results: Path, run_id: str, in_process: bool, env: dict[st
     record = json.loads((results / run_id / "run.json").read_text())
     cache = record.get("cache") or {}
     counts = [c for per_task in cache.get("answers", {}).values() for c in per_task.values()]
-    metrics = json.loads((results / run_id / "metrics.json").read_text())
+    scored = results / run_id / "metrics.json"  # absent where the run stopped before scoring
+    metrics = json.loads(scored.read_text()) if scored.is_file() else []
     return {"wall_s": round(wall, 1), "exit_code": done.returncode, "status": record["status"],
             "generated": sum(c["generated"] for c in counts), "reused": sum(c["reused"] for c in counts),
             "timings_s": record["timings_s"],
