@@ -66,10 +66,11 @@ def main() -> None:
         for name in KEPT:
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, kept / name)
-        # each fine-tune's lineage: training steps, wall time, tokens/s, loss curves
-        for lineage in (results / "adapters").glob("*/lineage.json"):
-            shutil.copyfile(lineage, kept / f"lineage-{lineage.parent.name}.json")
-    run = json.loads((kept / "run.json").read_text())
+        run = json.loads((kept / "run.json").read_text())
+        # each fine-tune's lineage (from the adapter store): training steps, wall time, tokens/s, loss curves
+        for adapter in map(Path, run.get("adapters", {}).values()):
+            if (adapter / "lineage.json").is_file():
+                shutil.copyfile(adapter / "lineage.json", kept / f"lineage-{adapter.name}.json")
     metrics = json.loads((kept / "metrics.json").read_text()) if (kept / "metrics.json").is_file() else []
     checks = {"completed": done.returncode in (0, 1) and run.get("status") == "complete"}
     if args.max_minutes is not None:

@@ -12,13 +12,14 @@ import pandas as pd
 
 from harness.config import Suite
 from harness.errors import HarnessError
+from harness.json_files import read_json
 from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
 from harness.ratings import Output
 from harness.records import Correction
 from harness.run_record import RunRecord
 from harness.snapshots import suite_of
-from harness.store import ResultsDir, RunDir, read_json
+from harness.store import ResultsDir, RunDir
 
 
 @dataclass

@@ -27,11 +27,13 @@ from harness.bench_prompts import LevelPrompts, draw_prompts, poisson_arrivals, 
 from harness.config import Candidate
 from harness.errors import ConfigError, HarnessError
 from harness.finetune import NotTrained, finetune_all
+from harness.json_files import write_json
 from harness.lifecycle import guard
+from harness.models import adapter_store
 from harness.plan import RunPlan, make_plan
 from harness.records import Completion
 from harness.stats import latency_percentile
-from harness.store import ResultsDir, now_iso, write_json
+from harness.store import ResultsDir, now_iso
 
 PERCENTILES = (50, 90, 99)
 
@@ -235,7 +237,7 @@ class BenchOptions:
             raise HarnessError("bench: --warmup must be 0 or more")
 
 
-def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: Callable[[str], None]) -> Deployment:
+def bench_target(run_plan: RunPlan, cand: Candidate, say: Callable[[str], None]) -> Deployment:
     """The candidate as `harness run` serves it: with its `adapter:`, or for a fine-tune with the adapter trained
     for it, found by content hash as `harness run` finds it. Bench never trains, and never measures a base under
     a fine-tune's name: a fine-tune not trained yet is refused."""
@@ -250,13 +252,13 @@ def bench_target(run_plan: RunPlan, cand: Candidate, results: ResultsDir, say: C
     say(f"finding the adapter trained for {cand.name} (by the hash of its base, data and settings)")
     try:
         # No data reports: they decide whether training may start, and bench trains nothing.
-        adapters = finetune_all(run_plan, [], results.adapters, say, only=cand.name, lookup_only=True)
+        adapters = finetune_all(run_plan, [], adapter_store(), say, only=cand.name, lookup_only=True)
     except NotTrained as exc:
         whose = cand.name if exc.candidate == cand.name else f"{exc.candidate}, which {cand.name} continues,"
         raise ConfigError(run_plan.suite_file, f"{where}.finetune", (
             f"candidate {cand.name} is fine-tuned, but {whose} has no adapter trained for its current settings, "
             f"data and base (none at {exc.target}), and benching its base in its place would mislead; train it "
-            f"first: harness finetune {run_plan.suite_file} --candidate {cand.name} --results {results.path}"
+            f"first: harness finetune {run_plan.suite_file} --candidate {cand.name}"
         )) from None
     return cand.deployment(str(adapters[cand.name]))
 
@@ -287,7 +289,7 @@ def bench_suite(suite_file: Path, options: BenchOptions, results_dir: Path, say:
                   for t in tasks for r in run_plan.requests(t, cand)]
         described = f"the test prompts of {', '.join(t.name for t in tasks)}"
     results_root = ResultsDir(results_dir)
-    target = bench_target(run_plan, cand, results_root, say)
+    target = bench_target(run_plan, cand, say)
     # A server this bench starts (weights here) has an empty cache; one run elsewhere may hold these prompts
     # from earlier benches or traffic, so there every prompt carries a mark new to this bench.
     draw = draw_prompts(source, len(levels), options.warmup, options.requests,

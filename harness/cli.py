@@ -10,10 +10,11 @@ from pathlib import Path
 
 import typer
 
+from harness.cli_cache import cache_app
 from harness.cli_console import err, out
 from harness.cli_plan import plan
 from harness.cli_reviewers import reviewers_app
-from harness.cli_run import export, gate, run
+from harness.cli_run import export, gate, rescore, run
 from harness.errors import HarnessError, first_line, redact
 from harness.lifecycle import Interrupted
 
@@ -24,8 +25,10 @@ app.add_typer(models_app, name="models")
 data_app = typer.Typer(no_args_is_help=True, help="Data checks before training and scoring.")
 app.add_typer(data_app, name="data")
 app.add_typer(reviewers_app, name="reviewers")
+app.add_typer(cache_app, name="cache")
 app.command("plan")(plan)
 app.command("run")(run)
+app.command("rescore")(rescore)
 app.command("gate")(gate)
 app.command("export")(export)
 
@@ -73,17 +76,17 @@ def data_check(suite: Path = typer.Argument(..., help="suite YAML file")) -> Non
 def finetune(
     suite: Path = typer.Argument(..., help="suite YAML file"),
     candidate: str = typer.Option(None, "--candidate", help="only this candidate"),
-    results: Path = typer.Option(Path("results"), "--results", help="adapters go to RESULTS/adapters/"),
 ) -> None:
-    """Train the LoRA adapters the suite asks for (cached by content hash); prints their folders."""
+    """Train the LoRA adapters the suite asks for, into the adapter store (HARNESS_ADAPTERS, else
+    ~/.cache/harness/adapters), by content hash; prints their folders."""
     from harness.finetune import finetune_all
+    from harness.models import adapter_store
     from harness.plan import check_data, make_plan
-    from harness.store import ResultsDir
 
     run_plan = make_plan(suite)
     if candidate is not None:
         run_plan.suite.candidate(candidate)
-    adapters = finetune_all(run_plan, check_data(run_plan), ResultsDir(results).adapters, lambda msg: err.print(msg),
+    adapters = finetune_all(run_plan, check_data(run_plan), adapter_store(), lambda msg: err.print(msg),
                             candidate)
     if not adapters:
         raise HarnessError(f"{suite}: no candidate has a `finetune:` block" + (f" ({candidate})" if candidate else ""))

@@ -29,6 +29,8 @@ def run(
                                   "by an embedded stand-in, the same servers, fine-tune launcher and manifest"),
     sample: int = typer.Option(None, "--sample", min=1, help="a seeded sample of at most this many test examples "
                                "per task (with --rehearse, default: the manifest's min_examples)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="generate every answer, neither reading nor writing the "
+                                  "results folder's generation cache (latency measured on every request)"),
 ) -> None:
     """Run every candidate on every task, score, gate, and write the run directory.
 
@@ -46,7 +48,7 @@ def run(
     tracked = tracking.choose(run_plan.suite.tracking, track, tracking_uri)
     if tracked is not None:
         tracking.check(tracked, results, "--tracking-uri" if tracking_uri else f"{suite}: tracking.uri")
-    result = Pipeline(run_plan, results, err, manifest).execute(run_id, resume)
+    result = Pipeline(run_plan, results, err, manifest, use_cache=not no_cache).execute(run_id, resume)
     for table in report.terminal_tables(result.results, {t.name: t.metrics for t in run_plan.tasks}):
         out.print(table)
     if result.verdicts is not None:
@@ -101,6 +103,29 @@ def export(
     spec = spec.model_copy(update=update)
     tracking.check(spec, run_dir.parent, "--tracking-uri" if tracking_uri else f"{run.run_json}: tracking.uri")
     if not _log_to_mlflow(run_dir, spec, run_dir.parent):
+        raise typer.Exit(1)
+
+
+def rescore(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    suite: Path = typer.Option(None, "--suite", help="the changed suite (new metrics, detectors, judges); its tasks, "
+                               "candidates and prompts must be the run's (default: the run's own)"),
+    manifest: Path = typer.Option(None, "--manifest", help="success criteria (default: the suite's, else the run's)"),
+    run_id: str = typer.Option(None, "--run-id", help="name of the new run directory (default: time, suite, rescore)"),
+) -> None:
+    """Score a finished run's answers again, without generating, into a new run directory beside it that names its
+    source in run.json. Exit codes as `harness run`."""
+    from harness import report
+    from harness.manifest import passed
+    from harness.pipeline import rescore as rescore_run
+
+    result = rescore_run(run_dir, suite, manifest, run_id, err)
+    for table in report.terminal_tables(result.results, result.known):
+        out.print(table)
+    if result.verdicts is not None:
+        out.print(report.verdict_table(result.verdicts))
+    out.print(f"run directory: {result.run_dir}")
+    if result.failed_requests or (result.verdicts is not None and not passed(result.verdicts)):
         raise typer.Exit(1)
 
 

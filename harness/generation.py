@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -18,9 +19,10 @@ from harness import adapter_probe
 from harness.backends import Backend, BackendEnv, Deployment
 from harness.config import Candidate
 from harness.errors import HarnessError, redact_all
+from harness.generation_cache import AnswerSource, GenerationCache
 from harness.plan import PlannedTask, RunPlan, check_unchanged
 from harness.records import Request
-from harness.run_record import ProbeResult
+from harness.run_record import AnswerCount, ProbeResult
 from harness.store import ResultsDir, RunDir, new_run_id
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -84,28 +86,39 @@ class _Work:
     task: PlannedTask
     pending: list[Request]
     bar: BarID
+    keys: dict[str, str] = field(default_factory=dict)  # example id -> generation cache key of its answer
+    source: AnswerSource | None = None  # what the keys were made of (None: no cache)
 
 
 def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console: Console,
-             timings: dict[str, float], probes: dict[str, ProbeResult], dtypes: dict[str, str | None]) -> None:
-    """Generate what is missing; fine-tuned candidates are served with the adapter trained for them, once
-    probes show the adapter changes answers (results into `probes`; each candidate's dtype into `dtypes`)."""
+             timings: dict[str, float], probes: dict[str, ProbeResult], dtypes: dict[str, str | None],
+             cache: GenerationCache | None = None, weights: dict[str, str] | None = None) -> None:
+    """Generate what is missing, taking from `cache` what it holds (how each candidate's weights were identified
+    into `weights`); fine-tuned candidates are served with the adapter trained for them, once probes show the
+    adapter changes answers (results into `probes`; each candidate's dtype into `dtypes`)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     candidates = run_plan.suite.candidates
     targets = [c.deployment(str(adapters[c.name]) if c.name in adapters else None) for c in candidates]
     with Progress(*columns, console=console) as progress:
+        def say(msg: str) -> None:
+            progress.console.print(f"  {msg}")
+
         todo: list[_Work] = []
-        for cand in candidates:
+        for cand, target in zip(candidates, targets, strict=True):
+            source = None
             for task in (t for t in run_plan.tasks if cand.runs(t.name)):
                 ids = [ex.id for ex in task.data.test]
                 done = run.compact_predictions(cand.name, task.name, ids)
                 bar = progress.add_task(f"{cand.name} × {task.name}", total=len(ids), completed=len(done))
-                pending = [r for r in run_plan.requests(task, cand) if r.example_id not in done]
-                todo.append(_Work(cand, task, pending, bar))
-
-        def say(msg: str) -> None:
-            progress.console.print(f"  {msg}")
+                work = _Work(cand, task, [r for r in run_plan.requests(task, cand) if r.example_id not in done], bar)
+                if cache is not None and work.pending:
+                    # Identified only where answers are missing: hashing weights costs a read of them once.
+                    source = source or cache.source(target, run_plan.suite.seed, say)
+                    _reuse(run, cache, source, work, progress)
+                todo.append(work)
+            if source is not None and weights is not None:
+                weights[cand.name] = source.weights
 
         work_of = {c.name: [w for w in todo if w.candidate is c and w.pending] for c in candidates}
         active = [(c, t) for c, t in zip(candidates, targets, strict=True) if work_of[c.name]]
@@ -117,7 +130,34 @@ def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 backend = _open_checked(run_plan, cand, target, env, probes, say)
                 timings[f"{cand.name}/load"] = round(time.perf_counter() - t0, 3)
                 dtypes[f"{cand.name}/generate"] = backend.dtype
-                _generate_candidate(run, cand, work_of[cand.name], backend, progress, timings)
+                _generate_candidate(run, cand, work_of[cand.name], backend, progress, timings, cache)
+
+
+def _reuse(run: RunDir, cache: GenerationCache, source: AnswerSource, work: _Work, progress: Progress) -> None:
+    """Write the cached answers of `work`'s pending requests into the run, leaving the others pending."""
+    work.source = source
+    work.keys = {r.example_id: source.key(r) for r in work.pending}
+    found = cache.find(work.keys, work.candidate.name, work.task.name)
+    if not found:
+        return
+    with run.prediction_writer(work.candidate.name, work.task.name) as writer:
+        for completion in found.values():
+            writer.append(completion)
+    progress.advance(work.bar, len(found))
+    work.pending = [r for r in work.pending if r.example_id not in found]
+
+
+def answer_counts(run_plan: RunPlan, run: RunDir) -> dict[str, dict[str, AnswerCount]]:
+    """Per candidate and task: how many of the run's answers it generated and how many it reused, from which runs."""
+    out: dict[str, dict[str, AnswerCount]] = {}
+    for cand in run_plan.suite.candidates:
+        for task in (t for t in run_plan.tasks if cand.runs(t.name)):
+            answers = run.answers(cand.name, task.name).values()
+            sources = Counter(c.cached_from for c in answers if c.cached_from is not None)
+            out.setdefault(cand.name, {})[task.name] = AnswerCount(
+                generated=sum(c.cached_from is None for c in answers), reused=sum(sources.values()),
+                from_runs=dict(sources))
+    return out
 
 
 def _open_checked(run_plan: RunPlan, cand: Candidate, target: Deployment, env: BackendEnv,
@@ -146,12 +186,15 @@ def _open_checked(run_plan: RunPlan, cand: Candidate, target: Deployment, env: B
 
 
 def _generate_candidate(run: RunDir, cand: Candidate, mine: list[_Work], backend: Backend, progress: Progress,
-                        timings: dict[str, float]) -> None:
+                        timings: dict[str, float], cache: GenerationCache | None) -> None:
     try:
         for work in mine:
             t0 = time.perf_counter()
             with run.prediction_writer(cand.name, work.task.name) as writer:
                 for completion in backend.generate(work.pending, cand.name, work.task.name):
+                    if cache is not None and work.source is not None:
+                        # Into the cache first: a crash before the prediction's line is written loses nothing.
+                        cache.put(work.keys[completion.example_id], completion, work.source, run.run_id)
                     writer.append(completion)
                     progress.advance(work.bar)
             key = f"{cand.name}/{work.task.name}"

@@ -112,6 +112,11 @@ def _blocked(c: Criterion, task: str, ev: TaskEvidence, manifest: Manifest) -> s
             return (f"{len(failed)} of {ev.n} requests of {other} on {task} failed ({_listed(failed)}): what it would "
                     f"have answered is unknown, so {c.candidate} cannot be compared with it; `harness run --resume` "
                     "retries them")
+    if ev.metrics[c.metric].timed:
+        for name in [c.candidate, *_others(c, ev)]:
+            if reused := ev.reused(name):
+                return (f"{len(reused)} of {ev.n} answers of {name} on {task} came from the generation cache, so this "
+                        f"run did not time them; `harness run --no-cache` measures {c.metric}")
     unparsed = ev.metrics[c.metric].unparsed
     if unparsed is not None:
         for name in [c.candidate, *_others(c, ev)]:

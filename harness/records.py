@@ -58,6 +58,9 @@ class Completion:
     e2e_s: float | None = None
     error: str | None = None
     attempts: int = 1
+    # The run that generated it, where it was taken from the generation cache: it then carries no timing, since
+    # latency is never reused.
+    cached_from: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

@@ -151,6 +151,7 @@ def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricRes
     if run.failed_requests:
         lines += [f"**{run.failed_requests} requests failed**: their answers score as empty. "
                   "`harness run --resume` retries them.", ""]
+    lines += provenance_markdown(run)
     lines += [f"Seed {run.seed}; intervals: percentile bootstrap, {run.bootstrap.resamples} resamples, "
               f"{level(run.bootstrap.confidence)} confidence. Git revision `{run.git_revision}`.", ""]
     for task, by_cand in _grouped(results).items():
@@ -171,6 +172,23 @@ def markdown(run: RunRecord, costs: Mapping[str, float], results: list[MetricRes
     versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
     lines += ["", f"Versions: {versions}.", ""]
     return "\n".join(lines)
+
+
+def provenance_markdown(run: RunRecord) -> list[str]:
+    """Where the answers came from: a rescored run's source (whose answers and latency these are), and answers
+    reused from the generation cache (which this run did not time)."""
+    lines = []
+    if run.rescored_from:
+        lines += [f"Rescored from run `{run.rescored_from}`: its answers and their latency, scored again without "
+                  "generating.", ""]
+    cache = run.cache
+    if cache is not None and cache.reused:
+        runs = sorted({source for per in cache.answers.values() for c in per.values() for source in c.from_runs})
+        lines += [f"{cache.reused} of {cache.reused + cache.generated} answers came from the generation cache "
+                  f"(run{'s' if len(runs) > 1 else ''} {', '.join(runs)}): latency figures cover only the "
+                  f"{cache.generated} this run generated, and no latency criterion is decided where a side holds "
+                  "reused answers (`harness run --no-cache` times every request).", ""]
+    return lines
 
 
 CORRECTION_COLUMNS = ("task", "metric", "candidate", "raw (machine)", "corrected", "labels", "interval", "sensitivity",

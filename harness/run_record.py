@@ -109,6 +109,30 @@ class PromptingRecord(_Part):
     why: str
 
 
+class AnswerCount(_Part):
+    """Where a candidate's answers on a task came from."""
+
+    generated: int = 0  # by this run (timed by it)
+    reused: int = 0  # from the generation cache (no timing)
+    from_runs: dict[str, int] = {}  # run id -> answers reused from it
+
+
+class CacheRecord(_Part):
+    """How the generation cache served a run."""
+
+    enabled: bool  # false: `--no-cache`, nothing read or written
+    answers: dict[str, dict[str, AnswerCount]] = {}  # candidate -> task -> counts
+    weights: dict[str, str] = {}  # candidate -> how its weights were identified in the cache key
+
+    @property
+    def reused(self) -> int:
+        return sum(c.reused for per_task in self.answers.values() for c in per_task.values())
+
+    @property
+    def generated(self) -> int:
+        return sum(c.generated for per_task in self.answers.values() for c in per_task.values())
+
+
 class RunRecord(_Part):
     schema_version: int
     run_id: str
@@ -136,6 +160,9 @@ class RunRecord(_Part):
     prompting: dict[str, dict[str, PromptingRecord]] = {}  # candidate -> task -> how it is prompted
     failed_requests: int | None = None  # once scored
     error: str | None = None  # why a run `failed`
+    cache: CacheRecord | None = None  # written since the generation cache
+    requests_sha256: dict[str, dict[str, str]] = {}  # candidate -> task -> digest of what it was asked (rescoring)
+    rescored_from: str | None = None  # `harness rescore`: the run whose answers these are
 
     @model_validator(mode="before")
     @classmethod

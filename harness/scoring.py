@@ -90,6 +90,11 @@ class TaskEvidence:
         """The examples whose request failed for the candidate."""
         return [ex.id for ex, c in zip(self.examples, self.completions[candidate], strict=True) if not c.ok]
 
+    def reused(self, candidate: str) -> list[str]:
+        """The examples whose answer came from the generation cache (timed by another run, not this one)."""
+        return [ex.id for ex, c in zip(self.examples, self.completions[candidate], strict=True)
+                if c.cached_from is not None]
+
     def counting_against(self, candidate: str, baseline: str | None = None, high: bool = True) -> TaskEvidence:
         """The evidence a criterion on `candidate` (against `baseline`) is decided on: the same examples and
         resamples, with the candidate's failed requests and missing machine verdicts at each metric's worst (a

@@ -9,8 +9,6 @@ crash or kill loses at most the line being written, which the reader then ignore
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from harness.errors import HarnessError, redact_all
+from harness.json_files import PredictionWriter, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from harness.records import Completion, MetricResult
 from harness.run_record import SCHEMA_VERSION as SCHEMA_VERSION
 from harness.run_record import MetricRow, RunRecord, first_error
@@ -36,50 +35,6 @@ def read_lineage(adapter: Path) -> dict[str, Any]:
     if not isinstance(lineage, dict):
         raise HarnessError(f"{path}: not an adapter lineage (expected a JSON object)")
     return lineage
-
-
-def write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write a text file atomically: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-        os.replace(tmp, path)
-    except OSError as exc:  # a full disk: the old file stays whole, and the error names the file
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, [json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True), "\n"])
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def read_jsonl(path: Path) -> list[Any]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise HarnessError(f"{path}: line {number} is not JSON") from None
-    return rows
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def new_run_id(suite_name: str) -> str:
@@ -300,6 +255,13 @@ class RunDir:
             write_atomic(path, (c.to_json() + "\n" for c in done.values()))
         return done
 
+    def copy_answers(self, source: RunDir, candidate: str, task: str) -> None:
+        """Another run's answers as this run's (`harness rescore`), with its findings and judgements: each is kept with
+        the answer and the detector or judge behind it, so a changed one is asked again."""
+        for file_of in (RunDir.predictions_file, RunDir.detections_file, RunDir.judgements_file):
+            if file_of(source, candidate, task).is_file():
+                write_atomic(file_of(self, candidate, task), [file_of(source, candidate, task).read_text()])
+
     def prediction_writer(self, candidate: str, task: str) -> PredictionWriter:
         return PredictionWriter(self.predictions_file(candidate, task))
 
@@ -337,13 +299,14 @@ class MonitorDir:
 
 
 class ResultsDir:
-    """The results folder: run directories, bench directories, cached adapters and the ratings database."""
+    """The results folder: run directories, bench directories, monitor reports, the generation cache and the ratings
+    database (trained adapters live in one store for every results folder: `models.adapter_store`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     ratings_db = _entry("ratings.sqlite")
-    adapters = _entry("adapters")
+    generations_db = _entry("generations.sqlite")  # the generation cache (generation_cache.py)
     # The default MLflow store: a SQLite database and its artifact folder, no server needed.
     mlflow_dir = _entry("mlflow")
 
@@ -388,29 +351,3 @@ class ResultsDir:
             if not RunDir(path).is_complete():
                 return RunDir(path)
         return None
-
-
-class PredictionWriter:
-    """Appends Completions to a JSONL file, one flushed line each."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._handle = path.open("a", encoding="utf-8")
-
-    def append(self, completion: Completion) -> None:
-        try:
-            self._handle.write(completion.to_json() + "\n")
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except OSError as exc:  # a write error on an open file names no file; this one does
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -19,6 +19,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Datasets the tests build are cached here, never in the user's own cache.
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="harness-tests-datasets-"))
 os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="harness-tests-modules-"))
+# Adapters the tests train go to a store of their own, never the user's.
+os.environ.setdefault("HARNESS_ADAPTERS", tempfile.mkdtemp(prefix="harness-tests-adapters-"))
 
 from tests.talking_model import KEYWORDS, LABELS, keyword_text, qa_row
 

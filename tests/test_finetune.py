@@ -259,3 +259,21 @@ def test_a_successor_that_cannot_be_trained_is_refused_before_any_work(tmp_path,
     with pytest.raises(ConfigError) as caught:
         make_plan(suite)
     assert caught.value.field == field and message in caught.value.message
+
+
+def test_a_run_into_another_results_folder_reuses_the_trained_adapter(tmp_path, talking_model, monkeypatch):
+    from harness.pipeline import run_suite
+
+    monkeypatch.setenv("HARNESS_ADAPTERS", str(tmp_path / "store"))
+    task = classification_task(tmp_path / "task", n_test=6, n_train=40)
+    suite = write_yaml(tmp_path / "suite.yaml", {
+        "name": "ft", "tasks": [str(task)], "bootstrap": {"resamples": 100}, "allow_overlap": True,
+        "candidates": [{"name": "ft", "model": str(talking_model), "accept_unchanged_adapter": True,
+                        "finetune": {**SPEC, "max_steps": 4, "eval_steps": 2}}]})
+    first = run_suite(suite, tmp_path / "one", run_id="a")
+    adapter = tmp_path / "store" / RunDir(first.run_dir).read_run().adapters["ft"].split("/")[-1]
+    assert RunDir(first.run_dir).read_run().adapters["ft"] == str(adapter) and adapter.is_dir()
+    stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    second = run_suite(suite, tmp_path / "two", run_id="b")
+    assert RunDir(second.run_dir).read_run().adapters["ft"] == str(adapter)
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == stamp, "not trained again"

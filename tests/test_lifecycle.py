@@ -108,10 +108,10 @@ def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model, leave
     suite = write_yaml(tmp_path / "suite.yaml", {"name": "ddp", "tasks": [str(task)], "allow_overlap": True,
                                                  "candidates": [{"name": "ft", "model": str(talking_model),
                                                                  "finetune": finetune}]})
-    results = tmp_path / "results"
-    harness = subprocess.Popen([sys.executable, "-m", "harness.cli", "finetune", str(suite), "--results",
-                                str(results)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=default_signals)
+    store = tmp_path / "adapters"
+    harness = subprocess.Popen([sys.executable, "-m", "harness.cli", "finetune", str(suite)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HARNESS_ADAPTERS": str(store)}, preexec_fn=default_signals)
     leave_nothing(harness, {})
 
     def workers():
@@ -128,7 +128,7 @@ def test_a_signal_stops_torchrun_and_every_worker(tmp_path, talking_model, leave
     assert harness.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "interrupted by SIGTERM; every process the harness started is stopped"
     assert still_running(procs) == []
-    assert not [p for p in (results / "adapters").iterdir() if not p.name.startswith(".")], "no adapter written"
+    assert not [p for p in store.iterdir() if not p.name.startswith(".")], "no adapter written"
 
 
 @pytest.mark.slow

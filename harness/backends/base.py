@@ -65,6 +65,17 @@ class BackendOptions(Settings):
     served: ClassVar[bool] = False
     # The PyPI distributions its figures depend on: their installed versions go into run.json.
     packages: ClassVar[tuple[str, ...]] = ()
+    # Settings that change how fast it answers, never what: left out of the generation cache's key.
+    output_neutral: ClassVar[frozenset[str]] = frozenset()
+
+    def answer_settings(self) -> dict[str, Any]:
+        """The settings that change what it answers (`output_neutral` ones left out), an `auto` dtype resolved."""
+        return self.model_dump(mode="json", exclude=set(self.output_neutral))
+
+    def resolved_dtype(self) -> str | None:
+        """The dtype its weights compute in on this machine, known before opening it (an `auto` resolved); None
+        where the weights are someone else's (a server run elsewhere)."""
+        return None
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
         """(field, message) for what stops this candidate from running, found before any work: weights that

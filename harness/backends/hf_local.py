@@ -31,6 +31,14 @@ class HFOptions(BackendOptions):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     local_weights = True
     packages = ("torch", "transformers", "peft")
+    # A batch pads on the left under an attention mask: it changes the speed, not what is asked.
+    output_neutral = frozenset({"batch_size"})
+
+    def resolved_dtype(self) -> str:
+        return models.native_dtype() if self.dtype == "auto" else self.dtype
+
+    def answer_settings(self) -> dict[str, Any]:
+        return {**super().answer_settings(), "dtype": self.resolved_dtype()}
 
     def chat_template(self) -> bool | None:
         return self.chat

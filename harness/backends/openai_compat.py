@@ -56,6 +56,7 @@ class ClientOptions(BackendOptions):
     max_retries: Annotated[int, Field(ge=0)] = 3
     served = True
     packages: ClassVar[tuple[str, ...]] = ("httpx",)
+    output_neutral: ClassVar[frozenset[str]] = frozenset({"concurrency", "timeout_s", "max_retries"})
 
     def chat_template(self) -> bool | None:
         # The completions endpoint gets the plain prompt; the chat endpoint applies the server's template.
@@ -69,6 +70,7 @@ class OpenAIOptions(ClientOptions):
     backend: Literal["openai"] = "openai"
     url: str = Field(description="base URL of the server, e.g. http://host:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    output_neutral: ClassVar[frozenset[str]] = ClientOptions.output_neutral | {"api_key_env"}
 
     def problems(self, target: Deployment) -> Iterator[tuple[str, str]]:
         problem = unreachable(self.url)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -78,6 +78,15 @@ class ServeSpec(Settings):
                              f"{per_server * self.replicas}")
         return self
 
+    # Where and how fast a server runs, never what it answers: left out of the generation cache's key.
+    output_neutral: ClassVar[frozenset[str]] = frozenset({
+        "replicas", "gpu_memory_utilization", "cpu_kv_cache_gib", "startup_timeout_s", "devices", "api_key_env"})
+
+    def resolved_dtype(self) -> str:
+        """On GPUs vLLM's own "auto"; on a CPU the native-or-float32 rule (vLLM's CPU build falls back to
+        plain torch for bfloat16 on a CPU without native support, many times slower)."""
+        return self.dtype if self.dtype != "auto" or _has_cuda() else models.native_dtype()
+
     def devices_of(self, replica: int) -> list[int]:
         per_server = self.tensor_parallel_size * self.pipeline_parallel_size
         return self.devices[replica * per_server:(replica + 1) * per_server]
@@ -97,6 +106,13 @@ class VllmOptions(ClientOptions):
         if target.lora_rank and target.lora_rank > self.serve.max_lora_rank:
             yield "serve.max_lora_rank", (f"the adapter's LoRA rank {target.lora_rank} exceeds max_lora_rank "
                                           f"{self.serve.max_lora_rank}; vLLM would refuse it")
+
+    def answer_settings(self) -> dict[str, Any]:
+        serve = self.serve.model_dump(mode="json", exclude=set(self.serve.output_neutral))
+        return {**super().answer_settings(), "serve": {**serve, "dtype": self.serve.resolved_dtype()}}
+
+    def resolved_dtype(self) -> str:
+        return self.serve.resolved_dtype()
 
     def in_process(self) -> BackendOptions:
         # The completions endpoint takes the plain prompt: in process that is a prompt without chat template; the
@@ -196,10 +212,7 @@ class VllmServer:
         return "|".join(",".join(map(str, group)) for group in groups)
 
     def dtype(self) -> str:
-        """On GPUs vLLM's own "auto"; on a CPU the native-or-float32 rule (vLLM's CPU build falls back to
-        plain torch for bfloat16 on a CPU without native support, many times slower)."""
-        s = self.group.serve
-        return s.dtype if s.dtype != "auto" or _has_cuda() else models.native_dtype()
+        return self.group.serve.resolved_dtype()
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

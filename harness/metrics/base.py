@@ -80,6 +80,9 @@ class Metric(ABC):
     compared_by_intervals: bool = False
     # Why no criterion can be decided on this metric, if so (checked before any work).
     not_gateable: str | None = None
+    # Computed from the requests' timing: an answer reused from the generation cache has none, so no criterion on it
+    # is decided where a side holds such answers.
+    timed: bool = False
 
     @property
     def note(self) -> str | None:

@@ -48,6 +48,7 @@ class _Latency(Metric):
     decimals: int = 1
     unit: str = "ms"
     needs: frozenset[Need] = frozenset({"latency"})
+    timed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,85 @@
+"""Files the harness writes so that a crash never leaves half of one: atomic JSON and JSONL writes (a reader sees
+the old file or the new one), readers whose errors name the file, and an append-only, flushed JSONL writer of
+Completions (a kill loses at most the line being written, which the reader then ignores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.records import Completion
+
+
+def write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write a text file atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the old file stays whole, and the error names the file
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, [json.dumps(data, indent=2, ensure_ascii=False, allow_nan=True), "\n"])
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    write_atomic(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise HarnessError(f"{path}: line {number} is not JSON") from None
+    return rows
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+class PredictionWriter:
+    """Appends Completions to a JSONL file, one flushed line each."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = path.open("a", encoding="utf-8")
+
+    def append(self, completion: Completion) -> None:
+        try:
+            self._handle.write(completion.to_json() + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:  # a write error on an open file names no file; this one does
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
