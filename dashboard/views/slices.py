@@ -79,6 +79,12 @@ def render(ctx: Context) -> None:
             st.warning(f"{c['slice']}: {c['candidate']} is worse than its base {c['baseline']} here "
                        f"({c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], n={c['n']}) although better "
                        "overall")
+    noise = [c for c in found["comparisons"] if c.get("within_noise") and c["task"] == task
+             and c["slicing"] == name and c["metric"] == metric]
+    if noise:
+        st.caption("Worse than its base by the point estimate only, within noise (not flagged): " + "; ".join(
+            f"{c['slice']} ({c['candidate']} {c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}])"
+            for c in noise))
     flagged = {c["slice"] for c in flags if c["metric"] == metric}
     rows = results[results.metric == metric].copy()
     rows["label"] = [f"{s} ⚑" if s in flagged else f"{s} (too small)" if small else s
