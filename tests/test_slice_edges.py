@@ -136,21 +136,58 @@ def _two_regions(tmp_path, n=100):
     return _planned(tmp_path, rows, [{"name": "region", "field": "region", "min_size": 10}])
 
 
-def test_a_failed_request_makes_a_gap_insufficient_and_a_worst_slice_count_it_wrong(tmp_path):
+def _tolerant(**rule):
+    """A criterion under a manifest that lets 60% of requests fail (so the slice rules, not the error rate, decide)."""
+    return Manifest.model_validate({"max_error_rate": 0.6, "criteria": _criterion(**rule).model_dump()["criteria"]})
+
+
+def test_a_failed_request_makes_a_gap_insufficient_and_a_worst_slice_count_it_against(tmp_path):
     spec, data, parts = _two_regions(tmp_path)
     # Equal on both slices, a gap of 0 beyond doubt, until one request fails.
     answers = {"ft": ["yes"] * 200}
     ev = _evidence(spec, data, answers)
-    (v,) = resolve(_criterion(max_gap=0.2), {"t": ev}, partitions={"t": parts})
+    (v,) = resolve(_tolerant(max_gap=0.2), {"t": ev}, partitions={"t": parts})
     assert v.status == "pass", v.evidence
     failed = _evidence(spec, data, answers, {"ft": {150}})
-    (v,) = resolve(_criterion(max_gap=0.2), {"t": failed}, partitions={"t": parts})
-    assert v.status == "insufficient" and "failed" in v.evidence
+    (v,) = resolve(_tolerant(max_gap=0.2), {"t": failed}, partitions={"t": parts})
+    assert v.status == "insufficient" and "cannot count them at their worst" in v.evidence, v.evidence
     # Every request on slice b failed: however right the answers were, the slice fails.
     b_failed = _evidence(spec, data, answers, {"ft": set(range(100, 200))})
-    (v,) = resolve(Manifest.model_validate({"max_error_rate": 0.6, "criteria": _criterion(
-        worst=True, at_least=0.5).model_dump()["criteria"]}), {"t": b_failed}, partitions={"t": parts})
+    (v,) = resolve(_tolerant(worst=True, at_least=0.5), {"t": b_failed}, partitions={"t": parts})
     assert v.status == "fail" and "worst slice b 0 " in v.evidence, v.evidence
+    # Wrong on every example, failed on slice b: with `at_most` a failure counts as right (at its worst for the
+    # criterion), so slice b fails an at_most bar the answers themselves would pass.
+    wrong = _evidence(spec, data, {"ft": ["no"] * 200}, {"ft": set(range(100, 200))})
+    (v,) = resolve(_tolerant(worst=True, at_most=0.5), {"t": wrong}, partitions={"t": parts})
+    assert v.status == "fail" and "worst slice b 1 " in v.evidence, v.evidence
+
+
+def test_a_worst_slice_fails_only_beyond_the_corrected_interval(tmp_path):
+    rows = [{"q": f"q{i}", "r": "yes", "region": "abc"[i // 100]} for i in range(300)]
+    spec, data, parts = _planned(tmp_path, rows, [{"name": "region", "field": "region"}])
+    # Slice c right on 60 of 100: its own 95% interval lies below 0.7, its 98.3% one (Bonferroni over the three
+    # slices) does not; the others far above.
+    answers = ["yes" if i < 200 or i < 260 else "no" for i in range(300)]
+    ev = _evidence(spec, data, {"ft": answers})
+    c = subsets(ev, parts[0])["c"]
+    assert c.interval("exact_match", "ft", 0.95).high < 0.7 < c.interval("exact_match", "ft", 1 - 0.05 / 3).high
+    (v,) = resolve(_criterion(worst=True, at_least=0.7), {"t": ev}, partitions={"t": parts})
+    assert v.status == "insufficient", v.evidence
+    (v,) = resolve(_criterion(worst=True, at_least=0.75), {"t": ev}, partitions={"t": parts})
+    assert v.status == "fail", v.evidence
+
+
+def test_the_gap_of_rates_is_bounded_by_the_slices_corrected_intervals(tmp_path):
+    rows = [{"q": f"q{i}", "r": "yes", "region": "abc"[i // 100]} for i in range(300)]
+    spec, data, parts = _planned(tmp_path, rows, [{"name": "region", "field": "region"}])
+    right = {"a": 90, "b": 80, "c": 70}
+    answers = ["yes" if i % 100 < right["abc"[i // 100]] else "no" for i in range(300)]
+    subs = subsets(_evidence(spec, data, {"ft": answers}), parts[0])
+    iv = gap_interval(subs, "exact_match", "ft", 0.95)
+    each = {name: sub.interval("exact_match", "ft", 1 - 0.05 / 3) for name, sub in subs.items()}
+    assert iv.value == pytest.approx(0.2)
+    assert iv.high == pytest.approx(each["a"].high - each["c"].low)
+    assert iv.low == pytest.approx(each["a"].low - each["c"].high)
 
 
 def test_the_gap_of_a_metric_without_its_own_interval_is_a_simultaneous_bootstrap(tmp_path):
@@ -167,6 +204,10 @@ def test_the_gap_of_a_metric_without_its_own_interval_is_a_simultaneous_bootstra
     iv = gap_interval(subs, "macro_f1", "ft", 0.95)
     observed = subs["a"].interval("macro_f1", "ft", 0.95).value - subs["b"].interval("macro_f1", "ft", 0.95).value
     assert iv.value == pytest.approx(observed) and 0.2 < iv.low < iv.value < iv.high < 0.5
+    # Two slices: the gap lies within the 95th percentile of how far the difference of their draws strays.
+    strays = np.abs((subs["a"].draws("macro_f1")["ft"] - subs["a"].interval("macro_f1", "ft", 0.95).value)
+                    - (subs["b"].draws("macro_f1")["ft"] - subs["b"].interval("macro_f1", "ft", 0.95).value))
+    assert iv.high - iv.value == pytest.approx(np.quantile(strays, 0.95))
     for rule, status in (({"max_gap": 0.15}, "fail"), ({"max_gap": 0.6}, "pass"), ({"max_gap": 0.35}, "insufficient")):
         (v,) = resolve(Manifest.model_validate({"criteria": [{"task": "t", "metric": "macro_f1", "candidate": "ft",
                                                               "slice": "region", **rule}]}), {"t": ev},
@@ -207,3 +248,13 @@ def test_a_drop_significant_alone_but_not_across_the_slices_is_within_noise(tmp_
     by, _ = _simpson(tmp_path, {"drop": 6, "x": 0, "y": 0})
     assert by["drop"].ci_high < 0 and by["drop"].p_value < 0.05
     assert not by["drop"].simpson and by["drop"].within_noise
+
+
+def test_a_slice_below_min_examples_cannot_pass(tmp_path):
+    spec, data, parts = _two_regions(tmp_path)
+    ev = {"t": _evidence(spec, data, {"ft": ["yes"] * 200})}
+    criterion = _criterion(worst=True, at_least=0.5).model_dump()["criteria"]
+    (v,) = resolve(Manifest.model_validate({"criteria": criterion}), ev, partitions={"t": parts})
+    assert v.status == "pass", v.evidence
+    (v,) = resolve(Manifest.model_validate({"min_examples": 150, "criteria": criterion}), ev, partitions={"t": parts})
+    assert v.status == "insufficient" and "smallest slice has 100 examples" in v.evidence, v.evidence
