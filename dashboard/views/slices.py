@@ -37,6 +37,16 @@ def _chart(rows: pd.DataFrame, order: list[str], metric: str) -> alt.LayerChart:
     return bars + base.mark_point(filled=True).encode(x="value:Q")
 
 
+def slice_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The metric by slice, indexed by slice, its size and one column per candidate (`value [low, high]`), slices in
+    the chart's order."""
+    cells = rows.assign(cell=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                              zip(rows.value, rows.ci_low, rows.ci_high, strict=True)])
+    table = cells.pivot_table(index=["label", "n"], columns="candidate", values="cell", aggfunc="first", sort=False)
+    table = table.reindex(columns=list(dict.fromkeys(rows.candidate))).reset_index()
+    return table.set_index("label").loc[order].rename_axis("slice")
+
+
 def _confusions(view: RunView, task: str) -> None:
     for finetune, base in finetune_bases(view.suite).items():
         if finetune not in view.candidates_of(task) or base not in view.candidates_of(task):
@@ -94,6 +104,7 @@ def render(ctx: Context) -> None:
     st.caption(f"{found['confidence']:.0%} intervals, each slice resampled on its own; a slice under "
                f"{sl['min_size']} examples is too small to rank.")
     st.altair_chart(_chart(rows, order, metric), width="stretch")
+    st.table(slice_table(rows, order))
     gaps = pd.DataFrame([g for g in found["gaps"] if g["task"] == task and g["slicing"] == name
                          and g["metric"] == metric])
     if not gaps.empty:
