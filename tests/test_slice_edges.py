@@ -100,6 +100,12 @@ def test_term_lists_match_whole_terms_with_symbols_and_any_case(tmp_path):
     assert part.slices == {"yes": (0, 1, 3), "no": (2, 4, 5)}
 
 
+def test_a_blank_term_is_refused(tmp_path):
+    # An empty term would match between any two spaces: every example would be "yes".
+    with pytest.raises(ConfigError, match=r"task.yaml: slices.0.contains_any.1: .*pattern"):
+        _planned(tmp_path, [{"q": "a b", "r": "yes"}], [{"name": "x", "field": "q", "contains_any": ["card", " "]}])
+
+
 def test_length_bucket_edges_fall_in_the_upper_bucket(tmp_path):
     texts = ["x" * n for n in (9, 10, 24, 25)]
     _, _, (part,) = _planned(tmp_path, [{"q": t, "r": "yes"} for t in texts],
