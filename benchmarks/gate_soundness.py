@@ -18,7 +18,9 @@ clear margin: its pass rate (power) is reported.
 
 Slices: on `sliced-worst` every slice must clear the bar (`worst: true`): the truth sits on its worst slice, the
 others far above (the intersection-union test's least favourable case); on `sliced-gap` the gap between the best and
-worst of three slices is the criterion's. `--kind` runs only the kinds named (and the tasks they need).
+worst of three slices is the criterion's (exact intervals, Bonferroni), and on `sliced-f1` the same gap in macro F1
+(two balanced labels, a wrong answer the other one: a slice's macro F1 is its rate of right answers), which has no
+interval of its own: the simultaneous bootstrap. `--kind` runs only the kinds named (and the tasks they need).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ RATED_EXAMPLES, REVIEWERS = 60, ("ada", "bob")
 # a reviewer labels this many answers of the seeded order, and the corrected rate decides.
 LABELLED = 60
 SLICE_N = 150  # examples per slice of the sliced tasks (three slices each)
+F1_LABELS = ("left", "right")  # sliced-f1's two labels, alternating
 TRUE_P95_MS = LATENCY_MEDIAN_MS * float(np.exp(1.6448536 * LATENCY_SIGMA))
 
 
@@ -133,6 +136,8 @@ def criteria(pop: Population) -> dict[str, dict]:
                                  "worst": True, "at_least": 0.80},
         "max gap between slices": {"task": "sliced-gap", "metric": "exact_match", "candidate": "ft", "slice": "group",
                                    "max_gap": 0.20},
+        "max gap between slices, macro_f1": {"task": "sliced-f1", "metric": "macro_f1", "candidate": "ft",
+                                             "slice": "group", "max_gap": 0.20},
     }
 
 
@@ -151,6 +156,7 @@ def _suite(folder: Path, judge_url: str, pop: Population, kinds: list[str] | Non
     for name in ("sliced-worst", "sliced-gap"):
         rows[name] = [{"id": f"e{i}", "q": f"item {i}", "r": RIGHT, "group": "abc"[i // SLICE_N]}
                       for i in range(3 * SLICE_N)]
+    rows["sliced-f1"] = [{**row, "r": F1_LABELS[i % 2]} for i, row in enumerate(rows["sliced-gap"])]
     for name, data in rows.items():
         (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
@@ -164,6 +170,8 @@ def _suite(folder: Path, judge_url: str, pop: Population, kinds: list[str] | Non
     tasks["small"] = {**tasks["cls"], "name": "small"}
     for name in ("sliced-worst", "sliced-gap"):
         tasks[name] = {**tasks["cls"], "name": name, "slices": ["group"]}
+    tasks["sliced-f1"] = {**tasks["sliced-gap"], "name": "sliced-f1", "kind": "classification",
+                          "labels": list(F1_LABELS), "metrics": ["macro_f1"]}
     for name, spec in tasks.items():
         (folder / name / "task.yaml").write_text(json.dumps(spec))
     for name in ("qa-judged", "qa-selective", "qa-lenient"):
@@ -177,7 +185,7 @@ def _suite(folder: Path, judge_url: str, pop: Population, kinds: list[str] | Non
             {"task": "qa-judged/task.yaml", "detector": {"name": "judge", "model": "echo", "url": judge_url}},
             {"task": "qa-selective/task.yaml", "detector": {"name": "judge", "model": "selective", "url": judge_url}},
             {"task": "qa-lenient/task.yaml", "detector": {"name": "judge", "model": "lenient", "url": judge_url}},
-            "sliced-worst/task.yaml", "sliced-gap/task.yaml"]
+            "sliced-worst/task.yaml", "sliced-gap/task.yaml", "sliced-f1/task.yaml"]
     suite = {
         "name": "soundness", "seed": 0,
         "tasks": [r for r in refs if (r if isinstance(r, str) else r["task"]).split("/")[0] in needed],
@@ -250,6 +258,11 @@ def _draw_run(run: RunDir, record: RunRecord, pop: Population, rng: np.random.Ge
         right = np.concatenate([rng.random(SLICE_N) < p for p in rates])
         per_task[name] = {"ft": _completions("ft", name, [RIGHT if ok else WRONG for ok in right],
                                              np.full(3 * SLICE_N, LATENCY_MEDIAN_MS / 1000))}
+    # Balanced labels, a wrong answer the other label: each slice's macro F1 is its rate of right answers.
+    right = np.concatenate([rng.random(SLICE_N) < p for p in pop.slice_gap])
+    per_task["sliced-f1"] = {"ft": _completions("ft", "sliced-f1", [F1_LABELS[(i % 2) ^ (not ok)]
+                                                                    for i, ok in enumerate(right)],
+                                                np.full(3 * SLICE_N, LATENCY_MEDIAN_MS / 1000))}
     for task, by_cand in per_task.items():
         for cand, comps in by_cand.items():
             path = run.predictions_file(cand, task)

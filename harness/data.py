@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,9 +68,19 @@ def _to_examples(frame: pd.DataFrame, spec: DataSpec, task_file: Path, field_nam
                 n += 1
             ex_id = f"{ex_id}-{n}"
         seen.add(ex_id)
-        meta = {c: "" if pd.isna(row[c]) else str(row[c]) for c in kept}
+        meta = {c: text for c in kept if (text := _meta_text(row[c])) is not None}
         examples.append(Example(id=ex_id, inputs=inputs, reference=reference, meta=meta))
     return examples
+
+
+def _meta_text(value: Any) -> str | None:
+    """A data value as slices read it; None where it is missing. A column with a missing value reads as floats:
+    7.0 is written 7, as the data has it."""
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _seeded_split(examples: list[Example], test_size: float, seed: int) -> tuple[list[Example], list[Example]]:

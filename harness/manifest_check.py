@@ -120,6 +120,9 @@ def _check_slices(c: Criterion, i: int, where: Path | str, metrics: TaskMetrics,
         raise ConfigError(where, f"criteria.{i}.slice", f"task {task} has no slicing {c.slice!r} (has {has})")
     if is_rated(c.metric, metrics) or is_corrected(c.metric, metrics):
         raise ConfigError(where, f"criteria.{i}.metric", f"{c.metric} comes from reviewers, not per slice")
+    if c.max_gap is not None and len(partition.slices) < 2:
+        raise ConfigError(where, f"criteria.{i}.slice", f"{c.slice} on {task} has one slice: a gap between slices "
+                          f"can never be measured")
     needed = max(partition.min_size, min_n_for(metrics[c.metric], c, confidence))
     for name, members in partition.slices.items():
         if len(members) < needed:

@@ -1,6 +1,6 @@
 """The report's slice section: per task and slicing, the task's first metric by slice for every candidate (slices
 where a fine-tune is worse than its base although better overall first), each candidate's worst slice and best-worst
-gap, and every flagged slice (what the run saved for the Slices page)."""
+gap, every flagged slice, and apart those worse within noise (what the run saved for the Slices page)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ def slices_markdown(report: SliceReport | None, known: Mapping[str, TaskMetrics]
              f"Each slice resampled on its own ({report.confidence:.0%} intervals); a slice below its slicing's "
              "min_size is too small to rank.", ""]
     if report.flagged:
-        lines += ["**Worse than its base on a slice, although better overall (Simpson's trap):**", ""]
+        lines += ["**Worse than its base on a slice, although better overall (Simpson's trap), beyond noise corrected "
+                  "over the slicing's slices:**", ""]
         lines += [f"- {_flag(c)}" for c in report.flagged] + [""]
+    if report.within_noise:
+        lines += ["Worse than its base on a slice by the point estimate only (within noise across the slicing's "
+                  "slices, not flagged):", ""]
+        lines += [f"- {_flag(c)}" for c in report.within_noise] + [""]
     for sl in report.slicings:
         task, name = sl["task"], sl["slicing"]
         metrics = known[task]

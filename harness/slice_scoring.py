@@ -1,8 +1,9 @@
 """Metrics on slices of a task's test examples: every task metric per slice with its interval (the whole set's
 method, resampling within the slice), the paired difference of candidates within each slice, per candidate the
 worst slice and the best-worst gap with a simultaneous interval, and the slices where a fine-tune is worse than its
-base although it is better overall (Simpson's trap). Slices below their slicing's `min_size` are reported as too
-small and never ranked."""
+base although it is better overall (Simpson's trap: flagged where it is beyond noise, corrected over the slices;
+listed apart as within noise otherwise). Slices below their slicing's `min_size` are reported as too small and never
+ranked."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from harness.config import Suite
 from harness.records import nan_to_none
 from harness.scoring import TaskEvidence
 from harness.slicing import Partition
-from harness.stats import Interval, task_seed
+from harness.stats import Interval, PairedDifference, holm, task_seed
 
 
 class _Row:
@@ -56,8 +57,10 @@ class SliceComparison(_Row):
     too_small: bool
     higher_is_better: bool
     confidence: float
-    # The candidate fine-tunes the baseline, is better overall, and worse on this slice (Simpson's trap).
+    # The candidate fine-tunes the baseline and is better overall (its point estimate), and is worse on this slice
+    # beyond noise across the slicing's slices (Simpson's trap): flagged.
     simpson: bool = False
+    within_noise: bool = False  # worse on this slice by its point estimate only: listed, never flagged
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ class SliceReport:
     def flagged(self) -> list[SliceComparison]:
         return [c for c in self.comparisons if c.simpson]
 
+    @property
+    def within_noise(self) -> list[SliceComparison]:
+        return [c for c in self.comparisons if c.within_noise]
+
 
 def slice_report(evidence: dict[str, TaskEvidence], partitions: dict[str, list[Partition]], confidence: float,
                  bases: dict[str, str]) -> SliceReport:
@@ -195,13 +202,31 @@ def _comparisons(ev: TaskEvidence, partition: Partition, subs: dict[str, TaskEvi
             sign = 1.0 if ev.metrics[metric].higher_is_better else -1.0
             better_overall = (bases.get(cand) == baseline
                               and sign * ev.paired(metric, cand, baseline, confidence).delta > 0)
-            for name, sub in subs.items():
-                d = sub.paired(metric, cand, baseline, confidence)
+            diffs = {name: sub.paired(metric, cand, baseline, confidence) for name, sub in subs.items()}
+            beyond = _beyond_noise(diffs, subs, partition, (metric, cand, baseline), confidence)
+            for name, d in diffs.items():
                 small = partition.too_small(name)
+                worse = better_overall and not small and sign * d.delta < 0
                 out.append(SliceComparison(ev.task.name, partition.slicing, name, metric, cand, baseline, d.delta,
-                                           d.low, d.high, d.p_value, sub.n, small, sign > 0, confidence,
-                                           simpson=better_overall and not small and sign * d.delta < 0))
+                                           d.low, d.high, d.p_value, subs[name].n, small, sign > 0, confidence,
+                                           simpson=worse and name in beyond, within_noise=worse and name not in beyond))
     return out
+
+
+def _beyond_noise(diffs: dict[str, PairedDifference], subs: dict[str, TaskEvidence], partition: Partition,
+                  pair: tuple[str, str, str], confidence: float) -> set[str]:
+    """The slices large enough to rank whose paired difference is not 0 with the confidence asked, corrected over
+    those slices (a flag on any of k slices by chance stays within 1 - confidence): Holm's correction of their
+    p-values (McNemar's exact test for rates), or for a metric compared through its own intervals (no p-value) its
+    interval at 1 - (1 - confidence) / k (Bonferroni)."""
+    names = [name for name in diffs if not partition.too_small(name)]
+    alpha = 1 - confidence
+    p_values = [diffs[name].p_value for name in names]
+    if not np.isnan(p_values).any():
+        return {name for name, p in zip(names, holm(p_values), strict=True) if p < alpha}
+    metric, cand, baseline = pair
+    each = [subs[name].paired(metric, cand, baseline, 1 - alpha / len(names)) for name in names]
+    return {name for name, d in zip(names, each, strict=True) if d.low > 0 or d.high < 0}
 
 
 def _gaps(ev: TaskEvidence, partition: Partition, subs: dict[str, TaskEvidence],

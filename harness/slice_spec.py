@@ -22,7 +22,7 @@ class Slicing(Settings):
     length_buckets: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] | None = Field(
         None, description="ascending edges in characters: [100, 400] gives <100, 100-399, >=400")
     length_at_least: Annotated[int, Field(gt=0)] | None = Field(None, description="two slices: yes (>= N chars), no")
-    contains_any: Annotated[list[str], Field(min_length=1)] | None = Field(
+    contains_any: Annotated[list[Annotated[str, Field(pattern=r"\S")]], Field(min_length=1)] | None = Field(
         None, description="two slices: yes (contains one of the terms, ignoring case), no")
     groups: dict[str, list[str]] | str | None = Field(
         None, description="slice -> the field's values it holds (every value must be in one), or a JSON file of "

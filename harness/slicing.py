@@ -16,6 +16,9 @@ from harness.errors import ConfigError
 from harness.records import Example
 from harness.slice_spec import Slicing, unique_names
 
+MISSING = "(missing)"  # the slice of examples with no value in the slicing's field
+EMPTY = "(empty)"  # the slice of an empty value, slicing by a field's values
+
 
 @dataclass(frozen=True)
 class Declared:
@@ -64,51 +67,60 @@ def partitions(slicings: list[Declared], examples: list[Example], labels: list[s
     return [_partition(d, examples, labels) for d in slicings]
 
 
-def _value_reader(d: Declared, examples: list[Example]) -> Callable[[Example], str]:
+def _value_reader(d: Declared, examples: list[Example]) -> Callable[[Example], str | None]:
     name = d.slicing.field
     if name == "reference":
         return lambda ex: ex.reference if isinstance(ex.reference, str) else (ex.reference or [""])[0]
     if examples and name in examples[0].inputs:
         return lambda ex: ex.inputs[name]
-    if examples and name in examples[0].meta:
-        return lambda ex: ex.meta[name]
+    if any(name in ex.meta for ex in examples):
+        return lambda ex: ex.meta.get(name)  # None: the example's data has no value there
     raise ConfigError(d.file, f"{d.field}.field", f"{name!r} is neither an input variable, `reference`, nor a column "
                       "of the task's test data")
 
 
-def _partition(d: Declared, examples: list[Example], labels: list[str] | None) -> Partition:
+def _terms(terms: list[str]) -> Callable[[str], bool]:
+    """Whether a text holds one of the terms as a whole word, ignoring case (`casefold`: STRASSE holds straße): no
+    word character touches the term on either side (`\\b` would never match after the `#` of `C#`)."""
+    pattern = re.compile("|".join(rf"(?<!\w){re.escape(t.casefold())}(?!\w)" for t in terms))
+    return lambda text: pattern.search(text.casefold()) is not None
+
+
+def _derived(d: Declared, values: list[str], labels: list[str] | None) -> tuple[list[str], Callable[[str], str]]:
+    """The slicing's slices in order, and the slice of a (present) value."""
     s = d.slicing
-    value = _value_reader(d, examples)
-    order: list[str] = []
-    slice_of: Callable[[str], str]
     if s.length_buckets is not None:
         edges = s.length_buckets
-        order = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in pairwise(edges)]
-        order.append(f">={edges[-1]}")
-        slice_of = lambda text: order[sum(len(text) >= e for e in edges)]  # noqa: E731
-    elif s.length_at_least is not None:
+        order = [f"<{edges[0]}"] + [f"{a}-{b - 1}" for a, b in pairwise(edges)] + [f">={edges[-1]}"]
+        return order, lambda text: order[sum(len(text) >= e for e in edges)]
+    if s.length_at_least is not None:
         at_least = s.length_at_least
-        order, slice_of = ["yes", "no"], lambda text: "yes" if len(text) >= at_least else "no"
-    elif s.contains_any is not None:
-        pattern = re.compile("|".join(rf"\b{re.escape(t.lower())}\b" for t in s.contains_any))
-        order, slice_of = ["yes", "no"], lambda text: "yes" if pattern.search(text.lower()) else "no"
-    elif s.groups is not None:
+        return ["yes", "no"], lambda text: "yes" if len(text) >= at_least else "no"
+    if s.contains_any is not None:
+        holds = _terms(s.contains_any)
+        return ["yes", "no"], lambda text: "yes" if holds(text) else "no"
+    if s.groups is not None:
         mapping = _groups(d)
-        order = list(dict.fromkeys(mapping.values()))
         every_label = set(labels) if labels is not None and s.field == "reference" else set()
-        seen = {value(ex) for ex in examples} | every_label
-        unmapped = sorted(seen - set(mapping))
+        unmapped = sorted((set(values) | every_label) - set(mapping))
         if unmapped:
             raise ConfigError(d.file, f"{d.field}.groups", f"no group holds {', '.join(map(repr, unmapped[:5]))}"
                               + (f" and {len(unmapped) - 5} more" if len(unmapped) > 5 else ""))
-        slice_of = mapping.__getitem__
-    else:
-        order = sorted({value(ex) for ex in examples})
-        slice_of = lambda text: text  # noqa: E731
+        return list(dict.fromkeys(mapping.values())), mapping.__getitem__
+    return sorted({v or EMPTY for v in values}), lambda text: text or EMPTY
+
+
+def _partition(d: Declared, examples: list[Example], labels: list[str] | None) -> Partition:
+    """Each example in one slice; examples with no value in the field in a slice of their own, `(missing)`, so that
+    no criterion on the slicing can leave them out."""
+    value = _value_reader(d, examples)
+    values = [value(ex) for ex in examples]
+    order, slice_of = _derived(d, [v for v in values if v is not None], labels)
     members: dict[str, list[int]] = {name: [] for name in order}
-    for i, ex in enumerate(examples):
-        members[slice_of(value(ex))].append(i)
-    return Partition(s.name, s.field, {name: tuple(idx) for name, idx in members.items()}, s.min_size)
+    for i, v in enumerate(values):
+        members.setdefault(MISSING if v is None else slice_of(v), []).append(i)
+    return Partition(d.slicing.name, d.slicing.field, {name: tuple(idx) for name, idx in members.items()},
+                     d.slicing.min_size)
 
 
 def _groups(d: Declared) -> dict[str, str]:

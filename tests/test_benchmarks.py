@@ -98,7 +98,8 @@ def test_gate_soundness_runs_the_real_gate_on_every_kind_of_criterion(tmp_path):
             "latency p95 at_most", "latency p95 better_than by", "human rating at_least",
             "judged metric, echoing judge", "judged metric, verdicts missing on bad answers",
             "corrected rate at_most, lenient judge + labels", "failed requests: hallucination at_most",
-            "failed requests: latency p95 at_most", "worst slice at_least", "max gap between slices"} == set(figures)
+            "failed requests: latency p95 at_most", "worst slice at_least", "max gap between slices",
+            "max gap between slices, macro_f1"} == set(figures)
     # A judge that only echoes its instructions gives no verdict: its metric can never pass, true or not.
     assert figures["judged metric, echoing judge"] == {"false_pass_rate": 0.0, "boundary_pass_rate": 0.0, "power": 0.0}
     # Where the truth holds by a clear margin the plain criteria pass in most runs (the gate is not just mute).

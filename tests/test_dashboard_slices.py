@@ -34,7 +34,9 @@ def results(tmp_path_factory):
         "name": "bank", "kind": "classification", "labels": LABELS, "metrics": ["accuracy", "macro_f1"],
         "data": {"test": "test.jsonl", "id": "id", "inputs": {"text": "text"}, "reference": "label"},
         "prompt": {"template": "{text}"},
-        "slices": [{"name": "product", "field": "reference", "groups": {"A": ["a1", "a2"], "B": ["b1", "b2"]}}]})
+        "slices": [{"name": "product", "field": "reference", "groups": {"A": ["a1", "a2"], "B": ["b1", "b2"]}},
+                   # P: ft right on 22 of 30 against the base's 23, a drop within noise.
+                   {"name": "mix", "field": "reference", "groups": {"P": ["a1", "b1", "b2"], "Q": ["a2"]}}]})
     (root / "adapter").mkdir()
     (root / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
     save_file({"w": torch.zeros(1)}, str(root / "adapter" / "adapter_model.safetensors"))
@@ -84,9 +86,22 @@ def test_slices_page_shows_the_flagged_slice_first_and_links_grown_confusions(re
     assert "B: ft is worse than its base base here (-0.300" in shown
     chart = at.get("vega_lite_chart")[0].proto.spec
     assert '"B \\u2691"' in chart or '"B ⚑"' in chart
+    table = at.table[0].value  # the metric by slice, the flagged slice first, candidates side by side
+    assert list(table.index) == ["B ⚑", "A"] and list(table.columns) == ["n", "base", "ft"]
+    assert table.loc["B ⚑", "base"].startswith("0.900 [") and table.loc["B ⚑", "ft"].startswith("0.600 [")
     assert "`b1` read as `b2`: 1 → 6" in shown
     assert "?page=Examples&task=bank&candidate=ft&reference=b1&predicted=b2" in shown
     assert "`a1` read as `a2`" not in shown  # fewer for ft than for its base
+
+
+def test_a_drop_within_noise_is_listed_apart_never_flagged(results, monkeypatch):
+    folder, _ = results
+    at = _app(folder, monkeypatch, page="Slices")
+    at.selectbox(key="sl_slicing").set_value(1).run()
+    shown = texts(at)
+    assert "within noise (not flagged): P (ft -0.033 [" in shown
+    assert "is worse than its base" not in shown
+    assert list(at.table[0].value.index) == ["P", "Q"]
 
 
 def test_a_confusion_link_opens_its_examples(results, monkeypatch):

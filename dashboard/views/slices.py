@@ -37,6 +37,16 @@ def _chart(rows: pd.DataFrame, order: list[str], metric: str) -> alt.LayerChart:
     return bars + base.mark_point(filled=True).encode(x="value:Q")
 
 
+def slice_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The metric by slice, indexed by slice, its size and one column per candidate (`value [low, high]`), slices in
+    the chart's order."""
+    cells = rows.assign(cell=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                              zip(rows.value, rows.ci_low, rows.ci_high, strict=True)])
+    table = cells.pivot_table(index=["label", "n"], columns="candidate", values="cell", aggfunc="first", sort=False)
+    table = table.reindex(columns=list(dict.fromkeys(rows.candidate))).reset_index()
+    return table.set_index("label").loc[order].rename_axis("slice")
+
+
 def _confusions(view: RunView, task: str) -> None:
     for finetune, base in finetune_bases(view.suite).items():
         if finetune not in view.candidates_of(task) or base not in view.candidates_of(task):
@@ -79,6 +89,12 @@ def render(ctx: Context) -> None:
             st.warning(f"{c['slice']}: {c['candidate']} is worse than its base {c['baseline']} here "
                        f"({c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], n={c['n']}) although better "
                        "overall")
+    noise = [c for c in found["comparisons"] if c.get("within_noise") and c["task"] == task
+             and c["slicing"] == name and c["metric"] == metric]
+    if noise:
+        st.caption("Worse than its base by the point estimate only, within noise (not flagged): " + "; ".join(
+            f"{c['slice']} ({c['candidate']} {c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}])"
+            for c in noise))
     flagged = {c["slice"] for c in flags if c["metric"] == metric}
     rows = results[results.metric == metric].copy()
     rows["label"] = [f"{s} ⚑" if s in flagged else f"{s} (too small)" if small else s
@@ -88,6 +104,7 @@ def render(ctx: Context) -> None:
     st.caption(f"{found['confidence']:.0%} intervals, each slice resampled on its own; a slice under "
                f"{sl['min_size']} examples is too small to rank.")
     st.altair_chart(_chart(rows, order, metric), width="stretch")
+    st.table(slice_table(rows, order))
     gaps = pd.DataFrame([g for g in found["gaps"] if g["task"] == task and g["slicing"] == name
                          and g["metric"] == metric])
     if not gaps.empty:
