@@ -3,6 +3,8 @@ CLINC150's banking queries (same needs, other people and banks) against Banking7
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from harness.config import load_task
 from harness.drift import DRIFT_SIGNALS, DriftInput, Side
-from harness.drift.inputs import _auc, rising_terms, words
+from harness.drift.inputs import _auc_interval, rising_terms, words
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = load_task("banking77")
@@ -82,11 +84,17 @@ def test_permutation_p_values_are_uniform_without_shift():
     assert np.mean(np.array(ps) < 0.1) < 0.25
 
 
-def test_auc_matches_scikit_learn_with_ties():
+def test_auc_matches_scikit_learn_with_ties_and_its_interval_covers():
     rng = np.random.default_rng(0)
     pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 60).astype(float)
     expected = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[pos, neg])
-    assert _auc(pos[None, :], neg[None, :])[0] == pytest.approx(expected)
+    value, low, high = _auc_interval(pos, neg, 0.95)
+    assert value == pytest.approx(expected) and low < value < high
+    # DeLong's interval covers the true AUC (0.76 for these two normals) about 95% of the time.
+    truth = 0.5 * (1 + math.erf(1.0 / 2))  # P(N(1, 1) > N(0, 1)) = Phi(1 / sqrt(2))
+    covered = [low <= truth <= high for low, high in
+               (_auc_interval(rng.normal(1, 1, 80), rng.normal(0, 1, 120), 0.95)[1:] for _ in range(400))]
+    assert 0.92 <= np.mean(covered) <= 0.98
 
 
 def test_length_change_is_the_relative_change_of_mean_words():
@@ -100,9 +108,10 @@ def test_length_change_is_the_relative_change_of_mean_words():
 
 
 def test_rising_terms_surface_a_word_that_became_frequent():
-    reference = [set(words(f"my card number {i} is lost")) for i in range(300)]
-    traffic = [set(words(f"my revolut card {i} is lost" if i % 2 else f"card {i} lost")) for i in range(100)]
-    rising = rising_terms(reference, traffic)
+    reference = Counter(w for i in range(300) for w in set(words(f"my card number {i} is lost")))
+    traffic = Counter(w for i in range(100)
+                      for w in set(words(f"my revolut card {i} is lost" if i % 2 else f"card {i} lost")))
+    rising = rising_terms(reference, 300, traffic, 100)
     assert rising[0]["term"] == "revolut"
     assert "card" not in [t["term"] for t in rising]
 

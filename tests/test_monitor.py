@@ -99,7 +99,7 @@ def test_a_small_window_is_insufficient(tmp_path):
 
 @pytest.mark.parametrize(("rule", "field", "message"), [
     ({"signal": "bleu", "at_least": 1}, "monitor.rules.0.signal", "no signal 'bleu' for task banking77"),
-    ({"signal": "label_shift", "at_most": 0.2}, "monitor.rules.0", "label_shift takes p_below"),
+    ({"signal": "accuracy", "p_below": 0.01}, "monitor.rules.0", "accuracy takes at_most or at_least"),
     ({"signal": "domain_auc", "p_below": 0.01}, "monitor.rules.0", "domain_auc takes at_most or at_least"),
 ])
 def test_a_rule_the_task_cannot_have_is_refused_naming_the_field(tmp_path, rule, field, message):
