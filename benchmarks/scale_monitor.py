@@ -40,7 +40,7 @@ BANKING = ROOT / "tasks" / "banking77"
 GROWTH_SIZES, QUICK_SIZES = (10_000, 100_000, 1_000_000), (300, 1_000, 3_000)
 MAX_EXPONENT, MAX_SECONDS_1M, MAX_GIB = 1.1, 600, 4.0
 MAX_FALSE_ALARMS = 0.05
-WINDOWS_PER_SIZE = {1_000: 100, 10_000: 40, 100_000: 12}
+WINDOWS_PER_SIZE = {1_000: 60, 10_000: 30, 100_000: 10}
 
 
 def write_traffic(path: Path, texts: list[str], labels: list[str], rows: int, per_window: int,
