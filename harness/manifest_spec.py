@@ -106,6 +106,9 @@ class MonitorSpec(Settings):
     min_rows: Annotated[int, Field(ge=1)] = Field(30, description="a smaller window is `insufficient`")
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     resamples: Annotated[int, Field(ge=100)] = 1000
+    sample_rows: Annotated[int, Field(ge=100)] = Field(
+        20000, description="rows of a window (and of the whole log) kept for the task's metrics and the signals that "
+        "do not stream; a larger one is sampled uniformly (seeded), and its readings say so")
     rules: list[MonitorRule] | None = Field(
         None, description="alert rules; default: each drift signal's own (see `harness monitor --help`)")
     seed: Annotated[int, Field(ge=0)] = 0

@@ -8,24 +8,30 @@ manifest's `monitor.rules` (or each signal's default) turn a reading into ok, al
 exactly as the gate does: ok when the whole interval is on the good side, alert when it is wholly on the
 bad side, insufficient in between or when the window has fewer than `min_rows` rows.
 
+The log is read in two streamed passes: one checks every line and notes each row's window and place, the other
+reads each window back a chunk at a time. A chunk's features are reduced to the streamed signals' statistics and
+dropped; the task's metrics, the domain classifier and any signal that does not stream read a bounded uniform
+sample of the window (`sample_rows`), and say so. The whole log is one more window, filled from the same chunks.
+
 Against a run, the reference is the run's own data and the candidate's gated predictions; against a
 suite, the task's data (true labels and reference answers stand in for predictions).
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from harness.config import DataSpec, load_suite
 from harness.detection import Detectors
-from harness.drift import DRIFT_SIGNALS, DriftInput, Side
+from harness.drift import DRIFT_SIGNALS, DriftInput, Side, StreamedSignal
+from harness.drift.window import Streams, WindowStats
 from harness.errors import ConfigError, HarnessError
 from harness.manifest_check import load_manifest
 from harness.manifest_spec import MonitorRule, MonitorSpec
@@ -38,9 +44,11 @@ from harness.scoring import TaskEvidence
 from harness.snapshots import manifest_of
 from harness.stats import Decision, Direction, decide
 from harness.store import RunDir
-from harness.traffic import LoggedRow, Traffic, read_traffic
+from harness.traffic import LoggedRow, TrafficLog, scan_traffic
 
 TRAFFIC = "traffic"
+# Rows read, featurized and dropped at a time: large enough for vectorized work, small beside any memory budget.
+CHUNK_ROWS = 5000
 
 
 @dataclass
@@ -82,7 +90,7 @@ class MonitorReport:
     other_tasks: int
     broken: list[str]
     windows: list[WindowReport]
-    labelled: list[LoggedRow] = field(default_factory=list)  # rows with a reference from feedback
+    traffic: TrafficLog | None = None  # to read the rows again (the labelled ones, for export)
     data: DataSpec | None = None
 
     @property
@@ -118,10 +126,13 @@ def check_rules(spec: MonitorSpec, task: PlannedTask, where: str) -> None:
         if rule.signal not in known:
             raise ConfigError(where, f"monitor.rules.{i}.signal",
                               f"no signal {rule.signal!r} for task {task.name} (known: {', '.join(known)})")
-        is_test = rule.signal in DRIFT_SIGNALS and DRIFT_SIGNALS[rule.signal].kind == "test"
-        if is_test != (rule.p_below is not None):
-            raise ConfigError(where, f"monitor.rules.{i}",
-                              f"{rule.signal} takes p_below" if is_test else f"{rule.signal} takes at_most or at_least")
+        drift = rule.signal in DRIFT_SIGNALS
+        takes_p = drift and (DRIFT_SIGNALS[rule.signal].kind == "test" or DRIFT_SIGNALS[rule.signal].gives_p_value)
+        takes_interval = not drift or DRIFT_SIGNALS[rule.signal].kind == "interval"
+        if rule.p_below is not None and not takes_p:
+            raise ConfigError(where, f"monitor.rules.{i}", f"{rule.signal} takes at_most or at_least")
+        if rule.p_below is None and not takes_interval:
+            raise ConfigError(where, f"monitor.rules.{i}", f"{rule.signal} takes p_below")
 
 
 def rules_for(spec: MonitorSpec) -> dict[str, list[MonitorRule]]:
@@ -201,7 +212,7 @@ def _status(rules: list[MonitorRule], value: float, low: float | None, high: flo
     states: list[Alarm] = []
     for rule in rules:
         if rule.p_below is not None:
-            states.append("alert" if p is not None and p < rule.p_below else "ok")
+            states.append("insufficient" if p is None else "alert" if p < rule.p_below else "ok")
             continue
         lo, hi = (value, value) if low is None or high is None or math.isnan(low) else (low, high)
         direction: Direction = "at_most" if rule.at_most is not None else "at_least"
@@ -220,15 +231,15 @@ def _traffic_side(task: PlannedTask, rows: list[LoggedRow]) -> Side:
                 [parse_label(o, labels) for o in outputs] if labels else None)
 
 
-def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, list[MonitorRule]],
+def _metric_readings(ref: Reference, name: str, stats: WindowStats, rules: dict[str, list[MonitorRule]],
                      detectors: Detectors) -> tuple[list[Reading], dict[str, list[int]]]:
-    """The task's metrics on the window: on every row, or (needing a reference) on the rows with feedback.
+    """The task's metrics on the window's sample: on every row, or (needing a reference) on the rows with feedback.
     Each of the two row sets is scored once (one evidence, one detector pass) for all its metrics."""
     task, spec = ref.task, ref.spec
     metrics = [task.metrics[m] for m in signals_of(task) if m in task.metrics]
-    scored: dict[bool, tuple[list[LoggedRow], TaskEvidence]] = {}
-    for labelled in (False, True):
-        used = [r for r in rows if r.row.reference is not None] if labelled else rows
+    scored: dict[bool, tuple[list[LoggedRow], TaskEvidence, str]] = {}
+    for labelled, reservoir in ((False, stats.sample), (True, stats.labelled)):
+        used = sorted(reservoir.items, key=lambda r: r.line)
         wanted = [m for m in metrics if ("reference" in m.needs) == labelled]
         if not used or not wanted:
             continue
@@ -240,18 +251,21 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
             findings = {TRAFFIC: detectors.get(task.ref.detector).detect(claims)}
         # Errored rows and missing verdicts count at each metric's worst, as in the gate: an outage must not
         # make the traffic's figures look better.
+        scope = "rows with a reference" if labelled else "rows"
+        said = f"a uniform sample of {len(used)} of {reservoir.seen} {scope}" if reservoir.sampled else \
+            f"{len(used)} {scope}"
         scored[labelled] = used, TaskEvidence(task.spec, examples, task.data.labels, {TRAFFIC: comps},
                                               spec.resamples, spec.seed, findings, worst_for=TRAFFIC,
-                                              metrics=task.metrics)
+                                              metrics=task.metrics), said
     out, behind = [], {}
     for metric in metrics:
         labelled = "reference" in metric.needs
         if labelled not in scored:
             continue
-        used, ev = scored[labelled]
+        used, ev, said = scored[labelled]
+        if metric.name not in rules and math.isnan(metric.value(ev.stats(metric.name)[TRAFFIC], ev.n)):
+            continue  # nothing to read (no latency logged, say), and no rule asks: no interval worth its bootstrap
         iv = ev.interval(metric.name, TRAFFIC, spec.confidence)
-        if math.isnan(iv.value) and metric.name not in rules:
-            continue
         status, why = _status(rules.get(metric.name, []), iv.value, iv.low, iv.high, None, len(used), spec)
         missing = bool(ev.missing(metric.name, TRAFFIC).any())
         if missing and status != "info" and (metric.name in ev.no_worst or any(
@@ -259,9 +273,8 @@ def _metric_readings(ref: Reference, name: str, rows: list[LoggedRow], rules: di
             # The errored rows were counted at the metric's worst, which is the rule's good side for a rule that
             # wants the value low on a metric where high is good (or the other way round), or not at all.
             status, why = "insufficient", "errored rows that this rule cannot count against the traffic"
-        scope = "rows with a reference" if labelled else "rows"
         out.append(Reading(name, metric.name, iv.value, iv.low, iv.high, None, len(used), status,
-                           _describe(rules.get(metric.name)), _because(f"{len(used)} {scope}", status, why)))
+                           _describe(rules.get(metric.name)), _because(said, status, why)))
         per = metric.per_example(ev.stats(metric.name)[TRAFFIC])
         if status == "alert" and per is not None:
             bad = [r.line for r, v in zip(used, per, strict=True)
@@ -279,27 +292,47 @@ def _describe(rules: list[MonitorRule] | None) -> str | None:
     return " and ".join(r.describe() for r in rules) if rules else None
 
 
-def _window(ref: Reference, name: str, rows: list[LoggedRow], rules: dict[str, list[MonitorRule]],
-            detectors: Detectors) -> WindowReport:
+def _drift_input(ref: Reference, traffic: Side, rows: int | None = None) -> DriftInput:
     spec = ref.spec
-    inp = DriftInput(ref.task.spec, ref.side, _traffic_side(ref.task, rows), spec.resamples, spec.confidence,
-                     spec.seed)
+    return DriftInput(ref.task.spec, ref.side, traffic, spec.resamples, spec.confidence, spec.seed, rows)
+
+
+def _window(ref: Reference, name: str, stats: WindowStats, streams: Streams, rules: dict[str, list[MonitorRule]],
+            detectors: Detectors) -> WindowReport:
+    """The window's readings: streamed signals from their merged statistics over every row, the rest on its sample."""
+    sample = sorted(stats.sample.items, key=lambda r: r.line)
+    inp = _drift_input(ref, _traffic_side(ref.task, sample), stats.rows)
     readings, details = [], {}
-    metric_readings, behind = _metric_readings(ref, name, rows, rules, detectors)
+    metric_readings, behind = _metric_readings(ref, name, stats, rules, detectors)
     for signal_name, signal in DRIFT_SIGNALS.items():
         if not signal.applies(inp):
             continue
-        m = signal.measure(inp)
-        status, why = _status(rules.get(signal_name, []), m.value, m.ci_low, m.ci_high, m.p_value, len(rows), spec)
-        readings.append(Reading(name, signal_name, m.value, m.ci_low, m.ci_high, m.p_value, len(rows),
+        if isinstance(signal, StreamedSignal):
+            m = signal.compare(inp, streams.prepared[signal_name][1], stats.summaries[signal_name])
+        else:
+            m = signal.measure(inp)
+        status, why = _status(rules.get(signal_name, []), m.value, m.ci_low, m.ci_high, m.p_value, stats.rows,
+                              ref.spec)
+        readings.append(Reading(name, signal_name, m.value, m.ci_low, m.ci_high, m.p_value, stats.rows,
                                 status, _describe(rules.get(signal_name)), _because(m.evidence, status, why)))
         if m.detail:
             details[signal_name] = m.detail
-        if status == "alert" and (lines := [rows[i].line for i in signal.rows_behind(inp, m)[:50]]):
+        if status == "alert" and (lines := [sample[i].line for i in signal.rows_behind(inp, m)[:50]]):
             behind[signal_name] = lines
     readings += metric_readings
-    times = [r.row.utc for r in rows]
-    return WindowReport(name, min(times).isoformat(), max(times).isoformat(), len(rows), readings, details, behind)
+    assert stats.first is not None and stats.last is not None
+    return WindowReport(name, stats.first.isoformat(), stats.last.isoformat(), stats.rows, readings, details, behind)
+
+
+def _chunks(rows: Iterable[LoggedRow], size: int = CHUNK_ROWS) -> Iterator[list[LoggedRow]]:
+    chunk: list[LoggedRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def monitor(log: Path, against: Path, task: str | None = None, candidate: str | None = None,
@@ -307,45 +340,65 @@ def monitor(log: Path, against: Path, task: str | None = None, candidate: str | 
             say: Callable[[str], None] = print) -> MonitorReport:
     """Read the log, compare each window (and all of it) with the reference, and resolve the rules."""
     ref = reference_of(against, task, candidate, manifest_file)
-    traffic: Traffic = read_traffic(log, ref.task.spec, ref.task.data.labels, skip_bad)
-    rules = rules_for(ref.spec)
-    windows = traffic.windows(ref.spec.window)
-    names = list(windows) + (["all"] if ref.spec.window != "all" and len(windows) > 1 else [])
+    spec = ref.spec
+    traffic = scan_traffic(log, ref.task.spec, spec.window, ref.task.data.labels, skip_bad)
+    rules = rules_for(spec)
+    streams = Streams.of(_drift_input(ref, _traffic_side(ref.task, [])))
+    whole = WindowStats.new(spec.sample_rows, spec.seed, "all") if len(traffic.windows) > 1 else None
     reports = []
     detectors = Detectors(say)
     try:
-        for i, name in enumerate(names, 1):
-            rows = windows.get(name, traffic.rows)
-            say(f"window {name} ({i}/{len(names)}): {len(rows)} rows")
-            reports.append(_window(ref, name, rows, rules, detectors))
+        for i, name in enumerate(traffic.windows, 1):
+            say(f"window {name} ({i}/{len(traffic.windows)}): {len(traffic.windows[name])} rows")
+            stats = WindowStats.new(spec.sample_rows, spec.seed, name)
+            for chunk in _chunks(traffic.read(name)):
+                summaries = streams.summarize(_traffic_side(ref.task, chunk))
+                for kept in (stats, whole) if whole is not None else (stats,):
+                    kept.add(chunk, summaries, streams)
+            reports.append(_window(ref, name, stats, streams, rules, detectors))
+        if whole is not None:
+            say(f"the whole log: {whole.rows} rows")
+            reports.append(_window(ref, "all", whole, streams, rules, detectors))
     finally:
         detectors.close()
-    return MonitorReport(str(log), ref.task.name, ref.against, ref.candidate, ref.spec, traffic.lines,
-                         traffic.other_tasks, traffic.broken, reports,
-                         [r for r in traffic.rows if r.row.reference is not None], ref.task.spec.data)
+    return MonitorReport(str(log), ref.task.name, ref.against, ref.candidate, spec, traffic.lines,
+                         traffic.other_tasks, traffic.broken, reports, traffic, ref.task.spec.data)
 
 
 def write_labelled(report: MonitorReport, path: Path) -> int:
     """The traffic rows that carry a reference (feedback, reviewed labels), once each, in the task's own
-    columns: a file a fine-tune's `extra_train` reads through the same data checks as the task's data."""
+    columns: a file a fine-tune's `extra_train` reads through the same data checks as the task's data. The log
+    is read again, a row at a time; only a short digest of each written row is kept, to write it once."""
     spec = report.data
-    if spec is None or not isinstance(spec.reference, str):
+    if spec is None or not isinstance(spec.reference, str) or report.traffic is None:
         raise HarnessError(f"{path}: task {report.task} has no single reference column to write labels into")
-    records, seen = [], set()
-    for r in report.labelled:
-        record = {spec.inputs[k]: r.row.inputs[k] for k in spec.inputs}
-        ref = r.row.reference
-        record[spec.reference] = ref if isinstance(ref, str) else (ref or [""])[0]
-        key = json.dumps(record, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            records.append(record)
-    frame = pd.DataFrame(records, columns=[*spec.inputs.values(), spec.reference])
+    columns = [*spec.inputs.values(), spec.reference]
+    seen: set[bytes] = set()
     try:
-        if path.suffix == ".csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_json(path, orient="records", lines=True, force_ascii=False)
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            table = csv.writer(handle) if path.suffix == ".csv" else None
+            if table is not None:
+                table.writerow(columns)
+            for record in _labelled_records(report.traffic, spec):
+                key = hashlib.blake2b(json.dumps(record, sort_keys=True).encode(), digest_size=16).digest()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if table is not None:
+                    table.writerow(record.values())
+                else:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise HarnessError(f"{path}: cannot write the labelled rows ({exc.strerror})") from None
-    return len(records)
+    return len(seen)
+
+
+def _labelled_records(traffic: TrafficLog, spec: DataSpec) -> Iterator[dict[str, str]]:
+    assert isinstance(spec.reference, str)
+    for r in traffic.read_all():
+        if r.row.reference is None:
+            continue
+        record = {spec.inputs[k]: r.row.inputs[k] for k in spec.inputs}
+        reference = r.row.reference
+        record[spec.reference] = reference if isinstance(reference, str) else (reference or [""])[0]
+        yield record

@@ -326,11 +326,13 @@ def validation_tables(result: ValidationReport, tuned: CrossValidation | None = 
 
 
 def reading_text(r: Reading) -> str:
-    """A monitored value for people: with its interval, or with its test's p-value."""
+    """A monitored value for people: with its interval, and with its test's p-value where there is no interval or
+    a rule reads the p-value."""
     value = fmt(r.value, r.signal)
-    if r.ci_low is not None and r.ci_high is not None:
-        return f"{value} [{fmt(r.ci_low, r.signal)}, {fmt(r.ci_high, r.signal)}]"
-    return f"{value} (p={r.p_value:.2g})" if r.p_value is not None else value
+    p = f" (p={r.p_value:.2g})" if r.p_value is not None else ""
+    if r.ci_low is None or r.ci_high is None:
+        return value + p
+    return f"{value} [{fmt(r.ci_low, r.signal)}, {fmt(r.ci_high, r.signal)}]" + (p if "p >=" in (r.rule or "") else "")
 
 
 def _ruled(report: MonitorReport) -> list[str]:

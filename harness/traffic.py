@@ -16,6 +16,7 @@ with its file, line and field, unless the caller asks to skip bad lines, and the
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,22 +86,45 @@ class LoggedRow:
 
 
 @dataclass(frozen=True)
-class Traffic:
-    """The task's rows of one log file, in file order, with every line that was not used accounted for."""
+class RowIndex:
+    """Where one window's rows sit in the log file: their byte offsets and line numbers, in file order (16 bytes
+    a row, so a log of any size is indexed without holding its rows)."""
+
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass(frozen=True)
+class TrafficLog:
+    """The task's rows of one log file, checked in one pass and read back window by window, with every line that
+    was not used accounted for."""
 
     file: Path
     task: str
-    rows: list[LoggedRow]
+    windows: dict[str, RowIndex]  # in time order
     lines: int
     other_tasks: int = 0
     broken: list[str] = field(default_factory=list)  # "line 7: time: …" for each skipped bad line
 
-    def windows(self, window: Window) -> dict[str, list[LoggedRow]]:
-        """Rows per window, in time order of the windows."""
-        out: dict[str, list[LoggedRow]] = {}
-        for r in sorted(self.rows, key=lambda r: r.row.utc):
-            out.setdefault(window_of(r.row.utc, window), []).append(r)
-        return out
+    @property
+    def rows(self) -> int:
+        return sum(len(index) for index in self.windows.values())
+
+    def read(self, window: str) -> Iterator[LoggedRow]:
+        """The window's rows, parsed again from the file one at a time (each was checked by the scan)."""
+        index = self.windows[window]
+        with self.file.open("rb") as handle:
+            for offset, line in zip(index.offsets, index.lines, strict=True):
+                if handle.tell() != offset:
+                    handle.seek(offset)
+                yield LoggedRow(line, TrafficRow.model_validate_json(handle.readline()))
+
+    def read_all(self) -> Iterator[LoggedRow]:
+        for window in self.windows:
+            yield from self.read(window)
 
 
 def window_of(when: datetime, window: Window) -> str:
@@ -123,46 +147,63 @@ def _problems(row: TrafficRow, task: TaskSpec, labels: list[str] | None) -> Iter
         yield f"reference: {row.reference!r} is not a label of task {task.name}"
 
 
-def read_traffic(path: Path, task: TaskSpec, labels: list[str] | None = None, skip_bad: bool = False) -> Traffic:
-    """The rows of `task` in a traffic log (a true label must be one of the task's `labels`, read from the
-    task when not given). Bad lines raise HarnessError naming file, line and field, or with
-    `skip_bad` are counted in `Traffic.broken`."""
-    labels = load_labels(task, task.file) if labels is None else labels
+def _problem(raw: bytes, task: TaskSpec, labels: list[str] | None) -> tuple[TrafficRow | None, str | None]:
+    """The line's row, or why it cannot be one (None, None for a row of another task)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        row = TrafficRow.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            try:
+                json.loads(raw)
+            except json.JSONDecodeError as decode:
+                return None, f"not JSON ({decode.msg})"
+            except UnicodeDecodeError as decode:
+                raise HarnessError(f"cannot read the traffic log ({decode})") from None
+        where = ".".join(str(part) for part in first["loc"])
+        why = first["msg"].removeprefix("Value error, ")
+        return None, f"{where}: {why}" if where else why
+    if row.task is not None and row.task != task.name:
+        return None, None
+    return row, next(_problems(row, task, labels), None)
+
+
+def scan_traffic(path: Path, task: TaskSpec, window: Window, labels: list[str] | None = None,
+                 skip_bad: bool = False) -> TrafficLog:
+    """Index the rows of `task` in a traffic log by window (a true label must be one of the task's `labels`, read
+    from the task when not given). Bad lines raise HarnessError naming file, line and field, or with `skip_bad`
+    are counted in `TrafficLog.broken`. Nothing but each row's place is kept."""
+    labels = load_labels(task, task.file) if labels is None else labels
+    windows: dict[str, RowIndex] = {}
+    broken: list[str] = []
+    other = lines = offset = 0
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                at, offset = offset, offset + len(raw)
+                if not raw.strip():
+                    continue
+                lines += 1
+                try:
+                    row, problem = _problem(raw, task, labels)
+                except HarnessError as exc:
+                    raise HarnessError(f"{path}: {exc}") from None
+                if row is None and problem is None:
+                    other += 1
+                    continue
+                if problem is not None or row is None:
+                    if not skip_bad:
+                        raise HarnessError(f"{path}: line {number}: {problem}")
+                    broken.append(f"line {number}: {problem}")
+                    continue
+                index = windows.setdefault(window_of(row.utc, window), RowIndex())
+                index.offsets.append(at)
+                index.lines.append(number)
     except FileNotFoundError:
         raise HarnessError(f"{path}: traffic log not found") from None
-    except (UnicodeDecodeError, OSError) as exc:
+    except OSError as exc:
         raise HarnessError(f"{path}: cannot read the traffic log ({exc})") from None
-    rows: list[LoggedRow] = []
-    broken: list[str] = []
-    other = lines = 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        lines += 1
-        problem = None
-        try:
-            row = TrafficRow.model_validate(json.loads(line))
-        except json.JSONDecodeError as exc:
-            problem = f"not JSON ({exc.msg})"
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            why = first["msg"].removeprefix("Value error, ")
-            problem = f"{where}: {why}" if where else why
-        if problem is None and row.task is not None and row.task != task.name:
-            other += 1
-            continue
-        if problem is None:
-            problem = next(_problems(row, task, labels), None)
-        if problem is not None:
-            if not skip_bad:
-                raise HarnessError(f"{path}: line {number}: {problem}")
-            broken.append(f"line {number}: {problem}")
-            continue
-        rows.append(LoggedRow(number, row))
-    if not rows:
+    if not windows:
         why = f" ({other} rows of other tasks, {len(broken)} broken lines)" if other or broken else ""
         raise HarnessError(f"{path}: no traffic rows for task {task.name}{why}")
-    return Traffic(path, task.name, rows, lines, other, broken)
+    return TrafficLog(path, task.name, dict(sorted(windows.items())), lines, other, broken)

@@ -104,3 +104,16 @@ def test_gate_soundness_runs_the_real_gate_on_every_kind_of_criterion(tmp_path):
     assert figures["judged metric, echoing judge"] == {"false_pass_rate": 0.0, "boundary_pass_rate": 0.0, "power": 0.0}
     # Where the truth holds by a clear margin the plain criteria pass in most runs (the gate is not just mute).
     assert figures["at_least"]["power"] > 0.5 and figures["better_than by"]["power"] > 0.5
+
+
+def test_scale_monitor_times_the_real_cli_and_fits_the_growth_exponent(record):
+    sys.modules.pop("scale_monitor", None)
+    scale = importlib.import_module("scale_monitor")
+    assert scale.exponent([10, 100, 1000], [2.0, 20.0, 200.0]) == pytest.approx(1.0)
+    assert scale.exponent([10, 100], [1.0, 100.0]) == pytest.approx(2.0)
+    out = scale.measure([200, 400], per_window=200)
+    small, large = out["sizes"]["200"], out["sizes"]["400"]
+    assert small["windows"] == 1 and large["windows"] == 3  # two days and the whole log
+    # A child process that imported the harness and read the data: its own peak memory, not this process's.
+    assert 0.05 < small["peak_rss_gib"] < 4 and small["exit_code"] in (0, 1) and small["wall_s"] > 0
+    assert out["exponent"] == pytest.approx(scale.exponent([200, 400], [small["wall_s"], large["wall_s"]]), abs=1e-3)

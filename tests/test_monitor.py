@@ -5,10 +5,12 @@ bad input one line and exit 2; labelled rows exported as task data."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from harness.errors import ConfigError
 from harness.monitor import monitor
@@ -99,7 +101,7 @@ def test_a_small_window_is_insufficient(tmp_path):
 
 @pytest.mark.parametrize(("rule", "field", "message"), [
     ({"signal": "bleu", "at_least": 1}, "monitor.rules.0.signal", "no signal 'bleu' for task banking77"),
-    ({"signal": "label_shift", "at_most": 0.2}, "monitor.rules.0", "label_shift takes p_below"),
+    ({"signal": "accuracy", "p_below": 0.01}, "monitor.rules.0", "accuracy takes at_most or at_least"),
     ({"signal": "domain_auc", "p_below": 0.01}, "monitor.rules.0", "domain_auc takes at_most or at_least"),
 ])
 def test_a_rule_the_task_cannot_have_is_refused_naming_the_field(tmp_path, rule, field, message):
@@ -224,3 +226,61 @@ def test_a_task_with_a_judge_metric_is_monitored_without_it(tmp_path):
             monitor(log, watch([{"signal": "helpful", "at_least": 3}]), say=lambda _: None)
         assert caught.value.field == "monitor.rules.0.signal" and "no signal 'helpful'" in caught.value.message
         assert server.requests == []  # the judge is never asked
+
+
+def half_banking_suite(tmp_path, **monitor_spec):
+    """Banking77 whose data is half of its training split: the other half is traffic from the same distribution."""
+    train = pd.read_csv(ROOT / "tasks" / "banking77" / "train.csv").sample(frac=1.0, random_state=1)
+    folder = tmp_path / "half"
+    folder.mkdir()
+    train.iloc[:5000].to_csv(folder / "train.csv", index=False)
+    train.iloc[5000:5100].to_csv(folder / "test.csv", index=False)
+    shutil.copy(ROOT / "tasks" / "banking77" / "categories.json", folder)
+    task = yaml.safe_load((ROOT / "tasks" / "banking77" / "task.yaml").read_text()) | {"name": "half"}
+    write_yaml(folder / "task.yaml", task)
+    manifest = {"criteria": [{"task": "half", "metric": "accuracy", "candidate": "deployed", "at_least": 0.5}],
+                "monitor": {"window": "day", "resamples": 300, **monitor_spec}}
+    suite_file = write_yaml(tmp_path / "suite.yaml", {
+        "name": "watch", "tasks": ["half/task.yaml"], "manifest": manifest,
+        "candidates": [{"name": "deployed", "model": "smollm2-135m-instruct"}]})
+    return suite_file, train.iloc[5000:]
+
+
+def test_default_rules_stay_quiet_on_traffic_like_the_reference_and_alert_on_a_moved_label_mix(tmp_path):
+    """The default rules are effect sizes with intervals: on held-out rows of the reference's own distribution no
+    window alerts (noise alone gives a label TVD near 0.2 on 300 rows over 77 labels), while answers of which half
+    moved to one label alert on label_shift in every window, and on nothing that did not move."""
+    the_suite, held_out = half_banking_suite(tmp_path)
+    quiet_rows = held_out.iloc[:1800]
+    quiet = monitor(traffic_log(tmp_path / "quiet.jsonl", quiet_rows.text.tolist(), quiet_rows.category.tolist(),
+                                per_day=300), the_suite, say=lambda _: None)
+    ruled = [r for r in quiet.readings if r.rule is not None]
+    assert {r.signal for r in ruled} == {"domain_auc", "new_term_rate", "input_length_change", "label_shift"}
+    assert len(quiet.windows) == 7 and not [r for r in ruled if r.status == "alert"]
+    assert min(r.value for r in ruled if r.signal == "label_shift" and r.window != "all") > 0.15
+    moved_rows = held_out.iloc[1800:2700]
+    outputs = ["card_arrival" if i % 2 else label for i, label in enumerate(moved_rows.category)]
+    moved = monitor(traffic_log(tmp_path / "moved.jsonl", moved_rows.text.tolist(), outputs, per_day=300), the_suite,
+                    say=lambda _: None)
+    status = {(r.window, r.signal): r.status for r in moved.readings if r.rule is not None}
+    assert {w.window for w in moved.windows} == {"2026-11-02", "2026-11-03", "2026-11-04", "all"}
+    assert all(status[(w.window, "label_shift")] == "alert" for w in moved.windows)
+    assert not [k for k, s in status.items() if s == "alert" and k[1] != "label_shift"]
+
+
+def test_a_window_larger_than_its_sample_streams_its_signals_and_samples_its_metrics(tmp_path):
+    rows = TEST.iloc[:300]
+    log = traffic_log(tmp_path / "t.jsonl", rows.text.tolist(), rows.category.tolist(), per_day=300,
+                      references=rows.category.tolist())
+    rules = [{"signal": "accuracy", "at_least": 0.5}, {"signal": "label_shift", "at_most": 0.5}]
+    report = monitor(log, suite(tmp_path, rules=rules, sample_rows=100, min_rows=30), say=lambda _: None)
+    [window] = report.windows
+    by = {r.signal: r for r in window.readings}
+    assert by["accuracy"].n == 100 and by["accuracy"].value == 1.0
+    assert by["accuracy"].evidence == "a uniform sample of 100 of 300 rows with a reference"
+    assert "a sample of 100 of 300 traffic" in by["domain_auc"].evidence
+    # Streamed signals read every row: the label mix of all 300, not of the sample.
+    train = pd.read_csv(ROOT / "tasks" / "banking77" / "train.csv")
+    reference, traffic = train.category.value_counts(normalize=True), rows.category.value_counts(normalize=True)
+    assert by["label_shift"].n == 300
+    assert by["label_shift"].value == pytest.approx(0.5 * reference.sub(traffic, fill_value=0).abs().sum())

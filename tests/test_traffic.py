@@ -1,5 +1,6 @@
-"""The traffic log format: rows of the task read with their line numbers, windows, and every bad line
-either stopping the read with file, line and field, or counted when skipping is asked for."""
+"""The traffic log format: rows of the task indexed by window in one pass and read back with their line numbers
+(in any order of time in the file), and every bad line either stopping the read with file, line and field, or
+counted when skipping is asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from harness.config import load_task
 from harness.errors import HarnessError
-from harness.traffic import read_traffic, window_of
+from harness.traffic import scan_traffic, window_of
 
 BANKING = load_task("banking77")
 GOOD = {"time": "2026-11-20T09:31:02Z", "inputs": {"text": "Where is my new card?"}, "output": "card_arrival"}
@@ -29,16 +30,29 @@ def test_rows_of_the_task_are_read_with_their_lines_and_latency(tmp_path):
         {**GOOD, "time": "2026-11-21T10:00:00", "task": "banking77", "reference": "card_arrival",
          "latency": {"ttft_ms": 40, "e2e_ms": 250, "itl_ms": [10, 12], "output_tokens": 3}, "id": "req-9"},
     ])
-    traffic = read_traffic(log, BANKING)
-    assert [r.line for r in traffic.rows] == [1, 4]
+    traffic = scan_traffic(log, BANKING, "all")
+    rows = list(traffic.read("all"))
+    assert [r.line for r in rows] == [1, 4]
     assert traffic.other_tasks == 1 and traffic.lines == 3 and traffic.broken == []
-    second = traffic.rows[1]
+    second = rows[1]
     assert second.row.utc == datetime(2026, 11, 21, 10, tzinfo=timezone.utc)  # naive times are UTC
     completion = second.completion("banking77")
     assert (completion.example_id, completion.ttft_s, completion.e2e_s, completion.itl_s) == \
         ("req-9", 0.04, 0.25, [0.01, 0.012])
     assert second.example().reference == "card_arrival"
-    assert list(traffic.windows("day")) == ["2026-11-20", "2026-11-21"]
+    assert list(scan_traffic(log, BANKING, "day").windows) == ["2026-11-20", "2026-11-21"]
+
+
+def test_windows_come_in_time_order_and_hold_their_rows_whatever_the_files_order(tmp_path):
+    """Logs from several servers are merged out of order: each window still reads exactly its own rows."""
+    days = ["2026-11-22", "2026-11-20", "2026-11-21", "2026-11-20", "2026-11-22", "2026-11-20"]
+    log = write(tmp_path / "t.jsonl",
+                [{**GOOD, "time": f"{day}T08:00:00Z", "id": f"r{i}"} for i, day in enumerate(days)])
+    traffic = scan_traffic(log, BANKING, "day")
+    assert list(traffic.windows) == ["2026-11-20", "2026-11-21", "2026-11-22"]
+    assert {w: [r.row.id for r in traffic.read(w)] for w in traffic.windows} == {
+        "2026-11-20": ["r1", "r3", "r5"], "2026-11-21": ["r2"], "2026-11-22": ["r0", "r4"]}
+    assert [r.line for r in traffic.read_all()] == [2, 4, 6, 3, 1, 5] and traffic.rows == 6
 
 
 @pytest.mark.parametrize(("when", "window", "key"), [
@@ -69,24 +83,24 @@ BAD_LINES = [
 def test_a_bad_line_names_file_line_and_field(tmp_path, bad, message):
     log = write(tmp_path / "t.jsonl", [GOOD, bad, GOOD])
     with pytest.raises(HarnessError) as caught:
-        read_traffic(log, BANKING)
+        scan_traffic(log, BANKING, "day")
     assert str(caught.value).startswith(f"{log}: {message}")
     assert "\n" not in str(caught.value)
 
 
 def test_skipped_lines_are_counted_never_dropped_silently(tmp_path):
     rows = [GOOD, *[bad for bad, _ in BAD_LINES], {**GOOD, "task": "other"}, GOOD]
-    traffic = read_traffic(write(tmp_path / "t.jsonl", rows), BANKING, skip_bad=True)
+    traffic = scan_traffic(write(tmp_path / "t.jsonl", rows), BANKING, "day", skip_bad=True)
     assert len(traffic.broken) == len(BAD_LINES)
-    assert len(traffic.rows) + len(traffic.broken) + traffic.other_tasks == traffic.lines == len(rows)
+    assert traffic.rows + len(traffic.broken) + traffic.other_tasks == traffic.lines == len(rows)
     assert traffic.broken[0].startswith("line 2: not JSON")
 
 
 def test_a_log_without_rows_of_the_task_is_an_error(tmp_path):
     with pytest.raises(HarnessError, match="no traffic rows for task banking77 \\(1 rows of other tasks"):
-        read_traffic(write(tmp_path / "t.jsonl", [{**GOOD, "task": "other"}]), BANKING)
+        scan_traffic(write(tmp_path / "t.jsonl", [{**GOOD, "task": "other"}]), BANKING, "day")
     with pytest.raises(HarnessError, match="traffic log not found"):
-        read_traffic(tmp_path / "missing.jsonl", BANKING)
+        scan_traffic(tmp_path / "missing.jsonl", BANKING, "day")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"x": "caf\xe9"}\n')
     with pytest.raises(HarnessError, match="cannot read the traffic log"):
-        read_traffic(tmp_path / "latin1.jsonl", BANKING)
+        scan_traffic(tmp_path / "latin1.jsonl", BANKING, "day")

@@ -2,14 +2,17 @@
 task's reference data and answers with a value and an interval (or a test's p-value).
 
 A new signal is one class with `@register`; the monitor computes every registered signal whose needs the
-traffic and reference meet, and a manifest's `monitor.rules` can name it.
+traffic and reference meet, and a manifest's `monitor.rules` can name it. A `StreamedSignal` reduces traffic to
+statistics that add up chunk by chunk (counts, histograms), so the monitor reads it on every row of a window or
+of the whole log without keeping the rows; any other signal is measured on the window's bounded sample.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -41,6 +44,13 @@ class DriftInput:
     resamples: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    # The rows `traffic` was sampled from, when it is a sample (the monitor's bounded one of a large window).
+    traffic_rows: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """How many traffic rows the measurement speaks for."""
+        return len(self.traffic) if self.traffic_rows is None else self.traffic_rows
 
     def rng(self, salt: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, *salt.encode()])
@@ -69,8 +79,10 @@ class DetailTable:
 
 class DriftSignal(ABC):
     name: ClassVar[str]
-    # interval: a value with a bootstrap interval, judged by at_most/at_least; test: a p-value, by p_below.
+    # interval: a value with an interval, judged by at_most/at_least; test: a p-value, by p_below.
     kind: ClassVar[Literal["interval", "test"]] = "interval"
+    # An interval signal that also reports a test's p-value, which a rule may name through p_below instead.
+    gives_p_value: ClassVar[bool] = False
     needs: ClassVar[frozenset[SignalNeed]] = frozenset()
     decimals: ClassVar[int] = 3
     description: ClassVar[str]
@@ -96,6 +108,34 @@ class DriftSignal(ABC):
         return []
 
 
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+class StreamedSignal(DriftSignal, Generic[R, S]):
+    """A signal whose traffic side is statistics that merge: the monitor summarizes each chunk of rows, merges the
+    summaries of a window (and of the whole log), and compares them with the reference's, prepared once."""
+
+    @abstractmethod
+    def prepare(self, inp: DriftInput) -> R:
+        """What the reference contributes (reading `inp.reference` and the settings only), once per monitor."""
+
+    @abstractmethod
+    def summarize(self, traffic: Side, reference: R) -> S:
+        """The statistics of some traffic rows."""
+
+    @abstractmethod
+    def merge(self, a: S, b: S) -> S: ...
+
+    @abstractmethod
+    def compare(self, inp: DriftInput, reference: R, traffic: S) -> Measurement:
+        """The measurement from the merged statistics; `inp.traffic` holds a sample of the rows (for rows_behind)."""
+
+    def measure(self, inp: DriftInput) -> Measurement:
+        reference = self.prepare(inp)
+        return self.compare(inp, reference, self.summarize(inp.traffic, reference))
+
+
 DRIFT_SIGNALS: Registry[DriftSignal] = Registry("drift signal")
 
 
@@ -104,13 +144,28 @@ def register(cls: type[DriftSignal]) -> type[DriftSignal]:
     return cls
 
 
-def relative_change(reference: np.ndarray, traffic: np.ndarray, inp: DriftInput, salt: str) -> Measurement:
-    """mean(traffic) / mean(reference) - 1 with a bootstrap interval (both samples resampled)."""
+def mean_draws(histogram: Counter[int], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means of integer values given as {value: rows}: a multinomial draw of the rows per resample,
+    the same distribution as resampling the rows themselves, in memory that grows with the distinct values only."""
+    values = np.array(list(histogram), float)
+    counts = np.array(list(histogram.values()), float)
+    n = int(counts.sum())
+    return rng.multinomial(n, counts / n, size=resamples) @ values / n
+
+
+def histogram_mean(histogram: Counter[int]) -> float:
+    return sum(v * c for v, c in histogram.items()) / max(histogram.total(), 1)
+
+
+def relative_change(reference: Counter[int], traffic: Counter[int], inp: DriftInput, salt: str) -> Measurement:
+    """mean(traffic) / mean(reference) - 1 of two {value: rows} histograms, with a bootstrap interval (both
+    samples resampled)."""
     rng = inp.rng(salt)
-    ref_means = reference[rng.integers(0, len(reference), (inp.resamples, len(reference)))].mean(axis=1)
-    new_means = traffic[rng.integers(0, len(traffic), (inp.resamples, len(traffic)))].mean(axis=1)
+    ref_means = mean_draws(reference, inp.resamples, rng)
+    new_means = mean_draws(traffic, inp.resamples, rng)
+    ref_mean, new_mean = histogram_mean(reference), histogram_mean(traffic)
     with np.errstate(divide="ignore", invalid="ignore"):
         draws = new_means / ref_means - 1
-        value = float(traffic.mean() / reference.mean() - 1)
+        value = float(np.float64(new_mean) / ref_mean - 1)
     low, high = percentile_interval(draws, inp.confidence)
-    return Measurement(value, low, high, evidence=f"mean {traffic.mean():.1f} words against {reference.mean():.1f}")
+    return Measurement(value, low, high, evidence=f"mean {new_mean:.1f} words against {ref_mean:.1f}")
