@@ -118,7 +118,8 @@ def half_task(folder: Path) -> tuple[Path, pd.DataFrame]:
     task.mkdir()
     train.iloc[:5000].to_csv(task / "train.csv", index=False)
     train.iloc[5000:5100].to_csv(task / "test.csv", index=False)
-    shutil.copy(BANKING / "categories.json", task)
+    for shipped in ("categories.json", "products.json"):  # the label list and the product slicing beside it
+        shutil.copy(BANKING / shipped, task)
     spec = yaml.safe_load((BANKING / "task.yaml").read_text()) | {"name": "half"}
     (task / "task.yaml").write_text(yaml.safe_dump(spec))
     return task / "task.yaml", train.iloc[5000:]

@@ -235,7 +235,8 @@ def half_banking_suite(tmp_path, **monitor_spec):
     folder.mkdir()
     train.iloc[:5000].to_csv(folder / "train.csv", index=False)
     train.iloc[5000:5100].to_csv(folder / "test.csv", index=False)
-    shutil.copy(ROOT / "tasks" / "banking77" / "categories.json", folder)
+    for shipped in ("categories.json", "products.json"):  # the label list and the product slicing beside it
+        shutil.copy(ROOT / "tasks" / "banking77" / shipped, folder)
     task = yaml.safe_load((ROOT / "tasks" / "banking77" / "task.yaml").read_text()) | {"name": "half"}
     write_yaml(folder / "task.yaml", task)
     manifest = {"criteria": [{"task": "half", "metric": "accuracy", "candidate": "deployed", "at_least": 0.5}],
