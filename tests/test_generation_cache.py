@@ -225,3 +225,20 @@ def test_cache_info_and_prune_say_what_the_cache_holds_and_what_was_removed(tmp_
     code, out, _ = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results), "--model", "m1")
     assert code == 0 and "removed 2 answers" in out and "b: 2" in out
     assert GenerationCache(ResultsDir(results).generations_db).info().by_model == {"m2": 1}
+
+
+def test_a_dropped_stream_is_a_failure_not_a_cached_answer(tmp_path):
+    """A stream that ends without its end ([DONE], a finish reason) holds part of an answer: stored, every later run
+    would reuse the fragment as the model's answer."""
+    task = classification_task(tmp_path / "task", n_test=6)
+    results = tmp_path / "results"
+    with FakeServer(faults=[0] * 2, pieces=("bill", "ing")) as server:
+        suite = write_yaml(tmp_path / "suite.yaml", {
+            "name": "dropped", "tasks": [str(task)],
+            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
+                            "max_retries": 0, "concurrency": 1}],
+            "bootstrap": {"resamples": 100}})
+        assert run_suite(suite, results, run_id="a").failed_requests == 2
+    cache = GenerationCache(ResultsDir(results).generations_db)
+    assert cache.info().answers == 4
+    assert {t for (t,) in cache.db.execute("SELECT text FROM answers")} == {"billing"}
