@@ -111,11 +111,12 @@ def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 ids = [ex.id for ex in task.data.test]
                 done = run.compact_predictions(cand.name, task.name, ids)
                 bar = progress.add_task(f"{cand.name} × {task.name}", total=len(ids), completed=len(done))
-                work = _Work(cand, task, [r for r in run_plan.requests(task, cand) if r.example_id not in done], bar)
+                requests = run_plan.requests(task, cand)
+                work = _Work(cand, task, [r for r in requests if r.example_id not in done], bar)
                 if cache is not None and work.pending:
                     # Identified only where answers are missing: hashing weights costs a read of them once.
                     source = source or cache.source(target, run_plan.suite.seed, say)
-                    _reuse(run, cache, source, work, progress)
+                    _reuse(run, cache, source, work, progress, requests)
                 todo.append(work)
             if source is not None and weights is not None:
                 weights[cand.name] = source.weights
@@ -133,10 +134,13 @@ def generate(run_plan: RunPlan, run: RunDir, adapters: dict[str, Path], console:
                 _generate_candidate(run, cand, work_of[cand.name], backend, progress, timings, cache)
 
 
-def _reuse(run: RunDir, cache: GenerationCache, source: AnswerSource, work: _Work, progress: Progress) -> None:
-    """Write the cached answers of `work`'s pending requests into the run, leaving the others pending."""
+def _reuse(run: RunDir, cache: GenerationCache, source: AnswerSource, work: _Work, progress: Progress,
+           requests: list[Request]) -> None:
+    """Write the cached answers of `work`'s pending requests into the run, leaving the others pending (keyed among
+    all the task's `requests`: a sample's index does not depend on which answers a resumed run still lacks)."""
     work.source = source
-    work.keys = {r.example_id: source.key(r) for r in work.pending}
+    keys = source.keys(requests)
+    work.keys = {r.example_id: keys[r.example_id] for r in work.pending}
     found = cache.find(work.keys, work.candidate.name, work.task.name)
     if not found:
         return

@@ -86,6 +86,17 @@ class AnswerSource:
             parts["sample"] = sample
         return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
+    def keys(self, requests: list[Request]) -> dict[str, str]:
+        """The keys of a task's requests, all of them in order, by example id: a sampled request whose prompt came
+        before is that prompt's next sample, so that examples asking the same thing keep their own answers."""
+        seen: Counter[str] = Counter()
+        out = {}
+        for request in requests:
+            first = self.key(request)
+            out[request.example_id] = self.key(request, seen[first]) if request.temperature > 0 else first
+            seen[first] += 1
+        return out
+
 
 @dataclass(frozen=True)
 class CacheInfo:

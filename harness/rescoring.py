@@ -63,6 +63,17 @@ def _answering(cand: Candidate) -> dict[str, Any]:
             "settings": cand.options.answer_settings()}
 
 
+def _differing(now: dict[str, Any], before: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings (dotted where nested) whose values differ between two dumps of a candidate's options."""
+    out = []
+    for name in sorted(now.keys() | before.keys()):
+        if isinstance(now.get(name), dict) and isinstance(before.get(name), dict):
+            out += _differing(now[name], before[name], f"{prefix}{name}.")
+        elif now.get(name) != before.get(name):
+            out.append(prefix + name)
+    return out
+
+
 def check_matches(run_plan: RunPlan, record: RunRecord, source: RunDir) -> None:
     """One line, exit 2, where the suite's tasks, candidates, data or requests are not those of the run's answers."""
     def refuse(what: str) -> HarnessError:
@@ -83,6 +94,11 @@ def check_matches(run_plan: RunPlan, record: RunRecord, source: RunDir) -> None:
     for cand in run_plan.suite.candidates:
         if _answering(cand) != _answering(ran.candidate(cand.name)):
             raise refuse(f"another model, adapter, fine-tune or backend setting for candidate {cand.name}")
+        # The run's latency figures are kept: they are this suite's only if it is served as the run was.
+        speed = _differing(cand.options.model_dump(mode="json"),
+                           ran.candidate(cand.name).options.model_dump(mode="json"))
+        if speed:
+            raise refuse(f"other speed settings ({', '.join(speed)}) for candidate {cand.name}")
     digests = asked(run_plan)
     for cand_name, per_task in record.requests_sha256.items():
         for task_name, digest in per_task.items():

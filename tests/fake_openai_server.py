@@ -13,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeServer:
     def __init__(self, faults: list[int] | None = None, pieces: tuple[str, ...] = ("Hello", " there", "!"),
                  delay_s: float = 0.0, reply: Callable[[dict], str] | None = None) -> None:
-        self.faults = list(faults or [])  # status codes to answer, one per request, before succeeding
+        # Status codes to answer, one per request, before succeeding; 0: a dropped stream (the first piece, then the
+        # stream ends without its last chunk or [DONE], as when a server dies mid-answer).
+        self.faults = list(faults or [])
         self.pieces = pieces
         # A scripted judge: the reply as a function of the request, so a test knows every right verdict.
         self.reply = reply
@@ -51,7 +53,7 @@ class FakeServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 counted = True
                 try:
-                    if status != 200:
+                    if status not in (0, 200):
                         msg = b'{"error": "injected"}'
                         self.send_response(status)
                         self.send_header("Content-Length", str(len(msg)))
@@ -64,6 +66,11 @@ class FakeServer:
                     self.end_headers()
                     chat = self.path.endswith("/chat/completions")
                     pieces = (server.reply(body),) if server.reply else server.pieces
+                    if status == 0:
+                        choice = {"delta": {"content": pieces[0]}} if chat else {"text": pieces[0]}
+                        self._chunk({"choices": [choice]})
+                        self._raw(b"")
+                        return
                     for piece in pieces:
                         time.sleep(server.delay_s)
                         choice = {"delta": {"content": piece}} if chat else {"text": piece}

@@ -20,7 +20,7 @@ from harness.models import native_dtype
 from harness.pipeline import run_suite
 from harness.records import Completion, Request
 from harness.store import ResultsDir, RunDir
-from tests.conftest import classification_task, write_yaml
+from tests.conftest import classification_task, write_jsonl, write_yaml
 from tests.fake_openai_server import FakeServer
 
 GREEDY = Request("e1", [{"role": "user", "content": "Text: my card"}], "Text: my card\nLabel: ", 4)
@@ -225,3 +225,40 @@ def test_cache_info_and_prune_say_what_the_cache_holds_and_what_was_removed(tmp_
     code, out, _ = _cli(monkeypatch, capsys, "cache", "prune", "--results", str(results), "--model", "m1")
     assert code == 0 and "removed 2 answers" in out and "b: 2" in out
     assert GenerationCache(ResultsDir(results).generations_db).info().by_model == {"m2": 1}
+
+
+def test_a_dropped_stream_is_a_failure_not_a_cached_answer(tmp_path):
+    """A stream that ends without its end ([DONE], a finish reason) holds part of an answer: stored, every later run
+    would reuse the fragment as the model's answer."""
+    task = classification_task(tmp_path / "task", n_test=6)
+    results = tmp_path / "results"
+    with FakeServer(faults=[0] * 2, pieces=("bill", "ing")) as server:
+        suite = write_yaml(tmp_path / "suite.yaml", {
+            "name": "dropped", "tasks": [str(task)],
+            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
+                            "max_retries": 0, "concurrency": 1}],
+            "bootstrap": {"resamples": 100}})
+        assert run_suite(suite, results, run_id="a").failed_requests == 2
+    cache = GenerationCache(ResultsDir(results).generations_db)
+    assert cache.info().answers == 4
+    assert {t for (t,) in cache.db.execute("SELECT text FROM answers")} == {"billing"}
+
+
+def test_sampled_answers_to_the_same_prompt_are_kept_apart(tmp_path):
+    """At temperature > 0 two examples with the same prompt are two samples: a rerun gives each its own, not the
+    first one's to both (duplicates in a test set would then agree perfectly and narrow every interval)."""
+    task = classification_task(tmp_path / "task", n_test=4, generation={"max_new_tokens": 4, "temperature": 0.7})
+    write_jsonl(tmp_path / "task" / "test.jsonl", [{"id": f"ex{i}", "text": "my card", "label": "billing"}
+                                                   for i in range(4)])
+    results = tmp_path / "results"
+    replies = iter(["billing", "delivery", "password", "billing"] * 2)
+    with FakeServer(reply=lambda _body: next(replies)) as server:
+        suite = write_yaml(tmp_path / "suite.yaml", {
+            "name": "sampled", "tasks": [str(task)],
+            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
+                            "concurrency": 1}],
+            "bootstrap": {"resamples": 100}})
+        runs = [run_suite(suite, results, run_id=run_id) for run_id in ("a", "b")]
+    assert len(server.requests) == 4, "the rerun reuses every sample"
+    texts = [{c.example_id: c.text for c in RunDir(r.run_dir).read_predictions("remote", "keywords")} for r in runs]
+    assert texts[1] == texts[0] and sorted(texts[0].values()) == ["billing", "billing", "delivery", "password"]

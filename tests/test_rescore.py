@@ -86,3 +86,16 @@ def test_a_suite_that_asks_other_questions_is_refused_in_one_line(tmp_path, talk
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
         assert said in lines[0] and f"than run {source}" in lines[0]
     assert sorted(p.name for p in results.iterdir() if (p / "run.json").is_file()) == ["source"], "nothing written"
+
+
+def test_a_suite_served_otherwise_is_refused_since_its_latency_would_be_the_runs(tmp_path, talking_model, monkeypatch,
+                                                                                  capsys):
+    """A speed setting (batch size, concurrency, replicas) changes no answer but every latency figure: a rescore keeps
+    the run's timings, so it must not score them as the timings of a suite served otherwise."""
+    results = tmp_path / "results"
+    run_suite(_suite(tmp_path, talking_model, ["accuracy"]), results, run_id="source")
+    suite = _suite(tmp_path, talking_model, ["accuracy"], batch_size=1)
+    code, _, err = _cli(monkeypatch, capsys, "rescore", str(results / "source"), "--suite", str(suite))
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "other speed settings (batch_size) for candidate fewshot" in lines[0]

@@ -135,6 +135,7 @@ class OpenAICompatBackend:
         chunk_times: list[float] = []
         parts: list[str] = []
         usage: dict[str, Any] = {}
+        ended_well = False  # [DONE] or a finish reason: without either the stream was cut mid-answer
         async with client.stream("POST", url, json=body, headers=self.headers) as response:
             if response.status_code in RETRYABLE_STATUS:
                 raise _Retryable(f"HTTP {response.status_code} from {url}")
@@ -147,16 +148,20 @@ class OpenAICompatBackend:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    ended_well = True
                     break
                 event = json.loads(data)
                 if event.get("usage"):
                     usage = event["usage"]
                 for choice in event.get("choices") or []:
+                    ended_well = ended_well or bool(choice.get("finish_reason"))
                     chat = self.endpoint == "chat"
                     piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     if piece:
                         chunk_times.append(time.perf_counter())
                         parts.append(piece)
+        if not ended_well:
+            raise _Retryable(f"the stream from {url} ended mid-answer (no [DONE])")
         ended = time.perf_counter()
         return Completion(
             example_id=request.example_id, candidate=candidate, task=task,
