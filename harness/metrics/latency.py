@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.metrics.base import MeanOf, Metric, Need, Resample, ScoringInput, SumStatsMetric, register
-from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, repeated_percentile
+from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, pooled_percentile
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
@@ -94,7 +94,7 @@ class InterTokenPercentile(_Latency):
             return np.full(sample.size, _NAN)
         order = np.argsort(stats[:, 1], kind="stable")
         owner, values = stats[order, 0].astype(int), stats[order, 1]
-        return repeated_percentile(values, sample.counts[:, owner], self.q)
+        return pooled_percentile(values, owner, sample.counts, self.q)
 
     def count(self, stats: np.ndarray) -> int:
         """Requests with gaps: the gaps of one request are not independent evidence."""
