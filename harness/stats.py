@@ -192,7 +192,7 @@ def decide(low: float, high: float, threshold: float, direction: Direction) -> D
 def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     """Per row of `counts` (b, n): `latency_percentile` of the sorted `values` each repeated that many times
     (a bootstrap resample of pooled values), without building the repeats. NaN for a row of zeros."""
-    return _percentile_of_cumulative(values, np.cumsum(counts, axis=1), q)
+    return _percentile_of_cumulative(_finite(values), np.cumsum(counts, axis=1), q)
 
 
 # Rows of pooled counts handled at once by `pooled_percentile`: small enough to stay in cache.
@@ -207,21 +207,27 @@ def pooled_percentile(values: np.ndarray, owner: np.ndarray, counts: np.ndarray,
     b, m = len(counts), len(values)
     step = min(b, max(1, _POOLED_SLICE // max(m, 1)))
     gathered, cum = np.empty((step, m), np.int32), np.empty((step, m), np.int64)
+    finite = _finite(values)
     parts = []
     for first in range(0, b, step):
         rows = counts[first:first + step].astype(np.int32)
         np.take(rows, owner, axis=1, out=gathered[:len(rows)])
         np.cumsum(gathered[:len(rows)], axis=1, out=cum[:len(rows)])
-        parts.append(_percentile_of_cumulative(values, cum[:len(rows)], q))
+        parts.append(_percentile_of_cumulative(finite, cum[:len(rows)], q))
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def _percentile_of_cumulative(values: np.ndarray, cum: np.ndarray, q: float) -> np.ndarray:
-    """`repeated_percentile` from the counts' running sums along each row (`cum`, overwritten)."""
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Sorted values with an infinite one as _MISS, for the interpolation."""
+    return np.where(np.isposinf(values), _MISS, values)
+
+
+def _percentile_of_cumulative(finite: np.ndarray, cum: np.ndarray, q: float) -> np.ndarray:
+    """`repeated_percentile` of `_finite(values)` from the counts' running sums along each row (`cum`, overwritten)."""
     total = cum[:, -1].copy()
     position = np.maximum(total - 1, 0) * q / 100
     below = np.floor(position)
-    last = len(values) - 1
+    last = len(finite) - 1
     # The k-th (0-based) of the repeated values is values[number of cumulative counts <= k]. Each row of `cum`
     # is sorted, so that number is a binary search; the rows are searched at once laid end to end, each shifted
     # past every value of the rows before it (a search of row r then counts all of those rows' m entries).
@@ -232,7 +238,6 @@ def _percentile_of_cumulative(values: np.ndarray, cum: np.ndarray, q: float) -> 
     before = np.arange(rows) * m
     lower = np.minimum(np.searchsorted(laid, below.astype(cum.dtype) + shift, side="right") - before, last)
     upper = np.minimum(np.searchsorted(laid, below.astype(cum.dtype) + 1 + shift, side="right") - before, last)
-    finite = np.where(np.isposinf(values), _MISS, values)
     out = finite[lower] + (position - below) * (finite[upper] - finite[lower])
     out = np.where(out >= _MISS * 1e-50, np.inf, out)
     return np.where(total > 0, out, np.nan)
