@@ -22,9 +22,10 @@ PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": example
 WITHOUT_RUNS = {"Runs", "Monitoring"}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def _load(path: str, stamp: float) -> RunView:
-    """A run's tables, cached by path and the latest change to any of its files."""
+    """A run's tables, cached by path and the latest change to any of its files. Shared, not copied: pages only read
+    them (st.cache_data unpickled a copy of every table, the predictions' too, on every rerun of every page)."""
     return load_run(Path(path))
 
 

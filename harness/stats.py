@@ -154,15 +154,24 @@ def _betting_interval(x: np.ndarray, alpha: float, grid: int = 2000) -> tuple[fl
     previous_var = np.concatenate([[0.25], var[:-1]])
     rate = np.sqrt(2 * np.log(2 / alpha) / (n * previous_var))
     m = (np.arange(grid) + 0.5) / grid
+    # The grid in slices of about _BLOCK_ELEMENTS values, so memory stays bounded as n grows (each mean's capital
+    # is its own row: the slices give the same figures as the whole grid at once).
+    step = max(1, _BLOCK_ELEMENTS // n)
+    peak = np.concatenate([_peak_capital(x, rate, m[i:i + step]) for i in range(0, grid, step)])
+    kept = m[peak < 1 / alpha]
+    if len(kept) == 0:
+        return float("nan"), float("nan")
+    return float(max(kept.min() - 0.5 / grid, 0.0)), float(min(kept.max() + 0.5 / grid, 1.0))
+
+
+def _peak_capital(x: np.ndarray, rate: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """For each candidate mean in `m`, the highest capital the hedged gambler reaches over the values."""
     up = np.minimum(rate[None, :], 0.75 / m[:, None])
     down = np.minimum(rate[None, :], 0.75 / (1 - m[:, None]))
     gap = x[None, :] - m[:, None]
     capital = (0.5 * np.exp(np.cumsum(np.log1p(up * gap), axis=1))
                + 0.5 * np.exp(np.cumsum(np.log1p(-down * gap), axis=1)))
-    kept = m[capital.max(axis=1) < 1 / alpha]
-    if len(kept) == 0:
-        return float("nan"), float("nan")
-    return float(max(kept.min() - 0.5 / grid, 0.0)), float(min(kept.max() + 0.5 / grid, 1.0))
+    return capital.max(axis=1)
 
 
 Direction = Literal["at_least", "at_most"]
@@ -183,15 +192,52 @@ def decide(low: float, high: float, threshold: float, direction: Direction) -> D
 def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     """Per row of `counts` (b, n): `latency_percentile` of the sorted `values` each repeated that many times
     (a bootstrap resample of pooled values), without building the repeats. NaN for a row of zeros."""
-    cum = np.cumsum(counts, axis=1)
-    total = cum[:, -1]
+    return _percentile_of_cumulative(_finite(values), np.cumsum(counts, axis=1), q)
+
+
+# Rows of pooled counts handled at once by `pooled_percentile`: small enough to stay in cache.
+_POOLED_SLICE = 1 << 18
+
+
+def pooled_percentile(values: np.ndarray, owner: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """`repeated_percentile(values, counts[:, owner], q)` without building that (b, len(values)) matrix: value t is
+    repeated as often as its owner (the request of a pooled inter-token gap) was drawn. A few rows at a time, their
+    counts as 32-bit integers summed in 64 bits into buffers reused from slice to slice: allocating the matrix
+    afresh, in float64, made its cost grow faster than the number of values (page faults, cache misses)."""
+    b, m = len(counts), len(values)
+    step = min(b, max(1, _POOLED_SLICE // max(m, 1)))
+    gathered, cum = np.empty((step, m), np.int32), np.empty((step, m), np.int64)
+    finite = _finite(values)
+    parts = []
+    for first in range(0, b, step):
+        rows = counts[first:first + step].astype(np.int32)
+        np.take(rows, owner, axis=1, out=gathered[:len(rows)])
+        np.cumsum(gathered[:len(rows)], axis=1, out=cum[:len(rows)])
+        parts.append(_percentile_of_cumulative(finite, cum[:len(rows)], q))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Sorted values with an infinite one as _MISS, for the interpolation."""
+    return np.where(np.isposinf(values), _MISS, values)
+
+
+def _percentile_of_cumulative(finite: np.ndarray, cum: np.ndarray, q: float) -> np.ndarray:
+    """`repeated_percentile` of `_finite(values)` from the counts' running sums along each row (`cum`, overwritten)."""
+    total = cum[:, -1].copy()
     position = np.maximum(total - 1, 0) * q / 100
     below = np.floor(position)
-    last = len(values) - 1
-    # The k-th (0-based) of the repeated values is values[number of cumulative counts <= k].
-    lower = np.minimum((cum <= below[:, None]).sum(axis=1), last)
-    upper = np.minimum((cum <= below[:, None] + 1).sum(axis=1), last)
-    finite = np.where(np.isposinf(values), _MISS, values)
+    last = len(finite) - 1
+    # The k-th (0-based) of the repeated values is values[number of cumulative counts <= k]. Each row of `cum`
+    # is sorted, so that number is a binary search; the rows are searched at once laid end to end, each shifted
+    # past every value of the rows before it (a search of row r then counts all of those rows' m entries).
+    rows, m = cum.shape
+    shift = np.arange(rows, dtype=cum.dtype) * (total.max(initial=0) + 2)
+    cum += shift[:, None]
+    laid = cum.ravel()
+    before = np.arange(rows) * m
+    lower = np.minimum(np.searchsorted(laid, below.astype(cum.dtype) + shift, side="right") - before, last)
+    upper = np.minimum(np.searchsorted(laid, below.astype(cum.dtype) + 1 + shift, side="right") - before, last)
     out = finite[lower] + (position - below) * (finite[upper] - finite[lower])
     out = np.where(out >= _MISS * 1e-50, np.inf, out)
     return np.where(total > 0, out, np.nan)

@@ -239,11 +239,7 @@ class RunDir:
     def answers(self, candidate: str, task: str) -> dict[str, Completion]:
         """The answer of each example that is scored and rated: its successful Completion (the first, should
         there be several), else its last failed attempt."""
-        out: dict[str, Completion] = {}
-        for c in self.read_predictions(candidate, task):
-            if c.example_id not in out or (c.ok and not out[c.example_id].ok):
-                out[c.example_id] = c
-        return out
+        return chosen_answers(self.read_predictions(candidate, task))
 
     def compact_predictions(self, candidate: str, task: str, keep_ids: Iterable[str]) -> dict[str, Completion]:
         """Before resuming: keep one successful line per example (dropping failed attempts, duplicates, a
@@ -264,6 +260,15 @@ class RunDir:
 
     def prediction_writer(self, candidate: str, task: str) -> PredictionWriter:
         return PredictionWriter(self.predictions_file(candidate, task))
+
+
+def chosen_answers(predictions: Iterable[Completion]) -> dict[str, Completion]:
+    """`RunDir.answers` of predictions already read (a reader that needs both reads the file once)."""
+    out: dict[str, Completion] = {}
+    for c in predictions:
+        if c.example_id not in out or (c.ok and not out[c.example_id].ok):
+            out[c.example_id] = c
+    return out
 
 
 class BenchDir:

@@ -117,3 +117,33 @@ def test_scale_monitor_times_the_real_cli_and_fits_the_growth_exponent(record):
     # A child process that imported the harness and read the data: its own peak memory, not this process's.
     assert 0.05 < small["peak_rss_gib"] < 4 and small["exit_code"] in (0, 1) and small["wall_s"] > 0
     assert out["exponent"] == pytest.approx(scale.exponent([200, 400], [small["wall_s"], large["wall_s"]]), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick_mode_records_each_part_with_its_growth(tmp_path):
+    """The growth benchmark at tiny sizes (scoring; the dashboard where Chromium is installed; the monitor part is
+    measured or skipped with its reason): each part's table has a positive time and memory per size, and fitted
+    exponents. No figure is asserted: this machine's timings say nothing."""
+    import shutil
+
+    parts = ["scoring", "monitor"] + (["dashboard"] if shutil.which("chromium") else [])
+    env = {**os.environ, "HARNESS_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "scale.py"), "--quick", "--parts", *parts],
+                          capture_output=True, text=True, env=env, timeout=900)
+    saved = json.loads((tmp_path / "scale-quick.json").read_text())
+    assert done.returncode == (0 if saved["goal_met"] else 1), done.stderr
+    assert saved["settings"]["quick"] is True and set(saved["figures"]) == set(parts)
+    tables = [saved["figures"]["scoring"]]
+    if "dashboard" in parts:
+        assert set(saved["figures"]["dashboard"]) == {"Scorecard", "Examples"}
+        tables += saved["figures"]["dashboard"].values()
+    for table in tables:
+        assert [row["examples"] for row in table["rows"]] == sorted(row["examples"] for row in table["rows"])
+        assert len(table["rows"]) >= 2 and set(table["exponents"]) == {"time", "memory"}
+        for row in table["rows"]:
+            assert all(row[key] > 0 for key in row), row
+        assert isinstance(table["exponents"]["time"], float)
+    scoring = saved["figures"]["scoring"]["rows"]
+    assert all(r["peak_mib"] > r["added_mib"] > 0 for r in scoring)
+    monitor = saved["figures"]["monitor"]
+    assert "skipped" in monitor or monitor, monitor

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from harness.metrics import get_metric
-from harness.stats import bootstrap, latency_percentile, repeated_percentile, resample_blocks
+from harness.stats import bootstrap, latency_percentile, pooled_percentile, repeated_percentile, resample_blocks
 from tests.helpers import scoring_input
 
 
@@ -222,6 +222,25 @@ def test_repeated_percentile_is_the_percentile_of_the_repeats(values_counts, q):
         assert got == pytest.approx(latency_percentile(repeated, q), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("slice_values", [1, 7, 1 << 18])
+def test_pooled_percentile_is_the_repeated_percentile_of_the_owners_counts(monkeypatch, slice_values):
+    """Inter-token gaps pooled over requests: each gap counted as often as its request was drawn, the rows taken a
+    few at a time (slices of one row, of several, all at once) with the same figures as the whole matrix."""
+    import harness.stats
+
+    monkeypatch.setattr(harness.stats, "_POOLED_SLICE", slice_values)
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n, gaps, rows = (int(x) for x in rng.integers(1, 30, 3))
+        values = np.sort(np.where(rng.random(gaps) < 0.1, np.inf, rng.random(gaps) * 100))
+        owner = rng.integers(0, n, gaps)
+        counts = rng.integers(0, 4, (rows, n)).astype(float)
+        counts[rng.random(rows) < 0.2] = 0
+        for q in (0, 50, 90, 99, 100):
+            expected = repeated_percentile(values, counts[:, owner], q)
+            assert np.array_equal(pooled_percentile(values, owner, counts, q), expected, equal_nan=True)
+
+
 @pytest.mark.parametrize("probs", [(0.02, 0.05, 0.18, 0.48, 0.27), (0.3, 0.0, 0.0, 0.0, 0.7),
                                    (0.0, 0.0, 0.05, 0.05, 0.9)])
 def test_bounded_mean_intervals_cover_a_rating_mean_at_small_n(probs):
@@ -235,3 +254,17 @@ def test_bounded_mean_intervals_cover_a_rating_mean_at_small_n(probs):
         bounded_mean_interval(rng.choice(np.arange(1, 6), 20, p=probs).astype(float), 1, 5, 0.95)
         for _ in range(300))]
     assert np.mean(covered) >= 0.94
+
+
+def test_the_betting_interval_is_the_same_when_its_grid_is_taken_in_slices(monkeypatch):
+    """The grid of candidate means is searched a slice at a time (memory bounded as n grows): any slicing gives the
+    interval the whole grid gives."""
+    import harness.stats
+
+    values = np.random.default_rng(5).choice(np.arange(1, 6), 3000, p=(0.1, 0.1, 0.2, 0.3, 0.3)).astype(float)
+    monkeypatch.setattr(harness.stats, "_BLOCK_ELEMENTS", 3000 * 2000)
+    whole = harness.stats.bounded_mean_interval(values, 1, 5, 0.95)
+    for elements in (3000, 3000 * 7, 3000 * 2000 // 3):  # one mean a slice, seven, a third of the grid
+        monkeypatch.setattr(harness.stats, "_BLOCK_ELEMENTS", elements)
+        assert harness.stats.bounded_mean_interval(values, 1, 5, 0.95) == whole
+    assert 3.4 < whole[0] < whole[1] < 3.8

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.metrics.base import MeanOf, Metric, Need, Resample, ScoringInput, SumStatsMetric, register
-from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, repeated_percentile
+from harness.stats import latency_percentile, order_statistic_interval, order_statistic_min_n, pooled_percentile
 
 PERCENTILES = (50, 90, 95, 99)
 _NAN = float("nan")
@@ -88,14 +88,19 @@ class InterTokenPercentile(_Latency):
 
     def stats(self, data: ScoringInput) -> np.ndarray:
         rows = [(i, gap * 1000) for i, c in enumerate(data.completions) if c.ok for gap in c.itl_s]
-        return np.array(rows, dtype=np.float64).reshape(-1, 2)
+        stats = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        # In the order `aggregate` needs, so that it need not sort them again for every block of resamples (the
+        # blocks grow in number with the examples: a sort each made the scoring grow as n² log n).
+        return stats[np.argsort(stats[:, 1], kind="stable")]
 
     def aggregate(self, stats: np.ndarray, sample: Resample) -> np.ndarray:
         if len(stats) == 0:
             return np.full(sample.size, _NAN)
-        order = np.argsort(stats[:, 1], kind="stable")
+        gaps = stats[:, 1]
+        # A stable sort of sorted gaps keeps them as they are (worst_case appends infinite ones after them).
+        order = slice(None) if (gaps[1:] >= gaps[:-1]).all() else np.argsort(gaps, kind="stable")
         owner, values = stats[order, 0].astype(int), stats[order, 1]
-        return repeated_percentile(values, sample.counts[:, owner], self.q)
+        return pooled_percentile(values, owner, sample.counts, self.q)
 
     def count(self, stats: np.ndarray) -> int:
         """Requests with gaps: the gaps of one request are not independent evidence."""

@@ -78,11 +78,14 @@ register(Bleu(name="bleu"))
 register(Chrf(name="chrf"))
 
 
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
 def normalise_answer(text: str) -> str:
     """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    text = text.lower().translate(_NO_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
