@@ -17,7 +17,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from harness.errors import HarnessError, redact_all
-from harness.json_files import PredictionWriter, read_json, read_jsonl, write_atomic, write_json, write_jsonl
+from harness.json_files import (
+    PredictionWriter,
+    parse_lines,
+    read_json,
+    read_jsonl,
+    write_atomic,
+    write_json,
+    write_jsonl,
+)
 from harness.records import Completion, MetricResult
 from harness.run_record import SCHEMA_VERSION as SCHEMA_VERSION
 from harness.run_record import MetricRow, RunRecord, first_error
@@ -215,8 +223,14 @@ class RunDir:
         path = self.predictions_file(candidate, task)
         if not path.is_file():
             return []
-        out = []
         lines = path.read_text().splitlines()
+        parsed = parse_lines(lines)
+        if parsed is not None and all(isinstance(row, dict) for row in parsed):
+            try:
+                return [Completion(**row) for row in parsed]
+            except TypeError:  # a line of other fields: the reading below names it
+                pass
+        out = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

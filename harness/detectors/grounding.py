@@ -34,11 +34,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from nltk.stem.porter import PorterStemmer
 from pydantic import Field
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from harness.detectors.base import Detector, DetectorOptions, register
 from harness.records import Claim, Finding
@@ -67,28 +65,45 @@ _SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)")
 # Words and single punctuation marks, to find the alternatives around a question's "or".
 _TOKEN = re.compile(_WORD.pattern + r"|[^\sA-Za-z0-9]")
 _PHRASE_WORDS = (2, 10)
-_stemmer = PorterStemmer()
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    # nltk and scikit-learn take about a second to import: loaded when a detector first reads text, not when the
+    # registry (every `harness` command, the dashboard) imports this module.
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
 
 
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    return _stemmer.stem(word.lower())
+    return _stemmer().stem(word.lower())
 
 
 def _content(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text) if w.lower() not in ENGLISH_STOP_WORDS and w.lower() not in _NEUTRAL]
+    return [w for w in _WORD.findall(text) if w.lower() not in _stop_words() and w.lower() not in _NEUTRAL]
 
 
 def _stemmed(words: list[str]) -> str:
     return " " + " ".join(_stem(w) for w in words) + " "
 
 
-_HEDGE_STEMS = frozenset(_stem(w) for w in _HEDGE)
+@lru_cache(maxsize=1)
+def _hedge_stems() -> frozenset[str]:
+    return frozenset(_stem(w) for w in _HEDGE)
 
 
 def _allowed(word: str, asked: set[str]) -> bool:
     low = word.lower()
-    return (low in ENGLISH_STOP_WORDS or low in _HEDGE or _stem(word) in _HEDGE_STEMS
+    return (low in _stop_words() or low in _HEDGE or _stem(word) in _hedge_stems()
             or low in asked or _stem(word) in asked)
 
 
@@ -101,7 +116,7 @@ def _head(tokens: list[str]) -> str | None:
     for tok in tokens:
         if not _WORD.fullmatch(tok):
             return None
-        if tok.lower() not in ENGLISH_STOP_WORDS:
+        if tok.lower() not in _stop_words():
             return tok
     return None
 
@@ -170,9 +185,9 @@ def unsupported_spans(answer: str, evidence: str) -> list[str]:
 def _unsupported_phrase(answer: str, evidence: str) -> str | None:
     words = _WORD.findall(answer)
     start, end = 0, len(words)
-    while start < end and words[start].lower() in ENGLISH_STOP_WORDS:
+    while start < end and words[start].lower() in _stop_words():
         start += 1
-    while end > start and words[end - 1].lower() in ENGLISH_STOP_WORDS:
+    while end > start and words[end - 1].lower() in _stop_words():
         end -= 1
     core = words[start:end]
     low, high = _PHRASE_WORDS

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import GroupKFold
 
 from harness.detectors.base import Claim, Detector
 from harness.detectors.validation import LabelledClaim, Score, balanced_accuracy, score_subset
@@ -57,6 +56,8 @@ def cross_validate(make: Callable[[float], Detector], field: str, grid: tuple[fl
     truth = np.array([i.hallucinated for i in tuning])
     held_out: dict[Claim, bool] = {}
     choices = []
+    from sklearn.model_selection import GroupKFold  # scikit-learn takes half a second to import: when tuning runs
+
     splits = GroupKFold(n_splits=folds).split(tuning, groups=[i.group for i in tuning])
     for fold, (train, test) in enumerate(splits):
         accuracy = {v: balanced_accuracy(np.array([judged[v][tuning[j].claim] for j in train]), truth[train])

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from harness.metrics.base import MeanOf, Need, ScoringInput, SumStatsMetric, register
@@ -19,6 +18,9 @@ from harness.metrics.base import MeanOf, Need, ScoringInput, SumStatsMetric, reg
 
 def rouge(rouge_type: str, data: ScoringInput) -> np.ndarray:
     """Per answer: the F-measure of `rouge_type` (rouge-score's name) against its best reference."""
+    # rouge-score imports nltk (half a second): loaded when a run scores ROUGE, not by every import of the registry.
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
     out = []
     for text, ex in zip(data.texts, data.examples, strict=True):
