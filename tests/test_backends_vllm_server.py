@@ -123,7 +123,7 @@ def test_data_parallel_replicas_each_serve_requests(tmp_path, talking_model, lor
         assert log.read_text().count("POST /v1/completions") >= 4, "each replica answers its share"
 
 
-def test_a_trained_adapter_is_served_by_vllm(tmp_path, talking_model):
+def test_a_trained_adapter_is_served_by_vllm(tmp_path, talking_model, monkeypatch):
     """`harness run` trains the fine-tune (peft, Trainer) and serves that adapter next to its base on vLLM,
     which answers as the in-process backend does with the same adapter."""
     task = classification_task(tmp_path / "task", n_test=6, n_train=80, generation={"max_new_tokens": 6})
@@ -137,9 +137,10 @@ def test_a_trained_adapter_is_served_by_vllm(tmp_path, talking_model):
             {"name": "ft", "backend": "vllm", "model": str(talking_model), "endpoint": "completions", "serve": SERVE,
              "finetune": finetune}],
         "bootstrap": {"resamples": 100}})
+    monkeypatch.setenv("HARNESS_ADAPTERS", str(tmp_path / "store"))  # trained into the adapter store, not the run's
     result = run_suite(suite, tmp_path / "r", run_id="served")
     adapter = json.loads((result.run_dir / "run.json").read_text())["adapters"]["ft"]
-    assert os.path.dirname(adapter) == str(tmp_path / "r" / "adapters")
+    assert os.path.dirname(adapter) == str(tmp_path / "store")
 
     def texts(run_dir, cand):
         return {p.example_id: p.text.replace("\ufffd", "") for p in RunDir(run_dir).read_predictions(cand, "keywords")}

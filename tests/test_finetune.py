@@ -94,9 +94,10 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
                        {"name": "tuned", "model": str(talking_model), "finetune": SPEC, "tasks": ["keywords"],
                         "chat": False, "prompts": {"keywords": {"system": "Pick a label."}}}],
         "bootstrap": {"resamples": 100}})
-    code, _ = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
+    monkeypatch.setenv("HARNESS_ADAPTERS", str(tmp_path / "store"))
+    code, _ = run_cli(monkeypatch, capsys, "finetune", str(suite))
     assert code == 0
-    (adapter,) = (tmp_path / "r" / "adapters").iterdir()
+    (adapter,) = (tmp_path / "store").iterdir()
     code, _ = run_cli(monkeypatch, capsys, "run", str(suite), "--results", str(tmp_path / "r"), "--run-id", "x")
     assert code == 0
     record = json.loads((tmp_path / "r" / "x" / "run.json").read_text())
@@ -146,9 +147,10 @@ def test_run_trains_then_scores_the_finetune_next_to_its_base(tmp_path, talking_
     data = yaml.safe_load(suite.read_text())
     data["candidates"][1]["finetune"] = {**SPEC, "decontaminate": True, "max_steps": 5}
     suite.write_text(yaml.safe_dump(data))
-    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "clean"))
+    monkeypatch.setenv("HARNESS_ADAPTERS", str(tmp_path / "clean"))
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite))
     assert code == 0, err
-    (clean,) = (tmp_path / "clean" / "adapters").iterdir()
+    (clean,) = (tmp_path / "clean").iterdir()
     lineage = json.loads((clean / LINEAGE).read_text())
     assert lineage["n_train"] + lineage["n_validation"] < 120
 
@@ -208,19 +210,19 @@ def test_the_retraining_loop_monitor_rows_train_a_successor_that_is_gated(tmp_pa
                                    "better_than": "deployed", "by": 0.5}],
                      "monitor": {"min_rows": 1, "resamples": 200}},
         "bootstrap": {"resamples": 100}})
-    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--results", str(tmp_path / "r"))
+    monkeypatch.setenv("HARNESS_ADAPTERS", str(tmp_path / "store"))
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite))
     assert code == 2 and "candidates.1.finetune.extra_train.0: data file not found" in err
     code, _ = run_cli(monkeypatch, capsys, "monitor", str(log), "--against", str(suite), "--export-labelled",
                       str(tmp_path / "new_rows.csv"), "--results", str(tmp_path / "r"))
     assert code in (0, 1)
-    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--candidate", "successor",
-                        "--results", str(tmp_path / "r"))
+    code, err = run_cli(monkeypatch, capsys, "finetune", str(suite), "--candidate", "successor")
     assert code == 0, err
     # The one exported row that is also a test message is dropped (decontaminate), the thirty others kept.
     said = " ".join(err.split())
     dropped = int(said.split("successor: dropped ")[1].split()[0])  # task rows that are also test rows
     assert "successor: 30 extra training rows (0 already in the training split and 1 in the test split" in said
-    adapters = {p.name.split("-")[0]: p for p in (tmp_path / "r" / "adapters").iterdir()}
+    adapters = {p.name.split("-")[0]: p for p in (tmp_path / "store").iterdir()}
     parent, child = adapters["deployed"], adapters["successor"]
     lineage = json.loads((child / LINEAGE).read_text())
     assert lineage["parent"]["adapter"] == str(parent) and lineage["generation"] == 2

@@ -182,13 +182,14 @@ def _disk_full(monkeypatch, stage: str) -> None:
     every file written whole from scoring on fails, run.json included."""
     import errno
 
+    import harness.json_files
     import harness.store
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if stage == "generation":
-        synced, real_fsync = [], harness.store.os.fsync
+        synced, real_fsync = [], harness.json_files.os.fsync
 
         def fsync(fd):
             if len(synced) == 5:
@@ -196,12 +197,12 @@ def _disk_full(monkeypatch, stage: str) -> None:
             synced.append(fd)
             real_fsync(fd)
 
-        monkeypatch.setattr(harness.store.os, "fsync", fsync)
+        monkeypatch.setattr(harness.json_files.os, "fsync", fsync)
     else:
         real_write_metrics = harness.store.RunDir.write_metrics
 
         def write_metrics(self, results):
-            monkeypatch.setattr(harness.store.tempfile, "mkstemp", full)
+            monkeypatch.setattr(harness.json_files.tempfile, "mkstemp", full)
             real_write_metrics(self, results)
 
         monkeypatch.setattr(harness.store.RunDir, "write_metrics", write_metrics)
