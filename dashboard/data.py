@@ -4,9 +4,11 @@ planner's rebuild of a finished run, turned into pandas tables; problems become 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -16,7 +18,7 @@ from harness.json_files import read_json
 from harness.metrics import TaskMetrics
 from harness.plan import tasks_of_run
 from harness.ratings import Output
-from harness.records import Correction
+from harness.records import Completion, Correction
 from harness.run_record import RunRecord
 from harness.snapshots import suite_of
 from harness.store import ResultsDir, RunDir, chosen_answers
@@ -51,9 +53,15 @@ def list_runs(results: Path) -> list[RunSummary]:
     return out
 
 
+# Shared by every session's pages (st.cache_resource): each lazily loaded table is read once, not once per session.
+_LOADING = threading.RLock()
+T = TypeVar("T")
+
+
 @dataclass
 class RunView:
-    """One run, loaded for the pages."""
+    """One run, loaded for the pages. The small tables are read up front; the large ones (predictions, scores,
+    answers, detections) on a page's first use, one task's predictions at a time: the Scorecard needs none of them."""
 
     path: Path
     record: RunRecord
@@ -61,16 +69,20 @@ class RunView:
     metrics: pd.DataFrame
     comparisons: pd.DataFrame
     verdicts: pd.DataFrame
-    scores: pd.DataFrame
-    predictions: pd.DataFrame
-    detections: pd.DataFrame
     examples: dict[str, pd.DataFrame] = field(default_factory=dict)  # task -> id, inputs, reference
     labels: dict[str, list[str] | None] = field(default_factory=dict)
     task_metrics: dict[str, TaskMetrics] = field(default_factory=dict)  # task -> its metrics (its own ones included)
-    answers: dict[Output, str] = field(default_factory=dict)  # the text scored and rated of each output
     corrections: list[Correction] = field(default_factory=list)  # corrected.json: raw beside corrected by labels
-    failed: set[Output] = field(default_factory=set)  # outputs whose request failed (no answer to rate or label)
     slices: dict[str, Any] | None = None  # slices.json: metrics by slice, gaps, flags (None: no task has slices)
+    _loaded: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _once(self, key: Any, load: Callable[[], T]) -> T:
+        if key not in self._loaded:
+            with _LOADING:
+                if key not in self._loaded:
+                    self._loaded[key] = load()
+        found: T = self._loaded[key]
+        return found
 
     @property
     def run_id(self) -> str:
@@ -89,9 +101,53 @@ class RunView:
     def tasks(self) -> list[str]:
         return list(self.record.tasks)
 
+    def _read(self, task: str) -> dict[str, list[Completion]]:
+        """Candidate -> the task's predictions, through the store's reader (which also tolerates the torn last
+        line of a run still being written); each file read once, for the tables and the answers alike."""
+        run = RunDir(self.path)
+        return self._once(("read", task), lambda: {c.name: run.read_predictions(c.name, task)
+                                                   for c in self.suite.candidates if c.runs(task)})
+
+    def predictions_of(self, task: str, example_id: str) -> pd.DataFrame:
+        """One example's predictions.jsonl rows (one per request, retries included), without tabling the rest."""
+        return pd.DataFrame([dict(vars(c)) for lines in self._read(task).values() for c in lines
+                             if c.example_id == example_id], columns=[f.name for f in fields(Completion)])
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """Every task's predictions, candidate by candidate."""
+        # A shallow copy of each record's fields (dataclasses.asdict deep-copies every inter-token list).
+        return self._once("predictions", lambda: pd.DataFrame(
+            [dict(vars(c)) for cand in self.candidates for task in self.examples
+             for c in self._read(task).get(cand, [])]))
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        return self._once("scores", lambda: pd.DataFrame(RunDir(self.path).read_scores()))
+
+    @property
+    def detections(self) -> pd.DataFrame:
+        return self._once("detections", lambda: pd.DataFrame(RunDir(self.path).all_detections()))
+
+    def _chosen(self) -> dict[Output, Completion]:
+        """The answer of each output that is scored and rated (RunDir.answers)."""
+        return self._once("chosen", lambda: {Output(task, ex_id, cand): c for task in self.examples
+                                             for cand, lines in self._read(task).items()
+                                             for ex_id, c in chosen_answers(lines).items()})
+
+    @property
+    def answers(self) -> dict[Output, str]:
+        """The text scored and rated of each output."""
+        return self._once("answers", lambda: {o: c.text for o, c in self._chosen().items()})
+
+    @property
+    def failed(self) -> set[Output]:
+        """Outputs whose request failed (no answer to rate or label)."""
+        return self._once("failed", lambda: {o for o, c in self._chosen().items() if not c.ok})
+
     def candidates_of(self, task: str) -> list[str]:
-        return sorted(set(self.predictions.loc[self.predictions.task == task, "candidate"]),
-                      key=self.candidates.index)
+        """The candidates with predictions for the task, in the suite's order."""
+        return [cand for cand, lines in self._read(task).items() if lines]
 
 
 def load_run(path: Path) -> RunView:
@@ -100,18 +156,10 @@ def load_run(path: Path) -> RunView:
         raise HarnessError(f"{path}: no such run directory")
     run = RunDir(path)
     record, suite, tasks = tasks_of_run(run)
-    # Through the store's reader, which also tolerates the torn last line of a run still being written; each file
-    # read once, for the table and the answers alike.
-    read = {(cand.name, task.name): run.read_predictions(cand.name, task.name) for cand in suite.candidates
-            for task in tasks if cand.runs(task.name)}
-    # A shallow copy of each record's fields (dataclasses.asdict deep-copies every inter-token list: most of the
-    # page's first load at 10,000 examples); the table holds the same values.
-    predictions = [dict(vars(c)) for lines in read.values() for c in lines]
     verdict = run.read_verdict()
     view = RunView(path, record, suite, pd.DataFrame([r.to_dict() for r in run.read_metrics()]),
                    pd.DataFrame(run.read_comparisons()),
-                   pd.DataFrame(verdict.get("criteria", []) if verdict else []), pd.DataFrame(run.read_scores()),
-                   pd.DataFrame(predictions), pd.DataFrame(run.all_detections()),
+                   pd.DataFrame(verdict.get("criteria", []) if verdict else []),
                    corrections=[Correction.from_dict(row) for row in run.read_corrections()],
                    slices=run.read_slices())
     for task in tasks:
@@ -120,11 +168,6 @@ def load_run(path: Path) -> RunView:
               "reference": " | ".join(ex.references)} for ex in task.data.test])
         view.labels[task.name] = task.data.labels
         view.task_metrics[task.name] = task.metrics
-        for cand in suite.candidates:
-            if cand.runs(task.name):
-                chosen = chosen_answers(read[cand.name, task.name])
-                view.answers.update({Output(task.name, ex_id, cand.name): c.text for ex_id, c in chosen.items()})
-                view.failed.update(Output(task.name, ex_id, cand.name) for ex_id, c in chosen.items() if not c.ok)
     return view
 
 

@@ -90,7 +90,7 @@ def matching(view: RunView, task: str, how: str) -> list[str]:
 def side_by_side(view: RunView, task: str, example_id: str) -> None:
     example_context(view, task, example_id)
     cands = view.candidates_of(task)
-    preds = view.predictions[(view.predictions.task == task) & (view.predictions.example_id == example_id)]
+    preds = view.predictions_of(task, example_id)
     rows = per_example(view, task)
     found = view.detections
     for col, cand in zip(st.columns(len(cands)), cands, strict=True):
