@@ -206,11 +206,11 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     embedded stand-in, the layout fitted to this CPU (rehearsal.py). `sample`: test examples per task at most."""
     suite_file = Path(suite_file)
     suite = load_suite(suite_file)
+    manifest = load_suite_manifest(suite, suite_file, manifest_file)
     notes: list[str] = []
     rehearsed: list[str] = []  # what the rehearsal changed, recorded in run.json
     if rehearse:
-        asked = load_suite_manifest(suite, suite_file, manifest_file)
-        rehearsal = rehearse_on_cpu(suite, sample, asked.min_examples if asked else None)
+        rehearsal = rehearse_on_cpu(suite, sample, manifest.min_examples if manifest else None)
         suite, rehearsed, notes = rehearsal.suite, rehearsal.notes, [f"rehearsal: {n}" for n in rehearsal.notes]
     elif sample is not None:
         suite = sampled(suite, sample)
@@ -225,7 +225,6 @@ def make_plan(suite_file: str | Path, manifest_file: Path | None = None, in_proc
     extra_train = _check_candidates(suite, suite_file, tasks)
     _check_layout(suite, suite_file)
     _check_detectors(suite_file, tasks)
-    manifest = load_suite_manifest(suite, suite_file, manifest_file)
     if manifest is not None:
         where = manifest_file or (suite.manifest if isinstance(suite.manifest, str) else f"{suite_file}: manifest")
         small = [t.name for t in tasks if len(t.data.test) < manifest.min_examples] if rehearse else []

@@ -145,7 +145,7 @@ class Resample:
         return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-class _Row:
+class JsonRow:
     """A record written as one JSON object (NaN as null)."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +153,7 @@ class _Row:
 
 
 @dataclass(frozen=True)
-class MetricResult(_Row):
+class MetricResult(JsonRow):
     task: str
     candidate: str
     metric: str
@@ -166,7 +166,7 @@ class MetricResult(_Row):
 
 
 @dataclass(frozen=True)
-class Comparison(_Row):
+class Comparison(JsonRow):
     task: str
     metric: str
     candidate: str
@@ -182,7 +182,7 @@ class Comparison(_Row):
 
 
 @dataclass(frozen=True)
-class Correction(_Row):
+class Correction(JsonRow):
     """A machine-scored metric of one candidate on one task, raw and corrected by reviewers' labels (PPI++), with
     how many labels the correction stands on and, for a 0/1 machine, how it agrees with them."""
 
@@ -225,7 +225,7 @@ STATUSES: tuple[Status, ...] = ("pass", "fail", "insufficient")
 
 
 @dataclass(frozen=True)
-class Verdict(_Row):
+class Verdict(JsonRow):
     criterion: str
     task: str
     metric: str
@@ -248,7 +248,7 @@ ALARMS: tuple[Alarm, ...] = ("ok", "alert", "insufficient", "info")
 
 
 @dataclass(frozen=True)
-class Reading(_Row):
+class Reading(JsonRow):
     """One monitored signal on one window of traffic, and what its rule makes of it (`info`: no rule)."""
 
     window: str

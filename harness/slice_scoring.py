@@ -7,26 +7,21 @@ ranked."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
 from harness.config import Suite
-from harness.records import nan_to_none
+from harness.records import JsonRow
 from harness.scoring import TaskEvidence
 from harness.slicing import Partition
 from harness.stats import Interval, PairedDifference, holm, task_seed
 
 
-class _Row:
-    def to_dict(self) -> dict[str, Any]:
-        return nan_to_none(asdict(self))  # type: ignore[call-overload]
-
-
 @dataclass(frozen=True)
-class SliceResult(_Row):
+class SliceResult(JsonRow):
     task: str
     slicing: str
     slice: str
@@ -42,7 +37,7 @@ class SliceResult(_Row):
 
 
 @dataclass(frozen=True)
-class SliceComparison(_Row):
+class SliceComparison(JsonRow):
     task: str
     slicing: str
     slice: str
@@ -64,7 +59,7 @@ class SliceComparison(_Row):
 
 
 @dataclass(frozen=True)
-class SliceGap(_Row):
+class SliceGap(JsonRow):
     task: str
     slicing: str
     candidate: str
