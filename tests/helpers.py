@@ -57,3 +57,15 @@ def run_record(**changes) -> RunRecord:
         "timings_s": {"c/qa": 2.0}, "failed_requests": 0,
     }
     return RunRecord.model_validate({**record, **changes})
+
+
+def remote_suite(path, name: str, task, url: str):
+    """A suite of one candidate on an OpenAI-compatible server (the fake one), sent one request at a time and never
+    retried, so that every fault the server injects is a failed request."""
+    from tests.conftest import write_yaml
+
+    return write_yaml(path, {
+        "name": name, "tasks": [str(task)],
+        "candidates": [{"name": "remote", "backend": "openai", "url": url, "model": "fake",
+                        "max_retries": 0, "concurrency": 1}],
+        "bootstrap": {"resamples": 100}})

@@ -22,6 +22,7 @@ from harness.records import Completion, Request
 from harness.store import ResultsDir, RunDir
 from tests.conftest import classification_task, write_jsonl, write_yaml
 from tests.fake_openai_server import FakeServer
+from tests.helpers import remote_suite
 
 GREEDY = Request("e1", [{"role": "user", "content": "Text: my card"}], "Text: my card\nLabel: ", 4)
 SAMPLED = Request("e1", GREEDY.messages, GREEDY.prompt, 4, temperature=0.7)
@@ -146,11 +147,7 @@ def test_failed_requests_are_never_cached(tmp_path):
     task = classification_task(tmp_path / "task", n_test=6)
     results = tmp_path / "results"
     with FakeServer(faults=[500] * 4, pieces=("billing",)) as server:
-        suite = write_yaml(tmp_path / "suite.yaml", {
-            "name": "flaky", "tasks": [str(task)],
-            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
-                            "max_retries": 0, "concurrency": 1}],
-            "bootstrap": {"resamples": 100}})
+        suite = remote_suite(tmp_path / "suite.yaml", "flaky", task, server.url)
         assert run_suite(suite, results, run_id="a").failed_requests == 4
         assert GenerationCache(ResultsDir(results).generations_db).info().answers == 2
         b = run_suite(suite, results, run_id="b")
@@ -233,11 +230,7 @@ def test_a_dropped_stream_is_a_failure_not_a_cached_answer(tmp_path):
     task = classification_task(tmp_path / "task", n_test=6)
     results = tmp_path / "results"
     with FakeServer(faults=[0] * 2, pieces=("bill", "ing")) as server:
-        suite = write_yaml(tmp_path / "suite.yaml", {
-            "name": "dropped", "tasks": [str(task)],
-            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
-                            "max_retries": 0, "concurrency": 1}],
-            "bootstrap": {"resamples": 100}})
+        suite = remote_suite(tmp_path / "suite.yaml", "dropped", task, server.url)
         assert run_suite(suite, results, run_id="a").failed_requests == 2
     cache = GenerationCache(ResultsDir(results).generations_db)
     assert cache.info().answers == 4

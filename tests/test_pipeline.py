@@ -20,6 +20,7 @@ from harness.plan import make_plan, plan_tasks
 from harness.store import SCHEMA_VERSION, ResultsDir, RunDir
 from tests.conftest import classification_task, write_yaml
 from tests.fake_openai_server import FakeServer
+from tests.helpers import remote_suite
 from tests.talking_model import LEARNED_LABEL
 
 pytestmark = pytest.mark.slow
@@ -159,11 +160,7 @@ def test_torn_last_line_is_dropped_on_resume(small_suite, tmp_path):
 def test_failed_requests_are_kept_and_retried_on_resume(tmp_path):
     task = classification_task(tmp_path / "task", n_test=6)
     with FakeServer(faults=[500] * 4, pieces=("billing",)) as server:
-        suite = write_yaml(tmp_path / "suite.yaml", {
-            "name": "flaky", "tasks": [str(task)],
-            "candidates": [{"name": "remote", "backend": "openai", "url": server.url, "model": "fake",
-                            "max_retries": 0, "concurrency": 1}],
-            "bootstrap": {"resamples": 100}})
+        suite = remote_suite(tmp_path / "suite.yaml", "flaky", task, server.url)
         first = run_suite(suite, tmp_path / "results", run_id="f")
         assert first.failed_requests == 4
         assert json.loads((first.run_dir / "run.json").read_text())["status"] == "incomplete"
