@@ -3,6 +3,7 @@ traceback when a run directory is missing or damaged. Results folder: $HARNESS_R
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -10,14 +11,14 @@ import streamlit as st
 
 from dashboard.context import Context
 from dashboard.data import RunView, list_runs, load_run
-from dashboard.views import agreement, examples, latency, monitoring, review, runs, scorecard, slices
 from dashboard.widgets import failure
 from harness.errors import HarnessError
 from harness.store import ResultsDir
 
-PAGES = {"Runs": runs.render, "Scorecard": scorecard.render, "Examples": examples.render,
-         "Slices": slices.render, "Latency": latency.render, "Review": review.render, "Agreement": agreement.render,
-         "Monitoring": monitoring.render}
+# Page -> its module under dashboard/views (a `render(ctx)` each), imported when first shown: a page's libraries (the
+# Agreement page's statistics, the Monitoring page's drift signals) cost nothing on the pages that do not use them.
+PAGES = {"Runs": "runs", "Scorecard": "scorecard", "Examples": "examples", "Slices": "slices", "Latency": "latency",
+         "Review": "review", "Agreement": "agreement", "Monitoring": "monitoring"}
 # Pages that read no run: they show something before any `harness run`.
 WITHOUT_RUNS = {"Runs", "Monitoring"}
 
@@ -48,7 +49,7 @@ def main() -> None:
             views.append(_load(str(run.path), run.changed_at()))
         except (HarnessError, OSError) as exc:
             failure(f"Run {run_id} cannot be shown:", exc)
-    PAGES[page](Context(results, all_runs, views))
+    importlib.import_module(f"dashboard.views.{PAGES[page]}").render(Context(results, all_runs, views))
 
 
 main()

@@ -109,9 +109,15 @@ class RunView:
                                                    for c in self.suite.candidates if c.runs(task)})
 
     def predictions_of(self, task: str, example_id: str) -> pd.DataFrame:
-        """One example's predictions.jsonl rows (one per request, retries included), without tabling the rest."""
-        return pd.DataFrame([dict(vars(c)) for lines in self._read(task).values() for c in lines
-                             if c.example_id == example_id], columns=[f.name for f in fields(Completion)])
+        """One example's predictions.jsonl rows (one per request, retries included): from the task's predictions if
+        a page has read them, else only that example's lines (the Examples page's first view reads no other)."""
+        if ("read", task) in self._loaded:
+            found = [c for lines in self._read(task).values() for c in lines if c.example_id == example_id]
+        else:
+            run = RunDir(self.path)
+            found = [c for cand in self.suite.candidates if cand.runs(task)
+                     for c in run.read_predictions(cand.name, task, example_id)]
+        return pd.DataFrame([dict(vars(c)) for c in found], columns=[f.name for f in fields(Completion)])
 
     @property
     def predictions(self) -> pd.DataFrame:
@@ -146,8 +152,10 @@ class RunView:
         return self._once("failed", lambda: {o for o, c in self._chosen().items() if not c.ok})
 
     def candidates_of(self, task: str) -> list[str]:
-        """The candidates with predictions for the task, in the suite's order."""
-        return [cand for cand, lines in self._read(task).items() if lines]
+        """The candidates with predictions for the task, in the suite's order (a file with a line in it: known
+        without reading the predictions)."""
+        run = RunDir(self.path)
+        return [c.name for c in self.suite.candidates if c.runs(task) and run.has_predictions(c.name, task)]
 
 
 def load_run(path: Path) -> RunView:

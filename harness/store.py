@@ -218,26 +218,38 @@ class RunDir:
                             **row["finding"]})
         return out
 
-    def read_predictions(self, candidate: str, task: str) -> list[Completion]:
-        """Every readable Completion; a torn last line (a kill mid-write) is ignored."""
+    def has_predictions(self, candidate: str, task: str) -> bool:
+        path = self.predictions_file(candidate, task)
+        return path.is_file() and path.stat().st_size > 0
+
+    def read_predictions(self, candidate: str, task: str, example_id: str | None = None) -> list[Completion]:
+        """Every readable Completion, or only those of `example_id`; a torn last line (a kill mid-write) is ignored."""
         path = self.predictions_file(candidate, task)
         if not path.is_file():
             return []
         lines = path.read_text().splitlines()
-        parsed = parse_lines(lines)
-        if parsed is not None and all(isinstance(row, dict) for row in parsed):
-            try:
-                return [Completion(**row) for row in parsed]
-            except TypeError:  # a line of other fields: the reading below names it
-                pass
+        numbered = list(enumerate(lines, 1))
+        if example_id is not None:
+            # Only the lines naming the example are parsed (a page showing one example of 10,000 parses 1 line in
+            # 10,000): every line is written by Completion.to_json, where the id appears as json.dumps writes it.
+            named = json.dumps(example_id, ensure_ascii=False)
+            numbered = [(number, line) for number, line in numbered if named in line]
+        out = _completions(parse_lines([line for _, line in numbered]))
+        if out is None:
+            out = self._parse_each(path, numbered, len(lines))
+        return out if example_id is None else [c for c in out if c.example_id == example_id]
+
+    @staticmethod
+    def _parse_each(path: Path, numbered: list[tuple[int, str]], last: int) -> list[Completion]:
+        """Line by line, to name the line that is not a Completion (or drop a torn last line)."""
         out = []
-        for number, line in enumerate(lines, 1):
+        for number, line in numbered:
             if not line.strip():
                 continue
             try:
                 out.append(Completion.from_json(line))
             except (json.JSONDecodeError, TypeError):
-                if number == len(lines):
+                if number == last:
                     break
                 raise HarnessError(f"{path}: line {number} is not a Completion") from None
         return out
@@ -274,6 +286,16 @@ class RunDir:
 
     def prediction_writer(self, candidate: str, task: str) -> PredictionWriter:
         return PredictionWriter(self.predictions_file(candidate, task))
+
+
+def _completions(parsed: list[Any] | None) -> list[Completion] | None:
+    """Parsed lines as Completions, or None where one is not (the line-by-line reading then names it)."""
+    if parsed is None or not all(isinstance(row, dict) for row in parsed):
+        return None
+    try:
+        return [Completion(**row) for row in parsed]
+    except TypeError:
+        return None
 
 
 def chosen_answers(predictions: Iterable[Completion]) -> dict[str, Completion]:

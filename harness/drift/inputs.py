@@ -6,14 +6,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sparse
 from scipy.stats import kstwo, norm, rankdata
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-from sklearn.linear_model import SGDClassifier
-from sklearn.model_selection import BaseCrossValidator, PredefinedSplit, StratifiedKFold, cross_val_predict
 
 from harness.drift.base import (
     DetailTable,
@@ -26,6 +23,10 @@ from harness.drift.base import (
     relative_change,
 )
 from harness.stats import percentile_interval
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.model_selection import BaseCrossValidator
 
 _WORD = re.compile(r"[a-z][a-z0-9']*")
 # Fewer traffic rows than this and a classifier or a vocabulary comparison says nothing.
@@ -158,10 +159,15 @@ def rising_terms(reference: Counter[str], reference_rows: int, traffic: Counter[
              "reference_rows": reference[vocab[i]]} for i in order if z[i] > 1.96]
 
 
-# Hashed word 1–2-grams and character 2–4-grams: no vocabulary to fit, so every fold sees the same features.
-_WORD_GRAMS = HashingVectorizer(ngram_range=(1, 2), n_features=2**16, alternate_sign=False, norm=None)
-_CHAR_GRAMS = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=2**16, alternate_sign=False,
-                                norm=None)
+@cache
+def _hashed_grams() -> tuple[HashingVectorizer, HashingVectorizer]:
+    """Hashed word 1–2-grams and character 2–4-grams: no vocabulary to fit, so every fold sees the same features.
+    scikit-learn is imported here, by the first classifier signal measured, not by every import of the signals."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return (HashingVectorizer(ngram_range=(1, 2), n_features=2**16, alternate_sign=False, norm=None),
+            HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=2**16, alternate_sign=False,
+                              norm=None))
 
 
 @register
@@ -177,6 +183,11 @@ class DomainAUC(DriftSignal):
     default_rules = ({"at_most": 0.7},)
 
     def measure(self, inp: DriftInput) -> Measurement:
+        import scipy.sparse as sparse
+        from sklearn.feature_extraction.text import TfidfTransformer
+        from sklearn.linear_model import SGDClassifier
+        from sklearn.model_selection import cross_val_predict
+
         rng = inp.rng(self.name)
         if len(inp.traffic) < MIN_ROWS:
             return Measurement(float("nan"), evidence=f"{len(inp.traffic)} rows; the classifier needs {MIN_ROWS}")
@@ -187,8 +198,9 @@ class DomainAUC(DriftSignal):
         texts = [inp.reference.texts[i] for i in ref_idx] + [inp.traffic.texts[i] for i in new_idx]
         y = np.r_[np.zeros(n_ref), np.ones(n_new)]
         folds = int(min(5, n_new, n_ref))
+        words_grams, char_grams = _hashed_grams()
         features = TfidfTransformer(sublinear_tf=True).fit_transform(
-            sparse.hstack([_WORD_GRAMS.transform(texts), _CHAR_GRAMS.transform(texts)]).tocsr())
+            sparse.hstack([words_grams.transform(texts), char_grams.transform(texts)]).tocsr())
         seed = int(rng.integers(2**31))
         model = SGDClassifier(loss="log_loss", alpha=1e-4, random_state=seed)
         scores = cross_val_predict(model, features, y, cv=_folds(texts, n_ref, folds, seed),
@@ -210,6 +222,8 @@ def _folds(texts: list[str], n_ref: int, folds: int, seed: int) -> BaseCrossVali
     """Folds that keep identical messages together (each distinct message dealt round robin, those of the reference
     only, of the traffic only and of both in turn, so every fold trains on both sides), unless a side has too few
     distinct messages to fill them (a window of one repeated message): then plain stratified folds."""
+    from sklearn.model_selection import PredefinedSplit, StratifiedKFold
+
     groups = np.unique(texts, return_inverse=True)[1]
     if min(len(set(groups[:n_ref])), len(set(groups[n_ref:]))) < folds:
         return StratifiedKFold(folds, shuffle=True, random_state=seed)

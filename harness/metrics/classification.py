@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from harness.metrics.base import MeanOf, Need, ScoringInput, SumStatsMetric, register
 
@@ -115,6 +114,10 @@ class _ConfusionF1(SumStatsMetric):
         slots = np.repeat(np.arange(k), self._worst_false_positives(out.sum(axis=0), cap, len(rows)).astype(int))
         # The rows matched to those false positives, none to its own label (possible: no label takes more than the
         # rows of other labels give).
+        # scipy.optimize takes a third of a second to import: loaded when a failure is scored, not by every import of
+        # the registry (the dashboard's pages among them).
+        from scipy.optimize import linear_sum_assignment
+
         _, order = linear_sum_assignment(slots[None, :] == true[:, None])
         out[rows, k + slots[order]] = 1
         return out
