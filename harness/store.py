@@ -231,9 +231,10 @@ class RunDir:
         numbered = list(enumerate(lines, 1))
         if example_id is not None:
             # Only the lines naming the example are parsed (a page showing one example of 10,000 parses 1 line in
-            # 10,000): every line is written by Completion.to_json, where the id appears as json.dumps writes it.
-            named = json.dumps(example_id, ensure_ascii=False)
-            numbered = [(number, line) for number, line in numbered if named in line]
+            # 10,000): the id appears in its line as json.dumps writes it (Completion.to_json keeps non-ASCII
+            # characters; a file rewritten by another tool may escape them).
+            named = {json.dumps(example_id, ensure_ascii=False), json.dumps(example_id)}
+            numbered = [(number, line) for number, line in numbered if any(n in line for n in named)]
         out = _completions(parse_lines([line for _, line in numbered]))
         if out is None:
             out = self._parse_each(path, numbered, len(lines))

@@ -201,6 +201,21 @@ def test_examples_are_picked_by_their_text_and_shown_as_text(results, monkeypatc
     assert len(tables) == len(CANDIDATES) and "accuracy" in set(tables[0].metric)
 
 
+def test_one_examples_answers_read_alone_equal_those_of_the_whole_task(results):
+    """The Examples page's first view reads only the example's lines; a page that has read the whole task finds
+    the same rows, every candidate's, and the candidates are known without reading any."""
+    from dashboard.data import load_run
+
+    view = load_run(results / "run-1")
+    example_id = view.examples["keywords"].example_id.iloc[3]
+    alone = view.predictions_of("keywords", example_id)
+    assert view.candidates_of("keywords") == list(CANDIDATES) and ("read", "keywords") not in view._loaded
+    assert len(view.answers) > 0 and ("read", "keywords") in view._loaded
+    whole = view.predictions_of("keywords", example_id)
+    assert alone.equals(whole) and list(whole.candidate) == list(CANDIDATES)
+    assert set(whole.example_id) == {example_id}
+
+
 def test_examples_page_shows_the_answer_the_gate_scores(own_results, monkeypatch):
     """A successful answer followed by a failed attempt at the same example (a resumed run not yet compacted):
     the page shows the success, as the gate scores it and reviewers rate it, not the last line."""
