@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.json_files import jsonl_lines
 from harness.records import Request
 
 
@@ -110,7 +111,7 @@ def read_prompts(path: Path, max_new_tokens: int) -> list[Request]:
     if not path.is_file():
         raise HarnessError(f"{path}: prompts file not found")
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(jsonl_lines(path), 1):
         if not line.strip():
             continue
         try:

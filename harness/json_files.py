@@ -47,8 +47,15 @@ def parse_lines(lines: list[str]) -> list[Any] | None:
         return None
 
 
+def jsonl_lines(path: Path) -> list[str]:
+    """A JSONL file's lines, split at "\n" only: str.splitlines also splits at U+2028, U+2029, U+0085 and other
+    separators, which a JSON string may hold unescaped (json.dumps writes them so with ensure_ascii=False)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def read_jsonl(path: Path) -> list[Any]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = jsonl_lines(path)
     parsed = parse_lines(lines)
     if parsed is not None:
         return parsed

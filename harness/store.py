@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from harness.errors import HarnessError, redact_all
 from harness.json_files import (
     PredictionWriter,
+    jsonl_lines,
     parse_lines,
     read_json,
     read_jsonl,
@@ -227,7 +228,7 @@ class RunDir:
         path = self.predictions_file(candidate, task)
         if not path.is_file():
             return []
-        lines = path.read_text().splitlines()
+        lines = jsonl_lines(path)
         numbered = list(enumerate(lines, 1))
         if example_id is not None:
             # Only the lines naming the example are parsed (a page showing one example of 10,000 parses 1 line in

@@ -95,3 +95,18 @@ def test_a_damaged_line_of_the_example_is_named_even_when_reading_one_example(tm
         run.read_predictions("c", "t", "e1")
     assert [c.text for c in run.read_predictions("c", "t", "e2")] == ["no"]
     assert run.has_predictions("c", "t") and not run.has_predictions("c", "other")
+
+
+def test_line_separators_inside_answers_and_ids_are_kept_not_split(tmp_path):
+    """JSON strings may hold U+2028, U+2029 and U+0085 unescaped (Completion.to_json writes them so); a reader
+    splitting lines at them (str.splitlines) turned one answer into two pieces joined by a comma."""
+    run = RunDir(tmp_path)
+    odd = "first\u2028second\u2029third\x85fourth"
+    with run.prediction_writer("c", "t") as writer:
+        writer.append(Completion("plain", "c", "t", odd))
+        writer.append(Completion(odd, "c", "t", "an id with separators"))
+    assert [c.text for c in run.read_predictions("c", "t")] == [odd, "an id with separators"]
+    assert [c.text for c in run.read_predictions("c", "t", "plain")] == [odd]
+    assert [c.text for c in run.read_predictions("c", "t", odd)] == ["an id with separators"]
+    run.write_scores([{"task": "t", "candidate": "c", "example_id": odd, "predicted_label": odd}])
+    assert run.read_scores() == [{"task": "t", "candidate": "c", "example_id": odd, "predicted_label": odd}]

@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.detectors.base import Claim, Detector
 from harness.errors import HarnessError
+from harness.json_files import jsonl_lines
 from harness.stats import percentile_interval, resample_blocks
 
 # Shipped with the project (MIT; data/halueval/SOURCE.md), so validation works from a clone.
@@ -62,7 +63,7 @@ def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise HarnessError(f"{path}: file not found (expected HaluEval's {path.name})")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(jsonl_lines(path), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
