@@ -220,8 +220,13 @@ class RunDir:
         return out
 
     def has_predictions(self, candidate: str, task: str) -> bool:
+        """Whether the file starts with a whole line (a torn line alone is no prediction), without reading the rest."""
         path = self.predictions_file(candidate, task)
-        return path.is_file() and path.stat().st_size > 0
+        if not path.is_file():
+            return False
+        with path.open("rb") as handle:
+            first = handle.readline()
+        return first.endswith(b"\n") and bool(first.strip())
 
     def read_predictions(self, candidate: str, task: str, example_id: str | None = None) -> list[Completion]:
         """Every readable Completion, or only those of `example_id`; a torn last line (a kill mid-write) is ignored."""

@@ -229,6 +229,18 @@ def test_examples_page_shows_the_answer_the_gate_scores(own_results, monkeypatch
     assert "HTTP 503 upstream gone" not in texts(at)
 
 
+def test_a_damaged_answer_line_is_a_message_naming_the_file_not_a_traceback(own_results, monkeypatch):
+    path = own_results / "run-1" / "predictions" / CANDIDATES[0] / "keywords.jsonl"
+    lines = path.read_text().splitlines()
+    damaged = json.loads(lines[0])["example_id"]
+    path.write_text("\n".join([lines[0][:-3], *lines[1:]]) + "\n")
+    at = app(own_results, monkeypatch, "Examples")
+    at.selectbox(key="ex_id").set_value(damaged).run()
+    assert not at.exception, at.exception
+    assert "This example's answers cannot be read:" in [e.value for e in at.error]
+    assert f"{path}: line 1 is not a Completion" in [t.value for t in at.text]
+
+
 def test_pages_see_answers_written_after_they_read_the_run(own_results, monkeypatch):
     """The page caches a run; answers a resumed run writes later (run.json untouched) still show."""
     path = own_results / "run-1" / "predictions" / CANDIDATES[0] / "keywords.jsonl"
@@ -387,6 +399,35 @@ def _rewrite_answer(results, candidate, example_id, text) -> None:
     path.write_text("".join(json.dumps({**r, "text": text} if r["example_id"] == example_id else r) + "\n"
                             for r in rows))
     os.utime(results / "run-1" / "run.json")
+
+
+def test_failed_requests_are_not_offered_for_rating(own_results, monkeypatch):
+    """A failed request has no answer to rate: neither mode offers it (any failure makes a rating criterion
+    insufficient, so such a rating would be wasted), and a task with nothing left says so."""
+    import os
+
+    path = own_results / "run-1" / "predictions" / CANDIDATES[0] / "qa.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = rows[0]["example_id"]
+    path.write_text("".join(json.dumps(r if r["example_id"] == kept else {**r, "text": "", "error": "HTTP 503"}) + "\n"
+                            for r in rows))
+    os.utime(own_results / "run-1" / "run.json")
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    at.selectbox(key="rev_task").set_value("qa").run()
+    assert "0 of 11 outputs rated by you" in at.get("progress")[0].proto.text
+    at.radio(key="rev_mode").set_value("Blind side by side").run()
+    assert "0 of 1 comparisons done by you" in at.get("progress")[0].proto.text
+    assert rows[0]["text"] in texts(at)
+
+    path.write_text("".join(json.dumps({**r, "text": "", "error": "HTTP 503"}) + "\n" for r in rows))
+    os.utime(own_results / "run-1" / "run.json")
+    at = app(own_results, monkeypatch, "Review")
+    at.text_input(key="reviewer").set_value("ada").run()
+    at.selectbox(key="rev_task").set_value("qa").run()
+    at.radio(key="rev_mode").set_value("Blind side by side").run()
+    assert not at.exception, at.exception
+    assert [i.value for i in at.info] == ["No example of this task where two candidates both answered."]
 
 
 def test_a_rewritten_answer_loses_its_ratings_in_the_gate_and_on_the_page(own_results, monkeypatch):

@@ -95,6 +95,8 @@ def test_a_damaged_line_of_the_example_is_named_even_when_reading_one_example(tm
         run.read_predictions("c", "t", "e1")
     assert [c.text for c in run.read_predictions("c", "t", "e2")] == ["no"]
     assert run.has_predictions("c", "t") and not run.has_predictions("c", "other")
+    run.predictions_file("c", "torn").write_text(lines[1][:-4])  # a kill during the first answer's write
+    assert not run.has_predictions("c", "torn") and run.read_predictions("c", "torn") == []
 
 
 def test_line_separators_inside_answers_and_ids_are_kept_not_split(tmp_path):

@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard.context import Context
 from dashboard.data import RunView
 from dashboard.widgets import example_context, example_labels, failure, metric_columns, scores_table
+from harness.errors import HarnessError
 
 FILTERS = ("all", "A right and B wrong", "hallucinated", "invalid label", "by label", "by metric range",
            "confusion cell")
@@ -90,7 +91,11 @@ def matching(view: RunView, task: str, how: str) -> list[str]:
 def side_by_side(view: RunView, task: str, example_id: str) -> None:
     example_context(view, task, example_id)
     cands = view.candidates_of(task)
-    preds = view.predictions_of(task, example_id)
+    try:
+        preds = view.predictions_of(task, example_id)
+    except HarnessError as exc:
+        failure("This example's answers cannot be read:", exc)
+        return
     rows = per_example(view, task)
     found = view.detections
     for col, cand in zip(st.columns(len(cands)), cands, strict=True):

@@ -63,12 +63,17 @@ def _skip() -> None:
 
 
 def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> None:
+    # A failed request has no answer to rate (and any failure makes a rating criterion insufficient anyway).
     items = in_order(reviewer, view.run_id,
-                     [(ex, c) for ex in view.examples[task].example_id for c in view.candidates_of(task)])
+                     [(ex, c) for ex in view.examples[task].example_id for c in view.candidates_of(task)
+                      if Output(task, ex, c) in view.answers and Output(task, ex, c) not in view.failed])
     now = {i: answer_sha256(_answer(view, task, *i)) for i in items}
     # A rating counts while the answer it rated is unchanged: a rewritten answer comes back to the queue.
     mine = {(s.example_id, s.candidate): s for s in store.scores(view.run_id, task)
             if s.reviewer == reviewer and now.get((s.example_id, s.candidate)) == s.answer_sha256}
+    if not items:
+        st.info("No answer of this task to rate: every request failed.")
+        return
     todo = [i for i in items if i not in mine]
     st.progress(len(mine) / len(items), text=f"{len(mine)} of {len(items)} outputs rated by you")
     labels = example_labels(view, task)
@@ -95,13 +100,19 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
     if len(cands) < 2:
         st.info("Blind comparison needs two candidates on this task.")
         return
+    answered = {(ex, c) for ex in view.examples[task].example_id for c in cands
+                if Output(task, ex, c) in view.answers and Output(task, ex, c) not in view.failed}
     items = in_order(reviewer, view.run_id,
-                     [(ex, a, b) for ex in view.examples[task].example_id for a, b in combinations(cands, 2)])
+                     [(ex, a, b) for ex in view.examples[task].example_id for a, b in combinations(cands, 2)
+                      if {(ex, a), (ex, b)} <= answered])
     now = {(ex, c): answer_sha256(_answer(view, task, ex, c)) for ex in view.examples[task].example_id
            for c in cands}
     mine = {(p.example_id, p.candidate_a, p.candidate_b): p for p in store.preferences(view.run_id, task)
             if p.reviewer == reviewer and now.get((p.example_id, p.candidate_a)) == p.answer_a_sha256
             and now.get((p.example_id, p.candidate_b)) == p.answer_b_sha256}
+    if not items:
+        st.info("No example of this task where two candidates both answered.")
+        return
     todo = [i for i in items if i not in mine]
     st.progress(len(mine) / len(items), text=f"{len(mine)} of {len(items)} comparisons done by you")
     labels = example_labels(view, task)
