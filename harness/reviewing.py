@@ -9,17 +9,29 @@ from harness.assignments import Assignments, PlanProgress
 from harness.errors import HarnessError
 from harness.plan import tasks_of_run
 from harness.ratings import Output, RatingStore, answer_sha256
+from harness.records import Completion
 from harness.review_plan import draw_items, load_review_plan
 from harness.store import RunDir
 
 
-def answers_of_run(run: RunDir) -> dict[Output, str]:
-    """The text of every output of a finished run, as the gate scores and reviewers rate it (the run's tasks and
-    data must be as it recorded them)."""
+def _completions_of_run(run: RunDir) -> dict[Output, Completion]:
+    """The answer of every output of a finished run, as the gate scores it (the run's tasks and data must be as it
+    recorded them)."""
     _, suite, tasks = tasks_of_run(run)
-    return {Output(task.name, example_id, cand.name): completion.text
+    return {Output(task.name, example_id, cand.name): completion
             for task in tasks for cand in suite.candidates if cand.runs(task.name)
             for example_id, completion in run.answers(cand.name, task.name).items()}
+
+
+def answers_of_run(run: RunDir) -> dict[Output, str]:
+    """The text of every output of a finished run, as the gate scores and reviewers rate it."""
+    return {output: completion.text for output, completion in _completions_of_run(run).items()}
+
+
+def rateable_outputs(run: RunDir) -> dict[Output, str]:
+    """The outputs a review plan may draw: its answers less the failed requests (nothing to rate, and any failure
+    makes a rating criterion insufficient)."""
+    return {output: c.text for output, c in _completions_of_run(run).items() if c.ok}
 
 
 def plan_review(run_dir: Path, plan_file: Path, replace: bool = False) -> PlanProgress:
@@ -30,7 +42,7 @@ def plan_review(run_dir: Path, plan_file: Path, replace: bool = False) -> PlanPr
     if run.exists() and run.read_run().status in ("running", "interrupted"):
         raise HarnessError(f"{run_dir}: the run is {run.read_run().status}; finish it (`harness run --resume`) "
                            "before planning its review")
-    items = draw_items(plan, plan_file, answers_of_run(run))
+    items = draw_items(plan, plan_file, rateable_outputs(run))
     Assignments(RatingStore.beside(run_dir.parent)).create(run.run_id, plan, items, replace)
     return review_progress(run_dir)
 

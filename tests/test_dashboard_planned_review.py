@@ -192,3 +192,18 @@ def test_a_blind_plan_on_the_page(own_results, monkeypatch, tmp_path):  # noqa: 
     assert len(store.preferences("run-1")) == 3
     (record,) = Assignments(store).progress("run-1", {}).gold
     assert (record.rated, record.right) == (1, 1), "the better gold answer was picked, on whichever side"
+
+
+def test_a_plan_draws_no_failed_request(own_results, tmp_path):  # noqa: F811
+    """A failed request has no answer to rate: a plan's items leave it out (a rating criterion is insufficient
+    on any failure, so a rating of it would be wasted)."""
+    from harness.reviewing import plan_review
+
+    path = own_results / "run-1" / "predictions" / CANDIDATES[1] / "qa.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    failed = {r["example_id"] for r in rows[:4]}
+    path.write_text("".join(json.dumps({**r, "text": "", "error": "HTTP 503"} if r["example_id"] in failed else r)
+                            + "\n" for r in rows))
+    progress = plan_review(own_results / "run-1", _plan_file(tmp_path, own_results, items=None, gold=[]))
+    drawn = {p.item.example_id for p in progress.items}
+    assert drawn == {r["example_id"] for r in rows} - failed and len(drawn) == len(rows) - 4
