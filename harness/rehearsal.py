@@ -27,6 +27,10 @@ FINETUNE_ROWS = 64
 FINETUNE_BATCH = 2
 FINETUNE_STEPS = 4
 FINETUNE_PROCESSES = 2
+# At the suite's rate (2e-4, warmed up and decaying) four steps barely move the adapter: the stand-in then answered
+# the adapter probe's prompts as its base did in some rehearsals, and the probe rightly stopped the run. At this
+# rate, constant, the adapter changes its answers, so the probe checks that it is applied, as on GPUs.
+FINETUNE_LEARNING_RATE = 2e-3
 
 
 @dataclass(frozen=True)
@@ -118,9 +122,11 @@ def _finetune(spec: FinetuneSpec, where: str, notes: list[str]) -> FinetuneSpec:
     launcher = (f"torchrun, {processes} CPU processes (gloo), {spec.distributed.strategy}" if processes > 1
                 else "one process")
     notes.append(f"{where}: fine-tune on {launcher}: {FINETUNE_STEPS} steps of {FINETUNE_BATCH} rows per process "
-                 f"from {FINETUNE_ROWS} training rows (the suite asks {spec.distributed.processes} process(es), "
-                 f"batch {spec.batch_size})")
+                 f"from {FINETUNE_ROWS} training rows at a constant learning rate of {FINETUNE_LEARNING_RATE:g} "
+                 f"(the suite asks {spec.distributed.processes} process(es), batch {spec.batch_size}, "
+                 f"{spec.learning_rate:g} {spec.scheduler})")
     return spec.model_copy(update={
         "limit": min(spec.limit or FINETUNE_ROWS, FINETUNE_ROWS), "batch_size": FINETUNE_BATCH,
         "gradient_accumulation": 1, "max_steps": FINETUNE_STEPS, "eval_steps": FINETUNE_STEPS,
+        "learning_rate": FINETUNE_LEARNING_RATE, "scheduler": "constant", "warmup_ratio": 0.0,
         "precision": "auto", "distributed": spec.distributed.model_copy(update={"processes": processes})})
