@@ -33,7 +33,15 @@ from harness.records import STATUSES, Status, Verdict
 from harness.scoring import TaskEvidence
 from harness.slice_verdicts import resolve_sliced
 from harness.slicing import Partition
-from harness.stats import Direction, Interval, bounded_mean_interval, decide, examples_needed, holm
+from harness.stats import (
+    Direction,
+    Interval,
+    bounded_mean_interval,
+    decide,
+    examples_needed,
+    holm,
+    p_value_by_confidence,
+)
 
 
 def short(value: float | None) -> str:
@@ -133,23 +141,9 @@ def _insufficient(c: Criterion, task: str, label: str, n: int, why: str) -> Verd
 
 
 def _inverted_p(bounds: Callable[[float], tuple[float, float]], threshold: float, above: bool) -> float:
-    """One-sided p-value of a criterion decided on intervals the metric computes itself (order statistics, whose
-    bootstrap p-value would say nothing): (1 - c) / 2 for the highest confidence c at which the interval still lies
-    wholly on the criterion's side, found by bisection (the intervals nest as c grows)."""
+    """One-sided p-value of a criterion decided on intervals the metric computes itself (order statistics)."""
     direction: Direction = "at_least" if above else "at_most"
-
-    def holds(conf: float) -> bool:
-        return decide(*bounds(conf), threshold, direction) == "holds"
-
-    low, high = 1e-4, 1 - 1e-9
-    if not holds(low):
-        return 1.0
-    if holds(high):
-        return (1 - high) / 2
-    for _ in range(40):
-        middle = (low + high) / 2
-        low, high = (middle, high) if holds(middle) else (low, middle)
-    return (1 - low) / 2
+    return p_value_by_confidence(lambda conf: decide(*bounds(conf), threshold, direction) == "holds")
 
 
 def _decided(what: str, low: float, high: float, threshold: float, above: bool, conf: float) -> tuple[Status, str]:

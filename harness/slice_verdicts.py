@@ -12,28 +12,13 @@ A slice below its slicing's `min_size` makes the criterion insufficient (a faili
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from harness.manifest_spec import Criterion, Manifest
 from harness.records import Status, Verdict
 from harness.scoring import TaskEvidence
 from harness.slice_scoring import gap_interval, subsets
 from harness.slicing import Partition
-from harness.stats import Direction, decide
-
-
-def _p_value(holds: Callable[[float], bool]) -> float:
-    """(1 - c) / 2 for the highest confidence c at which the criterion still passes (the intervals nest as c
-    grows): the one-sided p-value that Holm's correction reads."""
-    low, high = 1e-4, 1 - 1e-9
-    if not holds(low):
-        return 1.0
-    if holds(high):
-        return (1 - high) / 2
-    for _ in range(30):
-        middle = (low + high) / 2
-        low, high = (middle, high) if holds(middle) else (low, middle)
-    return (1 - low) / 2
+from harness.stats import Direction, decide, p_value_by_confidence
 
 
 def _num(value: float) -> str:
@@ -83,8 +68,8 @@ def _worst(c: Criterion, subs: dict[str, TaskEvidence], small: list[str], partit
     # The slice nearest to failing: the lowest lower bound for at_least, the highest upper bound for at_most.
     worst = (min(ivs, key=lambda s: ivs[s].low) if above else max(ivs, key=lambda s: ivs[s].high)) if ivs else None
     shown = (ivs[worst].value, ivs[worst].low, ivs[worst].high) if worst else (math.nan, math.nan, math.nan)
-    p = _p_value(lambda level: not small and bool(subs)
-                 and all(d == "holds" for d in decisions(level).values()))
+    p = p_value_by_confidence(
+        lambda level: not small and bool(subs) and all(d == "holds" for d in decisions(level).values()))
     what = f"worst slice {worst} {_num(shown[0])} [{_num(shown[1])}, {_num(shown[2])}]"
     broken = [name for name, d in corrected.items() if d == "broken"]
     if broken:
@@ -112,7 +97,8 @@ def _gap(c: Criterion, subs: dict[str, TaskEvidence], small: list[str], partitio
     ranked = {name: sub for name, sub in subs.items() if name not in small}
     iv = gap_interval(ranked, c.metric, c.candidate, conf)
     shown = (iv.value, iv.low, iv.high)
-    p = _p_value(lambda level: not small and decide(*_gap_bounds(ranked, c, level), bar, "at_most") == "holds")
+    p = p_value_by_confidence(
+        lambda level: not small and decide(*_gap_bounds(ranked, c, level), bar, "at_most") == "holds")
     what = f"gap between {partition.slicing} slices {_num(iv.value)} [{_num(iv.low)}, {_num(iv.high)}]"
     if small:
         return "insufficient", f"{what}; {_too_small(small, partition)}", shown, p

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -187,6 +187,22 @@ def decide(low: float, high: float, threshold: float, direction: Direction) -> D
     if direction == "at_least":
         return "holds" if low > threshold else "broken" if high < threshold else "undecided"
     return "holds" if high < threshold else "broken" if low > threshold else "undecided"
+
+
+def p_value_by_confidence(holds: Callable[[float], bool]) -> float:
+    """One-sided p-value of a criterion decided on intervals, where `holds(c)` says whether it passes at confidence
+    c: (1 - c) / 2 for the highest c at which it still passes, found by bisection (the intervals nest as c grows).
+    For intervals a metric computes itself (order statistics, slices' corrected bounds), whose bootstrap p-value
+    would say nothing."""
+    low, high = 1e-4, 1 - 1e-9
+    if not holds(low):
+        return 1.0
+    if holds(high):
+        return (1 - high) / 2
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if holds(middle) else (low, middle)
+    return (1 - low) / 2
 
 
 def repeated_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
