@@ -151,6 +151,10 @@ class RunView:
         """Outputs whose request failed (no answer to rate or label)."""
         return self._once("failed", lambda: {o for o, c in self._chosen().items() if not c.ok})
 
+    def answered(self, output: Output) -> bool:
+        """Whether the output has an answer to rate or label (a failed request has none)."""
+        return output in self.answers and output not in self.failed
+
     def candidates_of(self, task: str) -> list[str]:
         """The candidates with predictions for the task, in the suite's order (a file with a line in it: known
         without reading the predictions)."""

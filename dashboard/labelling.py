@@ -58,7 +58,7 @@ class Queue:
 
 def _queue(view: RunView, labels: LabelStore, metric: str, task: str) -> Queue:
     answers = [o for o in label_queue(view.suite.seed, metric, task, view.examples[task].example_id,
-                                      view.candidates_of(task)) if o in view.answers and o not in view.failed]
+                                      view.candidates_of(task)) if view.answered(o)]
     digests = {o: answer_sha256(view.answers[o]) for o in answers}
     now = current_labels(labels.labels(view.run_id, metric), digests)
     return Queue(view, metric, task, answers, digests, {o: now[o] for o in answers if o in now})

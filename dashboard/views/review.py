@@ -64,9 +64,8 @@ def _skip() -> None:
 
 def scores_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> None:
     # A failed request has no answer to rate (and any failure makes a rating criterion insufficient anyway).
-    items = in_order(reviewer, view.run_id,
-                     [(ex, c) for ex in view.examples[task].example_id for c in view.candidates_of(task)
-                      if Output(task, ex, c) in view.answers and Output(task, ex, c) not in view.failed])
+    items = in_order(reviewer, view.run_id, [(ex, c) for ex in view.examples[task].example_id
+                                             for c in view.candidates_of(task) if view.answered(Output(task, ex, c))])
     now = {i: answer_sha256(_answer(view, task, *i)) for i in items}
     # A rating counts while the answer it rated is unchanged: a rewritten answer comes back to the queue.
     mine = {(s.example_id, s.candidate): s for s in store.scores(view.run_id, task)
@@ -100,11 +99,9 @@ def blind_mode(view: RunView, store: RatingStore, reviewer: str, task: str) -> N
     if len(cands) < 2:
         st.info("Blind comparison needs two candidates on this task.")
         return
-    answered = {(ex, c) for ex in view.examples[task].example_id for c in cands
-                if Output(task, ex, c) in view.answers and Output(task, ex, c) not in view.failed}
     items = in_order(reviewer, view.run_id,
                      [(ex, a, b) for ex in view.examples[task].example_id for a, b in combinations(cands, 2)
-                      if {(ex, a), (ex, b)} <= answered])
+                      if view.answered(Output(task, ex, a)) and view.answered(Output(task, ex, b))])
     now = {(ex, c): answer_sha256(_answer(view, task, ex, c)) for ex in view.examples[task].example_id
            for c in cands}
     mine = {(p.example_id, p.candidate_a, p.candidate_b): p for p in store.preferences(view.run_id, task)
